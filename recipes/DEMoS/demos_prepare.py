@@ -1,0 +1,105 @@
+"""Data preparation for DEMoS (Parada-Cabaleiro et al., 2019), Italian emotional speech.
+
+Download: DEMoS is distributed under an EULA by its authors; once granted,
+point ``--data_folder`` at the folder holding ``DEMOS/`` and ``NEU/``.
+
+File stems look like ``NP_m_02_rab04b``: ``NP``/``PR`` (non-prototypical /
+prototypical), gender letter, two-digit speaker (``stem[-9:-7]``), three-letter
+emotion code (``stem[-6:-3]``), utterance tag.
+"""
+
+import glob
+import logging
+import os
+
+from ser_adv_brain.manifests import PAPER_SPLIT_RATIO, manifests_up_to_date, write_split_manifests
+
+logger = logging.getLogger(__name__)
+
+EMOTION_CODES = {
+    "rab": "anger",
+    "dis": "disgust",
+    "pau": "fear",
+    "col": "guilt",
+    "gio": "happiness",
+    "tri": "sadness",
+    "sor": "surprise",
+    "neu": "neutral",
+}
+
+
+def parse_demos_stem(stem):
+    """Parses a DEMoS file stem into its emotion, speaker, gender and prototypicality.
+
+    Example
+    -------
+    >>> parse_demos_stem("NP_m_02_rab04b")
+    {'emo': 'anger', 'spk_id': '02', 'gender': 'm', 'prototypical': False}
+    """
+    code = stem[-6:-3]
+    if code not in EMOTION_CODES:
+        raise ValueError(
+            f"{stem!r}: unknown DEMoS emotion code {code!r} (stem[-6:-3]); "
+            f"known codes are {sorted(EMOTION_CODES)}."
+        )
+    speaker, gender, prefix = stem[-9:-7], stem[-11:-10].lower(), stem[:2].upper()
+    if not speaker.isdigit() or gender not in ("m", "f") or prefix not in ("NP", "PR"):
+        raise ValueError(f"{stem!r} is not a DEMoS stem like 'NP_m_02_rab04b'.")
+    return {"emo": EMOTION_CODES[code], "spk_id": speaker, "gender": gender, "prototypical": prefix == "PR"}
+
+
+def prepare_demos(
+    data_folder,
+    save_folder,
+    split_ratio=PAPER_SPLIT_RATIO,
+    seed=1234,
+    split_file=None,
+    include_neutral=False,
+    prototypical_only=False,
+):
+    """Writes speaker-independent ``train/valid/test.csv`` manifests for DEMoS.
+
+    Skipped when manifests made with the same options already exist.
+
+    Arguments
+    ---------
+    data_folder : str
+        Holds ``DEMOS/*.wav`` and ``NEU/*.wav`` (searched recursively).
+    save_folder : str
+        Receives the manifests and ``data_summary.md``.
+    split_ratio : sequence of 3 numbers
+        Speakers in train, valid and test, in proportion (the paper's 24:22:22).
+    seed : int
+        Seed of the speaker split.
+    split_file : str or None
+        CSV ``spk_id,split`` giving the split instead.
+    include_neutral : bool
+        The paper excludes the neutral class (7 emotions).
+    prototypical_only : bool
+        Keep only the prototypical (``PR``) utterances.
+    """
+    options = {
+        "data_folder": os.path.abspath(data_folder),
+        "split_ratio": list(split_ratio),
+        "seed": seed,
+        "split_file": split_file,
+        "include_neutral": include_neutral,
+        "prototypical_only": prototypical_only,
+    }
+    if manifests_up_to_date(save_folder, options):
+        logger.info(f"DEMoS manifests in {save_folder} are up to date, preparation skipped.")
+        return
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(f"DEMoS data_folder {data_folder!r} does not exist.")
+    records = []
+    for path in sorted(glob.glob(os.path.join(data_folder, "**", "*.wav"), recursive=True)):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        info = parse_demos_stem(stem)
+        if info["emo"] == "neutral" and not include_neutral:
+            continue
+        if prototypical_only and not info["prototypical"]:
+            continue
+        records.append({"ID": stem, "wav": os.path.abspath(path), **info})
+    if not records:
+        raise ValueError(f"No DEMoS-named .wav files (like NP_m_02_rab04b.wav) found under {data_folder!r}.")
+    write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, title="DEMoS")

@@ -1,0 +1,117 @@
+"""The paper's input features: log-Mel spectrograms, z-scored per Mel bin.
+
+Both modules stay differentiable with respect to their input, so that attacks
+can work on the waveform as well as on the features.
+"""
+
+import torch
+import torchaudio.transforms
+
+
+class LogMel(torch.nn.Module):
+    """Log-Mel spectrogram of the authors' code: magnitude STFT, Mel filters, ``log(x + offset)``.
+
+    Arguments
+    ---------
+    sample_rate : int
+    n_fft : int
+        FFT size, also the Hamming window's length (512 samples = 32 ms at 16 kHz).
+    hop_length : int
+    n_mels : int
+    f_min, f_max : float
+        Band covered by the Mel filters, in Hz.
+    log_offset : float
+        Added before the log so that silence stays finite.
+
+    Example
+    -------
+    >>> feats = LogMel()(torch.randn(2, 16000))
+    >>> feats.shape
+    torch.Size([2, 63, 64])
+    """
+
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_fft=512,
+        hop_length=256,
+        n_mels=64,
+        f_min=20.0,
+        f_max=8000.0,
+        log_offset=1e-8,
+    ):
+        super().__init__()
+        self.hop_length = hop_length
+        self.log_offset = log_offset
+        # Slaney-normalised Mel filters, as librosa computes them.
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            window_fn=torch.hamming_window,
+            power=1.0,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def forward(self, wavs):
+        """Maps ``[batch, time]`` waveforms to ``[batch, frames, n_mels]`` features."""
+        # The STFT runs in float32 even under autocast: fp16 magnitudes overflow.
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            mel = self.mel(wavs.float())
+        return torch.log(mel + self.log_offset).transpose(-1, -2)
+
+
+class FeatureNormalizer(torch.nn.Module):
+    """Per-Mel-bin z-score with statistics of the training split only.
+
+    The statistics are buffers, so SpeechBrain's ``Checkpointer`` saves them
+    with the model and the pretrained interface restores them.
+
+    Arguments
+    ---------
+    n_mels : int
+    std_floor : float
+        Lower bound on the standard deviation, for bins that never vary.
+    """
+
+    def __init__(self, n_mels=64, std_floor=1e-5):
+        super().__init__()
+        self.std_floor = std_floor
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def fitted(self):
+        """Whether statistics have been estimated (or loaded)."""
+        return bool(self.count > 0)
+
+    @torch.no_grad()
+    def fit(self, feature_batches):
+        """Estimates the statistics over ``[batch, frames, n_mels]`` tensors.
+
+        Sums run in float64, so the result does not depend on how the
+        data is batched.
+        """
+        total = sq_total = 0.0
+        count = 0
+        for feats in feature_batches:
+            flat = feats.reshape(-1, feats.shape[-1]).double()
+            total = total + flat.sum(0)
+            sq_total = sq_total + (flat**2).sum(0)
+            count += flat.shape[0]
+        if count == 0:
+            raise ValueError("Cannot fit the feature normalizer on an empty training set.")
+        mean = total / count
+        var = (sq_total / count - mean**2).clamp(min=0.0)
+        self.mean.copy_(mean)
+        self.std.copy_(var.sqrt().clamp(min=self.std_floor))
+        self.count.fill_(count)
+
+    def forward(self, feats):
+        """Z-scores ``[batch, frames, n_mels]`` features."""
+        return (feats - self.mean) / self.std

@@ -1,0 +1,187 @@
+"""Corpus-independent data preparation: speaker-independent splits and SpeechBrain CSV manifests.
+
+A corpus recipe (``recipes/<corpus>/<corpus>_prepare.py``) only parses its own
+file names into records (``ID, wav, emo, spk_id, gender``); everything after
+that -- the split, the manifests, the summary table -- is shared here.
+"""
+
+import collections
+import csv
+import json
+import logging
+import os
+import itertools
+import random
+
+import soundfile
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+PAPER_SPLIT_RATIO = (24, 22, 22)  # DEMoS speakers in train / dev / test (Ren et al., 2020)
+MANIFEST_COLUMNS = ("ID", "duration", "wav", "emo", "spk_id", "gender")
+
+
+def split_sizes(n_items, ratio):
+    """Largest-remainder apportionment of ``n_items`` over ``ratio``, at least one each."""
+    if n_items < len(ratio):
+        raise ValueError(
+            f"A {len(ratio)}-way speaker-independent split needs at least {len(ratio)} speakers, "
+            f"found {n_items}."
+        )
+    if any(r <= 0 for r in ratio):
+        raise ValueError(f"Every split ratio must be > 0, got {tuple(ratio)}")
+    quotas = [n_items * r / sum(ratio) for r in ratio]
+    sizes = [max(1, int(q)) for q in quotas]
+    order = sorted(range(len(ratio)), key=lambda i: sizes[i] - quotas[i])
+    while sum(sizes) < n_items:
+        i = order.pop(0)
+        sizes[i] += 1
+        order.append(i)
+    while sum(sizes) > n_items:  # only when the minimum of one forced an extra
+        i = max(range(len(sizes)), key=lambda j: sizes[j] - quotas[j])
+        sizes[i] -= 1
+    return sizes
+
+
+def speaker_independent_split(speaker_genders, ratio=PAPER_SPLIT_RATIO, seed=1234):
+    """Assigns every speaker to one split, in ``ratio`` proportions, balanced by gender.
+
+    Arguments
+    ---------
+    speaker_genders : dict
+        Speaker ID -> gender letter.
+    ratio : sequence of 3 numbers
+        Relative speaker counts of train, valid and test (the paper's 24:22:22).
+    seed : int
+        The split is a deterministic function of the speakers and the seed.
+
+    Returns
+    -------
+    dict
+        Speaker ID -> ``"train"``, ``"valid"`` or ``"test"``.
+    """
+    sizes = split_sizes(len(speaker_genders), ratio)
+    rng = random.Random(seed)
+    by_gender = collections.defaultdict(list)
+    for speaker in sorted(speaker_genders):
+        by_gender[speaker_genders[speaker]].append(speaker)
+    queues = []
+    for gender in sorted(by_gender):
+        rng.shuffle(by_gender[gender])
+        queues.append(by_gender[gender])
+    # Interleave the genders, then deal each speaker to the split furthest below
+    # its quota: each split gets the genders in about the corpus's proportion.
+    interleaved = [s for group in itertools.zip_longest(*queues) for s in group if s is not None]
+    assigned = [0] * len(SPLITS)
+    assignment = {}
+    for speaker in interleaved:
+        i = min((i for i in range(len(SPLITS)) if assigned[i] < sizes[i]), key=lambda i: assigned[i] / sizes[i])
+        assignment[speaker] = SPLITS[i]
+        assigned[i] += 1
+    return assignment
+
+
+def read_split_file(path):
+    """Reads a user-given speaker split: a CSV with columns ``spk_id`` and ``split``."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"spk_id", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"Split file {path} lacks column(s) {sorted(missing)}; it needs spk_id,split.")
+        assignment = {}
+        for line, row in enumerate(reader, start=2):
+            if row["split"] not in SPLITS:
+                raise ValueError(f"{path}, line {line}: split must be one of {SPLITS}, got {row['split']!r}")
+            assignment[row["spk_id"]] = row["split"]
+    return assignment
+
+
+def audio_duration(path):
+    """Duration in seconds from the file header (the audio itself is not decoded)."""
+    info = soundfile.info(path)
+    return info.frames / info.samplerate
+
+
+def write_manifest(path, records):
+    """Writes a SpeechBrain CSV manifest with the columns ``MANIFEST_COLUMNS``."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record)
+
+
+def summary_table(split_records):
+    """A markdown table like the paper's DEMoS table: utterances per class and split, speakers, genders."""
+    emotions = sorted({r["emo"] for records in split_records.values() for r in records})
+    header = "| | " + " | ".join(SPLITS) + " | Sum |"
+    lines = [header, "|---" * (len(SPLITS) + 2) + "|"]
+
+    def row(name, values):
+        return f"| {name} | " + " | ".join(str(v) for v in values) + f" | {sum(values)} |"
+
+    for emotion in emotions:
+        lines.append(row(emotion, [sum(r["emo"] == emotion for r in split_records[s]) for s in SPLITS]))
+    lines.append(row("Utterances", [len(split_records[s]) for s in SPLITS]))
+    speakers = {s: {(r["spk_id"], r["gender"]) for r in split_records[s]} for s in SPLITS}
+    lines.append(row("Speakers", [len(speakers[s]) for s in SPLITS]))
+    for gender in sorted({g for s in SPLITS for _, g in speakers[s]}):
+        lines.append(row(f"Speakers ({gender})", [sum(g == gender for _, g in speakers[s]) for s in SPLITS]))
+    return "\n".join(lines) + "\n"
+
+
+def manifests_up_to_date(save_folder, options):
+    """True if the manifests exist and were written with the same options."""
+    opts_file = os.path.join(save_folder, "prepare_options.json")
+    if not all(os.path.isfile(os.path.join(save_folder, f"{s}.csv")) for s in SPLITS):
+        return False
+    if not os.path.isfile(opts_file):
+        return False
+    with open(opts_file, encoding="utf-8") as f:
+        return json.load(f) == json.loads(json.dumps(options))
+
+
+def write_split_manifests(records, save_folder, options, ratio=PAPER_SPLIT_RATIO, seed=1234, split_file=None, title="corpus"):
+    """Splits ``records`` by speaker and writes ``{train,valid,test}.csv`` and ``data_summary.md``.
+
+    Arguments
+    ---------
+    records : list of dict
+        One per utterance, with ``ID, wav, emo, spk_id, gender`` (``duration`` is filled in).
+    save_folder : str
+    options : dict
+        The options the manifests were made with; stored so that a rerun with
+        the same options skips, and one with other options prepares anew.
+    ratio, seed :
+        See ``speaker_independent_split``.
+    split_file : str or None
+        A CSV (``spk_id,split``) to use instead of a random split.
+    title : str
+        Names the corpus in the summary.
+    """
+    speakers = {r["spk_id"]: r["gender"] for r in records}
+    if split_file:
+        assignment = read_split_file(split_file)
+        unknown = sorted(set(speakers) - set(assignment))
+        if unknown:
+            raise ValueError(f"Split file {split_file} assigns no split to speaker(s) {unknown}.")
+    else:
+        assignment = speaker_independent_split(speakers, ratio, seed)
+    split_records = {s: [] for s in SPLITS}
+    for record in sorted(records, key=lambda r: r["ID"]):
+        record.setdefault("duration", f"{audio_duration(record['wav']):.3f}")
+        split_records[assignment[record["spk_id"]]].append(record)
+    empty = [s for s in SPLITS if not split_records[s]]
+    if empty:
+        raise ValueError(f"The speaker split leaves {empty} without any utterance; give more speakers or another split.")
+    os.makedirs(save_folder, exist_ok=True)
+    for split in SPLITS:
+        write_manifest(os.path.join(save_folder, f"{split}.csv"), split_records[split])
+    summary = summary_table(split_records)
+    with open(os.path.join(save_folder, "data_summary.md"), "w", encoding="utf-8") as f:
+        f.write(f"# {title}: speaker-independent split\n\n{summary}")
+    with open(os.path.join(save_folder, "prepare_options.json"), "w", encoding="utf-8") as f:
+        json.dump(options, f, indent=1, sort_keys=True)
+    logger.info(f"Wrote {title} manifests to {save_folder}:\n{summary}")
+    return split_records

@@ -1,0 +1,79 @@
+"""Unweighted average recall (UAR) and the confusion matrix it comes from."""
+
+import csv
+
+import torch
+from speechbrain.utils.distributed import ddp_all_reduce
+
+
+def per_class_recall(confusion):
+    """Recall of each class from a ``[true, predicted]`` count matrix; NaN where a class never occurs."""
+    confusion = torch.as_tensor(confusion, dtype=torch.float64)
+    support = confusion.sum(dim=1)
+    recall = confusion.diagonal() / support
+    recall[support == 0] = float("nan")
+    return recall
+
+
+def unweighted_average_recall(confusion):
+    """UAR: the mean of per-class recalls.
+
+    A class absent from the ground truth has no recall, so it is left out of
+    the mean (as scikit-learn's ``balanced_accuracy_score`` does) instead of
+    counting as 0 or 1. Predictions of such a class still lower the recall of
+    the class they were made for. Returns NaN when no class occurs at all.
+
+    Example
+    -------
+    >>> unweighted_average_recall([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
+    0.625
+    """
+    recall = per_class_recall(confusion)
+    present = ~recall.isnan()
+    if not present.any():
+        return float("nan")
+    return float(recall[present].mean())
+
+
+class ConfusionMatrix:
+    """Accumulates a ``[true, predicted]`` count matrix over batches (and over DDP ranks).
+
+    Arguments
+    ---------
+    n_classes : int
+    """
+
+    def __init__(self, n_classes):
+        self.counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
+
+    def append(self, predictions, targets):
+        """Adds a batch of predicted and true class indices."""
+        n = self.counts.shape[0]
+        flat = targets.detach().long().cpu() * n + predictions.detach().long().cpu()
+        self.counts += torch.bincount(flat, minlength=n * n).view(n, n)
+
+    def all_reduce(self, device="cpu"):
+        """Sums the counts of all DDP ranks into every rank (no-op outside DDP).
+
+        ``device`` is where the collective runs: NCCL reduces CUDA tensors only.
+        """
+        counts = ddp_all_reduce(self.counts.to(device), torch.distributed.ReduceOp.SUM)
+        self.counts = counts.cpu()
+
+    def uar(self):
+        return unweighted_average_recall(self.counts)
+
+    def accuracy(self):
+        total = int(self.counts.sum())
+        return float(self.counts.diagonal().sum()) / total if total else float("nan")
+
+    def write(self, path, labels):
+        """Writes per-class recall and the confusion matrix as CSV (rows: true class)."""
+        recall = per_class_recall(self.counts)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true \\ predicted", *labels, "support", "recall"])
+            for i, label in enumerate(labels):
+                row = self.counts[i].tolist()
+                writer.writerow([label, *row, sum(row), f"{float(recall[i]):.4f}"])
+            writer.writerow(["UAR", *[""] * len(labels), int(self.counts.sum()), f"{self.uar():.4f}"])

@@ -1,0 +1,7 @@
+"""The three models of the paper; each returns ``(logits, embedding)``."""
+
+from ser_adv_brain.models.cnn4 import CNN4
+from ser_adv_brain.models.resnet50 import ResNet50
+from ser_adv_brain.models.vgg16 import VGG16
+
+__all__ = ["CNN4", "VGG16", "ResNet50"]

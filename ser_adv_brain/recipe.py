@@ -1,0 +1,64 @@
+"""What every corpus recipe does after its data preparation: train, evaluate, report.
+
+Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
+``train_and_evaluate``, so that the recipes differ only in their data.
+"""
+
+import logging
+
+from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.robustness import write_robustness_report
+
+logger = logging.getLogger(__name__)
+
+
+def build_brain(hparams, run_opts):
+    """Instantiates the yaml's ``brain_class`` with its modules, optimiser and checkpointer."""
+    return hparams["brain_class"](
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+
+
+def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
+    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report."""
+    results = {
+        split: brain.evaluate_robustness(
+            datasets[split], hparams["eval_eps"], loader_kwargs=hparams["test_dataloader_options"]
+        )
+        for split in splits
+    }
+    table = write_robustness_report(
+        results,
+        hparams["output_folder"],
+        f"{hparams['experiment_name']}: attack {hparams['attack']!r}",
+        hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"]))),
+    )
+    logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
+    return results
+
+
+def train_and_evaluate(hparams, run_opts):
+    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness.
+
+    Returns
+    -------
+    brain, datasets
+    """
+    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    brain = build_brain(hparams, run_opts)
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["dataloader_options"],
+        valid_loader_kwargs=hparams["test_dataloader_options"],
+    )
+    # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
+    brain.evaluate(datasets["test"], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
+    report_robustness(brain, hparams, datasets)
+    return brain, datasets

@@ -1,0 +1,67 @@
+"""Robustness reports: UAR on real data and on fake (adversarial) data over a grid of budgets."""
+
+import csv
+import os
+
+from speechbrain.utils.distributed import if_main_process
+
+SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
+
+
+def robustness_rows(results):
+    """Flattens ``{split: {eps: ConfusionMatrix}}`` into CSV rows."""
+    return [
+        {"split": split, "eps": eps, "data": "real" if eps == 0 else "fake", "UAR": cm.uar(), "accuracy": cm.accuracy(), "n": int(cm.counts.sum())}
+        for split, curve in results.items()
+        for eps, cm in curve.items()
+    ]
+
+
+def markdown_table(results, title):
+    """A table laid out like the paper's: Real / Fake rows by budget, Dev / Test columns."""
+    splits = list(results)
+    grid = sorted({eps for curve in results.values() for eps in curve})
+    lines = [
+        f"### {title}",
+        "",
+        "| data | eps | " + " | ".join(f"{SPLIT_TITLES.get(s, s)} UAR" for s in splits) + " |",
+        "|---|---|" + "---|" * len(splits),
+    ]
+    for eps in grid:
+        cells = [f"{results[s][eps].uar():.3f}" if eps in results[s] else "" for s in splits]
+        lines.append(f"| {'real' if eps == 0 else 'fake'} | {eps:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_robustness_report(results, output_folder, title, labels):
+    """Writes ``robustness.csv``, ``robustness.md`` and per-split confusion matrices on real data.
+
+    Arguments
+    ---------
+    results : dict
+        split name -> eps -> ``ConfusionMatrix``.
+    output_folder : str
+    title : str
+        Heading of the markdown table (the experiment).
+    labels : list of str
+        Class names in index order.
+
+    Returns
+    -------
+    str
+        The markdown table.
+    """
+    table = markdown_table(results, title)
+    if not if_main_process():
+        return table
+    with open(os.path.join(output_folder, "robustness.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["split", "eps", "data", "UAR", "accuracy", "n"])
+        writer.writeheader()
+        writer.writerows(robustness_rows(results))
+    with open(os.path.join(output_folder, "robustness.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    for split, curve in results.items():
+        real = curve.get(0.0, curve.get(0))
+        if real is not None:
+            real.write(os.path.join(output_folder, f"confusion_{split}.csv"), labels)
+    return table

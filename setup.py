@@ -1,0 +1,31 @@
+"""Installs ser_adv_brain, adversarially robust speech emotion recognition on SpeechBrain."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ser_adv_brain",
+    version="0.1.0",
+    description=(
+        "Adversarial attacks on, and adversarial training of, speech emotion "
+        "recognition models (Ren et al., ICASSP 2020) as SpeechBrain recipes"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ser_adv_brain", "ser_adv_brain.*"]),
+    python_requires=">=3.10",
+    # Versions verified to work together: the CUDA build of torch is the one
+    # PyPI's torchaudio links against (it needs libc10_cuda), and it runs on CPU.
+    install_requires=[
+        "torch==2.14.1",
+        "torchaudio==2.11.0",
+        "speechbrain==1.1.2",
+        "hyperpyyaml==1.2.3",
+        "librosa==0.11.0",
+        "soundfile==0.14.0",
+        "numpy>=1.26,<3",
+    ],
+    extras_require={
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17"],
+        "plots": ["matplotlib>=3.8"],
+    },
+)
