@@ -108,7 +108,7 @@ class EmotionBrain(sb.Brain):
     def check_loss_isfinite(self, loss):
         """Stops the run at the first non-finite training loss, naming the batch.
 
-        It stops before the backward pass, so the NaN reaches neither the
+        It stops before the optimiser step, so the NaN reaches neither the
         parameters nor a checkpoint: the last checkpoint on disk stays good.
         SpeechBrain's ``nonfinite_patience`` is not used: the tolerated steps
         would still be applied, and a NaN in fp32 weights or batch-norm
@@ -117,11 +117,11 @@ class EmotionBrain(sb.Brain):
         if torch.isfinite(loss):
             return
         raise FloatingPointError(
-            f"The training loss is {float(loss)} at epoch {self.hparams.epoch_counter.current}, "
+            f"The training loss is {float(loss.detach())} at epoch {self.hparams.epoch_counter.current}, "
             f"step {self.step}, on the batch of utterances {list(self.batch_ids)}. Training stopped; "
             f"the checkpoints in {self.checkpointer.checkpoints_dir if self.checkpointer else '(none)'} "
-            "are from before this batch, and running the same command again resumes from the last one. "
-            "Check these utterances' audio; if the loss diverged instead, lower lr or leave fp16."
+            "are from before this batch. Check these utterances' audio (or, if the loss diverged, lower "
+            "lr or leave fp16), then run the same command to resume from the last checkpoint."
         )
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 
 import torch
 from speechbrain.dataio import audio_io
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("ID", "wav", "emo", "spk_id")
 SKIP_HINT = "To leave bad audio files out with a warning instead, set skip_bad_files: True (--skip_bad_files=True)."
 MAX_LISTED = 50  # problems shown in the message; all of them go to the report file
+VARIABLE = re.compile(r"\$([\w.]+)")  # what SpeechBrain's CSV reader substitutes (load_data_csv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,7 @@ def decode_facts(path):
     try:
         wav, rate = audio_io.load(path, channels_first=False, dtype=torch.float32)
     except Exception as error:  # whatever the reader raises, the file is reported, not crashed on
+        error = error.__cause__ or error  # the reader's own words, not SpeechBrain's wrapper
         return {"error": f"{type(error).__name__}: {error}".strip()}
     return {
         "frames": int(wav.shape[0]),
@@ -164,7 +167,7 @@ def audio_problem(facts, sample_rate, n_fft):
 
 
 def read_manifest(path, split):
-    """Reads a CSV manifest for checking.
+    """Reads a CSV manifest for checking, as SpeechBrain's ``load_data_csv`` reads it.
 
     Returns
     -------
@@ -179,16 +182,19 @@ def read_manifest(path, split):
                           f"(skip_prep: False) or fix {split}_annotation")
         ]
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            return [], [
-                Problem(path, f"missing column(s) {missing}; a manifest needs the columns "
-                              f"{list(REQUIRED_COLUMNS)} (duration and gender are optional)")
-            ]
-        rows = []
-        for row in reader:
-            rows.append((reader.line_num, row))
+        reader = csv.DictReader(f, skipinitialspace=True)
+        try:
+            missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
+            if missing:
+                return [], [
+                    Problem(path, f"missing column(s) {missing}; a manifest needs the columns "
+                                  f"{list(REQUIRED_COLUMNS)} (duration and gender are optional)")
+                ]
+            rows = []
+            for row in reader:
+                rows.append((reader.line_num, row))
+        except (csv.Error, UnicodeDecodeError) as error:
+            return [], [Problem(path, f"is not a readable UTF-8 CSV file ({error}); rewrite it")]
     return rows, []
 
 
@@ -197,15 +203,33 @@ def row_problems(path, split, rows, scan, sample_rate, n_fft):
     problems, first_line = [], {}
     for line, row in rows:
         where = f"{path} line {line}" + (f" (ID {row['ID']})" if row.get("ID") else "")
+        header = [column for column in row if column is not None]  # csv keys extra fields under None
+        fields = sum(row[column] is not None for column in header) + len(row.get(None) or ())
+        if fields != len(header):
+            problems.append(
+                Problem(where, f"has {fields} fields where the header has {len(header)}; "
+                               "quote fields that contain commas")
+            )
+            continue
+        variables = sorted({match[0] for value in row.values() for match in VARIABLE.finditer(value)})
+        if variables:
+            problems.append(
+                Problem(where, f"contains {', '.join(variables)}, which SpeechBrain's CSV reader replaces "
+                               "as a variable; rename the file or ID without '$'")
+            )
+            continue
         empty = [column for column in REQUIRED_COLUMNS if not row.get(column)]
         if empty:
             problems.append(Problem(where, f"empty field(s) {empty}; fill them in or remove the row"))
             continue
-        if row.get("duration") not in (None, ""):
+        if "duration" in row:
             try:
                 float(row["duration"])
             except ValueError:
-                problems.append(Problem(where, f"duration {row['duration']!r} is not a number; fix or empty it"))
+                problems.append(
+                    Problem(where, f"duration {row['duration']!r} is not a number (SpeechBrain reads the column "
+                                   "as seconds); fix it or drop the column")
+                )
         if row["ID"] in first_line:
             problems.append(
                 Problem(where, f"duplicate ID, already on line {first_line[row['ID']]}; IDs must be unique")
@@ -274,6 +298,11 @@ def cross_split_problems(manifests):
     return problems
 
 
+def minimum_n_frames(n_fft, hop_length):
+    """Fewest frames per clip: the centred STFT pads by ``n_fft // 2`` and needs more samples than that."""
+    return (n_fft // 2) // hop_length + 2
+
+
 def hyperparameter_problems(hparams):
     """Hyperparameters that would fail later, or silently do something else than asked."""
     problems = []
@@ -285,8 +314,12 @@ def hyperparameter_problems(hparams):
     for eps in hparams["eval_eps"]:
         if not (isinstance(eps, (int, float)) and 0 <= eps < math.inf):
             problems.append(Problem("hyperparameter eval_eps", f"every eps must be a finite number >= 0, got {eps!r}"))
-    if not isinstance(hparams["n_frames"], int) or hparams["n_frames"] < 2:
-        problems.append(Problem("hyperparameter n_frames", f"must be an integer >= 2, got {hparams['n_frames']!r}"))
+    fewest = minimum_n_frames(hparams["n_fft"], hparams["hop_length"])
+    if not isinstance(hparams["n_frames"], int) or hparams["n_frames"] < fewest:
+        problems.append(
+            Problem("hyperparameter n_frames", f"must be an integer >= {fewest}, got {hparams['n_frames']!r}: "
+                                               "the centred STFT needs clips longer than half a window")
+        )
     if not isinstance(hparams["modules"]["model"], torch.nn.Module):
         problems.append(
             Problem("hyperparameter model", f"must be a torch.nn.Module built with !new: (e.g. "
@@ -329,37 +362,40 @@ def validate_inputs(hparams):
         problems += form_problems
         problems += row_problems(path, split, rows, scan, hparams["sample_rate"], hparams["n_fft"])
     scan.save()
+
+    skipped = {split: set() for split in SPLITS}
+    if hparams.get("skip_bad_files", False):
+        bad = [problem for problem in problems if problem.skippable]
+        problems = [problem for problem in problems if not problem.skippable]
+        for problem in bad:
+            skipped[problem.split].add(problem.row_id)
+        if bad:
+            listing = "\n".join(f"  - {problem}" for problem in bad[:MAX_LISTED])
+            logger.warning(f"skip_bad_files: leaving out {len(bad)} row(s) with bad audio:\n{listing}")
+    # The classes are those of the rows that will be trained on.
+    kept = {
+        split: (path, [(line, row) for line, row in rows if row.get("ID") not in skipped[split]])
+        for split, (path, rows) in manifests.items()
+    }
     label_file = os.path.join(save_folder, "label_encoder.txt")
     known_labels = None
     if os.path.isfile(label_file):
         encoder = CategoricalEncoder()
         encoder.load(label_file)
         known_labels = set(encoder.lab2ind)
-    problems += label_problems(manifests, known_labels, hparams["n_classes"], label_file)
+    problems += label_problems(kept, known_labels, hparams["n_classes"], label_file)
     problems += cross_split_problems(manifests)
-
-    skipped = {split: [] for split in SPLITS}
-    if hparams.get("skip_bad_files", False):
-        bad = [problem for problem in problems if problem.skippable]
-        problems = [problem for problem in problems if not problem.skippable]
-        for problem in bad:
-            skipped[problem.split].append(problem.row_id)
-        if bad:
-            listing = "\n".join(f"  - {problem}" for problem in bad[:MAX_LISTED])
-            logger.warning(f"skip_bad_files: leaving out {len(bad)} row(s) with bad audio:\n{listing}")
-        for split in SPLITS:
-            path, rows = manifests[split]
-            if rows and len(skipped[split]) == len(rows):
-                problems.append(Problem(path, "no row is left once the bad audio files are skipped"))
     for split in readable:
-        path, rows = manifests[split]
+        path, rows = kept[split]
         if not rows:
-            problems.append(Problem(path, f"the {split} manifest has no rows; the split leaves this set empty: "
-                                          "give more speakers or another split"))
+            problems.append(Problem(path, f"the {split} manifest has no usable rows; the split leaves this set "
+                                          "empty: give more speakers, another split or fewer bad files"))
+    report_file = os.path.join(save_folder, "data_problems.txt")
     if problems:
-        report_file = os.path.join(save_folder, "data_problems.txt")
         os.makedirs(save_folder, exist_ok=True)
         with open(report_file, "w", encoding="utf-8") as f:
             f.write("".join(f"{problem}\n" for problem in problems))
         raise DataValidationError(problems, report_file)
+    if os.path.exists(report_file):
+        os.remove(report_file)  # an earlier run's, now fixed
     return {split: sorted(ids) for split, ids in skipped.items()}

@@ -44,7 +44,7 @@ def parse_demos_stem(stem):
             f"known codes are {sorted(EMOTION_CODES)}."
         )
     speaker, gender, prefix = stem[-9:-7], stem[-11:-10].lower(), stem[:2].upper()
-    if not speaker.isdigit() or gender not in ("m", "f") or prefix not in ("NP", "PR"):
+    if not (speaker.isascii() and speaker.isdigit()) or gender not in ("m", "f") or prefix not in ("NP", "PR"):
         raise ValueError(f"{stem!r} is not a DEMoS stem like 'NP_m_02_rab04b'.")
     return {"emo": EMOTION_CODES[code], "spk_id": speaker, "gender": gender, "prototypical": prefix == "PR"}
 
