@@ -33,7 +33,12 @@ from ser_adv_brain.synthetic import generate_synthetic_demos  # noqa: E402
 # 4 speakers (2 train, 1 dev, 1 test), one utterance per emotion: 14 training clips.
 CORPUS = dict(n_speakers=4, utterances_per_emotion=1, neutral_per_speaker=0, min_duration=0.4, max_duration=0.8)
 # Sizes only: the code paths are those of the full recipe.
-TINY = dict(base_channels=2, n_frames=20, batch_size=4, number_of_epochs=3, warmup_steps=3, seed=7)
+TINY = dict(base_channels=2, n_frames=20, batch_size=4, number_of_epochs=3, seed=7)
+
+
+def tiny(yaml):
+    """The tiny sizes for ``yaml``; adversarial training starts after 3 clean steps."""
+    return TINY if yaml.endswith("_single.yaml") else {**TINY, "warmup_steps": 3}
 EVERY_STEP = dict(ckpt_interval_minutes=0, ckpt_interval_steps=1)  # an intra-epoch checkpoint after each step
 
 
@@ -55,7 +60,7 @@ def subprocess_env():
 def train_command(output_folder, data_folder, yaml="cnn4_vanilla.yaml", kill=None, **overrides):
     """The command line of a tiny training run (``kill``: a ``when:N`` spec, see the module docstring)."""
     script = [__file__, kill] if kill else [str(TRAIN)]
-    args = override_args(**{**TINY, "output_folder": output_folder, "data_folder": data_folder, **overrides})
+    args = override_args(**{**tiny(yaml), "output_folder": output_folder, "data_folder": data_folder, **overrides})
     return [sys.executable, *script, str(HPARAMS / yaml), *args, "--noprogressbar"]
 
 
@@ -140,7 +145,7 @@ def assert_same_outcome(first, second):
 
 def load_hparams(output_folder, data_folder=None, yaml="cnn4_vanilla.yaml", prepare=True, **overrides):
     """The recipe's hparams at the tiny size, loaded in this process; manifests prepared if asked."""
-    overrides = {**TINY, "output_folder": str(output_folder), **overrides}
+    overrides = {**tiny(yaml), "output_folder": str(output_folder), **overrides}
     with open(HPARAMS / yaml, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     if prepare:
