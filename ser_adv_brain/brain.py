@@ -12,7 +12,7 @@ import speechbrain as sb
 import torch
 
 from ser_adv_brain.attacks.base import GradientAttack
-from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,38 @@ class EmotionBrain(sb.Brain):
         """Extra training statistics to log (the adversarial Brain adds the loss parts)."""
         return {}
 
+    def on_fit_batch_start(self, batch, should_step):
+        self.batch_ids = batch.id  # named if the batch's loss is not finite
+
+    def check_loss_isfinite(self, loss):
+        """Stops the run at the first non-finite training loss, naming the batch.
+
+        It stops before the optimiser step, so the NaN reaches neither the
+        parameters nor a checkpoint: the last checkpoint on disk stays good.
+        SpeechBrain's ``nonfinite_patience`` is not used: the tolerated steps
+        would still be applied, and a NaN in fp32 weights or batch-norm
+        statistics never goes away.
+        """
+        if torch.isfinite(loss):
+            return
+        raise FloatingPointError(
+            f"The training loss is {float(loss.detach())} at epoch {self.hparams.epoch_counter.current}, "
+            f"step {self.step}, on the batch of utterances {list(self.batch_ids)}. Training stopped; "
+            f"the checkpoints in {self.checkpointer.checkpoints_dir if self.checkpointer else '(none)'} "
+            "are from before this batch. Check these utterances' audio (or, if the loss diverged, lower "
+            "lr or leave fp16), then run the same command to resume from the last checkpoint."
+        )
+
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """In DDP, evaluation data are sharded without padding, so every example counts once."""
+        """In DDP, evaluation data are sharded without padding, so every example counts once.
+
+        The training loader gets its own random generator: a DataLoader
+        without one draws its workers' seed from torch's global generator at
+        the start of every epoch, and after a resume from an intra-epoch
+        checkpoint that extra draw would shift every later random crop.
+        """
+        if stage == sb.Stage.TRAIN and "generator" not in loader_kwargs:
+            loader_kwargs["generator"] = torch.Generator().manual_seed(torch.initial_seed())
         if (
             stage != sb.Stage.TRAIN
             and self.distributed_launch
@@ -215,7 +245,9 @@ class AdversarialEmotionBrain(EmotionBrain):
             raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {self.hparams.objective!r}")
         if not int(self.hparams.warmup_steps) >= 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.hparams.warmup_steps!r}")
-        self.parts_sum, self.parts_count = {}, 0
+        self.loss_parts = RunningMeans()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
 
     @property
     def adversarial_step(self):
@@ -270,13 +302,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         return parts["loss"]
 
     def accumulate_parts(self, parts):
-        for name, value in parts.items():
-            if name != "loss":
-                self.parts_sum[name] = self.parts_sum.get(name, 0.0) + float(value.detach())
-        self.parts_count += 1
+        self.loss_parts.append({name: value.detach() for name, value in parts.items() if name != "loss"})
 
     def train_loss_parts(self):
         """Epoch means of the real loss, the fake loss and the distance."""
-        means = {name: total / self.parts_count for name, total in self.parts_sum.items()}
-        self.parts_sum, self.parts_count = {}, 0
-        return means
+        return self.loss_parts.summarize()

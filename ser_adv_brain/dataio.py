@@ -20,11 +20,17 @@ def audio_pipeline(sample_rate, num_samples, random_crop):
     return pipeline
 
 
-def dataio_prep(hparams):
+def dataio_prep(hparams, exclude=None):
     """Builds the train / valid / test datasets and the label encoder from the manifests.
 
     Every clip becomes ``n_frames`` frames long: randomly cropped in training,
     centred in evaluation, tiled when shorter.
+
+    Arguments
+    ---------
+    hparams : dict
+    exclude : dict or None
+        Split -> IDs of rows to leave out (the bad files ``validate_inputs`` skips).
 
     Returns
     -------
@@ -56,6 +62,9 @@ def dataio_prep(hparams):
             ],
             output_keys=["id", "sig", "emo_encoded"],
         )
+        excluded = set((exclude or {}).get(split, ()))
+        if excluded:
+            datasets[split] = datasets[split].filtered_sorted(key_test={"id": lambda id_: id_ not in excluded})
 
     # Labels are indexed from the training set; a saved encoder keeps the order across runs.
     label_encoder.load_or_create(

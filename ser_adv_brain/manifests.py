@@ -98,8 +98,15 @@ def read_split_file(path):
 
 
 def audio_duration(path):
-    """Duration in seconds from the file header (the audio itself is not decoded)."""
-    info = soundfile.info(path)
+    """Duration in seconds from the file header (the audio itself is not decoded).
+
+    NaN if the header cannot be read: such a file is reported, with all
+    other problems, by ``ser_adv_brain.validation`` before training.
+    """
+    try:
+        info = soundfile.info(path)
+    except soundfile.SoundFileError:
+        return float("nan")
     return info.frames / info.samplerate
 
 

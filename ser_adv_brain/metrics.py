@@ -1,8 +1,9 @@
-"""Unweighted average recall (UAR) and the confusion matrix it comes from."""
+"""Unweighted average recall (UAR) and the confusion matrix it comes from; epoch means of training losses."""
 
 import csv
 
 import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import ddp_all_reduce
 
 
@@ -77,3 +78,47 @@ class ConfusionMatrix:
                 row = self.counts[i].tolist()
                 writer.writerow([label, *row, sum(row), f"{float(recall[i]):.4f}"])
             writer.writerow(["UAR", *[""] * len(labels), int(self.counts.sum()), f"{self.uar():.4f}"])
+
+
+@register_checkpoint_hooks
+class RunningMeans:
+    """Means of named scalars over an epoch (the parts of a training loss), checkpointable.
+
+    As a checkpoint recoverable it carries the sums of an interrupted epoch
+    over to the resumed run, which then logs the means an uninterrupted
+    run would have logged.
+
+    Example
+    -------
+    >>> means = RunningMeans()
+    >>> means.append({"real_loss": 1.0}); means.append({"real_loss": torch.tensor(2.0)})
+    >>> means.summarize()
+    {'real_loss': 1.5}
+    >>> means.summarize()
+    {}
+    """
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def append(self, values):
+        """Adds one step's values (floats or one-element tensors)."""
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+
+    def summarize(self):
+        """The means since the last call (an empty dict if nothing was added); then starts afresh."""
+        means = {name: total / self.count for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+    @mark_as_saver
+    def save(self, path):
+        torch.save({"sums": self.sums, "count": self.count}, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch):
+        del end_of_epoch  # an end-of-epoch checkpoint holds empty sums
+        state = torch.load(path, weights_only=True)
+        self.sums, self.count = dict(state["sums"]), int(state["count"])

@@ -6,8 +6,11 @@ Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
 
 import logging
 
+from speechbrain.utils.distributed import run_on_main
+
 from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.robustness import write_robustness_report
+from ser_adv_brain.validation import validate_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +45,15 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
 
 
 def train_and_evaluate(hparams, run_opts):
-    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness.
+    """Checks the inputs, trains on the manifests, evaluates the best checkpoint, reports robustness.
 
     Returns
     -------
     brain, datasets
     """
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    # The main process scans (and caches); every process gets its verdict.
+    skipped = run_on_main(validate_inputs, args=[hparams])
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.fit(

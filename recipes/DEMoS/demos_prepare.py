@@ -13,6 +13,7 @@ import logging
 import os
 
 from ser_adv_brain.manifests import PAPER_SPLIT_RATIO, manifests_up_to_date, write_split_manifests
+from ser_adv_brain.validation import DataValidationError, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def parse_demos_stem(stem):
             f"known codes are {sorted(EMOTION_CODES)}."
         )
     speaker, gender, prefix = stem[-9:-7], stem[-11:-10].lower(), stem[:2].upper()
-    if not speaker.isdigit() or gender not in ("m", "f") or prefix not in ("NP", "PR"):
+    if not (speaker.isascii() and speaker.isdigit()) or gender not in ("m", "f") or prefix not in ("NP", "PR"):
         raise ValueError(f"{stem!r} is not a DEMoS stem like 'NP_m_02_rab04b'.")
     return {"emo": EMOTION_CODES[code], "spk_id": speaker, "gender": gender, "prototypical": prefix == "PR"}
 
@@ -56,6 +57,7 @@ def prepare_demos(
     split_file=None,
     include_neutral=False,
     prototypical_only=False,
+    skip_bad_files=False,
 ):
     """Writes speaker-independent ``train/valid/test.csv`` manifests for DEMoS.
 
@@ -77,6 +79,15 @@ def prepare_demos(
         The paper excludes the neutral class (7 emotions).
     prototypical_only : bool
         Keep only the prototypical (``PR``) utterances.
+    skip_bad_files : bool
+        Leave out ``.wav`` files whose names are not DEMoS stems, with a
+        warning, instead of stopping.
+
+    Raises
+    ------
+    DataValidationError
+        Listing every file name that is not a DEMoS stem (unknown emotion
+        code, malformed), or saying that the folder has none.
     """
     options = {
         "data_folder": os.path.abspath(data_folder),
@@ -85,21 +96,40 @@ def prepare_demos(
         "split_file": split_file,
         "include_neutral": include_neutral,
         "prototypical_only": prototypical_only,
+        "skip_bad_files": skip_bad_files,
     }
     if manifests_up_to_date(save_folder, options):
         logger.info(f"DEMoS manifests in {save_folder} are up to date, preparation skipped.")
         return
+    where = "point --data_folder at the folder holding DEMoS's DEMOS/ and NEU/"
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(f"DEMoS data_folder {data_folder!r} does not exist.")
-    records = []
-    for path in sorted(glob.glob(os.path.join(data_folder, "**", "*.wav"), recursive=True)):
+        raise FileNotFoundError(f"DEMoS data_folder {data_folder!r} does not exist; {where}.")
+    paths = sorted(glob.glob(os.path.join(data_folder, "**", "*.wav"), recursive=True))
+    if not paths:
+        raise DataValidationError([Problem(data_folder, f"contains no .wav files (searched recursively); {where}")])
+    records, problems = [], []
+    for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
-        info = parse_demos_stem(stem)
+        try:
+            info = parse_demos_stem(stem)
+        except ValueError as error:
+            problems.append(Problem(path, f"{error} Rename or remove the file.", skippable=True))
+            continue
         if info["emo"] == "neutral" and not include_neutral:
             continue
         if prototypical_only and not info["prototypical"]:
             continue
         records.append({"ID": stem, "wav": os.path.abspath(path), **info})
+    if len(problems) == len(paths):
+        problems.insert(0, Problem(data_folder, f"none of its {len(paths)} .wav files has a DEMoS name "
+                                                f"like NP_m_02_rab04b.wav; {where}"))
+    elif problems and skip_bad_files:
+        logger.warning(f"skip_bad_files: leaving out {len(problems)} file(s) without a DEMoS name: "
+                       + ", ".join(os.path.basename(problem.where) for problem in problems))
+        problems = []
+    if problems:
+        raise DataValidationError(problems)
     if not records:
-        raise ValueError(f"No DEMoS-named .wav files (like NP_m_02_rab04b.wav) found under {data_folder!r}.")
+        raise DataValidationError([Problem(data_folder, "no utterance is left with these options "
+                                                        "(include_neutral, prototypical_only)")])
     write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, title="DEMoS")

@@ -53,6 +53,7 @@ if __name__ == "__main__":
                 "seed": hparams["seed"],
                 "split_file": hparams["split_file"],
                 "prototypical_only": hparams["prototypical_only"],
+                "skip_bad_files": hparams["skip_bad_files"],
             },
         )
 
