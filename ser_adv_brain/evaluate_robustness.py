@@ -17,8 +17,7 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from ser_adv_brain.dataio import dataio_prep
-from ser_adv_brain.recipe import build_brain, report_robustness
+from ser_adv_brain.recipe import build_brain, checked_datasets, report_robustness
 
 
 def main(argv=None):
@@ -37,7 +36,7 @@ def main(argv=None):
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    datasets = checked_datasets(hparams)
     brain = build_brain(hparams, run_opts)
     return report_robustness(brain, hparams, datasets)
 

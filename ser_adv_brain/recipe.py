@@ -26,6 +26,18 @@ def build_brain(hparams, run_opts):
     )
 
 
+def checked_datasets(hparams):
+    """Validates the manifests, audio and hyperparameters, then builds the datasets.
+
+    Also sets ``hparams["label_encoder"]``. Files that ``skip_bad_files``
+    lets through are left out of the datasets.
+    """
+    # The main process scans (and caches); every process gets its verdict.
+    skipped = run_on_main(validate_inputs, args=[hparams])
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
+    return datasets
+
+
 def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report."""
     results = {
@@ -51,9 +63,7 @@ def train_and_evaluate(hparams, run_opts):
     -------
     brain, datasets
     """
-    # The main process scans (and caches); every process gets its verdict.
-    skipped = run_on_main(validate_inputs, args=[hparams])
-    datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
+    datasets = checked_datasets(hparams)
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.fit(
