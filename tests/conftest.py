@@ -30,6 +30,12 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
+def repo_root():
+    """The checkout under test: recipes and hparams are run from here."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
 def demos_prepare():
     """The DEMoS recipe's preparation module, imported as ``train.py`` imports it."""
     if DEMOS_RECIPE_DIR not in sys.path:

@@ -9,23 +9,26 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
-
 TINY_ARGS = ["--base_channels=2", "--n_frames=32", "--batch_size=8", "--noprogressbar"]
 EPS_GRID = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
 
 
-def run_recipe(hparams_file, output_folder, *args):
-    """Runs the recipe in a fresh process; returns its console output."""
-    command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
-               f"--output_folder={output_folder}", *TINY_ARGS, *args]
-    # This checkout's package first; one thread, as tiny tensors gain nothing from more.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    return output
+@pytest.fixture
+def run_recipe(repo_root):
+    """Returns ``run(hparams_file, output_folder, *args)``: the recipe in a fresh process; gives its console output."""
+
+    def run(hparams_file, output_folder, *args):
+        command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
+                   f"--output_folder={output_folder}", *TINY_ARGS, *args]
+        # This checkout's package first; one thread, as tiny tensors gain nothing from more.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-4000:]
+        return output
+
+    return run
 
 
 def read_csv(path):
@@ -73,7 +76,7 @@ def check_outputs(folder, output, epochs, adversarial_parts=()):
     assert float(logged_test.group(1)) == pytest.approx(float(rows[len(EPS_GRID)]["UAR"]), abs=5e-3)
 
 
-def test_single_on_the_builtin_corpus(tmp_path):
+def test_single_on_the_builtin_corpus(run_recipe, tmp_path):
     """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder."""
     folder = str(tmp_path / "single")
     corpus = "{n_speakers: 3, utterances_per_emotion: 2, neutral_per_speaker: 0, min_duration: 0.5, max_duration: 0.8}"
@@ -84,14 +87,14 @@ def test_single_on_the_builtin_corpus(tmp_path):
     check_outputs(folder, output, epochs=2)
 
 
-def test_similarity_recipe(tiny_corpus, tmp_path):
+def test_similarity_recipe(run_recipe, tiny_corpus, tmp_path):
     folder = str(tmp_path / "similarity")
     output = run_recipe("cnn4_similarity", folder, "--number_of_epochs=2", "--warmup_steps=2",
                         f"--data_folder={tiny_corpus}")
     check_outputs(folder, output, epochs=2, adversarial_parts=("real_loss", "fake_loss", "distance"))
 
 
-def test_vanilla_recipe_resumes_from_epoch_2(tiny_corpus, tmp_path):
+def test_vanilla_recipe_resumes_from_epoch_2(run_recipe, tiny_corpus, tmp_path):
     folder = str(tmp_path / "vanilla")
     common = ["--warmup_steps=2", f"--data_folder={tiny_corpus}"]
     first = run_recipe("cnn4_vanilla", folder, "--number_of_epochs=1", *common)
