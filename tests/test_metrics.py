@@ -47,18 +47,16 @@ def test_confusion_matrix_accumulates_batches():
     assert int(cm.counts.sum()) == 5
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_uar_matches_a_plain_definition(seed):
-    rng = random.Random(seed)
-    # Few examples over 5 classes: some classes are often absent.
-    pairs = [(rng.randrange(5), rng.randrange(5)) for _ in range(rng.randint(1, 12))]
-    targets = [t for t, _ in pairs]
-    cm = ConfusionMatrix(5)
-    cm.append(torch.tensor([p for _, p in pairs]), torch.tensor(targets))
-    recalls = [
-        sum(t == p == c for t, p in pairs) / targets.count(c) for c in range(5) if c in targets
-    ]
-    assert cm.uar() == pytest.approx(sum(recalls) / len(recalls))
+def test_uar_matches_a_plain_definition():
+    rng = random.Random(0)
+    for _ in range(200):
+        # Few examples over 5 classes: some classes are often absent.
+        pairs = [(rng.randrange(5), rng.randrange(5)) for _ in range(rng.randint(1, 12))]
+        targets = [t for t, _ in pairs]
+        cm = ConfusionMatrix(5)
+        cm.append(torch.tensor([p for _, p in pairs]), torch.tensor(targets))
+        recalls = [sum(t == p == c for t, p in pairs) / targets.count(c) for c in range(5) if c in targets]
+        assert cm.uar() == pytest.approx(sum(recalls) / len(recalls)), pairs
 
 
 def test_write_csv(tmp_path):
