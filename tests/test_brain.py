@@ -3,6 +3,7 @@
 import collections
 import copy
 import functools
+import inspect
 
 import pytest
 import speechbrain as sb
@@ -13,6 +14,7 @@ from speechbrain.dataio.dataloader import make_dataloader
 from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
 from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.synthetic import generate_synthetic_demos
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
 
@@ -191,6 +193,9 @@ def test_yaml_holds_the_paper_defaults(yaml_hparams):
     objective = similarity["objective"]
     assert (objective.beta, objective.gamma, objective.distance) == (0.4, 0.4, "mse")
     assert vanilla["warmup_steps"] == similarity["warmup_steps"] == 1000
+    # The built-in corpus: at least 12 speakers (both genders alternate).
+    assert single["synthetic_corpus"]["n_speakers"] >= 12
+    assert inspect.signature(generate_synthetic_demos).parameters["n_speakers"].default >= 12
 
 
 def test_robustness_curve_counts_every_example_once(tiny_hparams):

@@ -21,8 +21,8 @@ def run_recipe(repo_root):
         command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
                    f"--output_folder={output_folder}", *TINY_ARGS, *args]
         # This checkout's package first; one thread, as tiny tensors gain nothing from more.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")]),
-               "OMP_NUM_THREADS": "1"}
+        path = [repo_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
         done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
         output = done.stdout + done.stderr
         assert done.returncode == 0, output[-4000:]
