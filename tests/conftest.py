@@ -22,11 +22,13 @@ DEMOS_RECIPE_DIR = os.path.join(REPO_ROOT, "recipes", "DEMoS")
 TINY = {"base_channels": 2, "n_frames": 32, "batch_size": 4, "number_of_epochs": 1}
 
 
-def tiny_overrides(name):
-    return {**TINY, **({} if name.endswith("_single") else {"warmup_steps": 0})}
-
 # Test tensors are tiny: extra threads only add synchronisation, and the cores are shared.
 torch.set_num_threads(1)
+
+
+def tiny_overrides(name):
+    """``TINY``, plus no warm-up for the adversarial yaml files (the single ones have no such key)."""
+    return {**TINY, **({} if name.endswith("_single") else {"warmup_steps": 0})}
 
 
 @pytest.fixture(scope="session")
