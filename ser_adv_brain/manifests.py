@@ -44,6 +44,21 @@ def split_sizes(n_items, ratio):
     return sizes
 
 
+def largest_remainder(total, weights):
+    """Integer counts summing to ``total`` in proportion to ``weights``, each its share's floor or ceiling.
+
+    Example
+    -------
+    >>> largest_remainder(7, [5, 5, 4])
+    [3, 2, 2]
+    """
+    quotas = [total * w / sum(weights) for w in weights]
+    counts = [int(q) for q in quotas]
+    for i in sorted(range(len(quotas)), key=lambda i: counts[i] - quotas[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
 def speaker_independent_split(speaker_genders, ratio=PAPER_SPLIT_RATIO, seed=1234):
     """Assigns every speaker to one split, in ``ratio`` proportions, balanced by gender.
 
@@ -66,19 +81,19 @@ def speaker_independent_split(speaker_genders, ratio=PAPER_SPLIT_RATIO, seed=123
     by_gender = collections.defaultdict(list)
     for speaker in sorted(speaker_genders):
         by_gender[speaker_genders[speaker]].append(speaker)
-    queues = []
-    for gender in sorted(by_gender):
-        rng.shuffle(by_gender[gender])
-        queues.append(by_gender[gender])
-    # Interleave the genders, then deal each speaker to the split furthest below
-    # its quota: each split gets the genders in about the corpus's proportion.
-    interleaved = [s for group in itertools.zip_longest(*queues) for s in group if s is not None]
-    assigned = [0] * len(SPLITS)
+    # Each gender takes its share of every split's places still free (largest
+    # remainder), so every split holds the genders in the corpus's proportion
+    # within one speaker; the last gender fills what is left exactly.
+    free = list(sizes)
     assignment = {}
-    for speaker in interleaved:
-        i = min((i for i in range(len(SPLITS)) if assigned[i] < sizes[i]), key=lambda i: assigned[i] / sizes[i])
-        assignment[speaker] = SPLITS[i]
-        assigned[i] += 1
+    for gender in sorted(by_gender):
+        speakers = by_gender[gender]
+        rng.shuffle(speakers)
+        counts = largest_remainder(len(speakers), free)
+        dealt = iter(speakers)
+        for split, count in zip(SPLITS, counts):
+            assignment.update((speaker, split) for speaker in itertools.islice(dealt, count))
+        free = [f - c for f, c in zip(free, counts)]
     return assignment
 
 

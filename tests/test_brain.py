@@ -1,0 +1,234 @@
+"""Training steps of the Brains, built through the yaml files users run, at tiny size."""
+
+import collections
+import copy
+import functools
+import inspect
+
+import pytest
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from speechbrain.dataio.dataloader import make_dataloader
+
+from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
+from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.synthetic import generate_synthetic_demos
+
+RUN_OPTS = {"device": "cpu", "noprogressbar": True}
+
+
+def build(hparams, run_opts=RUN_OPTS):
+    """What ``train_and_evaluate`` does before ``fit``, then ``fit``'s own start."""
+    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    brain = build_brain(hparams, run_opts)
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.on_fit_start()
+    batch = next(iter(make_dataloader(datasets["train"], batch_size=4)))
+    return brain, datasets, batch
+
+
+def parameters(brain):
+    return {name: p.detach().clone() for name, p in brain.modules.model.named_parameters()}
+
+
+# (yaml, overrides, fused step expected)
+STEP_CASES = [
+    ("cnn4_single", {}, None),
+    ("cnn4_vanilla", {"attack_labels": "target", "attack_mode": "train"}, True),
+    ("cnn4_vanilla", {"attack_labels": "predicted", "attack_mode": "train"}, False),
+    ("cnn4_vanilla", {"attack_labels": "predicted", "attack_mode": "eval"}, False),
+    ("cnn4_vanilla", {"attack_labels": "target", "attack_mode": "eval"}, False),
+    ("cnn4_similarity", {"attack_labels": "target", "attack_mode": "train"}, False),
+    ("cnn4_similarity", {"attack_labels": "target", "attack_mode": "train", "detach_real_embedding": True}, True),
+    ("cnn4_similarity", {"attack_labels": "predicted", "attack_mode": "train", "distance": "l1"}, False),
+    ("cnn4_similarity", {"attack_labels": "predicted", "attack_mode": "eval", "distance": "l2"}, False),
+    ("vgg16_vanilla", {}, False),
+    ("resnet50_similarity", {"attack_labels": "target", "attack_mode": "train"}, False),
+    ("vgg16_single", {}, None),
+    ("resnet50_single", {}, None),
+]
+
+
+def case_id(case):
+    name, overrides, _ = case
+    return "-".join([name, *(str(v) for v in overrides.values())])
+
+
+@pytest.mark.parametrize("name, overrides, fused", STEP_CASES, ids=[case_id(c) for c in STEP_CASES])
+def test_training_step_changes_parameters_with_finite_losses(tiny_hparams, name, overrides, fused):
+    brain, _, batch = build(tiny_hparams(name, **overrides))
+    before = parameters(brain)
+    loss = brain.fit_batch(batch)
+    assert torch.isfinite(loss)
+    after = parameters(brain)
+    # Adam moves every parameter that got a gradient: all of them, here.
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert not unchanged
+    assert brain.modules.model.training
+    if fused is None:
+        return
+    assert brain.fused_step is fused
+    parts = brain.train_loss_parts()
+    expected = {"real_loss", "fake_loss"}
+    if isinstance(brain.hparams.objective, SimilarityAdversarialObjective):
+        expected.add("distance")
+    assert set(parts) == expected and all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+    assert parts["fake_loss"] >= 0 and parts["real_loss"] >= 0
+
+
+def reference_gradients(brain, batch):
+    """The objective's parameter gradients computed plainly, on a copy of the model (train-mode attacks)."""
+    model = copy.deepcopy(brain.modules.model).train()
+    attack, objective = brain.hparams.attack, brain.hparams.objective
+    with torch.no_grad():
+        feats = brain.compute_features(batch.sig.data)
+    targets = batch.emo_encoded.data.view(-1)
+    inputs = feats.clone().requires_grad_(True)
+    real = model(inputs)
+    labels = real[0].argmax(dim=-1) if attack.label_source == "predicted" else targets
+    (grad,) = torch.autograd.grad(F.cross_entropy(real[0], labels), inputs, retain_graph=True)
+    fake_inputs = feats + attack.eps * grad.sign()
+    if attack.eta is not None:
+        fake_inputs = torch.min(torch.max(fake_inputs, feats - attack.eta), feats + attack.eta)
+    objective(real, model(fake_inputs), targets)["loss"].backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+TRAIN_MODE_CASES = [
+    ("cnn4_vanilla", {"attack_labels": "target", "alpha": 0.3}),
+    ("cnn4_vanilla", {"attack_labels": "predicted", "alpha": 0.3}),
+    ("cnn4_similarity", {"attack_labels": "target"}),
+    ("cnn4_similarity", {"attack_labels": "target", "detach_real_embedding": True}),
+    ("cnn4_similarity", {"attack_labels": "predicted", "distance": "l2"}),
+]
+
+
+@pytest.mark.parametrize("name, overrides", TRAIN_MODE_CASES, ids=[case_id((*c, None)) for c in TRAIN_MODE_CASES])
+def test_adversarial_step_gradients_equal_the_formula(tiny_hparams, name, overrides):
+    """Whatever shortcut the Brain's step takes, it descends the paper's objective.
+
+    One ``fit_batch`` with plain SGD (and no clipping) moves the parameters by
+    ``lr * gradient``, which is compared with the gradient computed plainly.
+    """
+    lr = 1000.0  # large, so that the parameter change carries the gradient's digits
+    hparams = tiny_hparams(name, attack_mode="train", attack_eps=0.05, **overrides)
+    hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)
+    brain, _, batch = build(hparams, {**RUN_OPTS, "max_grad_norm": 1e12})
+    expected = reference_gradients(brain, batch)
+    before = parameters(brain)
+    brain.fit_batch(batch)
+    for param_name, param in brain.modules.model.named_parameters():
+        step = (before[param_name] - param.detach()) / lr
+        assert torch.allclose(step, expected[param_name], rtol=1e-3, atol=1e-6), param_name
+
+
+@pytest.mark.parametrize("attack_mode", ["eval", "train"])
+def test_attack_runs_in_its_model_mode(tiny_hparams, attack_mode):
+    brain, _, batch = build(tiny_hparams("cnn4_vanilla", attack_mode=attack_mode))
+    modes = []
+    hook = brain.modules.model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    brain.fit_batch(batch)
+    hook.remove()
+    # Eval mode: the attack's own forward besides the real and fake training forwards.
+    expected = {True: 2, False: 1} if attack_mode == "eval" else {True: 2}
+    assert collections.Counter(modes) == expected
+
+
+def test_warmup_is_clean(tiny_hparams):
+    brain, _, batch = build(tiny_hparams("cnn4_vanilla", warmup_steps=2))
+    forwards = []
+    hook = brain.modules.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    for step in range(3):
+        brain.fit_batch(batch)
+        assert brain.parts_count == (1 if step == 2 else 0)
+        assert len(forwards) == [1, 2, 5][step]  # then: attack, real and fake forwards
+    hook.remove()
+
+
+@pytest.mark.parametrize(
+    "overrides, error, culprit",
+    [
+        ({"warmup_steps": -1}, ValueError, "warmup_steps"),
+        ({"attack": "fgsm"}, TypeError, "attack"),
+        ({"objective": 0.5}, TypeError, "objective"),
+    ],
+)
+def test_brain_checks_its_hyperparameters(tiny_hparams, overrides, error, culprit):
+    hparams = tiny_hparams("cnn4_vanilla", **overrides)
+    hparams["label_encoder"] = None
+    with pytest.raises(error, match=culprit):
+        build_brain(hparams, RUN_OPTS)
+
+
+@pytest.mark.parametrize(
+    "name, overrides, culprit",
+    [
+        ("cnn4_vanilla", {"alpha": 1.5}, "alpha"),
+        ("cnn4_similarity", {"beta": 0.7, "gamma": 0.4}, "beta"),
+        ("cnn4_vanilla", {"attack_eps": -0.02}, "eps"),
+        ("cnn4_vanilla", {"attack_eta": -0.1}, "eta"),
+        ("cnn4_vanilla", {"attack_labels": "true"}, "label_source"),
+    ],
+)
+def test_yaml_errors_name_the_culprit(tiny_hparams, name, overrides, culprit):
+    with pytest.raises(ValueError, match=culprit):
+        tiny_hparams(name, **overrides)
+
+
+def test_yaml_holds_the_paper_defaults(yaml_hparams):
+    single = yaml_hparams("cnn4_single")
+    vanilla = yaml_hparams("vgg16_vanilla")
+    similarity = yaml_hparams("resnet50_similarity")
+    for hparams in (single, vanilla, similarity):
+        attack = hparams["attack"]
+        assert (attack.eps, attack.eta, attack.label_source, attack.model_mode) == (0.02, 0.1, "predicted", "eval")
+        assert hparams["lr"] == 0.001 and hparams["eval_eps"] == [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
+        assert (hparams["n_fft"], hparams["hop_length"], hparams["n_mels"], hparams["f_min"], hparams["f_max"]) == (
+            512, 256, 64, 20, 8000)
+        assert hparams["split_ratio"] == [24, 22, 22]
+        assert (hparams["n_frames"], hparams["batch_size"], hparams["base_channels"]) == (373, 16, 64)
+    assert isinstance(vanilla["objective"], VanillaAdversarialObjective) and vanilla["objective"].alpha == 0.5
+    objective = similarity["objective"]
+    assert (objective.beta, objective.gamma, objective.distance) == (0.4, 0.4, "mse")
+    assert vanilla["warmup_steps"] == similarity["warmup_steps"] == 1000
+    # The built-in corpus: at least 12 speakers (both genders alternate).
+    assert single["synthetic_corpus"]["n_speakers"] >= 12
+    assert inspect.signature(generate_synthetic_demos).parameters["n_speakers"].default >= 12
+
+
+def test_robustness_curve_counts_every_example_once(tiny_hparams):
+    brain, datasets, _ = build(tiny_hparams("cnn4_single"))
+    grid = [0.0, 0.05, 0.1]
+    confusions = brain.evaluate_robustness(datasets["valid"], grid, loader_kwargs={"batch_size": 8})
+    assert list(confusions) == grid
+    assert all(int(cm.counts.sum()) == len(datasets["valid"]) for cm in confusions.values())
+    brain.evaluate(datasets["valid"], test_loader_kwargs={"batch_size": 8})
+    assert torch.equal(confusions[0.0].counts, brain.confusion.counts)
+
+
+def test_bf16_training_step(tiny_hparams):
+    brain, _, batch = build(tiny_hparams("cnn4_similarity"), {**RUN_OPTS, "precision": "bf16"})
+    before = parameters(brain)
+    assert torch.isfinite(brain.fit_batch(batch))
+    assert all(not torch.equal(before[n], p) for n, p in parameters(brain).items())
+    assert all(torch.isfinite(torch.tensor(v)) for v in brain.train_loss_parts().values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SpeechBrain allows fp16 on CUDA only")
+@pytest.mark.parametrize("overrides", [{"attack_labels": "target", "attack_mode": "train"}, {}], ids=["fused", "eval"])
+def test_fp16_step_keeps_the_gradient_sign(tiny_hparams, overrides):
+    """Under loss scaling the attack's input gradient must neither underflow to 0 nor overflow to NaN."""
+    brain, _, batch = build(
+        tiny_hparams("cnn4_vanilla", attack_eps=0.05, **overrides),
+        {**RUN_OPTS, "device": "cuda:0", "precision": "fp16"},
+    )
+    inputs = []
+    hook = brain.modules.model.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().float()))
+    assert torch.isfinite(brain.fit_batch(batch))
+    hook.remove()
+    real, fake = inputs[0], inputs[-1]
+    step = (fake - real).abs()
+    assert torch.isfinite(fake).all()
+    assert float(((step - 0.05).abs() < 1e-3).float().mean()) > 0.9

@@ -1,0 +1,108 @@
+"""End-to-end tiny runs of recipes/DEMoS/train.py, exactly as a user types them, and resuming."""
+
+import csv
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+TINY_ARGS = ["--base_channels=2", "--n_frames=32", "--batch_size=8", "--noprogressbar"]
+EPS_GRID = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
+
+
+@pytest.fixture
+def run_recipe(repo_root):
+    """Returns ``run(hparams_file, output_folder, *args)``: the recipe in a fresh process; gives its console output."""
+
+    def run(hparams_file, output_folder, *args):
+        command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
+                   f"--output_folder={output_folder}", *TINY_ARGS, *args]
+        # This checkout's package first; one thread, as tiny tensors gain nothing from more.
+        path = [repo_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-4000:]
+        return output
+
+    return run
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def check_outputs(folder, output, epochs, adversarial_parts=()):
+    """Manifests, checkpoint, train log, robustness report, confusion matrices, printed UARs."""
+    for name in ("train.csv", "valid.csv", "test.csv", "data_summary.md", "train_log.txt", "hyperparams.yaml",
+                 "robustness.csv", "robustness.md", "confusion_valid.csv", "confusion_test.csv"):
+        assert os.path.isfile(os.path.join(folder, name)), name
+    checkpoints = glob.glob(os.path.join(folder, "save", "CKPT+*"))
+    assert len(checkpoints) == 1
+    for name in ("model.ckpt", "normalizer.ckpt", "counter.ckpt", "optimizer.ckpt"):
+        assert os.path.isfile(os.path.join(checkpoints[0], name)), name
+    assert open(os.path.join(checkpoints[0], "counter.ckpt")).read().strip() == str(epochs)
+
+    log = open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read()
+    for epoch in range(1, epochs + 1):
+        (line,) = [line for line in log.splitlines() if line.startswith(f"epoch: {epoch},")]
+        assert "valid UAR" in line
+        for part in adversarial_parts:
+            assert f"train {part}:" in line
+    logged_test = re.search(rf"Epoch loaded: {epochs} - test loss: .*, test UAR: ([0-9.e+-]+)", log)
+    assert re.search(r"valid UAR: [0-9.e+-]+", output) and re.search(r"test UAR: [0-9.e+-]+", output)
+
+    sizes = {split: len(read_csv(os.path.join(folder, f"{split}.csv"))) for split in ("valid", "test")}
+    rows = read_csv(os.path.join(folder, "robustness.csv"))
+    assert [(r["split"], float(r["eps"])) for r in rows] == [(s, e) for s in ("valid", "test") for e in EPS_GRID]
+    for row in rows:
+        assert int(row["n"]) == sizes[row["split"]]
+        assert row["data"] == ("real" if float(row["eps"]) == 0 else "fake")
+        assert 0.0 <= float(row["UAR"]) <= 1.0
+    table = open(os.path.join(folder, "robustness.md"), encoding="utf-8").read()
+    assert "| data | eps | Dev UAR | Test UAR |" in table and "| fake | 0.10 |" in table
+
+    # The confusion matrix on real test data is the one behind robustness.csv's real test UAR.
+    for split in ("valid", "test"):
+        confusion = list(csv.reader(open(os.path.join(folder, f"confusion_{split}.csv"), encoding="utf-8")))
+        assert len(confusion) == 1 + 7 + 1 and confusion[-1][0] == "UAR"
+        assert int(confusion[-1][-2]) == sizes[split]
+        real = next(r for r in rows if r["split"] == split and float(r["eps"]) == 0)
+        assert float(confusion[-1][-1]) == pytest.approx(float(real["UAR"]), abs=1e-4)
+    assert float(logged_test.group(1)) == pytest.approx(float(rows[len(EPS_GRID)]["UAR"]), abs=5e-3)
+
+
+def test_single_on_the_builtin_corpus(run_recipe, tmp_path):
+    """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder."""
+    folder = str(tmp_path / "single")
+    corpus = "{n_speakers: 3, utterances_per_emotion: 2, neutral_per_speaker: 0, min_duration: 0.5, max_duration: 0.8}"
+    output = run_recipe("cnn4_single", folder, "--number_of_epochs=2", f"--synthetic_corpus={corpus}")
+    assert "SYNTHETIC" in output
+    assert os.path.isfile(os.path.join(folder, "synthetic_demos", ".complete"))
+    assert len(os.listdir(os.path.join(folder, "synthetic_demos", "DEMOS"))) == 3 * 7 * 2
+    check_outputs(folder, output, epochs=2)
+
+
+def test_similarity_recipe(run_recipe, tiny_corpus, tmp_path):
+    folder = str(tmp_path / "similarity")
+    output = run_recipe("cnn4_similarity", folder, "--number_of_epochs=2", "--warmup_steps=2",
+                        f"--data_folder={tiny_corpus}")
+    check_outputs(folder, output, epochs=2, adversarial_parts=("real_loss", "fake_loss", "distance"))
+
+
+def test_vanilla_recipe_resumes_from_epoch_2(run_recipe, tiny_corpus, tmp_path):
+    folder = str(tmp_path / "vanilla")
+    common = ["--warmup_steps=2", f"--data_folder={tiny_corpus}"]
+    first = run_recipe("cnn4_vanilla", folder, "--number_of_epochs=1", *common)
+    check_outputs(folder, first, epochs=1, adversarial_parts=("real_loss", "fake_loss"))
+    assert "Going into epoch 1" in first
+
+    second = run_recipe("cnn4_vanilla", folder, "--number_of_epochs=2", *common)
+    assert "preparation skipped" in second
+    assert "Resuming: feature statistics come with the checkpoint" in second
+    assert "Going into epoch 1" not in second and "Going into epoch 2" in second
+    check_outputs(folder, second, epochs=2, adversarial_parts=("real_loss", "fake_loss"))
