@@ -142,7 +142,7 @@ def test_warmup_is_clean(tiny_hparams):
     hook = brain.modules.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     for step in range(3):
         brain.fit_batch(batch)
-        assert brain.parts_count == (1 if step == 2 else 0)
+        assert brain.loss_parts.count == (1 if step == 2 else 0)
         assert len(forwards) == [1, 2, 5][step]  # then: attack, real and fake forwards
     hook.remove()
 

@@ -212,5 +212,5 @@ def test_missing_or_empty_data_folder(demos_prepare, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         demos_prepare.prepare_demos(str(tmp_path / "nowhere"), str(tmp_path / "out"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="No DEMoS-named"):
+    with pytest.raises(ValueError, match="no .wav files"):
         demos_prepare.prepare_demos(str(tmp_path / "empty"), str(tmp_path / "out"))
