@@ -210,7 +210,8 @@ class AdversarialEmotionBrain(EmotionBrain):
     are never held in memory together.
 
     Under DDP, every pass but the fake forward uses the unwrapped model, so the
-    reducer sees one forward and all-reduces once per step.
+    reducer sees one forward and all-reduces once per step: the real branch's
+    gradients, already in ``.grad``, are reduced with the fake branch's.
     """
 
     def __init__(self, *args, **kwargs):
