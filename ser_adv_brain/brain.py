@@ -228,13 +228,20 @@ class AdversarialEmotionBrain(EmotionBrain):
       gradients *and* the input gradient for FGSM. Then the fake forward and
       its backward: two forwards, two backwards, the floor.
     - train-mode attack otherwise: the input gradient is taken from the
-      training forward (an input-only backward), then one backward of the
-      whole objective.
+      training forward (an input-only backward); that forward is then
+      backpropagated into the parameters only (its input needs no second
+      gradient), and the fake branch as usual.
     - eval-mode attack (the authors'): a separate eval-mode forward and
       input-only backward, then as above.
 
+    The real branch is backpropagated inside ``compute_objectives``, the fake
+    branch by ``fit_batch``. When only ``w * L(x)`` reaches the real branch,
+    its backward runs before the fake forward, so the two training graphs
+    are never held in memory together.
+
     Under DDP, every pass but the fake forward uses the unwrapped model, so the
-    reducer sees one forward and all-reduces once per step.
+    reducer sees one forward and all-reduces once per step: the real branch's
+    gradients, already in ``.grad``, are reduced with the fake branch's.
     """
 
     def __init__(self, *args, **kwargs):
@@ -276,30 +283,63 @@ class AdversarialEmotionBrain(EmotionBrain):
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
     def compute_objectives(self, predictions, batch, stage):
-        """The objective on the real batch and its FGSM twin (clean loss in warm-up and evaluation)."""
+        """The objective on the real batch and its FGSM twin (clean loss in warm-up and evaluation).
+
+        The real branch is backpropagated here, into what each pass must
+        produce (see the class docstring); ``fit_batch``'s backward of the
+        returned loss covers the fake branch.
+        """
         if stage != sb.Stage.TRAIN or not self.adversarial_step:
             return super().compute_objectives(predictions, batch, stage)
         attack, objective = self.hparams.attack, self.hparams.objective
         targets = self.targets(batch)
         feats = predictions["feats"]
         real = (predictions["logits"], predictions["embedding"])
-        if self.fused_step:
-            real_term = objective.real_weight * classification_loss(real[0], targets)
-            self.scaler.scale(real_term / self.grad_accumulation_factor).backward()
-            gradient = feats.grad
-            real = (real[0].detach(), real[1].detach())  # its gradients are already in .grad
-        elif attack.model_mode == "train":
-            labels = attack.labels(real[0], targets)
-            gradient = attack.gradient_from_logits(
-                real[0], feats, labels, self.attack_loss_scale(), retain_graph=True
-            )
+        parameters = [p for p in self.modules.parameters() if p.requires_grad]
+        if objective.couples_real_branch:
+            gradient = self.attack_gradient(feats, real[0], targets)
+            fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
+            # The real branch's gradient needs the fake embedding. It is taken
+            # at detached copies of the real outputs and pushed through the real
+            # forward into the parameters only: a plain backward would also
+            # recompute the input gradient (the input requires grad in train mode).
+            anchors = tuple(output.detach().requires_grad_() for output in real)
+            parts = objective(anchors, fake, targets)
+            grads = torch.autograd.grad(self.scaled(parts["loss"]), anchors, retain_graph=True, allow_unused=True)
+            used = [(output, grad) for output, grad in zip(real, grads) if grad is not None]
+            torch.autograd.backward([o for o, _ in used], [g for _, g in used], inputs=parameters)
         else:
-            gradient, _ = attack.input_gradient(self.model, feats, targets, loss_scale=self.attack_loss_scale())
-        fake_feats = attack.perturb(self.model, feats.detach(), targets, gradient=gradient)
-        fake = self.modules.model(fake_feats)
-        parts = objective(real, fake, targets)
+            # Only w * L(x) reaches the real branch: it is backpropagated before
+            # the fake forward, which frees the real graph (lower peak memory).
+            real_term = self.scaled(objective.real_weight * classification_loss(real[0], targets))
+            if self.fused_step:
+                real_term.backward()  # the parameter gradients and the attack's input gradient
+                gradient = feats.grad
+            else:
+                gradient = self.attack_gradient(feats, real[0], targets)
+                real_term.backward(inputs=parameters)
+            real = tuple(output.detach() for output in real)
+            fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
+            parts = objective(real, fake, targets)
         self.accumulate_parts(parts)
         return parts["loss"]
+
+    def scaled(self, loss):
+        """``loss`` as ``fit_batch`` backpropagates it: loss-scaled, divided for gradient accumulation."""
+        return self.scaler.scale(loss / self.grad_accumulation_factor)
+
+    def attack_gradient(self, feats, logits, targets):
+        """The attack's input gradient at ``feats``.
+
+        In train mode it comes from the training forward (whose graph is kept
+        for the parameters' backward); in eval mode, from the attack's own pass.
+        """
+        attack = self.hparams.attack
+        if attack.model_mode == "train":
+            labels = attack.labels(logits, targets)
+            return attack.gradient_from_logits(logits, feats, labels, self.attack_loss_scale(), retain_graph=True)
+        gradient, _ = attack.input_gradient(self.model, feats, targets, loss_scale=self.attack_loss_scale())
+        return gradient
 
     def accumulate_parts(self, parts):
         self.loss_parts.append({name: value.detach() for name, value in parts.items() if name != "loss"})

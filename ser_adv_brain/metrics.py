@@ -102,20 +102,26 @@ class RunningMeans:
         self.sums, self.count = {}, 0
 
     def append(self, values):
-        """Adds one step's values (floats or one-element tensors)."""
+        """Adds one step's values (floats or one-element tensors).
+
+        Tensors are summed where they are: a ``float()`` per step would stall
+        a GPU in the middle of every training step.
+        """
         for name, value in values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            value = value.detach().double() if torch.is_tensor(value) else float(value)
+            self.sums[name] = self.sums.get(name, 0.0) + value
         self.count += 1
 
     def summarize(self):
         """The means since the last call (an empty dict if nothing was added); then starts afresh."""
-        means = {name: total / self.count for name, total in self.sums.items()}
+        means = {name: float(total) / self.count for name, total in self.sums.items()}
         self.sums, self.count = {}, 0
         return means
 
     @mark_as_saver
     def save(self, path):
-        torch.save({"sums": self.sums, "count": self.count}, path)
+        sums = {name: float(total) for name, total in self.sums.items()}
+        torch.save({"sums": sums, "count": self.count}, path)
 
     @mark_as_loader
     def load(self, path, end_of_epoch):

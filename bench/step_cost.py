@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Cost of one adversarial training step against one single-training step, measured side by side.
+
+For each model, a single-training Brain and one adversarial Brain per
+objective and attack mode are built from the recipe's yaml files
+(``hparams/<model>_{single,vanilla,similarity}.yaml``, width and attack options
+overridden as on the recipe's command line, warm-up disabled) and
+``brain.fit_batch`` is timed on one fixed synthetic batch of the paper's
+input size (64 mels x 373 frames, batch 16). The Brains take turns
+(round-robin), the first rounds are discarded, and the table gives the median
+over rounds of each step's time divided by the single step's time of the same
+round. On CPU the default clock is this process's CPU time and glibc's
+malloc keeps freed memory (``--clock``, ``--malloc``; see ``common.py``), so
+that other processes on shared cores and page faults do not blur the ratios.
+
+Targets (issue 3) and floors, in forward-pass units (a backward costs about
+two forwards, an input-only backward about one; single training costs 3):
+
+- fused (target labels, train-mode attack, real branch trained by
+  ``w * L(x)`` only): 2 forwards + 2 backwards = 6 units, floor 2.0x, target 2.1x;
+- train-mode attack otherwise: + an input-only backward = 7 units, floor 2.33x, target 2.45x;
+- eval-mode attack (the authors' mode): + an eval forward = 8 units, floor 2.67x, target 2.8x.
+
+Run from the repository root (about 45 s of CPU time on 1 thread, under 2 minutes):
+    PYTHONPATH=. python bench/step_cost.py
+On a GPU, at the paper's width:
+    PYTHONPATH=. python bench/step_cost.py --device cuda --precision bf16
+"""
+
+import statistics
+
+from common import (
+    argument_parser,
+    first_batch,
+    make_brain,
+    output_folder,
+    parse_arguments,
+    round_robin,
+    synthetic_dataset,
+)
+
+# Attack options of the yaml files: (label source, model mode while generating).
+ATTACK_MODES = {
+    "target/train": {"attack_labels": "target", "attack_mode": "train"},
+    "predicted/train": {"attack_labels": "predicted", "attack_mode": "train"},
+    "predicted/eval": {"attack_labels": "predicted", "attack_mode": "eval"},
+}
+
+# (row label, hparams suffix, extra overrides, attack modes measured)
+OBJECTIVES = [
+    ("vanilla", "vanilla", {}, list(ATTACK_MODES)),
+    ("similarity", "similarity", {}, list(ATTACK_MODES)),
+    ("similarity, v detached", "similarity", {"detach_real_embedding": True}, ["target/train"]),
+]
+
+# How the Brain runs a step -> (floor, target) as multiples of a single-training step.
+PATH_BOUNDS = {
+    "fused": (2.0, 2.1),
+    "train-mode input pass": (7 / 3, 2.45),
+    "eval-mode input pass": (8 / 3, 2.8),
+}
+
+
+def step_path(brain):
+    """Which of the ``AdversarialEmotionBrain`` step paths this Brain's options select."""
+    if brain.fused_step:
+        return "fused"
+    return f"{brain.hparams.attack.model_mode}-mode input pass"
+
+
+def measure_model(args, model, folder):
+    """Builds the model's Brains and times their training steps round-robin.
+
+    Returns
+    -------
+    list of dict
+        One row per configuration (single first): median step time and the
+        median over rounds of its ratio to the single step of the same round.
+    """
+    single, hparams = make_brain(args, f"{model}_single", {}, folder)
+    dataset = synthetic_dataset(hparams, args.batch_size, args.seed)
+    batch = first_batch(dataset, args.batch_size, args.device)
+    brains = {("single", "-"): single}
+    for label, suffix, overrides, modes in OBJECTIVES:
+        for mode in modes:
+            brains[(label, mode)], _ = make_brain(
+                args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
+            )
+    for brain in brains.values():
+        # The recipe's own normaliser fit, on the benchmark data (z-scored inputs, as in training).
+        brain.fit_normalizer(dataset, {"batch_size": args.batch_size})
+    times = round_robin(
+        {name: (lambda brain=brain: brain.fit_batch(batch)) for name, brain in brains.items()},
+        args.steps,
+        args.warmup,
+        args.device,
+        args.clock,
+    )
+    single_times = times[("single", "-")]
+    rows = []
+    for (label, mode), brain in brains.items():
+        path = "-" if brain is single else step_path(brain)
+        floor, target = PATH_BOUNDS.get(path, (None, None))
+        rows.append(
+            {
+                "model": model,
+                "objective": label,
+                "labels/mode": mode,
+                "path": path,
+                "ms": 1000 * statistics.median(times[(label, mode)]),
+                "ratio": statistics.median(t / s for t, s in zip(times[(label, mode)], single_times)),
+                "floor": floor,
+                "target": target,
+            }
+        )
+    return rows
+
+
+def print_table(rows):
+    """A markdown table, one row per model and configuration."""
+    columns = ["model", "objective", "labels/mode", "path", "step ms", "ratio", "floor", "target", "met"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        bounded = row["target"] is not None
+        cells = [
+            row["model"],
+            row["objective"],
+            row["labels/mode"],
+            row["path"],
+            f"{row['ms']:.1f}",
+            f"{row['ratio']:.2f}",
+            f"{row['floor']:.2f}" if bounded else "",
+            f"{row['target']:.2f}" if bounded else "",
+            ("yes" if row["ratio"] <= row["target"] else "NO") if bounded else "",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    parser = argument_parser(__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=7, help="timed rounds (each Brain steps once per round)")
+    parser.add_argument("--warmup", type=int, default=2, help="rounds discarded before timing")
+    args = parse_arguments(parser, argv)
+    print(
+        f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
+        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} clock={args.clock} malloc={args.malloc} "
+        f"rounds={args.steps} (+{args.warmup} discarded)"
+    )
+    rows = []
+    with output_folder() as folder:
+        for model in args.models:
+            rows += measure_model(args, model, folder)
+    print_table(rows)
+    print("Targets (issue 3): " + ", ".join(f"{path} <= {target}x" for path, (_, target) in PATH_BOUNDS.items()))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
