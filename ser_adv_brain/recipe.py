@@ -5,8 +5,12 @@ Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
 """
 
 import logging
+import os
+
+from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.inference import export_interface
 from ser_adv_brain.robustness import write_robustness_report
 
 logger = logging.getLogger(__name__)
@@ -41,8 +45,25 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     return results
 
 
+def export_best_checkpoint(brain, hparams, max_key="UAR"):
+    """Exports the best checkpoint as a pretrained interface in ``<output_folder>/interface`` (main process)."""
+    folder = os.path.join(hparams["output_folder"], "interface")
+    run_on_main(
+        export_interface,
+        kwargs={
+            "checkpoint": brain.checkpointer.find_checkpoint(max_key=max_key),
+            "label_encoder": hparams["label_encoder"],
+            "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
+            "folder": folder,
+            "title": f"{hparams['experiment_name']}: best checkpoint by {max_key}",
+        },
+    )
+    return folder
+
+
 def train_and_evaluate(hparams, run_opts):
-    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness.
+    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness,
+    and exports the best checkpoint as a pretrained interface.
 
     Returns
     -------
@@ -61,4 +82,5 @@ def train_and_evaluate(hparams, run_opts):
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
     brain.evaluate(datasets["test"], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
     report_robustness(brain, hparams, datasets)
+    export_best_checkpoint(brain, hparams)
     return brain, datasets
