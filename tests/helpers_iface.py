@@ -1,6 +1,9 @@
 """Shared by the DDP, inference and recipe tests: tiny runs of the recipes, as users type them."""
 
+import csv
+import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -71,3 +74,31 @@ def capture_eval_stats(brain):
 
     brain.eval_stats = recording_eval_stats
     return captured
+
+
+# SpeechBrain's recipe-test format (speechbrain/tests/recipes/*.csv).
+RECIPE_CSV_COLUMNS = [
+    "Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file", "Readme_file",
+    "Result_url", "HF_repo", "test_debug_flags", "test_debug_checks", "performance",
+]  # fmt: skip
+
+
+def recipe_csv_files():
+    return sorted(glob.glob(os.path.join(REPO, "tests", "recipes", "*.csv")))
+
+
+def recipe_rows():
+    """``(recipe_id, row)`` for every row of every recipe CSV, named as SpeechBrain names them."""
+    rows = []
+    for path in recipe_csv_files():
+        with open(path, newline="", encoding="utf-8") as f:
+            for row_id, row in enumerate(csv.DictReader(f, skipinitialspace=True)):
+                name = os.path.basename(path)[:-4]
+                rows.append((f"{name}_row_{row_id + 2:02d}", {k: (v or "").strip() for k, v in row.items()}))
+    return rows
+
+
+def files_to_check(check_str):
+    """The paths of a ``file_exists=[a,b,...]`` check, as SpeechBrain's recipe tests read it."""
+    match = re.search(r"file_exists=\[(.*?)\]", check_str)
+    return [name.strip() for name in match.group(1).split(",")] if match else []
