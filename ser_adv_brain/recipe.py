@@ -1,4 +1,4 @@
-"""What every corpus recipe does after its data preparation: train, evaluate, report.
+"""What every corpus recipe does after its data preparation: train, evaluate, report, export.
 
 Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
 ``train_and_evaluate``, so that the recipes differ only in their data.
@@ -62,8 +62,10 @@ def export_best_checkpoint(brain, hparams, max_key="UAR"):
 
 
 def train_and_evaluate(hparams, run_opts):
-    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness,
-    and exports the best checkpoint as a pretrained interface.
+    """Trains on the prepared manifests; evaluates, reports and exports the best checkpoint.
+
+    The export is a pretrained interface in ``<output_folder>/interface``
+    (see ``ser_adv_brain.inference``).
 
     Returns
     -------
