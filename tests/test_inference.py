@@ -86,10 +86,13 @@ def test_classify_file_matches_the_brain_evaluation(trained, client_results):
         assert text_lab == [hparams["label_encoder"].decode_ndim(int(index))]
 
 
-def test_foreign_class_and_padded_batches_agree(client_results):
+def test_foreign_class_raw_samples_and_padded_batches_agree(client_results):
     files = client_results["files"]
     for (out_prob, _, index, text_lab), (f_prob, _, f_index, f_lab) in zip(files, client_results["foreign_class"]):
         assert torch.equal(out_prob, f_prob) and torch.equal(index, f_index) and text_lab == f_lab
+    for (out_prob, _, _, text_lab), (raw_prob, _, _, raw_lab) in zip(files, client_results["raw_samples"]):
+        torch.testing.assert_close(raw_prob, out_prob, atol=1e-5, rtol=1e-5)
+        assert raw_lab == text_lab
     out_prob, _, index, text_lab = client_results["padded_batch"]
     torch.testing.assert_close(out_prob, torch.cat([f[0] for f in files]), atol=1e-5, rtol=1e-5)
     assert text_lab == [f[3][0] for f in files]
