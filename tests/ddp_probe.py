@@ -10,7 +10,8 @@ The recipe runs exactly as typed after ``PROBE_DIR``. The probes only observe:
 - a DDP communication hook that counts the reducer's gradient all-reduces;
 - every rank's modules (parameters and buffers) as training ends, before
   evaluation reloads the best checkpoint;
-- every rank's evaluation statistics, as ``EmotionBrain.eval_stats`` returns them.
+- every rank's evaluation statistics, as ``EmotionBrain.eval_stats`` returns them;
+- which functions given to ``run_on_main`` (data preparation, export) ran on each rank.
 
 Each rank writes ``PROBE_DIR/rank<N>.pt``.
 """
@@ -19,6 +20,7 @@ import os
 import runpy
 import sys
 
+import speechbrain.utils.distributed
 import torch
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
@@ -59,8 +61,24 @@ def attach_probes(brain, record):
     brain._wrap_distributed, brain.fit = probed_wrap_distributed, probed_fit
 
 
+def record_main_only_runs(record):
+    """Makes ``run_on_main`` (in the recipe script and the package) log which functions ran on this rank."""
+    record["ran_here"] = []
+    run_on_main = speechbrain.utils.distributed.run_on_main
+
+    def recording_run_on_main(func, *args, **kwargs):
+        def ran(*func_args, **func_kwargs):
+            record["ran_here"].append(func.__name__)
+            return func(*func_args, **func_kwargs)
+
+        return run_on_main(ran, *args, **kwargs)
+
+    speechbrain.utils.distributed.run_on_main = ser_adv_brain.recipe.run_on_main = recording_run_on_main
+
+
 def main(probe_dir, script, argv):
     record = {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+    record_main_only_runs(record)
     build_brain = ser_adv_brain.recipe.build_brain
 
     def probed_build_brain(hparams, run_opts):

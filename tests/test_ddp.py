@@ -13,20 +13,35 @@ import sys
 import pytest
 import torch
 
-from helpers_iface import REPO, TINY_FLAGS, capture_eval_stats, evaluation_brain, make_tiny_corpus, run_recipe
+from helpers_iface import (
+    REPO,
+    TINY_CORPUS_FLAG,
+    TINY_FLAGS,
+    capture_eval_stats,
+    evaluation_brain,
+    make_tiny_corpus,
+    run_recipe,
+)
 
 CASES = {
     # Target labels and a train-mode attack: the fused step, whose first
     # backward (real term + input gradient) runs outside DDP's reducer.
+    # The data folder is given: no corpus to generate.
     "vanilla_fused": ("hparams/cnn4_vanilla.yaml", "--warmup_steps=1", "--attack_labels=target", "--attack_mode=train"),
     # The authors' mode: a separate eval-mode input-gradient pass per step.
-    "similarity": ("hparams/cnn4_similarity.yaml", "--warmup_steps=1"),
+    # No data folder: the recipe generates the built-in synthetic corpus.
+    "similarity": ("hparams/cnn4_similarity.yaml", "--warmup_steps=1", TINY_CORPUS_FLAG),
 }
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def data_flags(options, request):
+    """``--data_folder`` (a corpus made once) unless the case lets the recipe generate its own."""
+    return [] if TINY_CORPUS_FLAG in options else [f"--data_folder={request.getfixturevalue('corpus')}"]
 
 
 def torchrun_probe(probe_dir):
@@ -41,10 +56,10 @@ def read_robustness_csv(path):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_two_gloo_processes_train_and_evaluate_like_one(case, corpus, tmp_path):
+def test_two_gloo_processes_train_and_evaluate_like_one(case, request, tmp_path):
     hparams_file, *options = CASES[case]
     out, probe_dir = str(tmp_path / "run"), str(tmp_path / "probe")
-    flags = [*TINY_FLAGS, *options, f"--data_folder={corpus}", f"--output_folder={out}"]
+    flags = [*TINY_FLAGS, *options, *data_flags(options, request), f"--output_folder={out}"]
     run_recipe(hparams_file, "--distributed_backend=gloo", "--device=cpu", *flags, launcher=torchrun_probe(probe_dir))
     ranks = [torch.load(os.path.join(probe_dir, f"rank{r}.pt")) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -71,7 +86,11 @@ def test_two_gloo_processes_train_and_evaluate_like_one(case, corpus, tmp_path):
         saved = torch.load(os.path.join(checkpoint, f"{module}.ckpt"))
         assert all(torch.equal(saved[key], state0[module][key]) for key in saved)
 
-    # Only rank 0 logged: one line for the epoch, one for the test.
+    # Only rank 0 prepared the data, exported the interface and logged (one line
+    # for the epoch, one for the test); SpeechBrain's checkpointer saves on rank 0 only.
+    preparation = ["prepare_demos"] if data_flags(options, request) else ["generate_synthetic_demos", "prepare_demos"]
+    assert ranks[0]["ran_here"] == [*preparation, "export_interface"]
+    assert ranks[1]["ran_here"] == []
     assert len(log_lines) == 2 and log_lines[1].startswith("Epoch loaded")
 
     # Metrics gathered over the 2 ranks equal a single-process evaluation of the checkpoint.
