@@ -98,6 +98,7 @@ def test_two_gloo_processes_train_and_evaluate_like_one(case, request, tmp_path)
     single = capture_eval_stats(brain)
     for split in ("valid", "test"):
         brain.evaluate(datasets[split], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
+    assert len(single) == 2
     for record in ranks:
         assert len(record["eval_stats"]) == 2  # valid (epoch 1), test
         for ddp_stats, single_stats in zip(record["eval_stats"], single):
