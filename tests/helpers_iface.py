@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
+import pytest
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from ser_adv_brain.dataio import dataio_prep
@@ -29,6 +31,19 @@ TINY_FLAGS = [
     "--eval_eps=[0.0, 0.1]",
     "--noprogressbar",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on one thread in a test that imports this fixture.
+
+    On a busy 2-core machine, spinning OpenMP threads slow the tiny models of
+    in-process evaluations tenfold.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_tiny_corpus(folder):

@@ -21,6 +21,7 @@ from helpers_iface import (
     evaluation_brain,
     make_tiny_corpus,
     run_recipe,
+    one_thread,  # noqa: F401 (an autouse fixture)
 )
 
 CASES = {

@@ -11,7 +11,15 @@ import torchaudio.functional
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from helpers_iface import REPO, TINY_FLAGS, evaluation_brain, make_tiny_corpus, run_command, run_recipe
+from helpers_iface import (
+    REPO,
+    TINY_FLAGS,
+    evaluation_brain,
+    make_tiny_corpus,
+    run_command,
+    run_recipe,
+    one_thread,  # noqa: F401 (an autouse fixture)
+)
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.dataio import audio_pipeline
 
