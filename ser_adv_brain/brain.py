@@ -45,10 +45,16 @@ class EmotionBrain(sb.Brain):
         return self.modules.normalizer(self.hparams.compute_features(wavs))
 
     def compute_forward(self, batch, stage):
-        """Features, then the model; the features are returned for the attacks."""
+        """Features, then the model; the features are returned for the attacks.
+
+        Only training goes through DDP. An evaluation forward through DDP
+        would broadcast the buffers, a collective that a rank with fewer (or
+        no) batches of its evaluation shard would never join.
+        """
         batch = batch.to(self.device)
         feats = self.compute_features(batch.sig.data)
-        logits, embedding = self.modules.model(feats)
+        model = self.modules.model if stage == sb.Stage.TRAIN else self.model
+        logits, embedding = model(feats)
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
     def targets(self, batch):

@@ -1,14 +1,16 @@
-"""What every corpus recipe does after its data preparation: train, evaluate, report.
+"""What every corpus recipe does after its data preparation: train, evaluate, report, export.
 
 Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
 ``train_and_evaluate``, so that the recipes differ only in their data.
 """
 
 import logging
+import os
 
 from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.inference import export_interface
 from ser_adv_brain.robustness import write_robustness_report
 from ser_adv_brain.validation import validate_inputs
 
@@ -56,8 +58,27 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     return results
 
 
+def export_best_checkpoint(brain, hparams, max_key="UAR"):
+    """Exports the best checkpoint as a pretrained interface in ``<output_folder>/interface`` (main process)."""
+    folder = os.path.join(hparams["output_folder"], "interface")
+    run_on_main(
+        export_interface,
+        kwargs={
+            "checkpoint": brain.checkpointer.find_checkpoint(max_key=max_key),
+            "label_encoder": hparams["label_encoder"],
+            "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
+            "folder": folder,
+            "title": f"{hparams['experiment_name']}: best checkpoint by {max_key}",
+        },
+    )
+    return folder
+
+
 def train_and_evaluate(hparams, run_opts):
-    """Checks the inputs, trains on the manifests, evaluates the best checkpoint, reports robustness.
+    """Checks the inputs, trains on the manifests; evaluates, reports and exports the best checkpoint.
+
+    The export is a pretrained interface in ``<output_folder>/interface``
+    (see ``ser_adv_brain.inference``).
 
     Returns
     -------
@@ -76,4 +97,5 @@ def train_and_evaluate(hparams, run_opts):
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
     brain.evaluate(datasets["test"], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
     report_robustness(brain, hparams, datasets)
+    export_best_checkpoint(brain, hparams)
     return brain, datasets

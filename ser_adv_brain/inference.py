@@ -1,0 +1,274 @@
+"""Pretrained interface: classify emotions with, and attack, a model exported by a recipe.
+
+Training ends by exporting its best checkpoint with ``export_interface`` into
+``<output_folder>/interface/``; ``EmotionRecognizer.from_hparams`` (or
+SpeechBrain's ``foreign_class``) loads that folder, offline, from wherever it
+has been copied or uploaded.
+"""
+
+import io
+import logging
+import os
+import shutil
+
+import ruamel.yaml
+import torch
+import torch.nn.functional as F
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.data_utils import split_path
+from speechbrain.utils.fetching import fetch
+
+from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio, resample, to_mono
+
+logger = logging.getLogger(__name__)
+
+
+class EmotionRecognizer(Pretrained):
+    """Speech emotion recognition with a CNN-4, VGG-16 or ResNet-50 trained by this toolkit.
+
+    A waveform goes through the Brain's evaluation pipeline: mono, the
+    model's sample rate, ``n_frames`` long (centred crop of long clips,
+    tiling of short ones), log-Mel, per-bin z-score, model. So predictions
+    equal those of the recipe's evaluation on the same file.
+
+    Expected hparams: ``sample_rate``, ``hop_length``, ``n_frames``, ``n_classes``,
+    ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
+    ``compute_features``, ``normalizer``, ``model``.
+
+    Example
+    -------
+    >>> recognizer = EmotionRecognizer.from_hparams(
+    ...     source="results/cnn4_vanilla/1234/interface", savedir="pretrained/cnn4_vanilla"
+    ... )  # doctest: +SKIP
+    >>> out_prob, score, index, label = recognizer.classify_file("speech.wav")  # doctest: +SKIP
+    >>> fake_feats, fake_prob, _, _, fake_label = recognizer.attack_batch(
+    ...     recognizer.load_audio("speech.wav"), eps=0.05
+    ... )  # doctest: +SKIP
+    """
+
+    HPARAMS_NEEDED = ["sample_rate", "hop_length", "n_frames", "n_classes", "label_encoder", "attack"]
+    MODULES_NEEDED = ["compute_features", "normalizer", "model"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.mods.normalizer.fitted:
+            raise ValueError("The feature normalizer has no statistics: was normalizer.ckpt loaded?")
+        self.hparams.label_encoder.expect_len(self.hparams.n_classes)
+
+    def load_audio(self, path, savedir=None):
+        """Reads an audio file of any rate and channel count as a mono signal at the model's rate.
+
+        ``path`` is a local file, or else anything SpeechBrain's ``fetch``
+        resolves (a URL, a Hugging Face ``repo/file``).
+        """
+        if not os.path.isfile(path):
+            source, filename = split_path(path)
+            path = fetch(filename, source=source, savedir=savedir)
+        return load_audio(str(path), self.hparams.sample_rate).to(self.device)
+
+    def prepare_batch(self, wavs, wav_lens=None, sample_rate=None):
+        """Brings every signal of a batch to the model's rate and input length.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]``, ``[batch, time, channels]`` or one ``[time]`` signal.
+        wav_lens : torch.Tensor or None
+            Relative lengths (1.0 = the whole row), as in SpeechBrain's padded
+            batches; the padding after each signal is ignored.
+        sample_rate : int or None
+            The rate of ``wavs``; None means the model's rate.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, samples]``, exactly the length the model was trained on.
+        """
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        num_samples = frames_to_samples(self.hparams.n_frames, self.hparams.hop_length)
+        rate = sample_rate or self.hparams.sample_rate
+        signals = []
+        for wav, rel_length in zip(wavs, wav_lens.tolist()):
+            wav = to_mono(wav[: round(rel_length * wav.shape[0])].float())
+            signals.append(fix_length(resample(wav, rate, self.hparams.sample_rate), num_samples))
+        return torch.stack(signals).to(self.device)
+
+    def compute_features(self, wavs):
+        """Prepared waveforms ``[batch, samples]`` -> normalised log-Mel ``[batch, frames, n_mels]``."""
+        with torch.no_grad():
+            return self.mods.normalizer(self.mods.compute_features(wavs))
+
+    def classify_features(self, feats):
+        """Predictions on normalised features, as ``(out_prob, score, index, text_lab)``.
+
+        ``out_prob`` holds the log posterior probabilities (``[batch, n_classes]``),
+        ``score`` the best one, ``index`` its class and ``text_lab`` its emotion,
+        as in SpeechBrain's ``EncoderClassifier``.
+        """
+        with torch.no_grad(), self.inference_ctx:
+            logits, _ = self.mods.model(feats)
+        out_prob = F.log_softmax(logits.float(), dim=-1)
+        score, index = out_prob.max(dim=-1)
+        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+
+    def classify_batch(self, wavs, wav_lens=None, sample_rate=None):
+        """Classifies a batch of waveforms (see ``prepare_batch`` for the arguments).
+
+        Returns
+        -------
+        out_prob, score, index, text_lab
+            See ``classify_features``.
+        """
+        return self.classify_features(self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate)))
+
+    def classify_file(self, path, savedir=None):
+        """Classifies one audio file of any sample rate, channel count and length."""
+        return self.classify_batch(self.load_audio(path, savedir))
+
+    def attack_batch(self, wavs, wav_lens=None, eps=None, targets=None, sample_rate=None):
+        """FGSM fake features of a batch, and the model's predictions on them.
+
+        Arguments
+        ---------
+        wavs, wav_lens, sample_rate :
+            See ``prepare_batch``.
+        eps : float or None
+            The attack's budget; None uses the exported one (the training eps).
+        targets : list of str, torch.Tensor or None
+            True emotions (labels or indices): needed only when the exported
+            attack attacks the true label (``label_source: target``).
+
+        Returns
+        -------
+        fake_feats : torch.Tensor
+            The adversarial features, ``[batch, frames, n_mels]``.
+        out_prob, score, index, text_lab
+            The predictions on them (see ``classify_features``).
+        """
+        attack = self.hparams.attack
+        if targets is None and attack.label_source == "target":
+            raise ValueError(
+                f"This interface's attack {attack!r} attacks the true labels: pass targets=[emotions]."
+            )
+        if targets is not None and not torch.is_tensor(targets):
+            targets = self.hparams.label_encoder.encode_sequence_torch(list(targets))
+        if targets is not None:
+            targets = targets.to(self.device)
+        feats = self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate))
+        fake_feats = attack.perturb(self.mods.model, feats, targets, eps=eps)
+        return (fake_feats, *self.classify_features(fake_feats))
+
+    def forward(self, wavs, wav_lens=None):
+        """Classifies a batch: see ``classify_batch``."""
+        return self.classify_batch(wavs, wav_lens)
+
+
+# What inference needs from a training run's hyperparameters (overrides applied, references resolved).
+INFERENCE_KEYS = ("sample_rate", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack")
+
+# Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
+# the source folder, so the exported folder works wherever it is moved or uploaded.
+INFERENCE_PLUMBING = """
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+modules:
+    compute_features: !ref <compute_features>
+    normalizer: !ref <normalizer>
+    model: !ref <model>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        model: !ref <model>
+        normalizer: !ref <normalizer>
+        label_encoder: !ref <label_encoder>
+"""
+
+CUSTOM_INTERFACE = '''"""Lets SpeechBrain's foreign_class load this folder (the interface lives in ser_adv_brain)."""
+
+from ser_adv_brain.inference import EmotionRecognizer  # noqa: F401
+'''
+
+
+def _drop_comments(node):
+    """Removes the comments ruamel attaches to a round-tripped node and its children."""
+    if hasattr(node, "ca"):
+        node.ca.items.clear()
+        node.ca.comment = None
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        _drop_comments(child)
+
+
+def inference_hparams_yaml(training_yaml, title):
+    """The interface's ``hyperparams.yaml``, made from a training run's saved hyperparameters.
+
+    Arguments
+    ---------
+    training_yaml : str
+        The training run's ``hyperparams.yaml`` as ``sb.create_experiment_directory``
+        saves it: overrides applied, references resolved.
+    title : str
+        First comment line.
+
+    Returns
+    -------
+    str
+    """
+    yaml = ruamel.yaml.YAML()
+    with open(training_yaml, encoding="utf-8") as f:
+        tree = yaml.load(f)
+    missing = [key for key in INFERENCE_KEYS if key not in tree]
+    if missing:
+        raise KeyError(f"{training_yaml} lacks {missing}, which the inference interface needs.")
+    selected = {key: tree[key] for key in INFERENCE_KEYS}
+    _drop_comments(selected)
+    stream = io.StringIO()
+    yaml.indent(mapping=4, sequence=4, offset=2)  # the recipes' yaml style
+    yaml.dump(selected, stream)
+    header = f"# {title}\n# Inference hyperparameters of ser_adv_brain.inference.EmotionRecognizer.\n\n"
+    return header + stream.getvalue() + INFERENCE_PLUMBING
+
+
+def export_interface(checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer"):
+    """Writes a folder that ``EmotionRecognizer.from_hparams`` and ``foreign_class`` load.
+
+    Arguments
+    ---------
+    checkpoint : speechbrain.utils.checkpoints.Checkpoint
+        The checkpoint to export; it must hold ``model`` and ``normalizer``.
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+    training_yaml : str
+        The run's saved ``hyperparams.yaml`` (see ``inference_hparams_yaml``).
+    folder : str
+        Receives ``hyperparams.yaml``, ``model.ckpt``, ``normalizer.ckpt``,
+        ``label_encoder.ckpt`` (SpeechBrain's label-encoder text format) and
+        ``custom_interface.py``.
+    title : str
+        First comment line of the yaml.
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    if checkpoint is None:
+        raise FileNotFoundError("No checkpoint to export: train at least one epoch first.")
+    if not os.path.isfile(training_yaml):
+        raise FileNotFoundError(
+            f"{training_yaml} not found: sb.create_experiment_directory(..., hyperparams_to_save=...) writes it."
+        )
+    os.makedirs(folder, exist_ok=True)
+    for name in ("model", "normalizer"):
+        if name not in checkpoint.paramfiles:
+            raise KeyError(f"Checkpoint {checkpoint.path} has no {name!r}; it holds {sorted(checkpoint.paramfiles)}.")
+        shutil.copyfile(checkpoint.paramfiles[name], os.path.join(folder, f"{name}.ckpt"))
+    label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
+    with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as f:
+        f.write(inference_hparams_yaml(training_yaml, title))
+    with open(os.path.join(folder, "custom_interface.py"), "w", encoding="utf-8") as f:
+        f.write(CUSTOM_INTERFACE)
+    logger.info(f"Exported the pretrained interface of {checkpoint.path} to {folder}")
+    return folder
