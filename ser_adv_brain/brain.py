@@ -234,20 +234,20 @@ class AdversarialEmotionBrain(EmotionBrain):
       gradients *and* the input gradient for FGSM. Then the fake forward and
       its backward: two forwards, two backwards, the floor.
     - train-mode attack otherwise: the input gradient is taken from the
-      training forward (an input-only backward); that forward is then
-      backpropagated into the parameters only (its input needs no second
-      gradient), and the fake branch as usual.
+      training forward (an input-only backward).
     - eval-mode attack (the authors'): a separate eval-mode forward and
-      input-only backward, then as above.
+      input-only backward.
 
-    The real branch is backpropagated inside ``compute_objectives``, the fake
-    branch by ``fit_batch``. When only ``w * L(x)`` reaches the real branch,
-    its backward runs before the fake forward, so the two training graphs
-    are never held in memory together.
+    When only ``w * L(x)`` reaches the real branch (vanilla; similarity with a
+    detached real embedding), the real branch is backpropagated into the
+    parameters inside ``compute_objectives``, before the fake forward: the two
+    training graphs are never held in memory together, and ``fit_batch``'s
+    backward covers the fake branch. When the similarity distance couples the
+    branches, ``fit_batch``'s one backward covers both.
 
     Under DDP, every pass but the fake forward uses the unwrapped model, so the
-    reducer sees one forward and all-reduces once per step: the real branch's
-    gradients, already in ``.grad``, are reduced with the fake branch's.
+    reducer sees one forward and all-reduces once per step: gradients already
+    in ``.grad`` before that forward are reduced with the fake branch's.
     """
 
     def __init__(self, *args, **kwargs):
@@ -301,19 +301,16 @@ class AdversarialEmotionBrain(EmotionBrain):
         targets = self.targets(batch)
         feats = predictions["feats"]
         real = (predictions["logits"], predictions["embedding"])
-        parameters = [p for p in self.modules.parameters() if p.requires_grad]
         if objective.couples_real_branch:
+            # The distance sends gradient into the real branch, and it needs the
+            # fake embedding, so both branches go through fit_batch's single
+            # backward: a separate real-branch backward after the DDP-wrapped
+            # fake forward would be reduced on its own, and the ranks would drift.
+            # (With a train-mode attack this backward also recomputes the input
+            # gradient, which cannot be excluded from fit_batch's backward.)
             gradient = self.attack_gradient(feats, real[0], targets)
             fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
-            # The real branch's gradient needs the fake embedding. It is taken
-            # at detached copies of the real outputs and pushed through the real
-            # forward into the parameters only: a plain backward would also
-            # recompute the input gradient (the input requires grad in train mode).
-            anchors = tuple(output.detach().requires_grad_() for output in real)
-            parts = objective(anchors, fake, targets)
-            grads = torch.autograd.grad(self.scaled(parts["loss"]), anchors, retain_graph=True, allow_unused=True)
-            used = [(output, grad) for output, grad in zip(real, grads) if grad is not None]
-            torch.autograd.backward([o for o, _ in used], [g for _, g in used], inputs=parameters)
+            parts = objective(real, fake, targets)
         else:
             # Only w * L(x) reaches the real branch: it is backpropagated before
             # the fake forward, which frees the real graph (lower peak memory).
@@ -323,7 +320,7 @@ class AdversarialEmotionBrain(EmotionBrain):
                 gradient = feats.grad
             else:
                 gradient = self.attack_gradient(feats, real[0], targets)
-                real_term.backward(inputs=parameters)
+                real_term.backward(inputs=[p for p in self.modules.parameters() if p.requires_grad])
             real = tuple(output.detach() for output in real)
             fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
             parts = objective(real, fake, targets)

@@ -90,7 +90,7 @@ def test_two_gloo_processes_train_and_evaluate_like_one(case, request, tmp_path)
     # Only rank 0 prepared the data, exported the interface and logged (one line
     # for the epoch, one for the test); SpeechBrain's checkpointer saves on rank 0 only.
     preparation = ["prepare_demos"] if data_flags(options, request) else ["generate_synthetic_demos", "prepare_demos"]
-    assert ranks[0]["ran_here"] == [*preparation, "export_interface"]
+    assert ranks[0]["ran_here"] == [*preparation, "validate_inputs", "export_interface"]
     assert ranks[1]["ran_here"] == []
     assert len(log_lines) == 2 and log_lines[1].startswith("Epoch loaded")
 
