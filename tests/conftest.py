@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
@@ -71,9 +71,22 @@ def tiny_manifests(tiny_corpus, demos_prepare, tmp_path_factory):
 
 
 def load_hparams(name, **overrides):
-    """Loads ``hparams/<name>.yaml`` with overrides, as ``train.py`` does."""
-    with open(os.path.join(HPARAMS_DIR, f"{name}.yaml"), encoding="utf-8") as f:
-        return load_hyperpyyaml(f, overrides)
+    """Loads ``hparams/<name>.yaml`` with overrides and makes its output folder, as ``train.py`` does."""
+    path = os.path.join(HPARAMS_DIR, f"{name}.yaml")
+    with open(path, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    save_hyperparams(path, hparams["output_folder"], overrides)
+    return hparams
+
+
+def save_hyperparams(path, output_folder, overrides):
+    """Writes ``<output_folder>/hyperparams.yaml`` as ``create_experiment_directory`` does
+    (the export reads it), without reconfiguring logging under pytest's capture."""
+    os.makedirs(output_folder, exist_ok=True)
+    with open(path, encoding="utf-8") as f:
+        resolved = resolve_references(f, overrides)
+    with open(os.path.join(output_folder, "hyperparams.yaml"), "w", encoding="utf-8") as w:
+        w.write(resolved.getvalue())
 
 
 @pytest.fixture

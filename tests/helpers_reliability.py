@@ -20,6 +20,7 @@ import sys
 
 import pytest
 import torch
+from conftest import save_hyperparams
 from hyperpyyaml import load_hyperpyyaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -148,6 +149,7 @@ def load_hparams(output_folder, data_folder=None, yaml="cnn4_vanilla.yaml", prep
     overrides = {**tiny(yaml), "output_folder": str(output_folder), **overrides}
     with open(HPARAMS / yaml, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    save_hyperparams(str(HPARAMS / yaml), str(output_folder), overrides)
     if prepare:
         prepare_demos(str(data_folder), str(output_folder), seed=hparams["seed"])
     return hparams
