@@ -11,6 +11,24 @@ from ser_adv_brain.robustness import write_robustness_report
 
 logger = logging.getLogger(__name__)
 
+# yaml ``select_checkpoint`` -> the key ``Brain.evaluate`` recovers by. None recovers the most
+# recent checkpoint, which ``save_and_keep_only`` keeps beside the best (keep_recent=True).
+CHECKPOINT_SELECTION = {"best_dev": "UAR", "final": None}
+
+
+def selection_key(hparams):
+    """The checkpoint to test: best dev UAR (the default) or the final one (the authors' code).
+
+    Example
+    -------
+    >>> selection_key({"select_checkpoint": "final"}) is None
+    True
+    """
+    choice = hparams.get("select_checkpoint", "best_dev")
+    if choice not in CHECKPOINT_SELECTION:
+        raise ValueError(f"select_checkpoint must be one of {sorted(CHECKPOINT_SELECTION)}, got {choice!r}")
+    return CHECKPOINT_SELECTION[choice]
+
 
 def build_brain(hparams, run_opts):
     """Instantiates the yaml's ``brain_class`` with its modules, optimiser and checkpointer."""
@@ -23,11 +41,11 @@ def build_brain(hparams, run_opts):
     )
 
 
-def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
+def report_robustness(brain, hparams, datasets, splits=("valid", "test"), max_key="UAR"):
     """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report."""
     results = {
         split: brain.evaluate_robustness(
-            datasets[split], hparams["eval_eps"], loader_kwargs=hparams["test_dataloader_options"]
+            datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=hparams["test_dataloader_options"]
         )
         for split in splits
     }
@@ -42,12 +60,16 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
 
 
 def train_and_evaluate(hparams, run_opts):
-    """Trains on the prepared manifests, evaluates the best checkpoint, reports robustness.
+    """Trains on the prepared manifests, tests the selected checkpoint, reports robustness.
+
+    ``hparams['select_checkpoint']`` (optional) picks the checkpoint tested:
+    ``best_dev`` (the default) or ``final``.
 
     Returns
     -------
     brain, datasets
     """
+    max_key = selection_key(hparams)
     datasets, hparams["label_encoder"] = dataio_prep(hparams)
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
@@ -59,6 +81,6 @@ def train_and_evaluate(hparams, run_opts):
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
-    brain.evaluate(datasets["test"], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
-    report_robustness(brain, hparams, datasets)
+    brain.evaluate(datasets["test"], max_key=max_key, test_loader_kwargs=dict(hparams["test_dataloader_options"]))
+    report_robustness(brain, hparams, datasets, max_key=max_key)
     return brain, datasets
