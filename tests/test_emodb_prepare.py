@@ -113,3 +113,12 @@ def test_emodb_vanilla_recipe_end_to_end(fake_emodb, tmp_path):
     assert all(0.0 <= float(r["UAR"]) <= 1.0 and int(r["n"]) == 14 for r in rows)
     log = (out / "train_log.txt").read_text()
     assert "epoch: 2" in log and "train fake_loss" in log
+    assert "Epoch loaded: 2 " in log  # the yaml's select_checkpoint: final
+
+
+def test_select_checkpoint_is_checked():
+    from ser_adv_brain.recipe import selection_key
+
+    assert selection_key({}) == "UAR" and selection_key({"select_checkpoint": "final"}) is None
+    with pytest.raises(ValueError, match="select_checkpoint must be one of"):
+        selection_key({"select_checkpoint": "last"})
