@@ -41,8 +41,12 @@ def build_brain(hparams, run_opts):
     )
 
 
-def report_robustness(brain, hparams, datasets, splits=("valid", "test"), max_key="UAR"):
-    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report."""
+def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
+    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report.
+
+    The checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+    """
+    max_key = selection_key(hparams)
     results = {
         split: brain.evaluate_robustness(
             datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=hparams["test_dataloader_options"]
@@ -69,7 +73,7 @@ def train_and_evaluate(hparams, run_opts):
     -------
     brain, datasets
     """
-    max_key = selection_key(hparams)
+    max_key = selection_key(hparams)  # checked before training, not after
     datasets, hparams["label_encoder"] = dataio_prep(hparams)
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
@@ -82,5 +86,5 @@ def train_and_evaluate(hparams, run_opts):
     )
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
     brain.evaluate(datasets["test"], max_key=max_key, test_loader_kwargs=dict(hparams["test_dataloader_options"]))
-    report_robustness(brain, hparams, datasets, max_key=max_key)
+    report_robustness(brain, hparams, datasets)
     return brain, datasets
