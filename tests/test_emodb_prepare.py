@@ -83,7 +83,9 @@ def test_prepare_with_explicit_speakers(fake_emodb, tmp_path):
 
 def test_prepare_random_split_and_errors(fake_emodb, tmp_path):
     prepare_emodb(fake_emodb, str(tmp_path / "random"), split_ratio=(2, 2, 2), seed=3)
-    speakers = [{r["spk_id"] for r in read_manifest(tmp_path / "random" / f"{s}.csv")} for s in ("train", "valid", "test")]
+    speakers = [
+        {r["spk_id"] for r in read_manifest(tmp_path / "random" / f"{s}.csv")} for s in ("train", "valid", "test")
+    ]
     assert sorted(set.union(*speakers)) == SPEAKERS and sum(map(len, speakers)) == len(SPEAKERS)
 
     with pytest.raises(ValueError, match=r"test_speakers names speaker\(s\) \['05'\]"):
