@@ -16,6 +16,24 @@ from ser_adv_brain.validation import validate_inputs
 
 logger = logging.getLogger(__name__)
 
+# yaml ``select_checkpoint`` -> the key ``Brain.evaluate`` recovers by. None recovers the most
+# recent checkpoint, which ``save_and_keep_only`` keeps beside the best (keep_recent=True).
+CHECKPOINT_SELECTION = {"best_dev": "UAR", "final": None}
+
+
+def selection_key(hparams):
+    """The checkpoint to test: best dev UAR (the default) or the final one (the authors' code).
+
+    Example
+    -------
+    >>> selection_key({"select_checkpoint": "final"}) is None
+    True
+    """
+    choice = hparams.get("select_checkpoint", "best_dev")
+    if choice not in CHECKPOINT_SELECTION:
+        raise ValueError(f"select_checkpoint must be one of {sorted(CHECKPOINT_SELECTION)}, got {choice!r}")
+    return CHECKPOINT_SELECTION[choice]
+
 
 def build_brain(hparams, run_opts):
     """Instantiates the yaml's ``brain_class`` with its modules, optimiser and checkpointer."""
@@ -41,10 +59,14 @@ def checked_datasets(hparams):
 
 
 def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
-    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report."""
+    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report.
+
+    The checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+    """
+    max_key = selection_key(hparams)
     results = {
         split: brain.evaluate_robustness(
-            datasets[split], hparams["eval_eps"], loader_kwargs=hparams["test_dataloader_options"]
+            datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=hparams["test_dataloader_options"]
         )
         for split in splits
     }
@@ -58,8 +80,9 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     return results
 
 
-def export_best_checkpoint(brain, hparams, max_key="UAR"):
-    """Exports the best checkpoint as a pretrained interface in ``<output_folder>/interface`` (main process)."""
+def export_checkpoint(brain, hparams, max_key="UAR"):
+    """Exports a checkpoint (the best by ``max_key``; the latest if None) as a
+    pretrained interface in ``<output_folder>/interface`` (main process)."""
     folder = os.path.join(hparams["output_folder"], "interface")
     run_on_main(
         export_interface,
@@ -68,22 +91,24 @@ def export_best_checkpoint(brain, hparams, max_key="UAR"):
             "label_encoder": hparams["label_encoder"],
             "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
             "folder": folder,
-            "title": f"{hparams['experiment_name']}: best checkpoint by {max_key}",
+            "title": f"{hparams['experiment_name']}: {hparams.get('select_checkpoint', 'best_dev')} checkpoint",
         },
     )
     return folder
 
 
 def train_and_evaluate(hparams, run_opts):
-    """Checks the inputs, trains on the manifests; evaluates, reports and exports the best checkpoint.
+    """Checks the inputs, trains, tests the selected checkpoint, reports its robustness and exports it.
 
-    The export is a pretrained interface in ``<output_folder>/interface``
-    (see ``ser_adv_brain.inference``).
+    ``hparams['select_checkpoint']`` (optional) picks the checkpoint tested and
+    exported: ``best_dev`` (the default) or ``final``. The export is a
+    pretrained interface in ``<output_folder>/interface`` (see ``ser_adv_brain.inference``).
 
     Returns
     -------
     brain, datasets
     """
+    max_key = selection_key(hparams)  # checked before training, not after
     datasets = checked_datasets(hparams)
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
@@ -95,7 +120,7 @@ def train_and_evaluate(hparams, run_opts):
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
-    brain.evaluate(datasets["test"], max_key="UAR", test_loader_kwargs=dict(hparams["test_dataloader_options"]))
+    brain.evaluate(datasets["test"], max_key=max_key, test_loader_kwargs=dict(hparams["test_dataloader_options"]))
     report_robustness(brain, hparams, datasets)
-    export_best_checkpoint(brain, hparams)
+    export_checkpoint(brain, hparams, max_key)
     return brain, datasets
