@@ -13,6 +13,7 @@ import os
 import sys
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
@@ -47,3 +48,6 @@ if __name__ == "__main__":
         )
 
     train_and_evaluate(hparams, run_opts)
+    if torch.distributed.is_initialized():
+        # An undestroyed gloo group can abort the process at interpreter exit.
+        torch.distributed.destroy_process_group()
