@@ -108,6 +108,7 @@ def measure_model(args, model, folder):
                 "labels/mode": mode,
                 "path": path,
                 "ms": 1000 * statistics.median(times[(label, mode)]),
+                "samples_per_s": args.batch_size / statistics.median(times[(label, mode)]),
                 "ratio": statistics.median(t / s for t, s in zip(times[(label, mode)], single_times)),
                 "floor": floor,
                 "target": target,
@@ -118,7 +119,7 @@ def measure_model(args, model, folder):
 
 def print_table(rows):
     """A markdown table, one row per model and configuration."""
-    columns = ["model", "objective", "labels/mode", "path", "step ms", "ratio", "floor", "target", "met"]
+    columns = ["model", "objective", "labels/mode", "path", "step ms", "samples/s", "ratio", "floor", "target", "met"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
@@ -129,6 +130,7 @@ def print_table(rows):
             row["labels/mode"],
             row["path"],
             f"{row['ms']:.1f}",
+            f"{row['samples_per_s']:.0f}",
             f"{row['ratio']:.2f}",
             f"{row['floor']:.2f}" if bounded else "",
             f"{row['target']:.2f}" if bounded else "",

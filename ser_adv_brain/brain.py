@@ -28,8 +28,9 @@ def broadcast_buffers(module):
 class EmotionBrain(sb.Brain):
     """Clean training of an emotion classifier on z-scored log-Mel features.
 
-    Expected ``modules``: ``normalizer`` (``FeatureNormalizer``) and ``model``
-    (returns ``(logits, embedding)``). Expected hparams: ``compute_features``,
+    Expected ``modules``: ``compute_features`` (``LogMel``), ``normalizer``
+    (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
+    as modules they follow the Brain to its device. Expected hparams:
     ``n_classes``, ``attack`` (used for robustness evaluation),
     ``train_logger``; ``label_encoder`` is added by the recipe.
     """
@@ -42,7 +43,7 @@ class EmotionBrain(sb.Brain):
 
     def compute_features(self, wavs):
         """Waveforms ``[batch, time]`` -> normalised log-Mel ``[batch, frames, n_mels]``."""
-        return self.modules.normalizer(self.hparams.compute_features(wavs))
+        return self.modules.normalizer(self.modules.compute_features(wavs))
 
     def compute_forward(self, batch, stage):
         """Features, then the model; the features are returned for the attacks.
@@ -178,7 +179,7 @@ class EmotionBrain(sb.Brain):
         loader = sb.dataio.dataloader.make_dataloader(train_set, **loader_kwargs)
         with torch.no_grad():
             self.modules.normalizer.fit(
-                self.hparams.compute_features(batch.sig.data.to(self.device)) for batch in loader
+                self.modules.compute_features(batch.sig.data.to(self.device)) for batch in loader
             )
         broadcast_buffers(self.modules.normalizer)
 
