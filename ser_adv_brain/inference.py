@@ -12,6 +12,7 @@ import os
 import shutil
 
 import ruamel.yaml
+import soundfile
 import torch
 import torch.nn.functional as F
 from speechbrain.inference.interfaces import Pretrained
@@ -31,8 +32,13 @@ class EmotionRecognizer(Pretrained):
     tiling of short ones), log-Mel, per-bin z-score, model. So predictions
     equal those of the recipe's evaluation on the same file.
 
+    Audio longer than ``max_audio_seconds`` is refused before it is decoded
+    or featurised, rather than exhausting memory (the model only looks at
+    ``n_frames`` of it anyway); ``from_hparams(..., overrides={"max_audio_seconds": 60})``
+    changes the limit.
+
     Expected hparams: ``sample_rate``, ``hop_length``, ``n_frames``, ``n_classes``,
-    ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
+    ``max_audio_seconds``, ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
     ``compute_features``, ``normalizer``, ``model``.
 
     Example
@@ -46,7 +52,7 @@ class EmotionRecognizer(Pretrained):
     ... )  # doctest: +SKIP
     """
 
-    HPARAMS_NEEDED = ["sample_rate", "hop_length", "n_frames", "n_classes", "label_encoder", "attack"]
+    HPARAMS_NEEDED = ["sample_rate", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"]
     MODULES_NEEDED = ["compute_features", "normalizer", "model"]
 
     def __init__(self, *args, **kwargs):
@@ -64,7 +70,19 @@ class EmotionRecognizer(Pretrained):
         if not os.path.isfile(path):
             source, filename = split_path(path)
             path = fetch(filename, source=source, savedir=savedir)
+        info = soundfile.info(str(path))  # the header only: nothing is decoded yet
+        self.check_duration(info.frames / info.samplerate, path)
         return load_audio(str(path), self.hparams.sample_rate).to(self.device)
+
+    def check_duration(self, seconds, what):
+        """Raises a ``ValueError`` if ``seconds`` of audio exceed ``max_audio_seconds``."""
+        limit = self.hparams.max_audio_seconds
+        if seconds > limit:
+            raise ValueError(
+                f"{what} is {seconds:.1f} s long, over this interface's limit of {limit} s "
+                f"(max_audio_seconds): cut it into shorter segments, or load the interface with "
+                f"overrides={{'max_audio_seconds': ...}} if you have the memory."
+            )
 
     def prepare_batch(self, wavs, wav_lens=None, sample_rate=None):
         """Brings every signal of a batch to the model's rate and input length.
@@ -90,6 +108,7 @@ class EmotionRecognizer(Pretrained):
             wav_lens = torch.ones(wavs.shape[0])
         num_samples = frames_to_samples(self.hparams.n_frames, self.hparams.hop_length)
         rate = sample_rate or self.hparams.sample_rate
+        self.check_duration(wavs.shape[1] / rate, f"A batch of {wavs.shape[0]} signal(s) of {wavs.shape[1]} samples")
         signals = []
         for wav, rel_length in zip(wavs, wav_lens.tolist()):
             wav = to_mono(wav[: round(rel_length * wav.shape[0])].float())
@@ -172,6 +191,8 @@ INFERENCE_KEYS = ("sample_rate", "hop_length", "n_frames", "n_classes", "compute
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.
 INFERENCE_PLUMBING = """
+max_audio_seconds: 600.0  # longer audio is refused instead of exhausting memory
+
 label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
 modules:

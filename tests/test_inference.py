@@ -119,3 +119,26 @@ def test_attack_batch_is_the_brain_attack(trained, client_results):
         torch.testing.assert_close(out_prob, torch.log_softmax(logits, dim=-1), atol=1e-5, rtol=1e-5)
         assert int(index) == int(logits.argmax())
         torch.testing.assert_close(client_results["attacks_eps0"][i], clean, atol=1e-5, rtol=0)
+
+
+def test_interface_refuses_audio_over_its_limit(trained):
+    from ser_adv_brain.inference import EmotionRecognizer
+
+    folder = os.path.join(trained["out"], "interface")
+    recognizer = EmotionRecognizer.from_hparams(
+        source=folder, savedir=str(trained["tmp"] / "limited"), overrides={"max_audio_seconds": 1.5}
+    )
+    long_wav = trained["wavs"][0]
+    assert soundfile.info(long_wav).duration > 1.5
+    with pytest.raises(ValueError, match="max_audio_seconds"):
+        recognizer.classify_file(long_wav)
+    with pytest.raises(ValueError, match="max_audio_seconds"):
+        recognizer.classify_batch(torch.zeros(2, 32000), sample_rate=16000)  # 2 s
+    recognizer.classify_batch(torch.zeros(1, 16000), sample_rate=16000)  # 1 s passes
+
+
+def test_interface_files_load_without_running_code(trained):
+    folder = os.path.join(trained["out"], "interface")
+    for name in ("model.ckpt", "normalizer.ckpt"):
+        state = torch.load(os.path.join(folder, name), weights_only=True)
+        assert all(torch.is_tensor(value) for value in state.values())
