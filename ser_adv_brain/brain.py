@@ -190,7 +190,8 @@ class EmotionBrain(sb.Brain):
     def evaluate_robustness(self, dataset, eps_grid, max_key="UAR", loader_kwargs=None):
         """UAR on real data (eps = 0) and on the attack's fake data for each eps.
 
-        The attack in ``hparams.attack`` is run against the best checkpoint;
+        The attack in ``hparams.attack`` is run against the checkpoint that
+        ``max_key`` selects (the best by that key; the most recent if None);
         FGSM computes one input gradient per batch for the whole grid.
 
         Returns

@@ -6,7 +6,7 @@ Usage (any yaml key or run option can follow, as for train.py):
         --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
 
 It reloads the experiment's own ``hyperparams.yaml`` and manifests, restores
-the checkpoint with the best dev UAR, and rewrites ``robustness.csv``,
+the checkpoint its ``select_checkpoint`` names (best dev UAR by default), and rewrites ``robustness.csv``,
 ``robustness.md`` and the confusion matrices in that folder.
 """
 
