@@ -51,18 +51,41 @@ def test_demos_stems_parse_to_their_parts(parts):
                     "prototypical": prefix == "PR"}
 
 
+def is_demos_stem(stem):
+    """The stem shape ``NP_m_02_rab04b`` written out character by character, ASCII digits and letters only."""
+    letters, digits = set(string.ascii_lowercase), set(string.digits)
+    return (
+        len(stem) == 14
+        and stem[:2].upper() in ("NP", "PR")
+        and stem[2] == stem[4] == stem[7] == "_"
+        and stem[3].lower() in "mf"
+        and set(stem[5:7] + stem[11:13]) <= digits
+        and stem[8:11] in EMOTION_CODES
+        and stem[13].lower() in letters
+    )
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.text(max_size=20) | demos_stems.map(lambda p: f"{p[0]}_{p[1]}_{p[2]:02d}_{p[3]}{p[4]:02d}{p[5]}")
        .flatmap(lambda stem: st.integers(0, len(stem)).map(lambda i: stem[:i] + "٣" + stem[i + 1:])))
 def test_any_other_name_is_refused_with_a_value_error(stem):
-    """Arbitrary names, and DEMoS stems with a character swapped (even for a non-ASCII digit)."""
+    """Arbitrary names, and DEMoS stems with a character swapped for a non-ASCII digit: a name is
+    parsed if and only if it has the DEMoS shape, and a refusal names it."""
     try:
         info = parse_demos_stem(stem)
     except ValueError as error:
         assert repr(stem) in str(error)
+        assert not is_demos_stem(stem)
         return
-    assert info["emo"] in EMOTION_CODES.values() and info["gender"] in "mf"
-    assert len(info["spk_id"]) == 2 and info["spk_id"] in {f"{i:02d}" for i in range(100)}
+    assert is_demos_stem(stem)
+    assert info == {"emo": EMOTION_CODES[stem[8:11]], "spk_id": stem[5:7], "gender": stem[3].lower(),
+                    "prototypical": stem[:2].upper() == "PR"}
+
+
+@pytest.mark.parametrize("stem", ["NP_m_02_rab0٣b", "NP_m_0٣_rab04b", "NP_m_02_rab04b_", "xNP_m_02_rab04b"])
+def test_non_ascii_digits_and_extra_characters_are_refused(stem):
+    with pytest.raises(ValueError, match=repr(stem)):
+        parse_demos_stem(stem)
 
 
 # ---------------------------------------------------------------- manifests

@@ -11,6 +11,7 @@ emotion code (``stem[-6:-3]``), utterance tag.
 import glob
 import logging
 import os
+import re
 
 from ser_adv_brain.manifests import PAPER_SPLIT_RATIO, manifests_up_to_date, write_split_manifests
 from ser_adv_brain.validation import DataValidationError, Problem
@@ -27,6 +28,8 @@ EMOTION_CODES = {
     "sor": "surprise",
     "neu": "neutral",
 }
+# ASCII only: str.isdigit() and \d also take digits of other scripts ("٣").
+STEM_PATTERN = re.compile(r"(NP|PR)_[mf]_[0-9]{2}_[a-z]{3}[0-9]{2}[a-z]", re.ASCII | re.IGNORECASE)
 
 
 def parse_demos_stem(stem):
@@ -43,9 +46,9 @@ def parse_demos_stem(stem):
             f"{stem!r}: unknown DEMoS emotion code {code!r} (stem[-6:-3]); "
             f"known codes are {sorted(EMOTION_CODES)}."
         )
-    speaker, gender, prefix = stem[-9:-7], stem[-11:-10].lower(), stem[:2].upper()
-    if not (speaker.isascii() and speaker.isdigit()) or gender not in ("m", "f") or prefix not in ("NP", "PR"):
+    if not STEM_PATTERN.fullmatch(stem):
         raise ValueError(f"{stem!r} is not a DEMoS stem like 'NP_m_02_rab04b'.")
+    speaker, gender, prefix = stem[-9:-7], stem[-11:-10].lower(), stem[:2].upper()
     return {"emo": EMOTION_CODES[code], "spk_id": speaker, "gender": gender, "prototypical": prefix == "PR"}
 
 
