@@ -40,7 +40,7 @@ STEP_CASES = [
     ("cnn4_vanilla", {"attack_labels": "predicted", "attack_mode": "train"}, False),
     ("cnn4_vanilla", {"attack_labels": "predicted", "attack_mode": "eval"}, False),
     ("cnn4_vanilla", {"attack_labels": "target", "attack_mode": "eval"}, False),
-    ("cnn4_similarity", {"attack_labels": "target", "attack_mode": "train"}, False),
+    ("cnn4_similarity", {"attack_labels": "target", "attack_mode": "train", "beta": 0.3, "gamma": 0.5}, False),
     ("cnn4_similarity", {"attack_labels": "target", "attack_mode": "train", "detach_real_embedding": True}, True),
     ("cnn4_similarity", {"attack_labels": "predicted", "attack_mode": "train", "distance": "l1"}, False),
     ("cnn4_similarity", {"attack_labels": "predicted", "attack_mode": "eval", "distance": "l2"}, False),
@@ -75,13 +75,28 @@ def test_training_step_changes_parameters_with_finite_losses(tiny_hparams, name,
     if isinstance(brain.hparams.objective, SimilarityAdversarialObjective):
         expected.add("distance")
     assert set(parts) == expected and all(torch.isfinite(torch.tensor(v)) for v in parts.values())
-    assert parts["fake_loss"] >= 0 and parts["real_loss"] >= 0
 
 
-def reference_gradients(brain, batch):
-    """The objective's parameter gradients computed plainly, on a copy of the model (train-mode attacks)."""
+def formula_parts(hparams, real, fake, targets):
+    """The paper's objective and its parts, written out from the yaml's weights (not the objective's code)."""
+    real_loss, fake_loss = F.cross_entropy(real[0], targets), F.cross_entropy(fake[0], targets)
+    if "alpha" in hparams:
+        alpha = hparams["alpha"]
+        return {"loss": alpha * real_loss + (1 - alpha) * fake_loss, "real_loss": real_loss, "fake_loss": fake_loss}
+    anchor = real[1].detach() if hparams["detach_real_embedding"] else real[1]
+    diff = anchor - fake[1]
+    distance = {"mse": diff.pow(2).mean(), "l1": diff.abs().sum(-1).mean(), "l2": diff.pow(2).sum(-1).sqrt().mean()}
+    distance = distance[hparams["distance"]]
+    beta, gamma = hparams["beta"], hparams["gamma"]
+    loss = beta * real_loss + gamma * fake_loss + (1 - beta - gamma) * distance
+    return {"loss": loss, "real_loss": real_loss, "fake_loss": fake_loss, "distance": distance}
+
+
+def reference_step(brain, hparams, batch):
+    """The objective's parameter gradients and loss parts computed plainly, on a copy of the model
+    (train-mode attacks)."""
     model = copy.deepcopy(brain.modules.model).train()
-    attack, objective = brain.hparams.attack, brain.hparams.objective
+    attack = brain.hparams.attack
     with torch.no_grad():
         feats = brain.compute_features(batch.sig.data)
     targets = batch.emo_encoded.data.view(-1)
@@ -92,16 +107,19 @@ def reference_gradients(brain, batch):
     fake_inputs = feats + attack.eps * grad.sign()
     if attack.eta is not None:
         fake_inputs = torch.min(torch.max(fake_inputs, feats - attack.eta), feats + attack.eta)
-    objective(real, model(fake_inputs), targets)["loss"].backward()
-    return {name: p.grad for name, p in model.named_parameters()}
+    parts = formula_parts(hparams, real, model(fake_inputs), targets)
+    parts["loss"].backward()
+    return {name: p.grad for name, p in model.named_parameters()}, {k: float(v.detach()) for k, v in parts.items()}
 
 
+# beta != gamma everywhere, so that swapping the two weights anywhere changes the step.
 TRAIN_MODE_CASES = [
     ("cnn4_vanilla", {"attack_labels": "target", "alpha": 0.3}),
     ("cnn4_vanilla", {"attack_labels": "predicted", "alpha": 0.3}),
-    ("cnn4_similarity", {"attack_labels": "target"}),
-    ("cnn4_similarity", {"attack_labels": "target", "detach_real_embedding": True}),
-    ("cnn4_similarity", {"attack_labels": "predicted", "distance": "l2"}),
+    ("cnn4_similarity", {"attack_labels": "target", "beta": 0.3, "gamma": 0.5}),
+    ("cnn4_similarity", {"attack_labels": "target", "detach_real_embedding": True, "beta": 0.3, "gamma": 0.5}),
+    ("cnn4_similarity", {"attack_labels": "predicted", "distance": "l2", "beta": 0.5, "gamma": 0.2}),
+    ("cnn4_similarity", {"attack_labels": "target", "distance": "l1", "beta": 0.6, "gamma": 0.1}),
 ]
 
 
@@ -116,12 +134,14 @@ def test_adversarial_step_gradients_equal_the_formula(tiny_hparams, name, overri
     hparams = tiny_hparams(name, attack_mode="train", attack_eps=0.05, **overrides)
     hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)
     brain, _, batch = build(hparams, {**RUN_OPTS, "max_grad_norm": 1e12})
-    expected = reference_gradients(brain, batch)
+    expected, expected_parts = reference_step(brain, hparams, batch)
     before = parameters(brain)
-    brain.fit_batch(batch)
+    loss = brain.fit_batch(batch)
     for param_name, param in brain.modules.model.named_parameters():
         step = (before[param_name] - param.detach()) / lr
         assert torch.allclose(step, expected[param_name], rtol=1e-3, atol=1e-6), param_name
+    assert float(loss) == pytest.approx(expected_parts.pop("loss"), rel=1e-4)
+    assert brain.train_loss_parts() == pytest.approx(expected_parts, rel=1e-4)
 
 
 @pytest.mark.parametrize("attack_mode", ["eval", "train"])

@@ -51,7 +51,7 @@ def test_vanilla(alpha):
 
 
 @pytest.mark.parametrize("distance", ["mse", "l1", "l2"])
-@pytest.mark.parametrize("beta, gamma", [(0.4, 0.4), (0.2, 0.5), (0.5, 0.5), (0.0, 0.0)])
+@pytest.mark.parametrize("beta, gamma", [(0.3, 0.5), (0.2, 0.5), (0.6, 0.4), (0.7, 0.1), (0.0, 0.0)])
 def test_similarity(distance, beta, gamma):
     objective = SimilarityAdversarialObjective(beta, gamma, distance)
     parts = objective((REAL_LOGITS, REAL_EMB), (FAKE_LOGITS, FAKE_EMB), TARGETS)
@@ -72,7 +72,7 @@ def test_paper_defaults():
 def test_distance_gradient_reaches_the_real_embedding_unless_detached(detach):
     real_emb = REAL_EMB.clone().requires_grad_(True)
     fake_emb = FAKE_EMB.clone().requires_grad_(True)
-    objective = SimilarityAdversarialObjective(0.4, 0.4, "mse", detach_real_embedding=detach)
+    objective = SimilarityAdversarialObjective(0.5, 0.3, "mse", detach_real_embedding=detach)
     objective((REAL_LOGITS, real_emb), (FAKE_LOGITS, fake_emb), TARGETS)["loss"].backward()
     # d/dv' of 0.2 * mean((v - v')^2) = 0.2 * 2 (v' - v) / 4
     assert torch.allclose(fake_emb.grad, 0.2 * 2 * (FAKE_EMB - REAL_EMB) / 4)
@@ -86,7 +86,10 @@ def test_distance_gradient_reaches_the_real_embedding_unless_detached(detach):
 def test_real_branch_attributes():
     assert VanillaAdversarialObjective(0.3).real_weight == 0.3
     assert not VanillaAdversarialObjective(0.3).couples_real_branch
-    assert SimilarityAdversarialObjective(0.4, 0.4).real_weight == 0.4
+    assert SimilarityAdversarialObjective(0.3, 0.5).real_weight == 0.3  # beta, not gamma
+    assert SimilarityAdversarialObjective(0.3, 0.5).distance_weight == pytest.approx(0.2)
+    assert SimilarityAdversarialObjective(0.3, 0.5).couples_real_branch
+    assert not SimilarityAdversarialObjective(0.3, 0.5, detach_real_embedding=True).couples_real_branch
     # With beta + gamma = 1 there is no distance term to couple the branches.
     assert not SimilarityAdversarialObjective(0.5, 0.5).couples_real_branch
 
