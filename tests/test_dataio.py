@@ -1,12 +1,14 @@
 """Datasets from CSV manifests: fixed-length 16 kHz mono signals and encoded labels, for any corpus."""
 
 import csv
+import os
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 from speechbrain.dataio.dataloader import make_dataloader
+from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.dataio import dataio_prep
@@ -25,9 +27,15 @@ def test_datasets_from_demos_manifests(tiny_hparams):
     assert all(torch.equal(datasets["valid"][i]["sig"], datasets["valid"][i]["sig"]) for i in range(5))
     torch.manual_seed(0)
     assert any(not torch.equal(datasets["train"][i]["sig"], datasets["train"][i]["sig"]) for i in range(5))
-    # The label order is saved, so a rerun (or a resumed run) keeps it.
-    _, again = dataio_prep(hparams)
-    assert again.lab2ind == encoder.lab2ind
+    # The label order is saved, so a rerun (or a resumed run) keeps it: a saved order other than
+    # the one the training set gives is the one used.
+    saved = CategoricalEncoder()
+    saved.update_from_iterable(sorted(encoder.lab2ind, key=encoder.lab2ind.get, reverse=True))
+    saved.save(os.path.join(hparams["save_folder"], "label_encoder.txt"))
+    datasets, again = dataio_prep(hparams)
+    assert again.lab2ind == saved.lab2ind != encoder.lab2ind
+    item = datasets["valid"][0]
+    assert int(item["emo_encoded"]) == saved.lab2ind[datasets["valid"].data[item["id"]]["emo"]]
 
 
 def test_class_count_mismatch_is_named(tiny_hparams):

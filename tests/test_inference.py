@@ -1,12 +1,15 @@
 """The pretrained interface: a tiny run exports it, a fresh process loads it and predicts as the Brain does."""
 
+import builtins
 import os
+import shutil
 import sys
 
 import pytest
 import soundfile
 import speechbrain as sb
 import torch
+import torch.nn.functional as F
 import torchaudio.functional
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -106,12 +109,24 @@ def test_foreign_class_raw_samples_and_padded_batches_agree(client_results):
     assert text_lab == [f[3][0] for f in files]
 
 
+def fgsm_written_out(model, clean, eps):
+    """``clean + eps * sign(grad_x CE(model(x), predicted class))`` in eval mode, the yaml's attack
+    (eps below its eta = 0.1, so nothing is clipped), computed without the attack code."""
+    model.eval()
+    x = clean.clone().requires_grad_(True)
+    logits, _ = model(x)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, logits.argmax(dim=-1)), x)
+    return (clean + eps * grad.sign()).detach()
+
+
 def test_attack_batch_is_the_brain_attack(trained, client_results):
     brain, hparams = trained["brain"], trained["hparams"]
     feats, _ = brain_features(brain, hparams, trained["wavs"])
+    attack = hparams["attack"]
+    assert (attack.label_source, attack.model_mode, attack.eta) == ("predicted", "eval", 0.1) and EPS < attack.eta
     for i, (fake, out_prob, _, index, _) in enumerate(client_results["attacks"]):
         clean = feats[i : i + 1]
-        expected = hparams["attack"].perturb(brain.model, clean, None, eps=EPS)
+        expected = fgsm_written_out(brain.modules.model, clean, EPS)
         torch.testing.assert_close(fake, expected, atol=1e-5, rtol=0)
         assert float((fake - clean).abs().max()) == pytest.approx(EPS, abs=1e-5)
         with torch.no_grad():
@@ -137,8 +152,26 @@ def test_interface_refuses_audio_over_its_limit(trained):
     recognizer.classify_batch(torch.zeros(1, 16000), sample_rate=16000)  # 1 s passes
 
 
-def test_interface_files_load_without_running_code(trained):
-    folder = os.path.join(trained["out"], "interface")
-    for name in ("model.ckpt", "normalizer.ckpt"):
-        state = torch.load(os.path.join(folder, name), weights_only=True)
-        assert all(torch.is_tensor(value) for value in state.values())
+class OpensAFile:
+    """Unpickling this calls ``open(path, "w")``: what a booby-trapped checkpoint could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return builtins.open, (self.path, "w")
+
+
+@pytest.mark.parametrize("name", ["model.ckpt", "normalizer.ckpt"])
+def test_from_hparams_loads_weights_only(trained, name):
+    """An exported folder whose checkpoint would run code when unpickled is refused by
+    ``from_hparams`` itself, and the code never runs."""
+    from ser_adv_brain.inference import EmotionRecognizer
+
+    folder = trained["tmp"] / f"trapped_{name}"
+    shutil.copytree(os.path.join(trained["out"], "interface"), folder)
+    marker = trained["tmp"] / f"code_ran_{name}"
+    torch.save({"weight": OpensAFile(str(marker))}, folder / name)
+    with pytest.raises(Exception, match="[Ww]eights[ _]only"):
+        EmotionRecognizer.from_hparams(source=str(folder), savedir=str(trained["tmp"] / f"trapped_save_{name}"))
+    assert not marker.exists()
