@@ -39,7 +39,8 @@ def split_sizes(n_items, ratio):
         sizes[i] += 1
         order.append(i)
     while sum(sizes) > n_items:  # only when the minimum of one forced an extra
-        i = max(range(len(sizes)), key=lambda j: sizes[j] - quotas[j])
+        # Taken from a split that keeps at least one (a forced 1 has the largest excess).
+        i = max((j for j in range(len(sizes)) if sizes[j] > 1), key=lambda j: sizes[j] - quotas[j])
         sizes[i] -= 1
     return sizes
 

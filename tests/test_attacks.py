@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ser_adv_brain.attacks import FGSM
+from ser_adv_brain.attacks import FGSM, GradientAttack
 from ser_adv_brain.models import CNN4
 
 
@@ -171,3 +171,106 @@ def test_invalid_options_are_named(kwargs, culprit):
 def test_negative_eps_at_call_time(linear):
     with pytest.raises(ValueError, match="eps"):
         FGSM(eps=0.1).perturb(linear, torch.randn(1, 3, 4), None, eps=-0.02)
+
+
+# ---------------------------------------------------------------- what mutation testing found unchecked
+
+
+def test_defaults_and_repr():
+    attack = FGSM(eps=0.02)
+    assert (attack.eta, attack.label_source, attack.model_mode) == (0.1, "predicted", "eval")
+    assert repr(attack) == "FGSM(eps=0.02, eta=0.1, label_source='predicted', model_mode='eval')"
+
+
+def ce_sum_input_gradient(model, x, labels):
+    """d/dx of sum_i CE(W x_i, y_i) = W^T (softmax(W x_i) - onehot(y_i)), written out for the linear model."""
+    w = model.linear.weight.detach()
+    logits = x.flatten(1) @ w.T
+    residual = torch.softmax(logits, dim=-1) - torch.nn.functional.one_hot(labels, 2).float()
+    return (residual @ w).reshape(x.shape)
+
+
+@pytest.mark.parametrize("loss_scale", [None, 3.0])
+def test_input_gradient_is_the_summed_cross_entropy_gradient_times_the_scale(linear, loss_scale):
+    x, targets = torch.randn(3, 3, 4), torch.tensor([0, 1, 1])
+    attack = FGSM(eps=0.1, label_source="target")
+    kwargs = {} if loss_scale is None else {"loss_scale": loss_scale}
+    grad, labels = attack.input_gradient(linear, x, targets, **kwargs)
+    assert torch.equal(labels, targets)
+    expected = ce_sum_input_gradient(linear, x, targets) * (loss_scale or 1.0)
+    assert torch.allclose(grad, expected, atol=1e-6)
+
+
+def test_gradient_from_logits_frees_the_graph_unless_asked(linear):
+    x = torch.randn(2, 3, 4).requires_grad_(True)
+    attack, labels = FGSM(eps=0.1), torch.tensor([0, 1])
+    logits, _ = linear(x)
+    attack.gradient_from_logits(logits, x, labels, retain_graph=True)
+    logits.sum().backward()  # the training backward that follows in the Brain's train-mode step
+    logits, _ = linear(x)
+    attack.gradient_from_logits(logits, x, labels)
+    with pytest.raises(RuntimeError, match="second time"):
+        logits.sum().backward()
+
+
+class Underflowing(torch.nn.Module):
+    """logits = W x through float16 scalings by 1e-4 and 1e-5: every input gradient is about 5e-10,
+    which underflows to 0 in float16; scaled by 1024 it keeps its sign."""
+
+    def __init__(self):
+        super().__init__()
+        signs = torch.tensor([1.0, -1.0, -1.0, 1.0] * 3)
+        self.weight = torch.stack([0.5 * signs, -0.5 * signs])
+
+    def forward(self, feats):
+        tiny = ((feats.half() * 1e-4) * 1e-5).float().flatten(1)
+        return tiny @ self.weight.T, tiny
+
+
+def test_loss_scale_reaches_the_gradient_in_perturb_and_curve():
+    model, x = Underflowing(), torch.randn(2, 3, 4)
+    attack = FGSM(eps=0.05, eta=None)
+    assert torch.equal(attack.perturb(model, x, None), x)  # underflow: no step at all
+    scaled = attack.perturb(model, x, None, loss_scale=1024.0)
+    assert torch.allclose((scaled - x).abs(), torch.full_like(x, 0.05))
+    ((_, curved),) = attack.curve(model, x, None, [0.05], loss_scale=1024.0)
+    assert torch.equal(curved, scaled)
+
+
+def test_curve_attacks_the_targets_when_asked(linear):
+    x, targets = predicted_class_and_input(linear, 0), torch.tensor([1])
+    attack = FGSM(eps=0.1, eta=None, label_source="target")
+    ((_, x_adv),) = attack.curve(linear, x, targets, [0.1])
+    assert torch.allclose(x_adv, x + 0.1 * expected_direction(linear, 1))
+
+
+def test_a_zero_gradient_moves_nothing(linear):
+    x = torch.randn(1, 3, 4)
+    gradient = torch.zeros_like(x)
+    gradient[0, 0, 0] = -2.0
+    x_adv = FGSM(eps=0.05).perturb(linear, x, None, gradient=gradient)
+    expected = x.clone()
+    expected[0, 0, 0] -= 0.05
+    assert torch.equal(x_adv, expected)
+
+
+class Recorded(FGSM):
+    """An attack that keeps the base class's ``curve``: one ``perturb`` call per budget."""
+
+    curve = GradientAttack.curve
+
+    def __init__(self):
+        super().__init__(eps=0.3)
+        self.calls = []
+
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+        self.calls.append((model, inputs, targets, eps, loss_scale))
+        return super().perturb(model, inputs, targets, eps=eps, loss_scale=loss_scale)
+
+
+def test_base_curve_perturbs_once_per_budget(linear):
+    attack, x, targets = Recorded(), torch.randn(2, 3, 4), torch.tensor([0, 1])
+    curve = list(attack.curve(linear, x, targets, [0.0, 0.1], loss_scale=8.0))
+    assert [eps for eps, _ in curve] == [0.0, 0.1]
+    assert attack.calls == [(linear, x, targets, 0.0, 8.0), (linear, x, targets, 0.1, 8.0)]
+    assert torch.equal(curve[1][1], FGSM(eps=0.1).perturb(linear, x, targets))

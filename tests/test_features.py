@@ -27,17 +27,26 @@ def test_silence_is_log_of_the_offset():
     assert torch.allclose(feats, torch.full_like(feats, float(np.log(1e-8))))
 
 
-def test_matches_librosa():
-    """Magnitude STFT (Hamming 512, hop 256), Slaney Mel filters 20-8000 Hz, log(x + 1e-8)."""
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 40, "f_min": 50, "f_max": 4000}],
+    ids=["paper", "other"],
+)
+def test_matches_librosa(settings):
+    """Magnitude STFT (Hamming 512, hop 256), Slaney Mel filters 20-8000 Hz, log(x + 1e-8); and other settings."""
+    paper = {"sample_rate": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 64, "f_min": 20, "f_max": 8000}
+    s = {**paper, **settings}
     rng = np.random.default_rng(0)
-    t = np.arange(8000) / 16000
+    t = np.arange(s["sample_rate"] // 2) / s["sample_rate"]
     wav = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
     reference = librosa.feature.melspectrogram(
-        y=wav, sr=16000, n_fft=512, hop_length=256, window="hamming", power=1.0,
-        n_mels=64, fmin=20, fmax=8000, pad_mode="reflect",
+        y=wav, sr=s["sample_rate"], n_fft=s["n_fft"], hop_length=s["hop_length"], window="hamming", power=1.0,
+        n_mels=s["n_mels"], fmin=s["f_min"], fmax=s["f_max"], pad_mode="reflect",
     )
-    ours = LogMel()(torch.from_numpy(wav)[None])[0]
-    assert ours.shape == (reference.shape[1], 64)
+    logmel = LogMel(**settings)
+    assert logmel.hop_length == s["hop_length"]
+    ours = logmel(torch.from_numpy(wav)[None])[0]
+    assert ours.shape == (reference.shape[1], s["n_mels"])
     assert np.allclose(ours.numpy(), np.log(reference + 1e-8).T, atol=1e-3)
 
 
@@ -100,4 +109,6 @@ def test_statistics_travel_with_the_state_dict():
     restored = FeatureNormalizer(3)
     restored.load_state_dict(fitted.state_dict())
     assert set(fitted.state_dict()) == {"mean", "std", "count"}
+    assert fitted.count.dtype == torch.long and int(fitted.count) == 10  # frames seen
+    assert FeatureNormalizer().mean.shape == (64,)  # the paper's 64 bins by default
     assert restored.fitted and torch.equal(restored.mean, fitted.mean) and torch.equal(restored.std, fitted.std)

@@ -73,6 +73,34 @@ def test_split_sizes_follow_the_ratio():
             assert abs(size - n * share / sum(PAPER_SPLIT_RATIO)) < 1, (n, sizes)
 
 
+@pytest.mark.parametrize(
+    "n, ratio, expected",
+    [
+        (5, (1, 1, 1), [2, 2, 1]),  # largest remainder, ties to the first split
+        (4, (0.5, 0.25, 0.25), [2, 1, 1]),  # any positive ratio, not only integers
+        (3, (10, 1, 1), [1, 1, 1]),  # the minimum of one is taken from the large split
+        (6, (10, 1, 1), [4, 1, 1]),
+        (12, (10, 1, 1), [10, 1, 1]),
+        (7, (100, 1, 1), [5, 1, 1]),
+    ],
+)
+def test_split_sizes_by_hand(n, ratio, expected):
+    assert split_sizes(n, ratio) == expected
+
+
+def test_skewed_ratios_leave_no_split_empty():
+    for n in range(3, 40):
+        for ratio in ((10, 1, 1), (1, 30, 1), (1, 1, 50), (5, 5, 1)):
+            sizes = split_sizes(n, ratio)
+            assert sum(sizes) == n and min(sizes) >= 1, (n, ratio, sizes)
+
+
+def test_default_seed_is_documented():
+    genders = corpus_speakers(5, 6)
+    assert speaker_independent_split(genders) == speaker_independent_split(genders, seed=1234)
+    assert speaker_independent_split(genders) != speaker_independent_split(genders, seed=1235)
+
+
 def test_split_needs_three_speakers():
     with pytest.raises(ValueError, match="at least 3 speakers, found 2"):
         speaker_independent_split({"01": "m", "02": "f"})

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from ser_adv_brain.metrics import ConfusionMatrix, per_class_recall, unweighted_average_recall
+from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans, per_class_recall, unweighted_average_recall
 
 
 def test_perfect_and_chance():
@@ -70,3 +70,16 @@ def test_write_csv(tmp_path):
     assert rows[2] == ["fear", "1", "1", "1", "3", "0.3333"]
     assert rows[3][:5] == ["joy", "0", "0", "0", "0"] and rows[3][5] == "nan"
     assert rows[4] == ["UAR", "", "", "", "4", f"{(1 + 1 / 3) / 2:.4f}"]
+
+
+def test_recall_is_computed_in_double_precision():
+    # (1/3 + 1) / 2 in Python floats, to the last bit: float32 recalls would differ.
+    assert unweighted_average_recall(torch.tensor([[1, 2], [0, 1]])) == (1 / 3 + 1) / 2
+
+
+def test_running_means_start_afresh_after_each_summary():
+    means = RunningMeans()
+    means.append({"loss": 4.0})
+    assert means.summarize() == {"loss": 4.0}
+    means.append({"loss": 2.0})
+    assert means.summarize() == {"loss": 2.0}

@@ -10,6 +10,7 @@ from ser_adv_brain.objectives import (
     VanillaAdversarialObjective,
     classification_loss,
 )
+from ser_adv_brain.objectives.similarity import embedding_distance
 
 REAL_LOGITS = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.5, -1.0]])
 FAKE_LOGITS = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 0.0]])
@@ -106,10 +107,14 @@ def test_alpha_outside_unit_interval(alpha):
         (dict(beta=-0.1, gamma=0.4), "beta"),
         (dict(beta=0.4, gamma=-0.1), "gamma"),
         (dict(beta=1.2, gamma=0.0), "beta"),
-        (dict(beta=0.6, gamma=0.5), r"beta \+ gamma"),
+        (dict(beta=0.6, gamma=0.5), r"beta \+ gamma .* = 1\.1$"),
         (dict(beta=0.4, gamma=0.4, distance="cosine"), "distance"),
     ],
 )
 def test_invalid_similarity_options(kwargs, culprit):
     with pytest.raises(ValueError, match=culprit):
         SimilarityAdversarialObjective(**kwargs)
+
+
+def test_distance_is_the_authors_mse_by_default():
+    assert float(embedding_distance(REAL_EMB, FAKE_EMB)) == pytest.approx(HAND_DISTANCES["mse"])

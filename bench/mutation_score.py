@@ -1,0 +1,35 @@
+"""Reads ``mutmut results --all true`` on stdin; prints the share of killed mutants per module.
+
+Only the mutants bench/mutation.sh runs are counted (the others are listed as "not checked").
+A timeout counts as killed: the mutant made the tests hang.
+"""
+
+import collections
+import re
+import sys
+
+SELECTED = re.compile(
+    r"ser_adv_brain\.(attacks|objectives|metrics|features|checkpoints)\."
+    r"|ser_adv_brain\.audio\.x_fix_length_"
+    r"|ser_adv_brain\.manifests\.x_(split_sizes|largest_remainder|speaker_independent_split)_"
+)
+
+
+def module(name):
+    parts = name.split(".")
+    if parts[1] in ("attacks", "objectives"):
+        return parts[1]
+    if parts[1] in ("audio", "manifests"):
+        return f"{parts[1]}.{parts[2][2:].split('__mutmut')[0]}"
+    return parts[1]
+
+
+counts = collections.defaultdict(collections.Counter)
+for line in sys.stdin:
+    match = re.match(r"\s*(\S+): (.+)$", line)
+    if match and SELECTED.match(match.group(1)):
+        counts[module(match.group(1))][match.group(2).strip()] += 1
+for name, count in sorted(counts.items()):
+    total, killed = sum(count.values()), count["killed"] + count["timeout"]
+    others = ", ".join(f"{n} {status}" for status, n in sorted(count.items()) if status not in ("killed", "timeout"))
+    print(f"{name:40s} {killed:4d} / {total:4d} killed ({100 * killed / total:5.1f}%)  {others}")
