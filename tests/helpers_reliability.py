@@ -1,14 +1,17 @@
 """Shared by the reliability tests: a tiny corpus, tiny runs of the real recipe, and their outcomes.
 
-Run as a script, it runs the DEMoS recipe and kills itself with SIGKILL at a
-chosen point, as an out-of-memory killer or a cluster scheduler would:
+Run as a script, it runs the recipe of the yaml file (DEMoS, or EmoDB for the
+files under ``recipes/EmoDB``) and kills itself with SIGKILL at a chosen point,
+as an out-of-memory killer or a cluster scheduler would:
 
     python tests/helpers_reliability.py after:4 hparams/cnn4_vanilla.yaml --output_folder=...
     python tests/helpers_reliability.py during:3 hparams/cnn4_vanilla.yaml --output_folder=...
 
 ``after:N``: right after the process's N-th intra-epoch checkpoint is
 complete; ``during:N``: while the N-th one is being written, just after
-its model file.
+its model file; ``epoch_save:N``: while the N-th end-of-epoch checkpoint is
+being written, just after its model file; ``export:1``: while the pretrained
+interface is being exported, just after its model file.
 """
 
 import os
@@ -26,6 +29,7 @@ from hyperpyyaml import load_hyperpyyaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "DEMoS" / "train.py"
 HPARAMS = ROOT / "hparams"
+EMODB_SAMPLES = ROOT / "tests" / "samples" / "emodb" / "wav"  # 42 real EmoDB clips, 6 speakers
 sys.path.insert(0, str(TRAIN.parent))
 from demos_prepare import prepare_demos  # noqa: E402
 
@@ -58,11 +62,18 @@ def subprocess_env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def recipe_files(yaml):
+    """``(train.py, yaml path)``: a bare name is a DEMoS yaml of ``hparams/``; ``recipes/EmoDB/...`` an EmoDB one."""
+    path = ROOT / yaml if "/" in yaml else HPARAMS / yaml
+    return path.parents[1] / "train.py" if "/" in yaml else TRAIN, path
+
+
 def train_command(output_folder, data_folder, yaml="cnn4_vanilla.yaml", kill=None, **overrides):
     """The command line of a tiny training run (``kill``: a ``when:N`` spec, see the module docstring)."""
-    script = [__file__, kill] if kill else [str(TRAIN)]
+    script, hparams = recipe_files(yaml)
+    script = [__file__, kill] if kill else [str(script)]
     args = override_args(**{**tiny(yaml), "output_folder": output_folder, "data_folder": data_folder, **overrides})
-    return [sys.executable, *script, str(HPARAMS / yaml), *args, "--noprogressbar"]
+    return [sys.executable, *script, str(hparams), *args, "--noprogressbar"]
 
 
 def run_training(output_folder, data_folder, **kwargs):
@@ -157,11 +168,15 @@ def load_hparams(output_folder, data_folder=None, yaml="cnn4_vanilla.yaml", prep
 
 def _run_and_kill(spec, argv):
     """Runs train.py with ``argv`` and SIGKILLs this process at ``spec`` (see the module docstring)."""
+    import shutil
+
     import speechbrain.core
+    import speechbrain.utils.checkpoints
 
     when, n = spec.split(":")
-    n, count = int(n), 0
-    brain_save, torch_save = speechbrain.core.Brain._save_intra_epoch_ckpt, torch.save
+    n, count, epoch_saves = int(n), 0, 0
+    brain_save, torch_save, copyfile = speechbrain.core.Brain._save_intra_epoch_ckpt, torch.save, shutil.copyfile
+    write_meta = speechbrain.utils.checkpoints.Checkpointer._save_checkpoint_metafile
 
     def save_intra_epoch_checkpoint(self):
         nonlocal count
@@ -170,15 +185,32 @@ def _run_and_kill(spec, argv):
         if when == "after" and count == n:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def save_meta(self, fpath, meta_to_include=None, end_of_epoch=True):
+        nonlocal epoch_saves
+        epoch_saves += bool(end_of_epoch)  # SpeechBrain writes a checkpoint's meta file first
+        return write_meta(self, fpath, meta_to_include, end_of_epoch)
+
     def save(obj, path, *args, **kwargs):
         torch_save(obj, path, *args, **kwargs)
-        if when == "during" and count == n and str(path).endswith("model.ckpt"):
+        if str(path).endswith("model.ckpt") and (
+            (when == "during" and count == n) or (when == "epoch_save" and epoch_saves == n)
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def copy(source, target, *args, **kwargs):
+        copyfile(source, target, *args, **kwargs)
+        if when == "export" and pathlib.Path(target).match("interface/model.ckpt"):
             os.kill(os.getpid(), signal.SIGKILL)
 
     speechbrain.core.Brain._save_intra_epoch_ckpt = save_intra_epoch_checkpoint
+    speechbrain.utils.checkpoints.Checkpointer._save_checkpoint_metafile = save_meta
     torch.save = save
-    sys.argv = [str(TRAIN), *argv]
-    runpy.run_path(str(TRAIN), run_name="__main__")
+    shutil.copyfile = copy
+    hparams = pathlib.Path(argv[0]).resolve()
+    script = TRAIN if hparams.parent == HPARAMS else hparams.parents[1] / "train.py"
+    sys.argv = [str(script), *argv]
+    sys.path.insert(0, str(script.parent))
+    runpy.run_path(str(script), run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -208,14 +208,15 @@ def test_gradient_from_logits_frees_the_graph_unless_asked(linear):
     attack.gradient_from_logits(logits, x, labels, retain_graph=True)
     logits.sum().backward()  # the training backward that follows in the Brain's train-mode step
     logits, _ = linear(x)
-    attack.gradient_from_logits(logits, x, labels)
+    grad = attack.gradient_from_logits(logits, x, labels)  # unscaled by default
+    assert torch.allclose(grad, ce_sum_input_gradient(linear, x.detach(), labels), atol=1e-6)
     with pytest.raises(RuntimeError, match="second time"):
         logits.sum().backward()
 
 
 class Underflowing(torch.nn.Module):
-    """logits = W x through float16 scalings by 1e-4 and 1e-5: every input gradient is about 5e-10,
-    which underflows to 0 in float16; scaled by 1024 it keeps its sign."""
+    """logits = W x through float16 scalings by 1e-4 and 4e-4: every input gradient is 2e-8, which
+    rounds to 0 in float16 (its smallest step is 6e-8); scaled by 2 or more it keeps its sign."""
 
     def __init__(self):
         super().__init__()
@@ -223,14 +224,17 @@ class Underflowing(torch.nn.Module):
         self.weight = torch.stack([0.5 * signs, -0.5 * signs])
 
     def forward(self, feats):
-        tiny = ((feats.half() * 1e-4) * 1e-5).float().flatten(1)
+        tiny = ((feats.half() * 1e-4) * 4e-4).float().flatten(1)
         return tiny @ self.weight.T, tiny
 
 
 def test_loss_scale_reaches_the_gradient_in_perturb_and_curve():
     model, x = Underflowing(), torch.randn(2, 3, 4)
     attack = FGSM(eps=0.05, eta=None)
-    assert torch.equal(attack.perturb(model, x, None), x)  # underflow: no step at all
+    assert torch.equal(attack.perturb(model, x, None), x)  # unscaled by default: underflow, no step at all
+    ((_, curved),) = attack.curve(model, x, None, [0.05])
+    assert torch.equal(curved, x)
+    assert torch.allclose((attack.perturb(model, x, None, loss_scale=2.0) - x).abs(), torch.full_like(x, 0.05))
     scaled = attack.perturb(model, x, None, loss_scale=1024.0)
     assert torch.allclose((scaled - x).abs(), torch.full_like(x, 0.05))
     ((_, curved),) = attack.curve(model, x, None, [0.05], loss_scale=1024.0)
@@ -273,4 +277,6 @@ def test_base_curve_perturbs_once_per_budget(linear):
     curve = list(attack.curve(linear, x, targets, [0.0, 0.1], loss_scale=8.0))
     assert [eps for eps, _ in curve] == [0.0, 0.1]
     assert attack.calls == [(linear, x, targets, 0.0, 8.0), (linear, x, targets, 0.1, 8.0)]
+    list(attack.curve(linear, x, targets, [0.2]))
+    assert attack.calls[-1] == (linear, x, targets, 0.2, 1.0)  # unscaled by default
     assert torch.equal(curve[1][1], FGSM(eps=0.1).perturb(linear, x, targets))

@@ -62,3 +62,10 @@ def test_stale_staging_folder_is_named_when_removed(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         f"Removing {stale}, a checkpoint whose saving was interrupted."
     ]
+
+
+def test_leftovers_that_cannot_be_removed_do_not_stop_a_save(tmp_path):
+    _, checkpointer = checkpointer_of(tmp_path)
+    (tmp_path / f"{STAGING_PREFIX}notes.txt").write_text("a file, not a checkpoint folder")
+    checkpoint = checkpointer.save_checkpoint()
+    assert checkpoint.path.is_dir() and (checkpoint.path / "model.ckpt").is_file()

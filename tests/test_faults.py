@@ -36,6 +36,36 @@ def test_sigkilled_run_resumes_to_the_same_results(reference_run, shared_corpus,
     helpers.assert_same_outcome(helpers.run_outcome(reference_run), helpers.run_outcome(output))
 
 
+def test_killed_during_the_end_of_epoch_save_resumes_exactly(reference_run, shared_corpus, tmp_path):  # noqa: F811
+    """Killed while the end-of-epoch checkpoint of epoch 2 is written: resumed, the run ends as if never killed."""
+    output = tmp_path / "run"
+    killed = helpers.run_training(output, shared_corpus, kill="epoch_save:2", **EVERY_STEP)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert list((output / "save").glob(STAGING_PREFIX + "*")), "the kill should have cut a save short"
+    resumed = helpers.run_training(output, shared_corpus, **EVERY_STEP)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list((output / "save").glob(STAGING_PREFIX + "*"))
+    helpers.assert_same_outcome(helpers.run_outcome(reference_run), helpers.run_outcome(output))
+
+
+def test_killed_during_the_export_exports_the_same_interface_when_rerun(reference_run, shared_corpus, tmp_path):  # noqa: F811
+    """Killed after training, while the interface is written: a rerun trains no further and exports
+    the same files, with the same robustness table."""
+    output = tmp_path / "run"
+    killed = helpers.run_training(output, shared_corpus, kill="export:1", **EVERY_STEP)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (output / "interface" / "model.ckpt").exists() and not (output / "interface" / "hyperparams.yaml").exists()
+    rerun = helpers.run_training(output, shared_corpus, **EVERY_STEP)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    reference, outcome = helpers.run_outcome(reference_run), helpers.run_outcome(output)
+    assert outcome["robustness"] == reference["robustness"]
+    epochs = [line for line in outcome["train_log"].splitlines() if line.startswith("epoch: ")]
+    assert epochs == [line for line in reference["train_log"].splitlines() if line.startswith("epoch: ")]
+    for name in sorted(path.name for path in (reference_run / "interface").iterdir()):
+        exported = (output / "interface" / name).read_bytes().replace(bytes(output), bytes(reference_run))
+        assert exported == (reference_run / "interface" / name).read_bytes(), name
+
+
 def small_checkpointer(folder):
     model = torch.nn.Linear(3, 2)
     return model, AtomicCheckpointer(folder, {"model": model, "random_state": RandomState()})

@@ -82,6 +82,7 @@ def test_split_sizes_follow_the_ratio():
         (6, (10, 1, 1), [4, 1, 1]),
         (12, (10, 1, 1), [10, 1, 1]),
         (7, (100, 1, 1), [5, 1, 1]),
+        (6, (1, 1, 10, 16), [1, 1, 1, 3]),  # the place comes from the split least below its share
     ],
 )
 def test_split_sizes_by_hand(n, ratio, expected):

@@ -83,3 +83,24 @@ def test_running_means_start_afresh_after_each_summary():
     assert means.summarize() == {"loss": 4.0}
     means.append({"loss": 2.0})
     assert means.summarize() == {"loss": 2.0}
+
+
+def test_running_means_sum_tensors_where_they_are():
+    """No float() per step: that would wait for the GPU in the middle of every training step."""
+    means = RunningMeans()
+    means.append({"loss": torch.tensor(1.5)})
+    means.append({"loss": torch.tensor(2.5)})
+    assert torch.is_tensor(means.sums["loss"]) and means.sums["loss"].dtype == torch.float64
+    assert means.summarize() == {"loss": 2.0}
+
+
+def test_confusion_counts_are_summed_over_processes(tmp_path):
+    """In a (one-process) gloo group the all-reduce runs for real and sums."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        cm = ConfusionMatrix(2)
+        cm.append(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]))
+        cm.all_reduce()
+        assert cm.counts.tolist() == [[1, 1], [0, 1]]
+    finally:
+        torch.distributed.destroy_process_group()
