@@ -92,13 +92,15 @@ class EmotionBrain(sb.Brain):
             return
         stats = self.eval_stats(stage_loss)
         if stage == sb.Stage.VALID:
+            # Checkpoint first: a run killed while saving redoes this validation when resumed,
+            # and must not find the epoch already logged.
+            self.checkpointer.save_and_keep_only(meta={"UAR": stats["UAR"]}, max_keys=["UAR"])
             lr = self.optimizer.param_groups[0]["lr"]
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr},
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
-            self.checkpointer.save_and_keep_only(meta={"UAR": stats["UAR"]}, max_keys=["UAR"])
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
