@@ -1,6 +1,7 @@
 """The pretrained interface: a tiny run exports it, a fresh process loads it and predicts as the Brain does."""
 
 import builtins
+import csv
 import os
 import shutil
 import sys
@@ -11,20 +12,21 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 import torchaudio.functional
+import yaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from conftest import LEARNING_CORPUS, LEARNING_FLAGS, valid_uars
 from helpers_iface import (
     REPO,
-    TINY_FLAGS,
     evaluation_brain,
-    make_tiny_corpus,
     run_command,
     run_recipe,
     one_thread,  # noqa: F401 (an autouse fixture)
 )
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.dataio import audio_pipeline
+from ser_adv_brain.synthetic import generate_synthetic_demos
 
 HPARAMS = "hparams/cnn4_vanilla.yaml"
 EPS = 0.05
@@ -32,11 +34,12 @@ EPS = 0.05
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny vanilla run (which exports its interface) and the files to classify."""
+    """A tiny vanilla run that learns (and exports its interface), and the files to classify."""
     tmp = tmp_path_factory.mktemp("inference")
-    corpus = make_tiny_corpus(str(tmp / "corpus"))
+    corpus = generate_synthetic_demos(str(tmp / "corpus"), **LEARNING_CORPUS)
     out = str(tmp / "run")
-    flags = [*TINY_FLAGS, "--warmup_steps=1", f"--data_folder={corpus}", f"--output_folder={out}"]
+    flags = [*LEARNING_FLAGS, "--warmup_steps=6", "--eval_eps=[0.0, 0.1]", f"--data_folder={corpus}",
+             f"--output_folder={out}"]
     run_recipe(HPARAMS, *flags)
     brain, datasets, hparams = evaluation_brain(HPARAMS, *flags)
     test_wavs = sorted(datasets["test"].data[i]["wav"] for i in datasets["test"].data_ids)
@@ -75,15 +78,37 @@ def client_results(trained):
     return torch.load(results)
 
 
+def test_tiny_run_learns_and_the_best_dev_epoch_is_tested(trained):
+    """Clearly above chance (1/7), and best_dev picks an epoch before the last; FGSM lowers UAR."""
+    out = trained["out"]
+    log = open(os.path.join(out, "train_log.txt"), encoding="utf-8").read()
+    uars = valid_uars(log)
+    best = max(uars)
+    assert len(uars) == 12 and best >= 0.5 and uars.count(best) == 1
+    best_epoch = uars.index(best) + 1
+    assert best_epoch < 12 and f"Epoch loaded: {best_epoch} - " in log
+    rows = {(r["split"], float(r["eps"])): float(r["UAR"]) for r in csv.DictReader(open(os.path.join(out, "robustness.csv")))}
+    assert rows[("valid", 0.0)] == pytest.approx(best, abs=5e-3) and rows[("test", 0.0)] >= 0.4
+    assert rows[("valid", 0.1)] < rows[("valid", 0.0)] and rows[("test", 0.1)] < rows[("test", 0.0)]
+
+
+def best_checkpoint(out):
+    """The kept checkpoint with the best dev UAR (the latest one is kept too)."""
+    save = os.path.join(out, "save")
+    folders = [os.path.join(save, c) for c in os.listdir(save) if c.startswith("CKPT")]
+    return max(folders, key=lambda c: yaml.safe_load(open(os.path.join(c, "CKPT.yaml")))["UAR"])
+
+
 def test_export_writes_the_interface_folder(trained):
     folder = os.path.join(trained["out"], "interface")
     expected = {"hyperparams.yaml", "model.ckpt", "normalizer.ckpt", "label_encoder.ckpt", "custom_interface.py"}
     assert set(os.listdir(folder)) == expected
-    # The exported weights are the best checkpoint's.
-    (checkpoint,) = [c for c in os.listdir(os.path.join(trained["out"], "save")) if c.startswith("CKPT")]
+    # The exported weights are the best checkpoint's, not the latest's.
+    checkpoint = best_checkpoint(trained["out"])
+    assert open(os.path.join(checkpoint, "counter.ckpt")).read().strip() != "12"
     for name in ("model", "normalizer"):
         exported = torch.load(os.path.join(folder, f"{name}.ckpt"))
-        saved = torch.load(os.path.join(trained["out"], "save", checkpoint, f"{name}.ckpt"))
+        saved = torch.load(os.path.join(checkpoint, f"{name}.ckpt"))
         assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
 
 
@@ -140,16 +165,16 @@ def test_interface_refuses_audio_over_its_limit(trained):
     from ser_adv_brain.inference import EmotionRecognizer
 
     folder = os.path.join(trained["out"], "interface")
-    recognizer = EmotionRecognizer.from_hparams(
-        source=folder, savedir=str(trained["tmp"] / "limited"), overrides={"max_audio_seconds": 1.5}
-    )
     long_wav = trained["wavs"][0]
-    assert soundfile.info(long_wav).duration > 1.5
+    limit = round(soundfile.info(long_wav).duration - 0.1, 2)  # the file is over it
+    recognizer = EmotionRecognizer.from_hparams(
+        source=folder, savedir=str(trained["tmp"] / "limited"), overrides={"max_audio_seconds": limit}
+    )
     with pytest.raises(ValueError, match="max_audio_seconds"):
         recognizer.classify_file(long_wav)
     with pytest.raises(ValueError, match="max_audio_seconds"):
-        recognizer.classify_batch(torch.zeros(2, 32000), sample_rate=16000)  # 2 s
-    recognizer.classify_batch(torch.zeros(1, 16000), sample_rate=16000)  # 1 s passes
+        recognizer.classify_batch(torch.zeros(2, int((limit + 0.5) * 16000)), sample_rate=16000)
+    recognizer.classify_batch(torch.zeros(1, int(limit * 16000)), sample_rate=16000)  # up to the limit passes
 
 
 class OpensAFile:

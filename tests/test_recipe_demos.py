@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import LEARNING_CORPUS, LEARNING_FLAGS, valid_uars
 
 TINY_ARGS = ["--base_channels=2", "--n_frames=32", "--batch_size=8", "--noprogressbar"]
 EPS_GRID = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
@@ -17,9 +18,9 @@ EPS_GRID = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
 def run_recipe(repo_root):
     """Returns ``run(hparams_file, output_folder, *args)``: the recipe in a fresh process; gives its console output."""
 
-    def run(hparams_file, output_folder, *args):
+    def run(hparams_file, output_folder, *args, sizes=TINY_ARGS):
         command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
-                   f"--output_folder={output_folder}", *TINY_ARGS, *args]
+                   f"--output_folder={output_folder}", *sizes, *args]
         # This checkout's package first; one thread, as tiny tensors gain nothing from more.
         path = [repo_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
@@ -36,16 +37,19 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def check_outputs(folder, output, epochs, adversarial_parts=()):
-    """Manifests, checkpoint, train log, robustness report, confusion matrices, printed UARs."""
+def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None):
+    """Manifests, checkpoints (the latest and the ``loaded`` one), train log, robustness report,
+    confusion matrices, printed UARs."""
+    loaded = loaded or epochs
     for name in ("train.csv", "valid.csv", "test.csv", "data_summary.md", "train_log.txt", "hyperparams.yaml",
                  "robustness.csv", "robustness.md", "confusion_valid.csv", "confusion_test.csv"):
         assert os.path.isfile(os.path.join(folder, name)), name
     checkpoints = glob.glob(os.path.join(folder, "save", "CKPT+*"))
-    assert len(checkpoints) == 1
-    for name in ("model.ckpt", "normalizer.ckpt", "counter.ckpt", "optimizer.ckpt"):
-        assert os.path.isfile(os.path.join(checkpoints[0], name)), name
-    assert open(os.path.join(checkpoints[0], "counter.ckpt")).read().strip() == str(epochs)
+    for checkpoint in checkpoints:
+        for name in ("model.ckpt", "normalizer.ckpt", "counter.ckpt", "optimizer.ckpt"):
+            assert os.path.isfile(os.path.join(checkpoint, name)), name
+    kept = sorted(int(open(os.path.join(c, "counter.ckpt")).read()) for c in checkpoints)
+    assert kept == sorted({loaded, epochs})
 
     log = open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read()
     for epoch in range(1, epochs + 1):
@@ -53,7 +57,7 @@ def check_outputs(folder, output, epochs, adversarial_parts=()):
         assert "valid UAR" in line
         for part in adversarial_parts:
             assert f"train {part}:" in line
-    logged_test = re.search(rf"Epoch loaded: {epochs} - test loss: .*, test UAR: ([0-9.e+-]+)", log)
+    logged_test = re.search(rf"Epoch loaded: {loaded} - test loss: .*, test UAR: ([0-9.e+-]+)", log)
     assert re.search(r"valid UAR: [0-9.e+-]+", output) and re.search(r"test UAR: [0-9.e+-]+", output)
 
     sizes = {split: len(read_csv(os.path.join(folder, f"{split}.csv"))) for split in ("valid", "test")}
@@ -76,15 +80,24 @@ def check_outputs(folder, output, epochs, adversarial_parts=()):
     assert float(logged_test.group(1)) == pytest.approx(float(rows[len(EPS_GRID)]["UAR"]), abs=5e-3)
 
 
-def test_single_on_the_builtin_corpus(run_recipe, tmp_path):
-    """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder."""
+def test_single_on_the_builtin_corpus_learns(run_recipe, tmp_path):
+    """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder, and a
+    tiny model learns it clearly above chance (1/7); best_dev tests an epoch before the last."""
     folder = str(tmp_path / "single")
-    corpus = "{n_speakers: 3, utterances_per_emotion: 2, neutral_per_speaker: 0, min_duration: 0.5, max_duration: 0.8}"
-    output = run_recipe("cnn4_single", folder, "--number_of_epochs=2", f"--synthetic_corpus={corpus}")
+    corpus = "{" + ", ".join(f"{k}: {v}" for k, v in LEARNING_CORPUS.items()) + "}"
+    output = run_recipe("cnn4_single", folder, f"--synthetic_corpus={corpus}", sizes=LEARNING_FLAGS)
     assert "SYNTHETIC" in output
     assert os.path.isfile(os.path.join(folder, "synthetic_demos", ".complete"))
-    assert len(os.listdir(os.path.join(folder, "synthetic_demos", "DEMOS"))) == 3 * 7 * 2
-    check_outputs(folder, output, epochs=2)
+    assert len(os.listdir(os.path.join(folder, "synthetic_demos", "DEMOS"))) == 6 * 7 * 3
+    uars = valid_uars(open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read())
+    best = max(uars)
+    assert len(uars) == 12 and best >= 0.5 and uars.count(best) == 1
+    best_epoch = uars.index(best) + 1
+    assert best_epoch < 12
+    check_outputs(folder, output, epochs=12, loaded=best_epoch)
+    test_uar = next(float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))
+                    if r["split"] == "test" and float(r["eps"]) == 0)
+    assert test_uar >= 0.4
 
 
 def test_similarity_recipe(run_recipe, tiny_corpus, tmp_path):
