@@ -9,7 +9,9 @@ import re
 import sys
 
 import pytest
+import soundfile
 import torch
+import torchaudio.functional
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from ser_adv_brain.synthetic import generate_synthetic_demos
@@ -128,3 +130,27 @@ def tiny_hparams(tiny_manifests, tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny vanilla run that learns (and exports its interface), and the files to classify
+    (shared by the interface and evaluate_robustness tests)."""
+    import helpers_iface  # not its names: its autouse fixture stays in the modules that import it
+
+    hparams_file = "hparams/cnn4_vanilla.yaml"
+    tmp = tmp_path_factory.mktemp("inference")
+    corpus = generate_synthetic_demos(str(tmp / "corpus"), **LEARNING_CORPUS)
+    out = str(tmp / "run")
+    flags = [*LEARNING_FLAGS, "--warmup_steps=6", "--eval_eps=[0.0, 0.1]", f"--data_folder={corpus}",
+             f"--output_folder={out}"]
+    helpers_iface.run_recipe(hparams_file, *flags)
+    brain, datasets, hparams = helpers_iface.evaluation_brain(hparams_file, *flags)
+    test_wavs = sorted(datasets["test"].data[i]["wav"] for i in datasets["test"].data_ids)
+    long_wav = max(test_wavs, key=lambda wav: soundfile.info(wav).frames)  # cropped to n_frames
+    # 1 s of a test clip, stereo at 22.05 kHz: resampled, down-mixed and tiled to n_frames.
+    audio, rate = soundfile.read(test_wavs[0], dtype="float32")
+    short = torchaudio.functional.resample(torch.from_numpy(audio[:rate]), rate, 22050)
+    stereo_wav = str(tmp / "stereo_22050.wav")
+    soundfile.write(stereo_wav, torch.stack([short, 0.5 * short], dim=1).numpy(), 22050)
+    return {"out": out, "brain": brain, "hparams": hparams, "wavs": [long_wav, stereo_wav], "tmp": tmp}

@@ -11,45 +11,20 @@ import soundfile
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-import torchaudio.functional
 import yaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from conftest import LEARNING_CORPUS, LEARNING_FLAGS, valid_uars
+from conftest import valid_uars
 from helpers_iface import (
     REPO,
-    evaluation_brain,
     run_command,
-    run_recipe,
     one_thread,  # noqa: F401 (an autouse fixture)
 )
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.dataio import audio_pipeline
-from ser_adv_brain.synthetic import generate_synthetic_demos
 
-HPARAMS = "hparams/cnn4_vanilla.yaml"
 EPS = 0.05
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny vanilla run that learns (and exports its interface), and the files to classify."""
-    tmp = tmp_path_factory.mktemp("inference")
-    corpus = generate_synthetic_demos(str(tmp / "corpus"), **LEARNING_CORPUS)
-    out = str(tmp / "run")
-    flags = [*LEARNING_FLAGS, "--warmup_steps=6", "--eval_eps=[0.0, 0.1]", f"--data_folder={corpus}",
-             f"--output_folder={out}"]
-    run_recipe(HPARAMS, *flags)
-    brain, datasets, hparams = evaluation_brain(HPARAMS, *flags)
-    test_wavs = sorted(datasets["test"].data[i]["wav"] for i in datasets["test"].data_ids)
-    long_wav = max(test_wavs, key=lambda wav: soundfile.info(wav).frames)  # cropped to n_frames
-    # 1 s of a test clip, stereo at 22.05 kHz: resampled, down-mixed and tiled to n_frames.
-    audio, rate = soundfile.read(test_wavs[0], dtype="float32")
-    short = torchaudio.functional.resample(torch.from_numpy(audio[:rate]), rate, 22050)
-    stereo_wav = str(tmp / "stereo_22050.wav")
-    soundfile.write(stereo_wav, torch.stack([short, 0.5 * short], dim=1).numpy(), 22050)
-    return {"out": out, "brain": brain, "hparams": hparams, "wavs": [long_wav, stereo_wav], "tmp": tmp}
 
 
 def brain_features(brain, hparams, wavs):
