@@ -252,3 +252,71 @@ def test_fp16_step_keeps_the_gradient_sign(tiny_hparams, overrides):
     step = (fake - real).abs()
     assert torch.isfinite(fake).all()
     assert float(((step - 0.05).abs() < 1e-3).float().mean()) > 0.9
+
+
+ACCUMULATION_CASES = [
+    ("cnn4_vanilla", {"attack_labels": "target"}),  # fused: the real term is backpropagated early
+    ("cnn4_vanilla", {"attack_labels": "predicted"}),
+    ("cnn4_similarity", {"attack_labels": "target", "beta": 0.3, "gamma": 0.5}),  # coupled: one backward
+]
+
+
+@pytest.mark.parametrize("name, overrides", ACCUMULATION_CASES, ids=[case_id((*c, None)) for c in ACCUMULATION_CASES])
+def test_gradient_accumulation_steps_on_the_mean_gradient(tiny_hparams, name, overrides):
+    """``grad_accumulation_factor: 2``: two batches, one optimiser step along the mean of their
+    objective gradients (each computed plainly, as in the test above)."""
+    lr = 1000.0
+    hparams = tiny_hparams(name, attack_mode="train", attack_eps=0.05, **overrides)
+    hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)
+    brain, datasets, first = build(hparams, {**RUN_OPTS, "max_grad_norm": 1e12, "grad_accumulation_factor": 2})
+    loader = iter(make_dataloader(datasets["train"], batch_size=4))
+    next(loader)
+    second = next(loader)
+    before = parameters(brain)
+    expected = [reference_step(brain, hparams, batch)[0] for batch in (first, second)]
+    for step, batch in enumerate((first, second), start=1):
+        brain.step = step  # as SpeechBrain's loop counts: the optimiser steps when step % 2 == 0
+        brain.fit_batch(batch)
+        if step == 1:
+            assert all(torch.equal(before[n], p) for n, p in parameters(brain).items())
+    for param_name, param in brain.modules.model.named_parameters():
+        step = (before[param_name] - param.detach()) / lr
+        mean = (expected[0][param_name] + expected[1][param_name]) / 2
+        assert torch.allclose(step, mean, rtol=1e-3, atol=1e-6), param_name
+
+
+@pytest.mark.parametrize("minutes, expected", [(1e-9, 7), (60.0, 0)])
+def test_intra_epoch_checkpoints_by_time(tiny_hparams, minutes, expected):
+    """``ckpt_interval_minutes`` (the yaml's default way): a checkpoint whenever that much time has
+    passed since the last one; here after every one of the 7 steps, or never within the epoch."""
+    hparams = tiny_hparams("cnn4_single")
+    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    brain = build_brain(hparams, {**RUN_OPTS, "ckpt_interval_minutes": minutes, "ckpt_interval_steps": 0})
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    saves = []
+    save = brain.checkpointer.save_checkpoint
+    brain.checkpointer.save_checkpoint = lambda *a, **k: saves.append(k.get("end_of_epoch", True)) or save(*a, **k)
+    brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
+              train_loader_kwargs={"batch_size": 4, "shuffle": False})
+    assert saves == [False] * expected + [True]
+
+
+def test_sync_batchnorm_is_ignored_on_cpu(tiny_hparams, tmp_path, monkeypatch):
+    """``sync_batchnorm: True`` under DDP on CPU (gloo; here one process): the model is DDP-wrapped with
+    its plain BatchNorm layers, which normalise each process's batch, and a step trains."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        hparams = tiny_hparams("cnn4_vanilla", sync_batchnorm=True)
+        brain, _, batch = build(hparams)
+        model = brain.modules.model
+        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        kinds = {type(m) for m in model.modules()}
+        assert torch.nn.BatchNorm2d in kinds and torch.nn.SyncBatchNorm not in kinds
+        before = parameters(brain)
+        assert torch.isfinite(brain.fit_batch(batch))
+        assert all(not torch.equal(before[n], p) for n, p in parameters(brain).items())
+    finally:
+        torch.distributed.destroy_process_group()
