@@ -213,6 +213,9 @@ def test_yaml_holds_the_paper_defaults(yaml_hparams):
     objective = similarity["objective"]
     assert (objective.beta, objective.gamma, objective.distance) == (0.4, 0.4, "mse")
     assert vanilla["warmup_steps"] == similarity["warmup_steps"] == 1000
+    for hparams in (single, vanilla, similarity):
+        assert hparams["select_checkpoint"] == "best_dev" and hparams["number_of_epochs"] == 53
+        assert hparams["opt_class"].func is torch.optim.Adam and hparams["ckpt_interval_minutes"] == 15
     # The built-in corpus: at least 12 speakers (both genders alternate).
     assert single["synthetic_corpus"]["n_speakers"] >= 12
     assert inspect.signature(generate_synthetic_demos).parameters["n_speakers"].default >= 12

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ser_adv_brain.synthetic import EMOTION_CODES, generate_synthetic_demos
+from ser_adv_brain.synthetic import EMOTION_CODES, _speaker_voices, generate_synthetic_demos
 
 SMALL = dict(n_speakers=3, utterances_per_emotion=1, neutral_per_speaker=1, min_duration=0.3, max_duration=0.5)
 
@@ -86,3 +86,19 @@ def test_audio_format_and_emotion_cues(tiny_corpus):
         assert np.abs(audio).max() <= 1.0
         rms[os.path.splitext(name)[0][-6:-3]].append(np.sqrt(np.mean(audio**2)))
     assert np.mean(rms["rab"]) > 2 * np.mean(rms["tri"])
+
+
+def test_the_recipes_default_corpus_is_the_documented_one(yaml_hparams):
+    """The README's built-in corpus: 14 speakers (7 F, 7 M), 7 emotions plus neutral, 420 clips of
+    1.5 to 3 s (the sizes, from the yaml and the generator's defaults; generating it takes 15 s)."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(generate_synthetic_demos).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for name in ("cnn4_single", "vgg16_vanilla", "resnet50_similarity"):
+        options = {**defaults, **yaml_hparams(name)["synthetic_corpus"]}
+        assert options["n_speakers"] == 14 and len(EMOTION_CODES) == 7
+        assert options["n_speakers"] * (7 * options["utterances_per_emotion"] + options["neutral_per_speaker"]) == 420
+        assert (options["min_duration"], options["max_duration"]) == (1.5, 3.0)
+    genders = [voice["gender"] for voice in _speaker_voices(14, np.random.default_rng(0))]
+    assert genders.count("f") == genders.count("m") == 7
