@@ -323,3 +323,30 @@ def test_sync_batchnorm_is_ignored_on_cpu(tiny_hparams, tmp_path, monkeypatch):
         assert all(not torch.equal(before[n], p) for n, p in parameters(brain).items())
     finally:
         torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["single", "vanilla", "similarity"])
+def test_emodb_yaml_holds_the_documented_values(repo_root, tmp_path, kind):
+    """recipes/EmoDB/README.md: the paper's settings with EmoDB's 7 classes, 188 frames, 15 epochs,
+    a 33-step warm-up and the final checkpoint; checkpoints atomic, with the random state."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
+
+    path = f"{repo_root}/recipes/EmoDB/hparams/cnn4_{kind}.yaml"
+    with open(path, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out")})
+    assert (hparams["n_classes"], hparams["n_frames"], hparams["number_of_epochs"]) == (7, 188, 15)
+    assert (hparams["base_channels"], hparams["n_mels"], hparams["lr"], hparams["batch_size"]) == (64, 64, 0.001, 16)
+    assert hparams["select_checkpoint"] == "final" and hparams["ckpt_interval_minutes"] == 15
+    assert isinstance(hparams["checkpointer"], AtomicCheckpointer)
+    assert isinstance(hparams["checkpointer"].recoverables["random_state"], RandomState)
+    if kind != "single":
+        attack = hparams["attack"]
+        assert (attack.eps, attack.eta, attack.label_source, attack.model_mode) == (0.02, 0.1, "predicted", "eval")
+        assert hparams["warmup_steps"] == 33
+    if kind == "vanilla":
+        assert hparams["objective"].alpha == 0.5
+    if kind == "similarity":
+        objective = hparams["objective"]
+        assert (objective.beta, objective.gamma, objective.distance) == (0.4, 0.4, "mse")
