@@ -48,7 +48,10 @@ def test_log_names_the_final_folder_once(tmp_path, caplog):
         end = checkpointer.save_checkpoint()
         intra = checkpointer.save_checkpoint(end_of_epoch=False)
     infos = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
-    assert infos == [f"Saved an end-of-epoch checkpoint in {end.path}", f"Saved an intra-epoch checkpoint in {intra.path}"]
+    assert infos == [
+        f"Saved an end-of-epoch checkpoint in {end.path}",
+        f"Saved an intra-epoch checkpoint in {intra.path}",
+    ]
 
 
 def test_stale_staging_folder_is_named_when_removed(tmp_path, caplog):

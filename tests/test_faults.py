@@ -48,7 +48,7 @@ def test_killed_during_the_end_of_epoch_save_resumes_exactly(reference_run, shar
     helpers.assert_same_outcome(helpers.run_outcome(reference_run), helpers.run_outcome(output))
 
 
-def test_killed_during_the_export_exports_the_same_interface_when_rerun(reference_run, shared_corpus, tmp_path):  # noqa: F811
+def test_killed_during_the_export_reexports_the_same_interface(reference_run, shared_corpus, tmp_path):  # noqa: F811
     """Killed after training, while the interface is written: a rerun trains no further and exports
     the same files, with the same robustness table."""
     output = tmp_path / "run"

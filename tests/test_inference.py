@@ -62,7 +62,8 @@ def test_tiny_run_learns_and_the_best_dev_epoch_is_tested(trained):
     assert len(uars) == 12 and best >= 0.5 and uars.count(best) == 1
     best_epoch = uars.index(best) + 1
     assert best_epoch < 12 and f"Epoch loaded: {best_epoch} - " in log
-    rows = {(r["split"], float(r["eps"])): float(r["UAR"]) for r in csv.DictReader(open(os.path.join(out, "robustness.csv")))}
+    with open(os.path.join(out, "robustness.csv"), newline="", encoding="utf-8") as f:
+        rows = {(r["split"], float(r["eps"])): float(r["UAR"]) for r in csv.DictReader(f)}
     assert rows[("valid", 0.0)] == pytest.approx(best, abs=5e-3) and rows[("test", 0.0)] >= 0.4
     assert rows[("valid", 0.1)] < rows[("valid", 0.0)] and rows[("test", 0.1)] < rows[("test", 0.0)]
 
