@@ -10,7 +10,8 @@ as an out-of-memory killer or a cluster scheduler would:
 ``after:N``: right after the process's N-th intra-epoch checkpoint is
 complete; ``during:N``: while the N-th one is being written, just after
 its model file; ``epoch_save:N``: while the N-th end-of-epoch checkpoint is
-being written, just after its model file; ``export:1``: while the pretrained
+being written, just after its model file; ``valid:N``: while epoch N is
+validated, at its first dev batch; ``export:1``: while the pretrained
 interface is being exported, just after its model file.
 """
 
@@ -176,6 +177,7 @@ def _run_and_kill(spec, argv):
     when, n = spec.split(":")
     n, count, epoch_saves = int(n), 0, 0
     brain_save, torch_save, copyfile = speechbrain.core.Brain._save_intra_epoch_ckpt, torch.save, shutil.copyfile
+    evaluate_batch = speechbrain.core.Brain.evaluate_batch
     write_meta = speechbrain.utils.checkpoints.Checkpointer._save_checkpoint_metafile
 
     def save_intra_epoch_checkpoint(self):
@@ -197,6 +199,11 @@ def _run_and_kill(spec, argv):
         ):
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def evaluate_dev_batch(self, batch, stage):
+        if when == "valid" and stage == speechbrain.Stage.VALID and self.hparams.epoch_counter.current == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return evaluate_batch(self, batch, stage)
+
     def copy(source, target, *args, **kwargs):
         copyfile(source, target, *args, **kwargs)
         if when == "export" and pathlib.Path(target).match("interface/model.ckpt"):
@@ -204,6 +211,7 @@ def _run_and_kill(spec, argv):
 
     speechbrain.core.Brain._save_intra_epoch_ckpt = save_intra_epoch_checkpoint
     speechbrain.utils.checkpoints.Checkpointer._save_checkpoint_metafile = save_meta
+    speechbrain.core.Brain.evaluate_batch = evaluate_dev_batch
     torch.save = save
     shutil.copyfile = copy
     hparams = pathlib.Path(argv[0]).resolve()

@@ -48,6 +48,19 @@ def test_killed_during_the_end_of_epoch_save_resumes_exactly(reference_run, shar
     helpers.assert_same_outcome(helpers.run_outcome(reference_run), helpers.run_outcome(output))
 
 
+def test_killed_during_validation_resumes_exactly(reference_run, shared_corpus, tmp_path):  # noqa: F811
+    """Killed while epoch 2 is validated (its training done, its last step checkpointed): resumed, the
+    run validates epoch 2 again and ends as if never killed."""
+    output = tmp_path / "run"
+    killed = helpers.run_training(output, shared_corpus, kill="valid:2", **EVERY_STEP)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "epoch: 1," in (output / "train_log.txt").read_text()
+    assert "epoch: 2," not in (output / "train_log.txt").read_text()
+    resumed = helpers.run_training(output, shared_corpus, **EVERY_STEP)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    helpers.assert_same_outcome(helpers.run_outcome(reference_run), helpers.run_outcome(output))
+
+
 def test_killed_during_the_export_reexports_the_same_interface(reference_run, shared_corpus, tmp_path):  # noqa: F811
     """Killed after training, while the interface is written: a rerun trains no further and exports
     the same files, with the same robustness table."""
