@@ -2,7 +2,8 @@
 
 ``EmotionBrain`` trains on real data only and evaluates UAR, on real data and
 on an attack's fake data over a grid of budgets. ``AdversarialEmotionBrain``
-builds an FGSM fake batch inside ``compute_objectives`` and trains on the
+builds a fake batch (FGSM in the paper; any ``GradientAttack``, PGD included)
+inside ``compute_objectives`` and trains on the
 yaml-chosen objective (vanilla or similarity-based).
 """
 
@@ -276,6 +277,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         return (
             attack.model_mode == "train"
             and attack.label_source == "target"
+            and not attack.targeted
+            and attack.uses_given_gradient
             and objective.real_weight > 0
             and not objective.couples_real_branch
         )
@@ -334,12 +337,15 @@ class AdversarialEmotionBrain(EmotionBrain):
         return self.scaler.scale(loss / self.grad_accumulation_factor)
 
     def attack_gradient(self, feats, logits, targets):
-        """The attack's input gradient at ``feats``.
+        """The attack's input gradient at ``feats``, or None if the attack would not use it.
 
         In train mode it comes from the training forward (whose graph is kept
         for the parameters' backward); in eval mode, from the attack's own pass.
+        (PGD with a random start takes its first gradient elsewhere: None.)
         """
         attack = self.hparams.attack
+        if not attack.uses_given_gradient:
+            return None
         if attack.model_mode == "train":
             labels = attack.labels(logits, targets)
             return attack.gradient_from_logits(logits, feats, labels, self.attack_loss_scale(), retain_graph=True)

@@ -1,6 +1,7 @@
 """Adversarial attacks, chosen in yaml with ``!new:``."""
 
-from ser_adv_brain.attacks.base import GradientAttack
+from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.fgsm import FGSM
+from ser_adv_brain.attacks.pgd import PGD
 
-__all__ = ["GradientAttack", "FGSM"]
+__all__ = ["Attack", "GradientAttack", "FGSM", "PGD"]

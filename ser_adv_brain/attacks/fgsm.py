@@ -6,7 +6,10 @@ from ser_adv_brain.attacks.base import GradientAttack, check_non_negative
 class FGSM(GradientAttack):
     """``x' = clip(x + eps * sign(grad_x L(w, x, y)), x - eta, x + eta)``.
 
-    See ``GradientAttack`` for the arguments (eps, eta, label_source, model_mode).
+    Targeted (``target_class`` set), the step goes down the cross-entropy of
+    the target class t instead: ``x' = clip(x - eps * sign(grad_x L(w, x, t)), ...)``.
+    See ``GradientAttack`` for the arguments (eps, eta, label_source,
+    model_mode, target_class, class_names).
 
     Example
     -------
@@ -18,6 +21,9 @@ class FGSM(GradientAttack):
     >>> bool(((x_adv - x).abs() <= 0.02 + 1e-6).all())
     True
     """
+
+    domain = "features"
+    norm = "linf"
 
     def step(self, inputs, grad, eps=None):
         """The FGSM update for a given input gradient (the direction does not depend on eps)."""
