@@ -3,5 +3,6 @@
 from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.pgd import PGD
+from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
 
-__all__ = ["Attack", "GradientAttack", "FGSM", "PGD"]
+__all__ = ["Attack", "GradientAttack", "FGSM", "PGD", "targeted_success_matrix"]

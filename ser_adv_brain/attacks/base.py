@@ -91,6 +91,18 @@ def batchnorm_stats_preserved(model):
             buffer.data.copy_(value)
 
 
+def predict(model, inputs):
+    """The model's predicted classes as an evaluation sees them: eval mode, no autograd; the mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits, _ = model(inputs)
+    finally:
+        model.train(was_training)
+    return logits.argmax(dim=-1)
+
+
 class Attack:
     """Base class of all attacks: the threat model, the budget, the labels attacked, the model's mode.
 
