@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers_attacks import CLASS_NAMES, N_CLASSES, trained_classifier
-from ser_adv_brain.attacks import FGSM, PGD, targeted_success_matrix
+from ser_adv_brain.attacks import FGSM, PGD, WaveformClassifier, WaveformPGD, targeted_success_matrix
 from ser_adv_brain.attacks.base import predict
 from ser_adv_brain.metrics import ConfusionMatrix
 
@@ -62,3 +62,12 @@ def test_success_matrix_of_the_trained_model(trained):
     off_diagonal = rates[~torch.eye(N_CLASSES, dtype=torch.bool)]
     assert rates.diagonal().min() > 0.9  # aimed at their own emotion, utterances stay recognised
     assert off_diagonal.mean() > 0.3
+
+
+def test_waveform_pgd_at_30_db_snr_defeats_the_model():
+    compute_features, normalizer, model, wavs, labels = trained_classifier()
+    classifier = WaveformClassifier(compute_features, normalizer, model)
+    clean = uar(classifier, wavs, labels)
+    out = WaveformPGD(eps=30.0, steps=10, label_source="target").run(classifier, wavs, labels)
+    assert (out.snr_db >= 30.0).all()
+    assert uar(classifier, out.wavs, labels) < clean - 0.5

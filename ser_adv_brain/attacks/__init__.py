@@ -4,5 +4,17 @@ from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
+from ser_adv_brain.attacks.waveform_pgd import AdversarialAudio, WaveformClassifier, WaveformPGD, quantize_pcm16, snr_db
 
-__all__ = ["Attack", "GradientAttack", "FGSM", "PGD", "targeted_success_matrix"]
+__all__ = [
+    "Attack",
+    "GradientAttack",
+    "FGSM",
+    "PGD",
+    "targeted_success_matrix",
+    "WaveformPGD",
+    "WaveformClassifier",
+    "AdversarialAudio",
+    "quantize_pcm16",
+    "snr_db",
+]

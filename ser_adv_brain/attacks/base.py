@@ -125,7 +125,8 @@ class Attack:
     norm = None  # "linf", "l2" or "snr"
 
     def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
-        check_non_negative(eps=eps, eta=eta)
+        self.check_budget(eps)
+        check_non_negative(eta=eta)
         check_choice("label_source", label_source, LABEL_SOURCES)
         check_choice("model_mode", model_mode, MODEL_MODES)
         self.eps = float(eps)
@@ -133,6 +134,10 @@ class Attack:
         self.label_source = label_source
         self.model_mode = model_mode
         self.class_names = None
+
+    def check_budget(self, eps):
+        """Raises a ``ValueError`` naming ``eps`` if it is not a budget of this attack's norm."""
+        check_non_negative(eps=eps)
 
     def set_class_names(self, class_names):
         """Gives the label set (a ``CategoricalEncoder`` or names in index order); returns the attack.
