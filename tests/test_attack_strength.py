@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers_attacks import CLASS_NAMES, N_CLASSES, trained_classifier
-from ser_adv_brain.attacks import FGSM, PGD, WaveformClassifier, WaveformPGD, targeted_success_matrix
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformClassifier, WaveformPGD, targeted_success_matrix
 from ser_adv_brain.attacks.base import predict
 from ser_adv_brain.metrics import ConfusionMatrix
 
@@ -19,10 +19,14 @@ def trained():
     return model, feats, labels
 
 
-def uar(model, feats, labels):
+def uar_of(predictions, labels):
     confusion = ConfusionMatrix(N_CLASSES)
-    confusion.append(predict(model, feats), labels)
+    confusion.append(predictions, labels)
     return confusion.uar()
+
+
+def uar(model, feats, labels):
+    return uar_of(predict(model, feats), labels)
 
 
 def test_pgd_lowers_uar_at_least_as_much_as_fgsm(trained):
@@ -71,3 +75,11 @@ def test_waveform_pgd_at_30_db_snr_defeats_the_model():
     out = WaveformPGD(eps=30.0, steps=10, label_source="target").run(classifier, wavs, labels)
     assert (out.snr_db >= 30.0).all()
     assert uar(classifier, out.wavs, labels) < clean - 0.5
+
+
+def test_square_attack_lowers_uar_with_queries(trained):
+    model, feats, labels = trained
+    result = SquareAttack(eps=2 * EPS, max_queries=200, eta=None, label_source="target").run(model, feats, labels)
+    first, last = (uar_of(result.predictions_within(queries), labels) for queries in (1, 200))
+    assert first == uar(model, feats, labels) > 0.9
+    assert last == uar(model, result.adversarial, labels) < first - 0.4
