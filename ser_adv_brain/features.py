@@ -5,7 +5,56 @@ can work on the waveform as well as on the features.
 """
 
 import torch
+import torch.nn.functional as F
 import torchaudio.transforms
+from torch.autograd.function import once_differentiable
+
+
+class StftMagnitude(torch.autograd.Function):
+    """``|STFT|`` of already padded signals (``[batch, time]`` -> ``[batch, freq, frames]``), with a fast backward.
+
+    Written by hand for its backward only: torch's backward of ``stft``
+    goes through a full complex FFT and a scatter over the overlapping
+    frames, about four times the forward's cost, and a waveform attack pays
+    it at every step. The adjoint here (the half spectrum's inverse real
+    FFT, then overlap-add) gives the same gradient, to float rounding, at
+    about the forward's cost. The forward is ``torch.stft`` itself.
+    """
+
+    @staticmethod
+    def forward(ctx, padded, window, n_fft, hop_length):
+        spec = torch.stft(padded, n_fft, hop_length, window=window, center=False, return_complex=True)
+        magnitude = spec.abs()
+        ctx.save_for_backward(spec, magnitude, window)
+        ctx.n_fft, ctx.hop_length, ctx.length = n_fft, hop_length, padded.shape[-1]
+        return magnitude
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_magnitude):
+        spec, magnitude, window = ctx.saved_tensors
+        n_fft, hop = ctx.n_fft, ctx.hop_length
+        # d|S|/dS = S / |S| (0 where S = 0, as torch's abs), in real arithmetic: complex-by-real products are slow.
+        scale = grad_magnitude / torch.where(magnitude == 0, 1.0, magnitude)
+        grad_spec = torch.view_as_complex(torch.view_as_real(spec) * scale.unsqueeze(-1))
+        # The adjoint of the one-sided real FFT: irfft counts the inner bins twice, DC and Nyquist once.
+        grad_spec[..., 1 : (n_fft + 1) // 2, :] *= 0.5
+        frames = torch.fft.irfft(grad_spec.transpose(-1, -2), n=n_fft) * (n_fft * window)  # [batch, frames, n_fft]
+        return overlap_add(frames, hop, ctx.length), None, None, None
+
+
+def overlap_add(frames, hop_length, length):
+    """Sums ``[batch, n_frames, n_fft]`` frames, ``hop_length`` apart, into ``[batch, length]`` signals."""
+    batch, n_frames, n_fft = frames.shape
+    if n_fft % hop_length:
+        out = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop_length))
+        return out.view(batch, length)
+    # Hops that divide the frame (the paper's half-overlap): a few shifted block sums, much faster than fold.
+    chunks = frames.view(batch, n_frames, n_fft // hop_length, hop_length)
+    blocks = frames.new_zeros(batch, n_frames + chunks.shape[2] - 1, hop_length)
+    for index in range(chunks.shape[2]):
+        blocks[:, index : index + n_frames] += chunks[:, :, index]
+    return F.pad(blocks.view(batch, -1), (0, length - blocks.shape[1] * hop_length))
 
 
 class LogMel(torch.nn.Module):
@@ -61,7 +110,12 @@ class LogMel(torch.nn.Module):
         """Maps ``[batch, time]`` waveforms to ``[batch, frames, n_mels]`` features."""
         # The STFT runs in float32 even under autocast: fp16 magnitudes overflow.
         with torch.autocast(device_type=wavs.device.type, enabled=False):
-            mel = self.mel(wavs.float())
+            # What self.mel computes (centred, reflect-padded STFT magnitude, Mel filters), with StftMagnitude's backward.
+            spectrogram = self.mel.spectrogram
+            flat = wavs.float().reshape(-1, wavs.shape[-1])
+            padded = F.pad(flat, (spectrogram.n_fft // 2, spectrogram.n_fft // 2), mode="reflect")
+            magnitude = StftMagnitude.apply(padded, spectrogram.window, spectrogram.n_fft, spectrogram.hop_length)
+            mel = self.mel.mel_scale(magnitude).reshape(*wavs.shape[:-1], self.mel.n_mels, -1)
         return torch.log(mel + self.log_offset).transpose(-1, -2)
 
 

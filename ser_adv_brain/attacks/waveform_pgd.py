@@ -48,16 +48,22 @@ def quantize_pcm16(wavs):
 
 
 def length_mask(wavs, wav_lens=None):
-    """``[batch, time]``: 1 on each signal's real samples, 0 on the padding (``wav_lens`` relative, as SpeechBrain's)."""
+    """``[batch, time]``: 1 on each signal's real samples, 0 on the padding (``wav_lens`` relative, as SpeechBrain's).
+
+    None when nothing is padded (the attack then skips the masking).
+    """
     if wav_lens is None:
-        return torch.ones_like(wavs)
+        return None
     lengths = torch.round(wav_lens.to(wavs.device).float() * wavs.shape[1])
+    if bool((lengths >= wavs.shape[1]).all()):
+        return None
     return (torch.arange(wavs.shape[1], device=wavs.device) < lengths.unsqueeze(1)).to(wavs.dtype)
 
 
 def snr_db(clean, adversarial, wav_lens=None):
     """Per-utterance ``10 log10(|x|^2 / |x' - x|^2)`` over the real samples; inf where nothing changed."""
     mask = length_mask(clean, wav_lens)
+    mask = 1.0 if mask is None else mask.double()
     signal = (clean.double() * mask).pow(2).sum(dim=1)
     noise = ((adversarial.double() - clean.double()) * mask).pow(2).sum(dim=1)
     return 10 * torch.log10(signal / noise)
@@ -140,8 +146,7 @@ class WaveformPGD(PGD):
         self.check_budget(eps)
         if self.norm == "linf":
             return float(eps)
-        mask = torch.ones_like(inputs) if mask is None else mask
-        return l2_norms(inputs * mask) / 10 ** (float(eps) / 20)
+        return l2_norms(inputs if mask is None else inputs * mask) / 10 ** (float(eps) / 20)
 
     def run(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None):
         """Adversarial audio within ``eps`` (the attack's own if None), and its realised SNR.
