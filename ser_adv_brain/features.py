@@ -11,36 +11,36 @@ from torch.autograd.function import once_differentiable
 
 
 class StftMagnitude(torch.autograd.Function):
-    """``|STFT|`` of already padded signals (``[batch, time]`` -> ``[batch, freq, frames]``), with a fast backward.
+    """``|STFT|`` of already padded signals, ``[batch, time]`` -> ``[batch, frames, freq]``, with a fast backward.
 
-    Written by hand for its backward only: torch's backward of ``stft``
-    goes through a full complex FFT and a scatter over the overlapping
-    frames, about four times the forward's cost, and a waveform attack pays
-    it at every step. The adjoint here (the half spectrum's inverse real
-    FFT, then overlap-add) gives the same gradient, to float rounding, at
-    about the forward's cost. The forward is ``torch.stft`` itself.
+    Written by hand for speed: on CPU, ``torch.stft`` takes three times as
+    long as framing by a strided view and ``torch.fft.rfft``, and its
+    backward (a full complex FFT and a scatter over the overlapping frames)
+    four times; a waveform attack pays both at every step. The backward here
+    is the adjoint of the forward: the half spectrum's inverse real FFT, then
+    overlap-add. Values and gradients equal torch's to float rounding.
     """
 
     @staticmethod
     def forward(ctx, padded, window, n_fft, hop_length):
-        spec = torch.stft(padded, n_fft, hop_length, window=window, center=False, return_complex=True)
+        spec = torch.fft.rfft(padded.unfold(-1, n_fft, hop_length) * window)
         magnitude = spec.abs()
         ctx.save_for_backward(spec, magnitude, window)
-        ctx.n_fft, ctx.hop_length, ctx.length = n_fft, hop_length, padded.shape[-1]
+        ctx.hop_length, ctx.length = hop_length, padded.shape[-1]
         return magnitude
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_magnitude):
         spec, magnitude, window = ctx.saved_tensors
-        n_fft, hop = ctx.n_fft, ctx.hop_length
+        n_fft = window.shape[0]
         # d|S|/dS = S / |S| (0 where S = 0, as torch's abs), in real arithmetic: complex-by-real products are slow.
         scale = grad_magnitude / torch.where(magnitude == 0, 1.0, magnitude)
         grad_spec = torch.view_as_complex(torch.view_as_real(spec) * scale.unsqueeze(-1))
         # The adjoint of the one-sided real FFT: irfft counts the inner bins twice, DC and Nyquist once.
-        grad_spec[..., 1 : (n_fft + 1) // 2, :] *= 0.5
-        frames = torch.fft.irfft(grad_spec.transpose(-1, -2), n=n_fft) * (n_fft * window)  # [batch, frames, n_fft]
-        return overlap_add(frames, hop, ctx.length), None, None, None
+        grad_spec[..., 1 : (n_fft + 1) // 2] *= 0.5
+        frames = torch.fft.irfft(grad_spec, n=n_fft) * (n_fft * window)
+        return overlap_add(frames, ctx.hop_length, ctx.length), None, None, None
 
 
 def overlap_add(frames, hop_length, length):
@@ -110,13 +110,13 @@ class LogMel(torch.nn.Module):
         """Maps ``[batch, time]`` waveforms to ``[batch, frames, n_mels]`` features."""
         # The STFT runs in float32 even under autocast: fp16 magnitudes overflow.
         with torch.autocast(device_type=wavs.device.type, enabled=False):
-            # What self.mel computes (centred, reflect-padded STFT magnitude, Mel filters), with StftMagnitude's backward.
+            # What self.mel computes (centred, reflect-padded STFT magnitude, Mel filters), faster (see StftMagnitude).
             spectrogram = self.mel.spectrogram
             flat = wavs.float().reshape(-1, wavs.shape[-1])
             padded = F.pad(flat, (spectrogram.n_fft // 2, spectrogram.n_fft // 2), mode="reflect")
             magnitude = StftMagnitude.apply(padded, spectrogram.window, spectrogram.n_fft, spectrogram.hop_length)
-            mel = self.mel.mel_scale(magnitude).reshape(*wavs.shape[:-1], self.mel.n_mels, -1)
-        return torch.log(mel + self.log_offset).transpose(-1, -2)
+            mel = torch.matmul(magnitude, self.mel.mel_scale.fb)
+        return torch.log(mel + self.log_offset).reshape(*wavs.shape[:-1], *mel.shape[-2:])
 
 
 class FeatureNormalizer(torch.nn.Module):

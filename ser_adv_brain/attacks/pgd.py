@@ -125,7 +125,7 @@ class PGD(GradientAttack):
         """One step of length ``step`` up the gradient, in the norm's steepest direction."""
         if self.norm == "linf":
             return adversarial + step * grad.sign()
-        return adversarial + step * grad / l2_norms(grad).clamp_min(1e-12)
+        return torch.addcmul(adversarial, grad, step / l2_norms(grad).clamp_min(1e-12))  # one pass over the input
 
     def project_ball(self, adversarial, inputs, radius, mask=None):
         """Projects onto the ``radius`` ball around ``inputs``, then clips to the eta-ball.
@@ -139,8 +139,7 @@ class PGD(GradientAttack):
             adversarial = torch.maximum(torch.minimum(adversarial, inputs + radius), inputs - radius)
         else:
             delta = adversarial - inputs
-            delta = delta * (radius / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
-            adversarial = inputs + delta
+            adversarial = torch.addcmul(inputs, delta, (radius / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0))
         return self.project(adversarial, inputs)
 
     def random_point(self, inputs, radius, mask=None):
