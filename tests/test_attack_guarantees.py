@@ -60,6 +60,17 @@ def test_model_comes_back_unchanged(name, mode, was_training):
 
 
 @pytest.mark.parametrize("name, mode", CASES)
+def test_mixed_submodule_modes_come_back(name, mode):
+    factory, domain = ATTACKS[name]
+    model, inputs = classifier(domain)
+    model.train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    factory(mode, 0).perturb(model, inputs, torch.tensor([0, 1, 2, 3]))
+    assert not frozen.training
+    assert all(m.training for m in model.modules() if m is not frozen)
+
+
+@pytest.mark.parametrize("name, mode", CASES)
 def test_deterministic_under_a_seed(name, mode):
     factory, domain = ATTACKS[name]
     model, inputs = classifier(domain)

@@ -91,15 +91,22 @@ def batchnorm_stats_preserved(model):
             buffer.data.copy_(value)
 
 
-def predict(model, inputs):
-    """The model's predicted classes as an evaluation sees them: eval mode, no autograd; the mode is restored."""
-    was_training = model.training
-    model.eval()
+@contextlib.contextmanager
+def modes_restored(model):
+    """Puts back every submodule's own train/eval flag on exit (they need not all agree)."""
+    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            logits, _ = model(inputs)
+        yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
+
+
+def predict(model, inputs):
+    """The model's predicted classes as an evaluation sees them: eval mode, no autograd; modes are restored."""
+    with modes_restored(model), torch.no_grad():
+        model.eval()
+        logits, _ = model(inputs)
     return logits.argmax(dim=-1)
 
 
@@ -178,16 +185,12 @@ class Attack:
 
         ``grad=False`` runs it without autograd (score-based attacks).
         """
-        was_training = model.training
         train = self.model_mode == "train"
-        model.train(train)
         # Only a train-mode pass updates BN statistics, so only it needs guarding.
         guard = batchnorm_stats_preserved(model) if train else contextlib.nullcontext()
-        try:
-            with guard, torch.set_grad_enabled(grad):
-                yield
-        finally:
-            model.train(was_training)
+        with modes_restored(model), guard, torch.set_grad_enabled(grad):
+            model.train(train)
+            yield
 
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
         """Returns adversarial inputs.

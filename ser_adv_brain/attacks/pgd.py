@@ -25,7 +25,8 @@ class PGD(GradientAttack):
     ball ``|x' - x|_inf <= eps``) and ``g / |g|_2`` per utterance for
     ``norm="l2"`` (the ball ``|x' - x|_2 <= eps``, the norm taken over each
     utterance's frames and Mel bins). ``alpha = rel_step_size * eps``.
-    ``x_0`` is ``x`` plus uniform noise in the ball (``random_start``), or ``x``
+    ``x_0`` is a random point of the ball (``random_start``: uniform in the
+    Linf ball; for L2 a random direction at a uniform radius), or ``x``
     itself: without random start this is BIM, the basic iterative method
     (Kurakin et al., 2017). Targeted (``target_class`` set), ``L`` is the
     negated cross-entropy of the target class. With ``steps=1``,
@@ -53,9 +54,13 @@ class PGD(GradientAttack):
     seed : int
         Seed of the attack's own random generator (random starts only): the
         same calls in the same order give the same results, and torch's
-        global random stream is never touched.
+        global random stream is never touched. The generator advances with
+        every call, and each call draws the starts of its whole batch, so an
+        utterance's start depends on its place in the batch and on the
+        calls before.
     eta, label_source, model_mode, target_class, class_names :
-        See ``GradientAttack``.
+        See ``GradientAttack``. ``eta`` (0.1 by default, as FGSM's) clips every
+        feature on top of the ball, for either norm; None: the ball alone.
 
     Example
     -------
