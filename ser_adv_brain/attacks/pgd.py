@@ -179,7 +179,9 @@ class PGD(GradientAttack):
             # From the clean input, the first gradient pass finds the labels; otherwise they are found first.
             labels = None if self.start_is_clean(first_gradient) else self.clean_labels(model, inputs, targets)
             start = self.random_point(inputs, radius, mask) if self.random_start else inputs
-            best, labels = self.descend(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask)
+            best, labels = self.descend(
+                model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask
+            )
             if self.restarts > 1:
                 best_loss, best_success = self.score(model, best, labels)
             for _ in range(1, self.restarts):

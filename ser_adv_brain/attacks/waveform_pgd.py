@@ -125,8 +125,10 @@ class WaveformPGD(PGD):
         target_class=None,
         class_names=None,
     ):
+        eta = None  # the features' clip has no meaning on the samples
         super().__init__(
-            eps, steps, rel_step_size, norm, random_start, restarts, seed, None, label_source, model_mode, target_class, class_names
+            eps, steps, rel_step_size, norm, random_start, restarts, seed, eta,
+            label_source, model_mode, target_class, class_names,
         )
 
     @staticmethod
