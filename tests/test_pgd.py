@@ -156,3 +156,15 @@ def test_pgd_trains_in_the_adversarial_brain(tiny_hparams, random_start, fused):
     # The same attack computing every gradient itself, on the model as the step found it.
     assert torch.allclose(perturb(model_before, feats, targets), fake, atol=1e-6)
     assert (linf(fake - feats) <= 0.05 + 1e-6).all()
+
+
+def test_pgd_runs_the_brains_robustness_evaluation(tiny_hparams):
+    """Where FGSM evaluates a checkpoint, PGD does: a curve over the yaml's eps grid, eps 0 leaving the input clean."""
+    hparams = tiny_hparams("cnn4_single")
+    hparams["attack"] = PGD(eps=0.05, steps=2, random_start=False, label_source="target", eta=None)
+    brain, datasets, _ = build(hparams)
+    confusions = brain.evaluate_robustness(datasets["test"], [0.0, 5.0], max_key=None)
+    clean, attacked = confusions[0.0].counts, confusions[5.0].counts
+    assert int(clean.sum()) == int(attacked.sum()) == len(datasets["test"])
+    recognised = clean.diagonal() > 0  # (the untrained model calls everything one emotion)
+    assert (attacked.diagonal()[recognised] == 0).all()  # the attack moved each recognised utterance off its label
