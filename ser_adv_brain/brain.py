@@ -2,7 +2,8 @@
 
 ``EmotionBrain`` trains on real data only and evaluates UAR, on real data and
 on an attack's fake data over a grid of budgets. ``AdversarialEmotionBrain``
-builds an FGSM fake batch inside ``compute_objectives`` and trains on the
+builds a fake batch (FGSM in the paper; any ``GradientAttack``, PGD included)
+inside ``compute_objectives`` and trains on the
 yaml-chosen objective (vanilla or similarity-based).
 """
 
@@ -258,6 +259,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         super().__init__(*args, **kwargs)
         if not isinstance(self.hparams.attack, GradientAttack):
             raise TypeError(f"hparams 'attack' must be a GradientAttack, got {self.hparams.attack!r}")
+        if self.hparams.attack.domain != "features":
+            raise TypeError(f"hparams 'attack' must perturb the features to train on them, got {self.hparams.attack!r}")
         if not isinstance(self.hparams.objective, AdversarialObjective):
             raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {self.hparams.objective!r}")
         if not int(self.hparams.warmup_steps) >= 0:
@@ -278,6 +281,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         return (
             attack.model_mode == "train"
             and attack.label_source == "target"
+            and not attack.targeted
+            and attack.uses_given_gradient
             and objective.real_weight > 0
             and not objective.couples_real_branch
         )
@@ -336,12 +341,15 @@ class AdversarialEmotionBrain(EmotionBrain):
         return self.scaler.scale(loss / self.grad_accumulation_factor)
 
     def attack_gradient(self, feats, logits, targets):
-        """The attack's input gradient at ``feats``.
+        """The attack's input gradient at ``feats``, or None if the attack would not use it.
 
         In train mode it comes from the training forward (whose graph is kept
         for the parameters' backward); in eval mode, from the attack's own pass.
+        (PGD with a random start takes its first gradient elsewhere: None.)
         """
         attack = self.hparams.attack
+        if not attack.uses_given_gradient:
+            return None
         if attack.model_mode == "train":
             labels = attack.labels(logits, targets)
             return attack.gradient_from_logits(logits, feats, labels, self.attack_loss_scale(), retain_graph=True)

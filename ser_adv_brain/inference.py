@@ -60,6 +60,7 @@ class EmotionRecognizer(Pretrained):
         if not self.mods.normalizer.fitted:
             raise ValueError("The feature normalizer has no statistics: was normalizer.ckpt loaded?")
         self.hparams.label_encoder.expect_len(self.hparams.n_classes)
+        self.hparams.attack.set_class_names(self.hparams.label_encoder)  # resolves a targeted attack's emotion
 
     def load_audio(self, path, savedir=None):
         """Reads an audio file of any rate and channel count as a mono signal at the model's rate.
@@ -148,7 +149,7 @@ class EmotionRecognizer(Pretrained):
         return self.classify_batch(self.load_audio(path, savedir))
 
     def attack_batch(self, wavs, wav_lens=None, eps=None, targets=None, sample_rate=None):
-        """FGSM fake features of a batch, and the model's predictions on them.
+        """The exported attack's fake features of a batch (FGSM, PGD, ...), and the model's predictions on them.
 
         Arguments
         ---------

@@ -49,12 +49,14 @@ def build_brain(hparams, run_opts):
 def checked_datasets(hparams):
     """Validates the manifests, audio and hyperparameters, then builds the datasets.
 
-    Also sets ``hparams["label_encoder"]``. Files that ``skip_bad_files``
-    lets through are left out of the datasets.
+    Also sets ``hparams["label_encoder"]`` and gives it to the attack (a
+    targeted attack's emotion must be in it: checked before any training).
+    Files that ``skip_bad_files`` lets through are left out of the datasets.
     """
     # The main process scans (and caches); every process gets its verdict.
     skipped = run_on_main(validate_inputs, args=[hparams])
     datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
+    hparams["attack"].set_class_names(hparams["label_encoder"])
     return datasets
 
 

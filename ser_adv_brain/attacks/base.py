@@ -1,17 +1,49 @@
-"""What every gradient-sign attack shares: the label to attack, the model's mode, the budget.
+"""What every attack shares: its threat model, the labels it attacks, the model's mode, the budget.
 
 Attacks work on the model's input, the normalised log-Mel features (or, for
 waveform attacks, the samples). Nothing is clamped to [0, 1]: z-scored
 features take any value.
+
+Threat models
+-------------
+Every attack class says what it perturbs and how its budget is measured, in
+two class attributes, so that an evaluation can group attacks into threat
+models (robust UAR takes, per utterance, the worst case over the attacks of
+one threat model at each budget):
+
+- ``domain``: ``"features"`` (the normalised log-Mel input of the model) or
+  ``"waveform"`` (the audio samples, before the log-Mel and the normaliser).
+- ``norm``: ``"linf"`` (max absolute change), ``"l2"`` (Euclidean norm of
+  each utterance's change) or ``"snr"`` (a per-utterance signal-to-noise
+  ratio in dB: an L2 radius relative to the utterance's own norm).
+
+``threat_model`` is the pair ``(domain, norm)``; the attack's ``eps`` is the
+budget in the norm's unit. ``eta``, where an attack has it, clips every
+feature to ``[x - eta, x + eta]`` on top of ``eps`` (the paper's clip).
+
+The attack's contract: ``perturb(model, inputs, targets, eps=None,
+loss_scale=1.0, gradient=None)`` returns the adversarial inputs (a tensor
+shaped like ``inputs``), and ``curve(model, inputs, targets, eps_grid)``
+yields ``(eps, adversarial inputs)`` for each budget. Attacks that have more
+to report (the realised SNR, the queries used) say so in a ``run`` method.
+Every attack leaves the model's mode, its batch-norm statistics and its
+parameter gradients as it found them, checks its options at construction,
+naming the culprit, and draws its randomness from its own seeded
+``torch.Generator``, never from torch's global one (an evaluation must not
+shift training's random stream).
 """
 
 import contextlib
+import copy
 
 import torch
 import torch.nn.functional as F
 
 LABEL_SOURCES = ("predicted", "target")
 MODEL_MODES = ("eval", "train")
+DOMAINS = ("features", "waveform")
+NORMS = ("linf", "l2", "snr")
+LEAST_LIKELY = "least_likely"
 
 
 def check_non_negative(**values):
@@ -19,6 +51,26 @@ def check_non_negative(**values):
     for name, value in values.items():
         if value is not None and not (0.0 <= float(value) < float("inf")):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive_int(**values):
+    """Raises a ``ValueError`` naming the first argument that is not an integer >= 1."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_choice(name, value, choices):
+    """Raises a ``ValueError`` naming ``name`` if ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def class_names_of(label_set):
+    """The class names, in index order, of a ``CategoricalEncoder`` or a sequence of names."""
+    if hasattr(label_set, "ind2lab"):
+        return [label_set.ind2lab[index] for index in range(len(label_set.ind2lab))]
+    return list(label_set)
 
 
 @contextlib.contextmanager
@@ -39,34 +91,73 @@ def batchnorm_stats_preserved(model):
             buffer.data.copy_(value)
 
 
-class GradientAttack:
-    """Base class of attacks that follow the sign of the loss gradient w.r.t. the input.
+@contextlib.contextmanager
+def modes_restored(model):
+    """Puts back every submodule's own train/eval flag on exit (they need not all agree)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def predict(model, inputs):
+    """The model's predicted classes as an evaluation sees them: eval mode, no autograd; modes are restored."""
+    with modes_restored(model), torch.no_grad():
+        model.eval()
+        logits, _ = model(inputs)
+    return logits.argmax(dim=-1)
+
+
+class Attack:
+    """Base class of all attacks: the threat model, the budget, the labels attacked, the model's mode.
 
     Arguments
     ---------
     eps : float
-        Step size of the attack (the FGSM epsilon).
+        The budget, in the unit of the attack's ``norm``.
     eta : float or None
         The perturbation is clipped to ``[x - eta, x + eta]``; ``None`` disables the clip.
     label_source : str
         ``"predicted"``: attack the model's own prediction (the authors' code;
         avoids label leaking). ``"target"``: attack the true label (the paper's formula).
     model_mode : str
-        Mode of the model while the attack computes its gradient: ``"eval"``
-        (the authors' code: batch norm uses running statistics) or ``"train"``.
-        Either way the model's mode and its batch-norm statistics come back unchanged.
+        Mode of the model while the attack runs it: ``"eval"`` (the authors'
+        code: batch norm uses running statistics) or ``"train"``. Either way
+        the model's mode and its batch-norm statistics come back unchanged.
     """
 
+    domain = None  # "features" or "waveform": see the module docstring
+    norm = None  # "linf", "l2" or "snr"
+
     def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
-        check_non_negative(eps=eps, eta=eta)
-        if label_source not in LABEL_SOURCES:
-            raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
-        if model_mode not in MODEL_MODES:
-            raise ValueError(f"model_mode must be one of {MODEL_MODES}, got {model_mode!r}")
+        self.check_budget(eps)
+        check_non_negative(eta=eta)
+        check_choice("label_source", label_source, LABEL_SOURCES)
+        check_choice("model_mode", model_mode, MODEL_MODES)
         self.eps = float(eps)
         self.eta = None if eta is None else float(eta)
         self.label_source = label_source
         self.model_mode = model_mode
+        self.class_names = None
+
+    def check_budget(self, eps):
+        """Raises a ``ValueError`` naming ``eps`` if it is not a budget of this attack's norm."""
+        check_non_negative(eps=eps)
+
+    def set_class_names(self, class_names):
+        """Gives the label set (a ``CategoricalEncoder`` or names in index order); returns the attack.
+
+        The recipe and the interface call it once their label encoder is loaded.
+        """
+        self.class_names = class_names_of(class_names)
+        return self
+
+    @property
+    def threat_model(self):
+        """``(domain, norm)``: attacks with the same pair and eps are compared per utterance."""
+        return (self.domain, self.norm)
 
     def __repr__(self):
         return (
@@ -75,49 +166,12 @@ class GradientAttack:
         )
 
     def labels(self, logits, targets):
-        """The labels whose loss the attack increases."""
+        """The labels the attack moves the prediction away from."""
         if self.label_source == "predicted":
             return logits.detach().argmax(dim=-1)
+        if targets is None:
+            raise ValueError(f"{self!r} attacks the true labels (label_source='target'): pass targets.")
         return targets
-
-    def gradient_from_logits(self, logits, inputs, labels, loss_scale=1.0, retain_graph=False):
-        """``grad_inputs`` of the cross-entropy, for logits already computed from ``inputs``.
-
-        ``loss_scale`` multiplies the loss first, as a GradScaler does, so that
-        fp16 gradients keep their sign instead of underflowing to zero.
-        """
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum") * loss_scale
-        (grad,) = torch.autograd.grad(loss, inputs, retain_graph=retain_graph)
-        return grad
-
-    @contextlib.contextmanager
-    def generation_mode(self, model):
-        """Puts the model in the attack's mode, and puts everything back afterwards."""
-        was_training = model.training
-        train = self.model_mode == "train"
-        model.train(train)
-        # Only a train-mode pass updates BN statistics, so only it needs guarding.
-        guard = batchnorm_stats_preserved(model) if train else contextlib.nullcontext()
-        try:
-            with guard, torch.enable_grad():
-                yield
-        finally:
-            model.train(was_training)
-
-    def input_gradient(self, model, inputs, targets, labels=None, loss_scale=1.0):
-        """One forward and input-only backward pass in the attack's mode.
-
-        Returns the gradient and the labels it was taken for, so that
-        iterative attacks keep attacking the same (first) prediction.
-        Parameter gradients are neither computed nor touched.
-        """
-        inputs = inputs.detach().requires_grad_(True)
-        with self.generation_mode(model):
-            logits, _ = model(inputs)
-            if labels is None:
-                labels = self.labels(logits, targets)
-            grad = self.gradient_from_logits(logits, inputs, labels, loss_scale)
-        return grad, labels
 
     def project(self, adversarial, inputs):
         """Clips the perturbation to the eta-ball around the inputs."""
@@ -125,11 +179,24 @@ class GradientAttack:
             return adversarial
         return torch.maximum(torch.minimum(adversarial, inputs + self.eta), inputs - self.eta)
 
+    @contextlib.contextmanager
+    def generation_mode(self, model, grad=True):
+        """Puts the model in the attack's mode, and puts everything back afterwards.
+
+        ``grad=False`` runs it without autograd (score-based attacks).
+        """
+        train = self.model_mode == "train"
+        # Only a train-mode pass updates BN statistics, so only it needs guarding.
+        guard = batchnorm_stats_preserved(model) if train else contextlib.nullcontext()
+        with modes_restored(model), guard, torch.set_grad_enabled(grad):
+            model.train(train)
+            yield
+
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
         """Returns adversarial inputs.
 
         ``eps`` overrides the attack's own budget; ``gradient``, if given, is
-        the input gradient at ``inputs`` for the attack's labels, already
+        the input gradient at ``inputs`` of the attack's loss, already
         computed by the caller (the training step gets it for free).
         """
         raise NotImplementedError
@@ -138,3 +205,132 @@ class GradientAttack:
         """Yields ``(eps, adversarial inputs)`` for each budget of a robustness curve."""
         for eps in eps_grid:
             yield eps, self.perturb(model, inputs, targets, eps=eps, loss_scale=loss_scale)
+
+
+class GradientAttack(Attack):
+    """Base class of attacks that follow the loss gradient w.r.t. the input; untargeted or targeted.
+
+    Arguments
+    ---------
+    eps, eta, label_source, model_mode :
+        See ``Attack``.
+    target_class : str, int or None
+        None: untargeted (the cross-entropy of ``label_source``'s labels goes
+        up). Otherwise the attack is targeted: the cross-entropy of the
+        target class goes down, and ``label_source`` is not used. An emotion
+        name (resolved against ``class_names``), a class index, or
+        ``"least_likely"`` (each utterance's least likely class at the clean
+        input, Kurakin et al., 2017).
+    class_names : CategoricalEncoder, list of str or None
+        The label set, to resolve an emotion name; it may also be given later
+        with ``set_class_names`` (the recipe and the interface do, once their
+        label encoder is loaded).
+    """
+
+    def __init__(
+        self, eps, eta=0.1, label_source="predicted", model_mode="eval", target_class=None, class_names=None
+    ):
+        super().__init__(eps, eta, label_source, model_mode)
+        self.set_target(target_class)
+        if class_names is not None:
+            self.set_class_names(class_names)
+
+    def set_target(self, target_class):
+        """Checks and sets ``target_class`` (see the class docstring), resolved if the label set is known."""
+        is_index = isinstance(target_class, int) and not isinstance(target_class, bool)
+        if not (target_class is None or isinstance(target_class, str) or (is_index and target_class >= 0)):
+            raise ValueError(
+                f"target_class must be None, an emotion name, an index >= 0 or {LEAST_LIKELY!r}, got {target_class!r}"
+            )
+        self.target_class = target_class
+        self.target_index = target_class if is_index else None
+        if self.class_names is not None:
+            self.set_class_names(self.class_names)
+
+    @property
+    def targeted(self):
+        return self.target_class is not None
+
+    @property
+    def uses_given_gradient(self):
+        """Whether ``perturb`` uses a ``gradient`` at the clean inputs (the training step passes it if so)."""
+        return True
+
+    def __repr__(self):
+        target = f", target_class={self.target_class!r}" if self.targeted else ""
+        return super().__repr__()[:-1] + target + ")"
+
+    def set_class_names(self, class_names):
+        """Gives the label set (see ``Attack``) and resolves ``target_class`` against it."""
+        super().set_class_names(class_names)
+        if isinstance(self.target_class, str) and self.target_class != LEAST_LIKELY:
+            if self.target_class not in self.class_names:
+                raise ValueError(
+                    f"target_class {self.target_class!r} is not in the label set {self.class_names}."
+                )
+            self.target_index = self.class_names.index(self.target_class)
+        elif self.target_index is not None and self.target_index >= len(self.class_names):
+            raise ValueError(
+                f"target_class {self.target_index} is out of range for the {len(self.class_names)} classes "
+                f"{self.class_names}."
+            )
+        return self
+
+    def targeted_at(self, target_class):
+        """A copy of this attack aimed at another ``target_class`` (None: untargeted)."""
+        attack = copy.copy(self)
+        attack.set_target(target_class)
+        return attack
+
+    def labels(self, logits, targets):
+        """The labels whose cross-entropy the attack raises (untargeted) or lowers (targeted)."""
+        if not self.targeted:
+            return super().labels(logits, targets)
+        if self.target_class == LEAST_LIKELY:
+            return logits.detach().argmin(dim=-1)
+        if self.target_index is None:
+            raise ValueError(
+                f"target_class {self.target_class!r} needs the label set to be resolved: "
+                "call attack.set_class_names(label_encoder) first."
+            )
+        if self.target_index >= logits.shape[-1]:
+            raise ValueError(f"target_class {self.target_index} is out of range for {logits.shape[-1]} classes.")
+        return torch.full(logits.shape[:1], self.target_index, dtype=torch.long, device=logits.device)
+
+    def succeeded(self, logits, labels):
+        """Per utterance: prediction moved off ``labels`` (untargeted) or onto them (targeted)."""
+        predictions = logits.argmax(dim=-1)
+        return predictions == labels if self.targeted else predictions != labels
+
+    def loss(self, logits, labels):
+        """Per-utterance loss the attack increases: the cross-entropy, negated when targeted."""
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        return -loss if self.targeted else loss
+
+    def gradient_from_logits(self, logits, inputs, labels, loss_scale=1.0, retain_graph=False):
+        """``grad_inputs`` of the attack's loss summed over the batch, for logits already computed from ``inputs``.
+
+        ``loss_scale`` multiplies the loss first, as a GradScaler does, so that
+        fp16 gradients keep their sign instead of underflowing to zero.
+        """
+        loss = self.loss(logits, labels).sum() * loss_scale
+        (grad,) = torch.autograd.grad(loss, inputs, retain_graph=retain_graph)
+        return grad
+
+    def input_gradient(self, model, inputs, targets, labels=None, loss_scale=1.0):
+        """One forward and input-only backward pass in the attack's mode.
+
+        Returns the gradient and the labels it was taken for, so that
+        iterative attacks keep attacking the same (first) prediction.
+        Parameter gradients are neither computed nor touched.
+        """
+        with self.generation_mode(model):
+            return self.gradient_in_mode(model, inputs, targets, labels, loss_scale)
+
+    def gradient_in_mode(self, model, inputs, targets, labels=None, loss_scale=1.0):
+        """``input_gradient`` for a model already in the attack's mode (iterative attacks enter it once)."""
+        inputs = inputs.detach().requires_grad_(True)
+        logits, _ = model(inputs)
+        if labels is None:
+            labels = self.labels(logits, targets)
+        return self.gradient_from_logits(logits, inputs, labels, loss_scale), labels

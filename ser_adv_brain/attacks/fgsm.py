@@ -6,7 +6,10 @@ from ser_adv_brain.attacks.base import GradientAttack, check_non_negative
 class FGSM(GradientAttack):
     """``x' = clip(x + eps * sign(grad_x L(w, x, y)), x - eta, x + eta)``.
 
-    See ``GradientAttack`` for the arguments (eps, eta, label_source, model_mode).
+    Targeted (``target_class`` set), the step goes down the cross-entropy of
+    the target class t instead: ``x' = clip(x - eps * sign(grad_x L(w, x, t)), ...)``.
+    See ``GradientAttack`` for the arguments (eps, eta, label_source,
+    model_mode, target_class, class_names).
 
     Example
     -------
@@ -19,6 +22,9 @@ class FGSM(GradientAttack):
     >>> bool(torch.allclose((x_adv - x).abs(), torch.full_like(x, 0.02)))  # every feature moves by eps
     True
     """
+
+    domain = "features"
+    norm = "linf"
 
     def step(self, inputs, grad, eps=None):
         """The FGSM update for a given input gradient (the direction does not depend on eps)."""
