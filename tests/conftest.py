@@ -11,6 +11,7 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
+from helpers_iface import TINY_CORPUS_FLAG, TINY_FLAGS, run_recipe
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,3 +114,17 @@ def tiny_hparams(tiny_manifests, tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory):
+    """A tiny vanilla run of the DEMoS recipe on its built-in synthetic corpus, as a user types it.
+
+    Returns ``{"out": output folder, "hparams_file": ..., "flags": [...]}``; the run
+    exports its interface, with its model card, into ``<out>/interface``.
+    """
+    out = str(tmp_path_factory.mktemp("exported_run") / "run")
+    hparams_file = "hparams/cnn4_vanilla.yaml"
+    flags = [*TINY_FLAGS, "--warmup_steps=1", TINY_CORPUS_FLAG, f"--output_folder={out}"]
+    run_recipe(hparams_file, *flags)
+    return {"out": out, "hparams_file": hparams_file, "flags": flags}
