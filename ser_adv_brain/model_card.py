@@ -111,13 +111,22 @@ UNKNOWN_CORPUS = Corpus(
 
 
 def read_report(output_folder):
-    """The attack report a run wrote: its CSV rows (numbers as floats) and its markdown, or ``([], None)``."""
+    """The attack report a run wrote: its CSV rows (numbers as floats) and its markdown, or ``([], None)``.
+
+    Rows without a numeric ``split``, ``eps`` and ``UAR`` stay out of the metadata;
+    the markdown, quoted whole, still shows them.
+    """
     rows, table = [], None
     csv_file, md_file = os.path.join(output_folder, REPORT_CSV), os.path.join(output_folder, REPORT_MD)
     if os.path.isfile(csv_file):
         with open(csv_file, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                rows.append({**row, **{key: float(row[key]) for key in ("eps", "UAR", "accuracy") if key in row}})
+                try:
+                    numbers = {key: float(row[key]) for key in ("eps", "UAR", "accuracy") if row.get(key)}
+                except ValueError:
+                    continue
+                if row.get("split") in SPLIT_NAMES and {"eps", "UAR"} <= numbers.keys():
+                    rows.append({**row, **numbers})
     if os.path.isfile(md_file):
         with open(md_file, encoding="utf-8") as f:
             table = f.read().strip()
@@ -143,9 +152,9 @@ def model_index(name, corpus, rows):
             continue
         metrics = []
         for row in sorted(split_rows, key=lambda row: row["eps"]):
-            data = "real data" if row["eps"] == 0 else f"FGSM data, eps {row['eps']:g}"
+            data = "real data" if row["eps"] == 0 else f"{row.get('attack') or 'FGSM'} data, eps {row['eps']:g}"
             metrics.append({"type": "uar", "value": round(row["UAR"], 4), "name": f"{SPLIT_NAMES[split]} UAR, {data}"})
-            if "accuracy" in row:
+            if isinstance(row.get("accuracy"), float):
                 metrics.append(
                     {"type": "accuracy", "value": round(row["accuracy"], 4), "name": f"{SPLIT_NAMES[split]} accuracy, {data}"}
                 )
@@ -283,15 +292,13 @@ out_prob, score, index, text_lab = recognizer.classify_file("speech.wav")
 print(text_lab)
 ```
 
-or, with ser_adv_brain imported:
+or, with ser_adv_brain imported, attack it too (the run's attack and budget; pass `eps=` to change it):
 
 ```python
 from ser_adv_brain.inference import EmotionRecognizer
 
 recognizer = EmotionRecognizer.from_hparams(source="<this repository>", savedir="pretrained_models/{hparams["experiment_name"]}")
-fake_feats, fake_prob, fake_score, fake_index, fake_lab = recognizer.attack_batch(
-    recognizer.load_audio("speech.wav"), eps={hparams["attack"].eps:g}
-)
+fake_feats, fake_prob, fake_score, fake_index, fake_lab = recognizer.attack_batch(recognizer.load_audio("speech.wav"))
 ```
 
 ## Inference on GPU
