@@ -98,7 +98,9 @@ class EmotionRecognizer(Pretrained):
     ... )  # doctest: +SKIP
     """
 
-    HPARAMS_NEEDED = ["sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"]
+    HPARAMS_NEEDED = [
+        "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"
+    ]  # fmt: skip
     MODULES_NEEDED = ["compute_features", "normalizer", "model"]
 
     def __init__(self, *args, **kwargs):
@@ -227,11 +229,20 @@ class EmotionRecognizer(Pretrained):
         -------
         out_prob, score, index, text_lab
             See ``classify_features``.
+
+        Raises
+        ------
+        UnusableAudioError
+            If any row is audio that training refuses; ``error.rows`` lists them all.
         """
         return self.classify_features(self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate)))
 
     def classify_file(self, path, savedir=None):
-        """Classifies one audio file of any sample rate, channel count and length."""
+        """Classifies one audio file of any sample rate, channel count and length.
+
+        Raises ``FileNotFoundError`` or ``UnusableAudioError`` naming the file
+        for audio that training refuses (see the class docstring).
+        """
         return self.classify_batch(self.load_audio(path, savedir))
 
     def attack_batch(self, wavs, wav_lens=None, eps=None, targets=None, sample_rate=None):
@@ -273,7 +284,9 @@ class EmotionRecognizer(Pretrained):
 
 
 # What inference needs from a training run's hyperparameters (overrides applied, references resolved).
-INFERENCE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack")
+INFERENCE_KEYS = (
+    "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack"
+)  # fmt: skip
 
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.

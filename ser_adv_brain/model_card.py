@@ -1,4 +1,4 @@
-"""The model card of an exported interface: the ``README.md`` that makes it a model repository like those on the SpeechBrain hub.
+"""The model card of an exported interface: the ``README.md`` of a model repository, as on the SpeechBrain hub.
 
 The card opens with the Hugging Face metadata block (YAML front matter) that
 SpeechBrain's hub cards carry (``language``, ``tags``, ``license``,
@@ -56,7 +56,7 @@ CORPORA = {
         hub_id="demos",
         language="it",
         speech=(
-            "real Italian speech: emotions elicited from actors (Parada-Cabaleiro et al., "
+            "real Italian speech, emotions elicited from actors (Parada-Cabaleiro et al., "
             '"DEMoS: an Italian emotional speech corpus", Language Resources and Evaluation, 2020)'
         ),
         terms=(
@@ -71,7 +71,7 @@ CORPORA = {
         hub_id="emodb",
         language="de",
         speech=(
-            "real German speech: 10 actors reading emotionally neutral sentences in 7 emotions "
+            "real German speech, 10 actors reading emotionally neutral sentences in 7 emotions "
             '(Burkhardt et al., "A Database of German Emotional Speech", Interspeech 2005)'
         ),
         terms=(
@@ -86,7 +86,7 @@ CORPORA = {
         language=None,
         speech=(
             "SYNTHETIC speech made by ser_adv_brain (harmonic synthesis with moving formants, no real "
-            "voices, no language): results on it say nothing about real emotional speech"
+            "voices, no language); results on it say nothing about real emotional speech"
         ),
         terms=(
             "The synthetic corpus is generated from a seed by ser_adv_brain (ser_adv_brain/synthetic.py) and "
@@ -100,7 +100,7 @@ UNKNOWN_CORPUS = Corpus(
     name="the corpus of the run's manifests",
     hub_id="unknown",
     language=None,
-    speech="recordings this card does not describe (the run was given its manifests with skip_prep: True)",
+    speech="recordings this card does not describe (the run was given its manifests, skip_prep: True)",
     terms=(
         "The run was given its manifests, so this card does not know the data's terms. Before sharing "
         "the model, fill in `language`, `datasets` and the license from the terms of the data it was "
@@ -155,9 +155,8 @@ def model_index(name, corpus, rows):
             data = "real data" if row["eps"] == 0 else f"{row.get('attack') or 'FGSM'} data, eps {row['eps']:g}"
             metrics.append({"type": "uar", "value": round(row["UAR"], 4), "name": f"{SPLIT_NAMES[split]} UAR, {data}"})
             if isinstance(row.get("accuracy"), float):
-                metrics.append(
-                    {"type": "accuracy", "value": round(row["accuracy"], 4), "name": f"{SPLIT_NAMES[split]} accuracy, {data}"}
-                )
+                label = f"{SPLIT_NAMES[split]} accuracy, {data}"
+                metrics.append({"type": "accuracy", "value": round(row["accuracy"], 4), "name": label})
         results.append(
             {
                 "task": {"type": "audio-classification", "name": "Speech emotion recognition"},
@@ -233,7 +232,10 @@ def model_card(hparams, corpus=None):
     epochs = hparams["number_of_epochs"]
     seconds = frames_to_samples(hparams["n_frames"], hparams["hop_length"]) / hparams["sample_rate"]
     eval_eps = ", ".join(f"{eps:g}" for eps in hparams["eval_eps"])
-    speakers = ", ".join(f"{SPLIT_NAMES[s].lower()} {n_spk} ({n_utt} utterances)" for s, (n_utt, n_spk) in splits.items())
+    speakers = ", ".join(
+        f"{SPLIT_NAMES[split].lower()} {n_speakers} ({n_utterances} utterances)"
+        for split, (n_utterances, n_speakers) in splits.items()
+    )
     report = table or f"This run wrote no attack report (`{REPORT_MD}`) into its output folder."
     checkpoint = hparams.get("select_checkpoint", "best_dev")
     language = f"language `{corpus.language}`" if corpus.language else "no language"
@@ -297,7 +299,9 @@ or, with ser_adv_brain imported, attack it too (the run's attack and budget; pas
 ```python
 from ser_adv_brain.inference import EmotionRecognizer
 
-recognizer = EmotionRecognizer.from_hparams(source="<this repository>", savedir="pretrained_models/{hparams["experiment_name"]}")
+recognizer = EmotionRecognizer.from_hparams(
+    source="<this repository>", savedir="pretrained_models/{hparams["experiment_name"]}"
+)
 fake_feats, fake_prob, fake_score, fake_index, fake_lab = recognizer.attack_batch(recognizer.load_audio("speech.wav"))
 ```
 
@@ -307,7 +311,7 @@ Add `run_opts={{"device": "cuda"}}` to `foreign_class` or `from_hparams`.
 
 ## Limitations
 
-- Trained on {corpus.name} only, {language}: {corpus.speech}.
+- Trained on {corpus.name} only ({language}): {corpus.speech}.
 - Speakers per split (speaker-independent): {speakers}. Expect lower accuracy on other
   speakers, languages, recording conditions and spontaneous speech.
 - Robustness was measured only against FGSM on the log-Mel features, at eps {eval_eps};

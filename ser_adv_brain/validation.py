@@ -211,7 +211,7 @@ def audio_fault(facts, sample_rate, n_fft):
 
 
 def audio_problem(facts, sample_rate, n_fft):
-    """What makes a file unusable for training and what to do about it, from its ``decode_facts``; ``None`` if nothing."""
+    """What makes a file unusable for training, and what to do, from its ``decode_facts``; ``None`` if nothing."""
     fault = audio_fault(facts, sample_rate, n_fft)
     return fault and f"{fault.what}; {AUDIO_FAULT_KINDS[fault.kind]}"
 

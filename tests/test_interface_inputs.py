@@ -1,4 +1,4 @@
-"""The pretrained interface refuses what training refuses: missing, unreadable, non-finite, silent and too short audio."""
+"""The pretrained interface refuses what training refuses: missing, unreadable, NaN, silent and too short audio."""
 
 import csv
 import os
