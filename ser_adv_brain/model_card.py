@@ -143,7 +143,7 @@ def manifest_summary(hparams):
     return summary
 
 
-def model_index(name, corpus, rows):
+def model_index(name, corpus, rows, attack):
     """The ``model-index`` entry: per split, UAR on real data and on fake data at each eps, and accuracy."""
     results = []
     for split in SPLIT_NAMES:
@@ -152,7 +152,7 @@ def model_index(name, corpus, rows):
             continue
         metrics = []
         for row in sorted(split_rows, key=lambda row: row["eps"]):
-            data = "real data" if row["eps"] == 0 else f"{row.get('attack') or 'FGSM'} data, eps {row['eps']:g}"
+            data = "real data" if row["eps"] == 0 else f"{row.get('attack') or attack} data, eps {row['eps']:g}"
             metrics.append({"type": "uar", "value": round(row["UAR"], 4), "name": f"{SPLIT_NAMES[split]} UAR, {data}"})
             if isinstance(row.get("accuracy"), float):
                 label = f"{SPLIT_NAMES[split]} accuracy, {data}"
@@ -169,7 +169,7 @@ def model_index(name, corpus, rows):
 
 def metadata(hparams, corpus, rows):
     """The card's metadata block, as a dict."""
-    model = type(hparams["model"]).__name__
+    model, attack = type(hparams["model"]).__name__, type(hparams["attack"]).__name__
     meta = {}
     if corpus.language:
         meta["language"] = corpus.language
@@ -179,7 +179,7 @@ def metadata(hparams, corpus, rows):
         "emotion-recognition",
         "speech-emotion-recognition",
         "adversarial-robustness",
-        "fgsm",
+        attack.lower(),
         "pytorch",
         model.lower(),
     ] + (["synthetic-data"] if corpus is CORPORA["synthetic"] else [])
@@ -190,7 +190,7 @@ def metadata(hparams, corpus, rows):
     meta["library_name"] = "speechbrain"
     meta["pipeline_tag"] = "audio-classification"
     if rows:
-        meta["model-index"] = model_index(hparams["experiment_name"], corpus, rows)
+        meta["model-index"] = model_index(hparams["experiment_name"], corpus, rows, attack)
     return meta
 
 
@@ -222,13 +222,13 @@ def model_card(hparams, corpus=None):
     corpus = CORPORA[corpus] if corpus else UNKNOWN_CORPUS
     rows, table = read_report(hparams["output_folder"])
     splits = manifest_summary(hparams)
-    model = type(hparams["model"]).__name__
+    model, attack = type(hparams["model"]).__name__, type(hparams["attack"]).__name__
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
     objective = hparams.get("objective")
     if objective:
-        training, headline = f"adversarial training with `{objective!r}`", "adversarially trained against FGSM"
+        training, headline = f"adversarial training with `{objective!r}`", f"adversarially trained against {attack}"
     else:
-        training, headline = "clean training (no adversarial term)", "clean training, attacked with FGSM"
+        training, headline = "clean training (no adversarial term)", f"clean training, attacked with {attack}"
     epochs = hparams["number_of_epochs"]
     seconds = frames_to_samples(hparams["n_frames"], hparams["hop_length"]) / hparams["sample_rate"]
     eval_eps = ", ".join(f"{eps:g}" for eps in hparams["eval_eps"])
@@ -255,7 +255,7 @@ are the run's `{checkpoint}` checkpoint.
 ## Results: UAR on real data and under attack
 
 UAR (unweighted average recall) on the run's speaker-independent dev and test
-splits, on real data (eps 0) and on FGSM data made against this model with each
+splits, on real data (eps 0) and on {attack} data made against this model with each
 budget eps on its z-scored log-Mel features. The run's own report:
 
 {report}
@@ -314,7 +314,7 @@ Add `run_opts={{"device": "cuda"}}` to `foreign_class` or `from_hparams`.
 - Trained on {corpus.name} only ({language}): {corpus.speech}.
 - Speakers per split (speaker-independent): {speakers}. Expect lower accuracy on other
   speakers, languages, recording conditions and spontaneous speech.
-- Robustness was measured only against FGSM on the log-Mel features, at eps {eval_eps};
+- Robustness was measured only against {attack} on the log-Mel features, at eps {eval_eps};
   it says nothing about larger budgets, iterative attacks or attacks on the raw waveform.
 - The model sees at most {seconds:.1f} s of an utterance (the centre of longer clips).
 - No warranty is given for its performance on any other data.
