@@ -77,4 +77,6 @@ def dataio_prep(hparams, exclude=None):
             f"The training manifest {hparams['train_annotation']} has {len(label_encoder)} emotion "
             f"classes {sorted(label_encoder.lab2ind)}, but n_classes is {hparams['n_classes']}."
         )
+    # Declares the class count the model was built for, so the encoder checks it at every use.
+    label_encoder.expect_len(hparams["n_classes"])
     return datasets, label_encoder

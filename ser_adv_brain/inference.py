@@ -15,13 +15,49 @@ import ruamel.yaml
 import soundfile
 import torch
 import torch.nn.functional as F
+from speechbrain.dataio import audio_io
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
-from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio, resample, to_mono
+from ser_adv_brain.audio import fix_length, frames_to_samples, resample, to_mono
+from ser_adv_brain.validation import audio_fault, reader_error, signal_facts
 
 logger = logging.getLogger(__name__)
+
+REFUSAL = "training refuses such audio, so the model's answer on it would mean nothing"
+
+
+class UnusableAudioError(ValueError):
+    """Audio the interface refuses because training refuses it (see ``EmotionRecognizer``).
+
+    Arguments
+    ---------
+    faults : dict
+        Each bad input (a file's path, or a batch row's index) -> its
+        ``ser_adv_brain.validation.AudioFault``.
+    batch_size : int or None
+        The rows in the batch, when the inputs are batch rows.
+    """
+
+    def __init__(self, faults, batch_size=None):
+        self.faults = dict(faults)
+        self.batch_size = batch_size
+        super().__init__(str(self))
+
+    @property
+    def rows(self):
+        """The indices of the bad rows of a batch, in order (empty for a file)."""
+        return sorted(key for key in self.faults if isinstance(key, int))
+
+    def __str__(self):
+        if self.batch_size is None:
+            return "; ".join(f"{where} {fault}" for where, fault in self.faults.items()) + f": {REFUSAL}."
+        listing = "; ".join(f"row {row} {self.faults[row]}" for row in self.rows)
+        return (
+            f"Unusable rows {self.rows} in a batch of {self.batch_size} ({listing}): {REFUSAL}. "
+            "Leave them out and classify the others."
+        )
 
 
 class EmotionRecognizer(Pretrained):
@@ -37,7 +73,17 @@ class EmotionRecognizer(Pretrained):
     ``n_frames`` of it anyway); ``from_hparams(..., overrides={"max_audio_seconds": 60})``
     changes the limit.
 
-    Expected hparams: ``sample_rate``, ``hop_length``, ``n_frames``, ``n_classes``,
+    The interface refuses what training refuses, through the same check
+    (``ser_adv_brain.validation.audio_fault``): a missing file raises
+    ``FileNotFoundError``; an unreadable file, and a file or batch row with NaN
+    or Inf samples, all zeros (digital silence), or fewer samples than one
+    analysis window (``n_fft`` at the model's rate) raise ``UnusableAudioError``
+    naming the file, or listing the bad rows of a batch (``error.rows``). These
+    are errors, not warnings with a result: the model never saw such input, so
+    its answer (confident "guilt" for NaN, "sadness" for silence) would be
+    invented, and a warning would let it flow into results unnoticed.
+
+    Expected hparams: ``sample_rate``, ``n_fft``, ``hop_length``, ``n_frames``, ``n_classes``,
     ``max_audio_seconds``, ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
     ``compute_features``, ``normalizer``, ``model``.
 
@@ -52,7 +98,9 @@ class EmotionRecognizer(Pretrained):
     ... )  # doctest: +SKIP
     """
 
-    HPARAMS_NEEDED = ["sample_rate", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"]
+    HPARAMS_NEEDED = [
+        "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"
+    ]  # fmt: skip
     MODULES_NEEDED = ["compute_features", "normalizer", "model"]
 
     def __init__(self, *args, **kwargs):
@@ -66,14 +114,44 @@ class EmotionRecognizer(Pretrained):
         """Reads an audio file of any rate and channel count as a mono signal at the model's rate.
 
         ``path`` is a local file, or else anything SpeechBrain's ``fetch``
-        resolves (a URL, a Hugging Face ``repo/file``).
+        resolves (a URL, a Hugging Face ``repo/file``). Raises
+        ``FileNotFoundError`` if there is no such file, ``UnusableAudioError``
+        if training would refuse it (see the class docstring).
         """
-        if not os.path.isfile(path):
-            source, filename = split_path(path)
-            path = fetch(filename, source=source, savedir=savedir)
-        info = soundfile.info(str(path))  # the header only: nothing is decoded yet
+        path = self.locate(path, savedir)
+        try:
+            info = soundfile.info(path)  # the header only: nothing is decoded yet
+        except Exception as error:  # whatever the reader raises, the file is named
+            raise UnusableAudioError({path: self.audio_fault({"error": reader_error(error)})}) from error
         self.check_duration(info.frames / info.samplerate, path)
-        return load_audio(str(path), self.hparams.sample_rate).to(self.device)
+        try:
+            wav, rate = audio_io.load(path, channels_first=False, dtype=torch.float32)
+        except Exception as error:
+            raise UnusableAudioError({path: self.audio_fault({"error": reader_error(error)})}) from error
+        fault = self.audio_fault(signal_facts(wav, rate))
+        if fault:
+            raise UnusableAudioError({path: fault})
+        return resample(to_mono(wav), rate, self.hparams.sample_rate).to(self.device)
+
+    def audio_fault(self, facts):
+        """Training's verdict (``validation.audio_fault``) on audio with these ``signal_facts`` at this model's rate."""
+        return audio_fault(facts, self.hparams.sample_rate, self.hparams.n_fft)
+
+    @staticmethod
+    def locate(path, savedir=None):
+        """The local file ``path`` names, fetched first if it is a URL or a Hugging Face ``repo/file``."""
+        path = str(path)
+        if os.path.isfile(path):
+            return path
+        source, filename = split_path(path)
+        if "://" not in path and (os.path.isabs(path) or os.path.isdir(source)):
+            raise FileNotFoundError(f"{path}: no such audio file.")
+        try:
+            return str(fetch(filename, source=source, savedir=savedir))
+        except Exception as error:  # offline, no such repo or URL: all mean the file is not there
+            raise FileNotFoundError(
+                f"{path} is not a local audio file, and fetching it failed ({reader_error(error)})."
+            ) from error
 
     def check_duration(self, seconds, what):
         """Raises a ``ValueError`` if ``seconds`` of audio exceed ``max_audio_seconds``."""
@@ -102,6 +180,11 @@ class EmotionRecognizer(Pretrained):
         -------
         torch.Tensor
             ``[batch, samples]``, exactly the length the model was trained on.
+
+        Raises
+        ------
+        UnusableAudioError
+            Listing every row that training would refuse (``error.rows``).
         """
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
@@ -110,10 +193,16 @@ class EmotionRecognizer(Pretrained):
         num_samples = frames_to_samples(self.hparams.n_frames, self.hparams.hop_length)
         rate = sample_rate or self.hparams.sample_rate
         self.check_duration(wavs.shape[1] / rate, f"A batch of {wavs.shape[0]} signal(s) of {wavs.shape[1]} samples")
-        signals = []
-        for wav, rel_length in zip(wavs, wav_lens.tolist()):
-            wav = to_mono(wav[: round(rel_length * wav.shape[0])].float())
-            signals.append(fix_length(resample(wav, rate, self.hparams.sample_rate), num_samples))
+        signals, faults = [], {}
+        for row, (wav, rel_length) in enumerate(zip(wavs, wav_lens.tolist())):
+            wav = wav[: round(rel_length * wav.shape[0])].float()
+            fault = self.audio_fault(signal_facts(wav, rate))
+            if fault:
+                faults[row] = fault
+                continue
+            signals.append(fix_length(resample(to_mono(wav), rate, self.hparams.sample_rate), num_samples))
+        if faults:
+            raise UnusableAudioError(faults, batch_size=wavs.shape[0])
         return torch.stack(signals).to(self.device)
 
     def compute_features(self, wavs):
@@ -141,11 +230,20 @@ class EmotionRecognizer(Pretrained):
         -------
         out_prob, score, index, text_lab
             See ``classify_features``.
+
+        Raises
+        ------
+        UnusableAudioError
+            If any row is audio that training refuses; ``error.rows`` lists them all.
         """
         return self.classify_features(self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate)))
 
     def classify_file(self, path, savedir=None):
-        """Classifies one audio file of any sample rate, channel count and length."""
+        """Classifies one audio file of any sample rate, channel count and length.
+
+        Raises ``FileNotFoundError`` or ``UnusableAudioError`` naming the file
+        for audio that training refuses (see the class docstring).
+        """
         return self.classify_batch(self.load_audio(path, savedir))
 
     def attack_batch(self, wavs, wav_lens=None, eps=None, targets=None, sample_rate=None):
@@ -187,7 +285,9 @@ class EmotionRecognizer(Pretrained):
 
 
 # What inference needs from a training run's hyperparameters (overrides applied, references resolved).
-INFERENCE_KEYS = ("sample_rate", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack")
+INFERENCE_KEYS = (
+    "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack"
+)  # fmt: skip
 
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.

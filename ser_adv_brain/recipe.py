@@ -11,6 +11,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.inference import export_interface
+from ser_adv_brain.model_card import write_model_card
 from ser_adv_brain.robustness import write_robustness_report
 from ser_adv_brain.validation import validate_inputs
 
@@ -82,9 +83,10 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     return results
 
 
-def export_checkpoint(brain, hparams, max_key="UAR"):
+def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
     """Exports a checkpoint (the best by ``max_key``; the latest if None) as a
-    pretrained interface in ``<output_folder>/interface`` (main process)."""
+    pretrained interface in ``<output_folder>/interface`` (main process), with its
+    model card (``ser_adv_brain.model_card``; ``corpus`` is a key of its ``CORPORA``)."""
     folder = os.path.join(hparams["output_folder"], "interface")
     run_on_main(
         export_interface,
@@ -96,15 +98,18 @@ def export_checkpoint(brain, hparams, max_key="UAR"):
             "title": f"{hparams['experiment_name']}: {hparams.get('select_checkpoint', 'best_dev')} checkpoint",
         },
     )
+    run_on_main(write_model_card, args=[hparams, folder, corpus])
     return folder
 
 
-def train_and_evaluate(hparams, run_opts):
+def train_and_evaluate(hparams, run_opts, corpus=None):
     """Checks the inputs, trains, tests the selected checkpoint, reports its robustness and exports it.
 
     ``hparams['select_checkpoint']`` (optional) picks the checkpoint tested and
     exported: ``best_dev`` (the default) or ``final``. The export is a
-    pretrained interface in ``<output_folder>/interface`` (see ``ser_adv_brain.inference``).
+    pretrained interface in ``<output_folder>/interface`` (see ``ser_adv_brain.inference``),
+    with a model card that describes ``corpus`` (a key of ``ser_adv_brain.model_card.CORPORA``;
+    None when the run was given its manifests).
 
     Returns
     -------
@@ -124,5 +129,5 @@ def train_and_evaluate(hparams, run_opts):
     # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
     brain.evaluate(datasets["test"], max_key=max_key, test_loader_kwargs=dict(hparams["test_dataloader_options"]))
     report_robustness(brain, hparams, datasets)
-    export_checkpoint(brain, hparams, max_key)
+    export_checkpoint(brain, hparams, max_key, corpus)
     return brain, datasets

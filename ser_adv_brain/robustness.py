@@ -6,6 +6,7 @@ import os
 from speechbrain.utils.distributed import if_main_process
 
 SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
+REPORT_CSV, REPORT_MD = "robustness.csv", "robustness.md"  # in the run's output folder
 
 
 def robustness_rows(results):
@@ -54,11 +55,11 @@ def write_robustness_report(results, output_folder, title, labels):
     table = markdown_table(results, title)
     if not if_main_process():
         return table
-    with open(os.path.join(output_folder, "robustness.csv"), "w", newline="", encoding="utf-8") as f:
+    with open(os.path.join(output_folder, REPORT_CSV), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["split", "eps", "data", "UAR", "accuracy", "n"])
         writer.writeheader()
         writer.writerows(robustness_rows(results))
-    with open(os.path.join(output_folder, "robustness.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(output_folder, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(table)
     for split, curve in results.items():
         real = curve.get(0.0, curve.get(0))

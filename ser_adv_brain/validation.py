@@ -83,26 +83,36 @@ class DataValidationError(ValueError):
         return "\n".join(lines)
 
 
-def decode_facts(path):
-    """Decodes an audio file and returns what the checks need to know about it.
+def reader_error(error):
+    """The words of a failed audio read: the reader's own, not SpeechBrain's wrapper around them."""
+    error = error.__cause__ or error
+    return f"{type(error).__name__}: {error}".strip()
+
+
+def signal_facts(wav, rate):
+    """What the audio checks need to know of a decoded signal, ``[time]`` or ``[time, channels]`` at ``rate``.
 
     Returns
     -------
     dict
         ``frames``, ``rate``, ``finite`` (no NaN or Inf sample) and
-        ``nonzero`` (not digital silence); or ``error`` if it cannot be read.
+        ``nonzero`` (not digital silence).
     """
-    try:
-        wav, rate = audio_io.load(path, channels_first=False, dtype=torch.float32)
-    except Exception as error:  # whatever the reader raises, the file is reported, not crashed on
-        error = error.__cause__ or error  # the reader's own words, not SpeechBrain's wrapper
-        return {"error": f"{type(error).__name__}: {error}".strip()}
     return {
         "frames": int(wav.shape[0]),
         "rate": int(rate),
         "finite": bool(torch.isfinite(wav).all()),
         "nonzero": bool(wav.ne(0).any()),
     }
+
+
+def decode_facts(path):
+    """Decodes an audio file and returns its ``signal_facts``, or ``{"error": ...}`` if it cannot be read."""
+    try:
+        wav, rate = audio_io.load(path, channels_first=False, dtype=torch.float32)
+    except Exception as error:  # whatever the reader raises, the file is reported, not crashed on
+        return {"error": reader_error(error)}
+    return signal_facts(wav, rate)
 
 
 class AudioScan:
@@ -147,23 +157,63 @@ class AudioScan:
         self.changed = False
 
 
-def audio_problem(facts, sample_rate, n_fft):
-    """What makes a file unusable for training, from its ``decode_facts``; ``None`` if nothing."""
+@dataclasses.dataclass(frozen=True)
+class AudioFault:
+    """Why a file or signal is unusable, for training and for the inference interface alike.
+
+    Arguments
+    ---------
+    kind : str
+        One of ``AUDIO_FAULT_KINDS``.
+    what : str
+        The fault, phrased to follow the file's name ("is all zeros (digital silence)").
+    """
+
+    kind: str
+    what: str
+
+    def __str__(self):
+        return self.what
+
+
+# What to do about each kind of fault in a training manifest.
+AUDIO_FAULT_KINDS = {
+    "unreadable": "re-export it as WAV or FLAC, or remove its row",
+    "empty": "remove it or its row",
+    "non-finite": "re-export it, or remove its row",
+    "silent": "remove it or its row",
+    "too short": "remove it or its row",
+}
+
+
+def audio_fault(facts, sample_rate, n_fft):
+    """What makes audio unusable, from its ``signal_facts`` or ``decode_facts``: an ``AudioFault``, or ``None``.
+
+    Training (``row_problems``) and the inference interface
+    (``EmotionRecognizer``) both refuse audio through this one function.
+    """
     if "error" in facts:
-        return f"cannot be decoded ({facts['error']}); re-export it as WAV or FLAC, or remove its row"
+        return AudioFault("unreadable", f"cannot be decoded ({facts['error']})")
     if facts["frames"] == 0:
-        return "has no samples (zero-length); remove it or its row"
+        return AudioFault("empty", "has no samples (zero-length)")
     if not facts["finite"]:
-        return "contains NaN or Inf samples; re-export it, or remove its row"
+        return AudioFault("non-finite", "contains NaN or Inf samples")
     if not facts["nonzero"]:
-        return "is all zeros (digital silence); remove it or its row"
+        return AudioFault("silent", "is all zeros (digital silence)")
     samples = math.ceil(facts["frames"] * sample_rate / facts["rate"])
     if samples < n_fft:
-        return (
+        return AudioFault(
+            "too short",
             f"is {samples} samples long at the model's {sample_rate} Hz, shorter than one analysis "
-            f"window (n_fft = {n_fft}); remove it or its row"
+            f"window (n_fft = {n_fft})",
         )
     return None
+
+
+def audio_problem(facts, sample_rate, n_fft):
+    """What makes a file unusable for training, and what to do, from its ``decode_facts``; ``None`` if nothing."""
+    fault = audio_fault(facts, sample_rate, n_fft)
+    return fault and f"{fault.what}; {AUDIO_FAULT_KINDS[fault.kind]}"
 
 
 def read_manifest(path, split):

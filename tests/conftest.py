@@ -154,3 +154,19 @@ def trained(tmp_path_factory):
     stereo_wav = str(tmp / "stereo_22050.wav")
     soundfile.write(stereo_wav, torch.stack([short, 0.5 * short], dim=1).numpy(), 22050)
     return {"out": out, "brain": brain, "hparams": hparams, "wavs": [long_wav, stereo_wav], "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory):
+    """A tiny vanilla run of the DEMoS recipe on its built-in synthetic corpus, as a user types it.
+
+    Returns ``{"out": output folder, "hparams_file": ..., "flags": [...]}``; the run
+    exports its interface, with its model card, into ``<out>/interface``.
+    """
+    import helpers_iface
+
+    out = str(tmp_path_factory.mktemp("exported_run") / "run")
+    hparams_file = "hparams/cnn4_vanilla.yaml"
+    flags = [*helpers_iface.TINY_FLAGS, "--warmup_steps=1", helpers_iface.TINY_CORPUS_FLAG, f"--output_folder={out}"]
+    helpers_iface.run_recipe(hparams_file, *flags)
+    return {"out": out, "hparams_file": hparams_file, "flags": flags}

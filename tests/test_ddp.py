@@ -87,10 +87,10 @@ def test_two_gloo_processes_train_and_evaluate_like_one(case, request, tmp_path)
         saved = torch.load(os.path.join(checkpoint, f"{module}.ckpt"))
         assert all(torch.equal(saved[key], state0[module][key]) for key in saved)
 
-    # Only rank 0 prepared the data, exported the interface and logged (one line
+    # Only rank 0 prepared the data, exported the interface and its model card, and logged (one line
     # for the epoch, one for the test); SpeechBrain's checkpointer saves on rank 0 only.
     preparation = ["prepare_demos"] if data_flags(options, request) else ["generate_synthetic_demos", "prepare_demos"]
-    assert ranks[0]["ran_here"] == [*preparation, "validate_inputs", "export_interface"]
+    assert ranks[0]["ran_here"] == [*preparation, "validate_inputs", "export_interface", "write_model_card"]
     assert ranks[1]["ran_here"] == []
     assert len(log_lines) == 2 and log_lines[1].startswith("Epoch loaded")
 

@@ -77,7 +77,7 @@ def best_checkpoint(out):
 
 def test_export_writes_the_interface_folder(trained):
     folder = os.path.join(trained["out"], "interface")
-    expected = {"hyperparams.yaml", "model.ckpt", "normalizer.ckpt", "label_encoder.ckpt", "custom_interface.py"}
+    expected = {"hyperparams.yaml", "model.ckpt", "normalizer.ckpt", "label_encoder.ckpt", "custom_interface.py", "README.md"}
     assert set(os.listdir(folder)) == expected
     # The exported weights are the best checkpoint's, not the latest's.
     checkpoint = best_checkpoint(trained["out"])
@@ -149,8 +149,8 @@ def test_interface_refuses_audio_over_its_limit(trained):
     with pytest.raises(ValueError, match="max_audio_seconds"):
         recognizer.classify_file(long_wav)
     with pytest.raises(ValueError, match="max_audio_seconds"):
-        recognizer.classify_batch(torch.zeros(2, int((limit + 0.5) * 16000)), sample_rate=16000)
-    recognizer.classify_batch(torch.zeros(1, int(limit * 16000)), sample_rate=16000)  # up to the limit passes
+        recognizer.classify_batch(torch.randn(2, int((limit + 0.5) * 16000)), sample_rate=16000)
+    recognizer.classify_batch(torch.randn(1, int(limit * 16000)), sample_rate=16000)  # up to the limit passes
 
 
 class OpensAFile:

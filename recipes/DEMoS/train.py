@@ -40,7 +40,9 @@ if __name__ == "__main__":
     )
 
     data_folder = hparams["data_folder"]
+    corpus = None if hparams["skip_prep"] else "DEMoS"  # what the model card describes
     if data_folder is None and not hparams["skip_prep"]:
+        corpus = "synthetic"
         data_folder = os.path.join(hparams["output_folder"], "synthetic_demos")
         logger.info(f"No --data_folder given: training on the built-in SYNTHETIC corpus in {data_folder}")
         run_on_main(generate_synthetic_demos, kwargs={"folder": data_folder, **hparams["synthetic_corpus"]})
@@ -58,7 +60,7 @@ if __name__ == "__main__":
             },
         )
 
-    train_and_evaluate(hparams, run_opts)
+    train_and_evaluate(hparams, run_opts, corpus)
     if torch.distributed.is_initialized():
         # An undestroyed gloo group can abort the process at interpreter exit.
         torch.distributed.destroy_process_group()

@@ -47,7 +47,7 @@ if __name__ == "__main__":
             },
         )
 
-    train_and_evaluate(hparams, run_opts)
+    train_and_evaluate(hparams, run_opts, corpus=None if hparams["skip_prep"] else "EmoDB")
     if torch.distributed.is_initialized():
         # An undestroyed gloo group can abort the process at interpreter exit.
         torch.distributed.destroy_process_group()
