@@ -6,12 +6,14 @@ builds an FGSM fake batch inside ``compute_objectives`` and trains on the
 yaml-chosen objective (vanilla or similarity-based).
 """
 
+import functools
 import logging
 
 import speechbrain as sb
 import torch
 
 from ser_adv_brain.attacks.base import GradientAttack
+from ser_adv_brain.distributed import out_of_step_errors
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 
@@ -25,6 +27,17 @@ def broadcast_buffers(module):
             torch.distributed.broadcast(buffer, src=0)
 
 
+def naming_position(method):
+    """Under DDP, a collective that fails inside ``method`` raises an error naming the Brain's ``position``."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with out_of_step_errors(lambda: self.position):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class EmotionBrain(sb.Brain):
     """Clean training of an emotion classifier on z-scored log-Mel features.
 
@@ -33,7 +46,13 @@ class EmotionBrain(sb.Brain):
     as modules they follow the Brain to its device. Expected hparams:
     ``n_classes``, ``attack`` (used for robustness evaluation),
     ``train_logger``; ``label_encoder`` is added by the recipe.
+
+    ``position`` says where the Brain is (stage, epoch, batch); under DDP a
+    collective that fails or times out raises a ``ProcessesOutOfStepError``
+    that names it.
     """
+
+    position = "the start"
 
     @property
     def model(self):
@@ -70,7 +89,17 @@ class EmotionBrain(sb.Brain):
             self.loss_sum += float(loss) * len(targets)
         return loss
 
+    @naming_position
+    def fit(self, *args, **kwargs):
+        return super().fit(*args, **kwargs)
+
+    @naming_position
+    def evaluate(self, *args, **kwargs):
+        return super().evaluate(*args, **kwargs)
+
     def on_stage_start(self, stage, epoch=None):
+        self.stage_name = f"{stage.name} stage" + (f" of epoch {epoch}" if epoch is not None else "")
+        self.position = f"the start of the {self.stage_name}"
         if stage != sb.Stage.TRAIN:
             broadcast_buffers(self.modules)
             self.confusion = ConfusionMatrix(self.hparams.n_classes)
@@ -87,6 +116,7 @@ class EmotionBrain(sb.Brain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the epoch, keeps the checkpoint with the best dev UAR."""
+        self.position = f"the end of the {self.stage_name} (statistics, logs, checkpoint)"
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss, **self.train_loss_parts()}
             return
@@ -111,6 +141,12 @@ class EmotionBrain(sb.Brain):
 
     def on_fit_batch_start(self, batch, should_step):
         self.batch_ids = batch.id  # named if the batch's loss is not finite
+        self.position = f"batch {self.step} of the {self.stage_name} (after {self.optimizer_step} optimizer steps)"
+
+    def _save_intra_epoch_ckpt(self):
+        """SpeechBrain's interval checkpoint, named in errors as a position of its own."""
+        self.position = f"the intra-epoch checkpoint after batch {self.step} of the {self.stage_name}"
+        super()._save_intra_epoch_ckpt()
 
     def check_loss_isfinite(self, loss):
         """Stops the run at the first non-finite training loss, naming the batch.
@@ -171,8 +207,10 @@ class EmotionBrain(sb.Brain):
                     find_unused_parameters=self.find_unused_parameters,
                 )
 
+    @naming_position
     def fit_normalizer(self, train_set, loader_kwargs):
         """Estimates the per-Mel-bin statistics on the training set, unless a checkpoint has them."""
+        self.position = "the estimation of the feature statistics"
         if self.checkpointer is not None and self.checkpointer.find_checkpoint() is not None:
             logger.info("Resuming: feature statistics come with the checkpoint.")
             return
@@ -187,6 +225,7 @@ class EmotionBrain(sb.Brain):
         """Loss scale for attack gradients: fp16 gradients underflow, and a zero has no sign."""
         return self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
 
+    @naming_position
     def evaluate_robustness(self, dataset, eps_grid, max_key="UAR", loader_kwargs=None):
         """UAR on real data (eps = 0) and on the attack's fake data for each eps.
 
@@ -199,6 +238,7 @@ class EmotionBrain(sb.Brain):
         dict
             eps -> ``ConfusionMatrix`` (summed over DDP ranks).
         """
+        self.position = f"the robustness evaluation of {len(dataset)} utterances"
         self.on_evaluate_start(max_key=max_key)
         self.modules.eval()
         broadcast_buffers(self.modules)
