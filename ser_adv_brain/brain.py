@@ -54,6 +54,7 @@ class EmotionBrain(sb.Brain):
     """
 
     position = "the start"
+    stage_name = "TRAIN stage"  # until a stage starts (fit_batch called on its own)
 
     @property
     def model(self):
