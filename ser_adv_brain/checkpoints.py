@@ -25,7 +25,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,17 @@ class AtomicCheckpointer(Checkpointer):
     only after the new one is complete (as in SpeechBrain), so the last
     good checkpoint always survives.
 
+    Under DDP every process decides from the same checkpoints. SpeechBrain
+    lets each process list the folder itself and then runs one collective
+    per checkpoint *it* chose to delete: two processes that list different
+    folders wait in different collectives forever. Here the main process
+    renames before a second barrier, so no process goes on while the
+    folder changes, and the main process's listing is broadcast to the
+    others, so that a shared file system whose directory listings lag
+    behind on other machines cannot make them differ either. Deletion,
+    resume and the choice of the checkpoint to test and export all list
+    through ``list_checkpoints``.
+
     Arguments
     ---------
     Those of ``speechbrain.utils.checkpoints.Checkpointer``.
@@ -136,14 +147,22 @@ class AtomicCheckpointer(Checkpointer):
             if if_main_process() and self._staged is not None:
                 shutil.rmtree(self._staged, ignore_errors=True)
             raise
-        if staged is None:  # not the main process
-            return None
+        checkpoint = None if staged is None else self._publish(staged, end_of_epoch, verbosity)
+        ddp_barrier()  # no process goes on before the checkpoint has its final name
+        return checkpoint
+
+    def _publish(self, staged, end_of_epoch, verbosity):
+        """Renames a complete staged checkpoint to its final name (main process)."""
         final = staged.path.with_name(staged.path.name[len(STAGING_PREFIX) :])
         replace_directory(staged.path, final)
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
         logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
         paramfiles = {key: final / path.name for key, path in staged.paramfiles.items()}
         return Checkpoint(final, staged.meta, paramfiles)
+
+    def list_checkpoints(self):
+        """The checkpoints the main process finds, on every process (one broadcast under DDP)."""
+        return main_process_only(super().list_checkpoints)()
 
 
 def replace_directory(source, target):

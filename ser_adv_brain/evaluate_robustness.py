@@ -17,6 +17,7 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
+from ser_adv_brain.distributed import set_collective_timeout
 from ser_adv_brain.recipe import build_brain, checked_datasets, report_robustness
 
 
@@ -37,6 +38,7 @@ def main(argv=None):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     datasets = checked_datasets(hparams)
+    set_collective_timeout(hparams)
     brain = build_brain(hparams, run_opts)
     return report_robustness(brain, hparams, datasets)
 

@@ -10,6 +10,7 @@ import os
 from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.distributed import set_collective_timeout
 from ser_adv_brain.inference import export_interface
 from ser_adv_brain.model_card import write_model_card
 from ser_adv_brain.robustness import write_robustness_report
@@ -117,6 +118,7 @@ def train_and_evaluate(hparams, run_opts, corpus=None):
     """
     max_key = selection_key(hparams)  # checked before training, not after
     datasets = checked_datasets(hparams)
+    set_collective_timeout(hparams)  # after the main process's data validation, which the others wait for
     brain = build_brain(hparams, run_opts)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.fit(

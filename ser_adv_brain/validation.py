@@ -370,6 +370,9 @@ def hyperparameter_problems(hparams):
             Problem("hyperparameter n_frames", f"must be an integer >= {fewest}, got {hparams['n_frames']!r}: "
                                                "the centred STFT needs clips longer than half a window")
         )
+    timeout = hparams.get("ddp_timeout_minutes")  # absent from output folders older than the key: not set
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf):
+        problems.append(Problem("hyperparameter ddp_timeout_minutes", f"must be a number of minutes > 0, got {timeout!r}"))
     if not isinstance(hparams["modules"]["model"], torch.nn.Module):
         problems.append(
             Problem("hyperparameter model", f"must be a torch.nn.Module built with !new: (e.g. "

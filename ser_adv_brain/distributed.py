@@ -1,0 +1,59 @@
+"""DDP processes out of step: a timeout chosen in the yaml, and an error that says where each process was.
+
+SpeechBrain's ``ddp_init_group`` creates the process group with a 2-hour
+timeout, so processes that wait in different collectives (one in a
+broadcast, the other in a barrier) hang for two hours before anything is
+reported. The recipes keep that long timeout while the main process
+prepares and validates the data alone (the others wait for it in a
+barrier), then set the yaml's ``ddp_timeout_minutes`` for training and
+evaluation, where every process works in step and no wait is long.
+"""
+
+import contextlib
+import datetime
+
+import torch
+from speechbrain.utils.distributed import get_rank, is_distributed_initialized
+
+
+class ProcessesOutOfStepError(RuntimeError):
+    """A collective operation failed or timed out: the DDP processes no longer wait in the same collective."""
+
+
+def set_collective_timeout(hparams):
+    """Gives every later collective of this DDP process the yaml's ``ddp_timeout_minutes``.
+
+    A no-op without DDP, or for a yaml without the key (an output folder
+    older than it). ``validation.validate_inputs`` checks the value first.
+    """
+    minutes = hparams.get("ddp_timeout_minutes")
+    if minutes is not None and is_distributed_initialized():
+        torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
+
+
+def is_collective_failure(error):
+    """Whether ``error`` comes from a collective: torch's distributed errors, and gloo's timeouts (plain RuntimeErrors)."""
+    return isinstance(error, torch.distributed.DistError) or "timed out" in str(error).lower()
+
+
+@contextlib.contextmanager
+def out_of_step_errors(where):
+    """Re-raises a failed collective as a ``ProcessesOutOfStepError`` naming where this process was.
+
+    Arguments
+    ---------
+    where : callable
+        Returns the process's position (stage, epoch, step) when the error is raised.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_distributed_initialized() or not is_collective_failure(error):
+            raise
+        raise ProcessesOutOfStepError(
+            f"Rank {get_rank()} of {torch.distributed.get_world_size()}: a collective operation failed at {where()}. "
+            "The DDP processes were no longer in the same collective (one stopped, or took another path), or one "
+            "was kept waiting longer than ddp_timeout_minutes. The other ranks' errors say where they were. If a "
+            "process legitimately waits that long (a slow shared file system), raise --ddp_timeout_minutes. "
+            f"The cause: {error}"
+        ) from error
