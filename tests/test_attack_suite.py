@@ -25,7 +25,7 @@ from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_repor
 HPARAMS = "hparams/cnn4_single.yaml"
 # Enough epochs for a tiny model that is right more often than chance, so attacks have work to do.
 TRAIN_FLAGS = [flag for flag in TINY_FLAGS if not flag.startswith("--number_of_epochs")] + ["--number_of_epochs=6"]
-BUDGETS = {"features_linf": [0.05, 0.2]}
+BUDGETS = {"features_linf": [0.005, 0.01]}  # small enough that the tiny model survives some attacks
 
 
 def bim(eps=0.05, **options):
@@ -76,21 +76,25 @@ def test_robust_uar_is_at_most_every_single_attacks_uar(trained):
         alone = [outcomes.uar(outcomes.clean_correct & ~outcomes.fooled((group, budget, e.name))) for e in entries]
         assert all(outcomes.measured_alone((group, budget, e.name)) for e in entries)
         assert all(robust <= uar + 1e-12 for uar in alone), (budget, robust, alone)
-    # Worst case per utterance, not the lowest of the attacks' UARs: at the small budget the attacks
-    # fool different utterances, so robust UAR is below the best attack's.
-    group, budget, entries = plan[0]
-    fooled_by = [outcomes.fooled((group, budget, e.name)) & outcomes.clean_correct for e in entries]
-    assert int(torch.stack(fooled_by).any(0).sum()) >= max(int(f.sum()) for f in fooled_by)
+    # Per utterance: correct on real data and under every attack (not the lowest of the attacks' UARs).
+    for group, budget, entries in plan:
+        fooled = torch.stack([outcomes.fooled((group, budget, e.name)) for e in entries]).any(0)
+        assert torch.equal(outcomes.robust_after(group, budget), outcomes.clean_correct & ~fooled)
 
 
 def test_early_exit_changes_no_result_only_the_cost(trained):
-    attacks = [bim(), fgsm()]
+    attacks = [fgsm(), bim()]  # BIM fools more than FGSM: its share of the work must be right
     lazy, plan = run_suite(trained, attacks, early_exit=True)
     full, _ = run_suite(trained, attacks, early_exit=False)
     assert lazy.ids == full.ids and torch.equal(lazy.clean, full.clean)
     for group, budget, entries in plan:
+        still_correct = lazy.clean_correct
         for entry in entries:
+            key = (group, budget, entry.name)
+            # Each attack ran on exactly the utterances that were still correct, and found the same.
+            assert torch.equal(lazy.predictions[key] >= 0, still_correct)
             assert torch.equal(lazy.robust_after(group, budget, entry.name), full.robust_after(group, budget, entry.name))
+            still_correct = lazy.robust_after(group, budget, entry.name)
         first = (group, budget, entries[0].name)
         assert lazy.measured_alone(first)
         assert torch.equal(lazy.fooled(first) & lazy.clean_correct, full.fooled(first) & full.clean_correct)
