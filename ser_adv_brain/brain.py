@@ -257,6 +257,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         super().__init__(*args, **kwargs)
         if not isinstance(self.hparams.attack, GradientAttack):
             raise TypeError(f"hparams 'attack' must be a GradientAttack, got {self.hparams.attack!r}")
+        if self.hparams.attack.domain != "features":
+            raise TypeError(f"hparams 'attack' must perturb the features to train on them, got {self.hparams.attack!r}")
         if not isinstance(self.hparams.objective, AdversarialObjective):
             raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {self.hparams.objective!r}")
         if not int(self.hparams.warmup_steps) >= 0:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.features import FeatureNormalizer, LogMel
+from ser_adv_brain.features import FeatureNormalizer, LogMel, StftMagnitude
 
 
 def test_paper_settings_by_default():
@@ -55,6 +55,36 @@ def test_differentiable_with_respect_to_the_waveform():
     with torch.no_grad():
         change = ((logmel(wav + step * direction) - logmel(wav - step * direction)) * weights).sum() / (2 * step)
     assert float(change) == pytest.approx(float((grad * direction).sum()), rel=0.05)
+
+
+@pytest.mark.parametrize("n_fft, hop_length", [(512, 256), (400, 160), (401, 100)])
+def test_waveform_gradient_equals_torchaudios(n_fft, hop_length):
+    """LogMel's hand-written STFT backward gives the gradient of autograd through torchaudio's MelSpectrogram."""
+    torch.manual_seed(0)
+    logmel = LogMel(n_fft=n_fft, hop_length=hop_length, n_mels=40)
+    wavs = 0.1 * torch.randn(3, 8000)
+    wavs[1, 2000:2600] = 0.0  # exact zeros: bins with no magnitude
+    reference = torch.log(logmel.mel(wavs) + logmel.log_offset).transpose(-1, -2)
+    assert torch.equal(logmel(wavs), reference)
+    weights = torch.randn_like(reference)
+    grads = []
+    for features in (logmel, lambda w: torch.log(logmel.mel(w) + logmel.log_offset).transpose(-1, -2)):
+        inputs = wavs.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((features(inputs) * weights).sum(), inputs)
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * grads[1].abs().max())
+    # Every frequency bin, including those the Mel filters barely weigh.
+    window = torch.hamming_window(n_fft)
+    grads = []
+    for magnitude in (
+        lambda w: StftMagnitude.apply(w, window, n_fft, hop_length),
+        lambda w: torch.stft(w, n_fft, hop_length, window=window, center=False, return_complex=True).abs().transpose(1, 2),
+    ):
+        inputs = wavs.clone().requires_grad_(True)
+        output = magnitude(inputs)
+        (grad,) = torch.autograd.grad((output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(), inputs)
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * grads[1].abs().max())
 
 
 def test_normalizer_gives_zero_mean_unit_std_per_bin():

@@ -3,5 +3,21 @@
 from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.pgd import PGD
+from ser_adv_brain.attacks.square import SquareAttack, SquareResult
+from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
+from ser_adv_brain.attacks.waveform_pgd import AdversarialAudio, WaveformClassifier, WaveformPGD, quantize_pcm16, snr_db
 
-__all__ = ["Attack", "GradientAttack", "FGSM", "PGD"]
+__all__ = [
+    "Attack",
+    "GradientAttack",
+    "FGSM",
+    "PGD",
+    "targeted_success_matrix",
+    "SquareAttack",
+    "SquareResult",
+    "WaveformPGD",
+    "WaveformClassifier",
+    "AdversarialAudio",
+    "quantize_pcm16",
+    "snr_db",
+]

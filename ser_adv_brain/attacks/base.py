@@ -91,6 +91,25 @@ def batchnorm_stats_preserved(model):
             buffer.data.copy_(value)
 
 
+@contextlib.contextmanager
+def modes_restored(model):
+    """Puts back every submodule's own train/eval flag on exit (they need not all agree)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def predict(model, inputs):
+    """The model's predicted classes as an evaluation sees them: eval mode, no autograd; modes are restored."""
+    with modes_restored(model), torch.no_grad():
+        model.eval()
+        logits, _ = model(inputs)
+    return logits.argmax(dim=-1)
+
+
 class Attack:
     """Base class of all attacks: the threat model, the budget, the labels attacked, the model's mode.
 
@@ -113,7 +132,8 @@ class Attack:
     norm = None  # "linf", "l2" or "snr"
 
     def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
-        check_non_negative(eps=eps, eta=eta)
+        self.check_budget(eps)
+        check_non_negative(eta=eta)
         check_choice("label_source", label_source, LABEL_SOURCES)
         check_choice("model_mode", model_mode, MODEL_MODES)
         self.eps = float(eps)
@@ -121,6 +141,10 @@ class Attack:
         self.label_source = label_source
         self.model_mode = model_mode
         self.class_names = None
+
+    def check_budget(self, eps):
+        """Raises a ``ValueError`` naming ``eps`` if it is not a budget of this attack's norm."""
+        check_non_negative(eps=eps)
 
     def set_class_names(self, class_names):
         """Gives the label set (a ``CategoricalEncoder`` or names in index order); returns the attack.
@@ -161,16 +185,12 @@ class Attack:
 
         ``grad=False`` runs it without autograd (score-based attacks).
         """
-        was_training = model.training
         train = self.model_mode == "train"
-        model.train(train)
         # Only a train-mode pass updates BN statistics, so only it needs guarding.
         guard = batchnorm_stats_preserved(model) if train else contextlib.nullcontext()
-        try:
-            with guard, torch.set_grad_enabled(grad):
-                yield
-        finally:
-            model.train(was_training)
+        with modes_restored(model), guard, torch.set_grad_enabled(grad):
+            model.train(train)
+            yield
 
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
         """Returns adversarial inputs.

@@ -25,7 +25,8 @@ class PGD(GradientAttack):
     ball ``|x' - x|_inf <= eps``) and ``g / |g|_2`` per utterance for
     ``norm="l2"`` (the ball ``|x' - x|_2 <= eps``, the norm taken over each
     utterance's frames and Mel bins). ``alpha = rel_step_size * eps``.
-    ``x_0`` is ``x`` plus uniform noise in the ball (``random_start``), or ``x``
+    ``x_0`` is a random point of the ball (``random_start``: uniform in the
+    Linf ball; for L2 a random direction at a uniform radius), or ``x``
     itself: without random start this is BIM, the basic iterative method
     (Kurakin et al., 2017). Targeted (``target_class`` set), ``L`` is the
     negated cross-entropy of the target class. With ``steps=1``,
@@ -53,9 +54,13 @@ class PGD(GradientAttack):
     seed : int
         Seed of the attack's own random generator (random starts only): the
         same calls in the same order give the same results, and torch's
-        global random stream is never touched.
+        global random stream is never touched. The generator advances with
+        every call, and each call draws the starts of its whole batch, so an
+        utterance's start depends on its place in the batch and on the
+        calls before.
     eta, label_source, model_mode, target_class, class_names :
-        See ``GradientAttack``.
+        See ``GradientAttack``. ``eta`` (0.1 by default, as FGSM's) clips every
+        feature on top of the ball, for either norm; None: the ball alone.
 
     Example
     -------
@@ -85,16 +90,16 @@ class PGD(GradientAttack):
         target_class=None,
         class_names=None,
     ):
+        check_choice("norm", norm, self.norms())
+        self.norm = norm  # before the base class checks eps, whose meaning depends on it
         super().__init__(eps, eta, label_source, model_mode, target_class, class_names)
         check_positive_int(steps=steps, restarts=restarts)
-        check_choice("norm", norm, self.norms())
         rel_step_size = 2.5 / steps if rel_step_size is None else rel_step_size
         check_non_negative(rel_step_size=rel_step_size)
         if restarts > 1 and not random_start:
             raise ValueError(f"restarts={restarts} needs random_start=True: restarts without it are identical.")
         self.steps = steps
         self.rel_step_size = float(rel_step_size)
-        self.norm = norm
         self.random_start = bool(random_start)
         self.restarts = restarts
         self.seed = seed
@@ -116,28 +121,33 @@ class PGD(GradientAttack):
         """Only a start at the clean inputs uses the caller's gradient there."""
         return not self.random_start
 
-    def radius(self, inputs, eps):
+    def radius(self, inputs, eps, mask=None):
         """The ball's radius for each utterance (here eps for all)."""
-        check_non_negative(eps=eps)
+        self.check_budget(eps)
         return float(eps)
 
     def ascend(self, adversarial, grad, step):
         """One step of length ``step`` up the gradient, in the norm's steepest direction."""
         if self.norm == "linf":
             return adversarial + step * grad.sign()
-        return adversarial + step * grad / l2_norms(grad).clamp_min(1e-12)
+        return torch.addcmul(adversarial, grad, step / l2_norms(grad).clamp_min(1e-12))  # one pass over the input
 
-    def project_ball(self, adversarial, inputs, radius):
-        """Projects onto the ``radius`` ball around ``inputs``, then clips to the eta-ball."""
+    def project_ball(self, adversarial, inputs, radius, mask=None):
+        """Projects onto the ``radius`` ball around ``inputs``, then clips to the eta-ball.
+
+        ``mask`` (1 where the input is real, 0 on padding), if given, zeroes
+        the perturbation on the padding first.
+        """
+        if mask is not None:
+            adversarial = inputs + (adversarial - inputs) * mask
         if self.norm == "linf":
             adversarial = torch.maximum(torch.minimum(adversarial, inputs + radius), inputs - radius)
         else:
             delta = adversarial - inputs
-            delta = delta * (radius / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
-            adversarial = inputs + delta
+            adversarial = torch.addcmul(inputs, delta, (radius / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0))
         return self.project(adversarial, inputs)
 
-    def random_point(self, inputs, radius):
+    def random_point(self, inputs, radius, mask=None):
         """A uniform point of the Linf ball, or a point of the L2 ball at a uniform radius (CPU generator)."""
         if self.norm == "linf":
             noise = torch.rand(inputs.shape, generator=self.generator) * 2 - 1
@@ -146,7 +156,7 @@ class PGD(GradientAttack):
             scale = torch.rand(inputs.shape[0], generator=self.generator).view(-1, *[1] * (inputs.dim() - 1))
             noise = direction / l2_norms(direction).clamp_min(1e-12) * scale
         noise = noise.to(device=inputs.device, dtype=inputs.dtype)
-        return self.project_ball(inputs + radius * noise, inputs, radius)
+        return self.project_ball(inputs + radius * noise, inputs, radius, mask)
 
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
         """Adversarial inputs within ``eps`` (the attack's own if None).
@@ -158,25 +168,29 @@ class PGD(GradientAttack):
         radius = self.radius(inputs, self.eps if eps is None else eps)
         return self.attack(model, inputs.detach(), targets, radius, loss_scale, gradient)
 
-    def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None):
-        """PGD with restarts within per-utterance ``radius``; the worst restart per utterance."""
+    def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None, mask=None):
+        """PGD with restarts within per-utterance ``radius``; the worst restart per utterance.
+
+        ``mask``: see ``project_ball`` (None: no padding).
+        """
         step = radius * self.rel_step_size
         first_gradient = None if self.random_start else gradient
         with self.generation_mode(model):
             # From the clean input, the first gradient pass finds the labels; otherwise they are found first.
             labels = None if self.start_is_clean(first_gradient) else self.clean_labels(model, inputs, targets)
-            start = self.random_point(inputs, radius) if self.random_start else inputs
-            best, labels = self.descend(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient)
+            start = self.random_point(inputs, radius, mask) if self.random_start else inputs
+            best, labels = self.descend(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask)
             if self.restarts > 1:
                 best_loss, best_success = self.score(model, best, labels)
             for _ in range(1, self.restarts):
                 # Drawn for the whole batch, so that an utterance's start does not depend on the others' results.
-                start = self.random_point(inputs, radius)
+                start = self.random_point(inputs, radius, mask)
                 todo = (~best_success).nonzero().view(-1)
                 if len(todo) == 0:
                     continue
                 candidate, _ = self.descend(
-                    model, inputs[todo], start[todo], None, labels[todo], rows(radius, todo), rows(step, todo), loss_scale, None
+                    model, inputs[todo], start[todo], None, labels[todo], rows(radius, todo), rows(step, todo),
+                    loss_scale, None, rows(mask, todo),
                 )
                 loss, success = self.score(model, candidate, labels[todo])
                 keep = success | (loss > best_loss[todo])
@@ -196,7 +210,7 @@ class PGD(GradientAttack):
             logits, _ = model(inputs)
         return self.labels(logits, targets)
 
-    def descend(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient):
+    def descend(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
         """``steps`` projected steps from ``start``; returns the end point and the labels attacked."""
         adversarial = start
         for index in range(self.steps):
@@ -204,7 +218,9 @@ class PGD(GradientAttack):
                 grad = first_gradient
             else:
                 grad, labels = self.gradient_in_mode(model, adversarial, targets, labels, loss_scale)
-            adversarial = self.project_ball(self.ascend(adversarial.detach(), grad, step), inputs, radius)
+            if mask is not None:
+                grad = grad * mask  # the L2 direction is that of the real samples' gradient
+            adversarial = self.project_ball(self.ascend(adversarial.detach(), grad, step), inputs, radius, mask)
         return adversarial.detach(), labels
 
     def score(self, model, adversarial, labels):

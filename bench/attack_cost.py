@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Cost of the iterative attacks against the gradient passes they are made of, measured side by side.
+
+For each model, the modules of ``hparams/<model>_single.yaml`` (width reduced
+by default on CPU) are fitted to one synthetic batch at the paper's input
+size (64 mels x 373 frames, batch 16) and put in eval mode, as an evaluation
+uses them. Then, taking turns (round-robin) after discarded warm-up rounds:
+
+- ``fgsm_gradients``: k FGSM input gradients (``FGSM.input_gradient``, k times);
+- ``pgd``: PGD with k steps and a random start on the features;
+- ``waveform_pgd``: waveform PGD with k steps under an SNR budget, its
+  gradient through the log-Mel and the normaliser, rounding to 16-bit PCM
+  and the realised SNR included.
+
+Each ratio is the median over rounds of one workload's time divided by the
+other's in the same round. Targets (issue 8):
+
+- PGD-k against k FGSM input gradients: <= 1.05x (PGD adds only elementwise
+  work to each gradient pass);
+- a waveform-domain step against a feature-domain step (waveform PGD-k
+  against PGD-k): <= 1.3x (the STFT and Mel filters, forward and backward,
+  are small beside the model).
+
+Run from the repository root (about a minute of CPU time on 1 thread):
+    PYTHONPATH=. python bench/attack_cost.py
+On a GPU, at the paper's width:
+    PYTHONPATH=. python bench/attack_cost.py --device cuda --precision bf16
+"""
+
+import statistics
+
+import torch
+
+from common import (
+    argument_parser,
+    first_batch,
+    make_brain,
+    output_folder,
+    parse_arguments,
+    round_robin,
+    synthetic_dataset,
+)
+from ser_adv_brain.attacks import FGSM, PGD, WaveformClassifier, WaveformPGD
+
+# (ratio name, workload, baseline workload, target)
+RATIOS = [
+    ("PGD-k / k FGSM gradients", "pgd", "fgsm_gradients", 1.05),
+    ("waveform step / feature step", "waveform_pgd", "pgd", 1.3),
+]
+
+
+def attack_workloads(brain, batch, args):
+    """Name -> a function running one workload on the batch, in the Brain's evaluation precision."""
+    model = brain.model
+    wavs, targets = batch.sig.data, brain.targets(batch)
+    with torch.no_grad():
+        feats = brain.compute_features(wavs)
+    classifier = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model)
+    k = args.attack_steps
+    fgsm = FGSM(eps=args.eps, eta=None, label_source="target")
+    pgd = PGD(eps=args.eps, steps=k, eta=None, label_source="target")
+    waveform_pgd = WaveformPGD(eps=args.snr, steps=k, label_source="target")
+
+    def in_precision(fn):
+        def run():
+            with brain.evaluation_ctx:
+                fn()
+
+        return run
+
+    return {
+        "fgsm_gradients": in_precision(lambda: [fgsm.input_gradient(model, feats, targets) for _ in range(k)]),
+        "pgd": in_precision(lambda: pgd.perturb(model, feats, targets)),
+        "waveform_pgd": in_precision(lambda: waveform_pgd.perturb(classifier, wavs, targets)),
+    }
+
+
+def measure_model(args, model_name, folder):
+    """Times the workloads of one model round-robin; returns a row per workload and per ratio."""
+    brain, hparams = make_brain(args, f"{model_name}_single", {}, folder)
+    dataset = synthetic_dataset(hparams, args.batch_size, args.seed)
+    batch = first_batch(dataset, args.batch_size, args.device)
+    brain.fit_normalizer(dataset, {"batch_size": args.batch_size})
+    brain.modules.eval()
+    times = round_robin(attack_workloads(brain, batch, args), args.rounds, args.warmup, args.device, args.clock)
+    rows = [{"model": model_name, "measure": name, "ms": 1000 * statistics.median(t)} for name, t in times.items()]
+    for label, workload, baseline, target in RATIOS:
+        ratio = statistics.median(a / b for a, b in zip(times[workload], times[baseline]))
+        rows.append({"model": model_name, "measure": label, "ratio": ratio, "target": target})
+    return rows
+
+
+def print_table(rows):
+    """A markdown table: times of the workloads, then the ratios against their targets."""
+    print("| model | measure | ms | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        if "ratio" in row:
+            met = "yes" if row["ratio"] <= row["target"] else "NO"
+            print(f"| {row['model']} | {row['measure']} | | {row['ratio']:.3f} | {row['target']:.2f} | {met} |")
+        else:
+            print(f"| {row['model']} | {row['measure']} | {row['ms']:.1f} | | | |")
+
+
+def main(argv=None):
+    parser = argument_parser(__doc__.split("\n")[0])
+    parser.set_defaults(models="cnn4")
+    parser.add_argument("--attack-steps", type=int, default=10, help="k: PGD steps, and FGSM gradients to compare with")
+    parser.add_argument("--eps", type=float, default=0.1, help="feature-domain Linf budget")
+    parser.add_argument("--snr", type=float, default=30.0, help="waveform budget, SNR in dB")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each workload runs once per round)")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds discarded before timing")
+    args = parse_arguments(parser, argv)
+    print(
+        f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
+        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} clock={args.clock} malloc={args.malloc} "
+        f"k={args.attack_steps} rounds={args.rounds} (+{args.warmup} discarded)"
+    )
+    rows = []
+    with output_folder() as folder:
+        for model_name in args.models:
+            rows += measure_model(args, model_name, folder)
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
