@@ -27,6 +27,7 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
 from ser_adv_brain.brain import broadcast_buffers
 from ser_adv_brain.metrics import ConfusionMatrix
 
@@ -102,20 +103,6 @@ def suite_plan(entries, budgets):
         group = [entry for entry in entries if entry.threat_model == threat]
         plan.extend((threat, float(budget), group) for budget in budgets[threat])
     return plan
-
-
-class WaveformClassifier(torch.nn.Module):
-    """Waveform ``[batch, samples]`` -> ``(logits, embedding)``: features, normaliser and model as one.
-
-    Waveform attacks differentiate through it; it owns no parameters of its own.
-    """
-
-    def __init__(self, compute_features, normalizer, model):
-        super().__init__()
-        self.compute_features, self.normalizer, self.model = compute_features, normalizer, model
-
-    def forward(self, wavs):
-        return self.model(self.normalizer(self.compute_features(wavs)))
 
 
 class SplitOutcomes:

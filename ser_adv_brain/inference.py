@@ -19,7 +19,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
-from ser_adv_brain.attack_suite import WaveformClassifier
+from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier, snr_db
 from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio, resample, to_mono
 
 logger = logging.getLogger(__name__)
@@ -216,14 +216,11 @@ class EmotionRecognizer(Pretrained):
         before = self.classify_batch(wav)
         targets = before[2] if target is None else self.hparams.label_encoder.encode_sequence_torch([target]).to(self.device)
         model = WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model)
+        # A waveform attack returns audio on the 16-bit PCM grid: the file holds exactly what is scored.
         adversarial = attack.perturb(model, wav, targets, eps=eps).detach()
-        # What a 16-bit file holds: the prediction below is made on exactly that.
-        adversarial = torch.round(adversarial.clamp(-1.0, 32767 / 32768) * 32768) / 32768
         soundfile.write(out_wav, adversarial[0].cpu().numpy(), self.hparams.sample_rate, subtype="PCM_16")
         after = self.classify_batch(adversarial)
-        noise = (adversarial - wav).pow(2).sum()
-        snr_db = float(10 * torch.log10(wav.pow(2).sum() / noise)) if noise > 0 else float("inf")
-        return {"before": before[3][0], "after": after[3][0], "snr_db": snr_db}
+        return {"before": before[3][0], "after": after[3][0], "snr_db": float(snr_db(wav, adversarial)[0])}
 
     def forward(self, wavs, wav_lens=None):
         """Classifies a batch: see ``classify_batch``."""

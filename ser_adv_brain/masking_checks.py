@@ -16,6 +16,7 @@ last (the default suite's order).
 """
 
 from ser_adv_brain.attack_suite import budget_text
+from ser_adv_brain.attacks import SquareAttack
 
 # A share of utterances that a masking check calls notable (Carlini et al. 2019 give no number).
 NOTABLE_SHARE = 0.05
@@ -24,7 +25,7 @@ DESTROY = "destroy"  # the plan group of the destroying-budget check
 
 def attack_kind(attack):
     """``"black-box"`` (no gradients), ``"iterative"`` (white-box, several steps) or ``"single-step"``."""
-    if getattr(attack, "black_box", False):
+    if getattr(attack, "black_box", False) or isinstance(attack, SquareAttack):
         return "black-box"
     return "iterative" if getattr(attack, "steps", 1) > 1 else "single-step"
 

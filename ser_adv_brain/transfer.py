@@ -31,7 +31,9 @@ import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-from ser_adv_brain.attack_suite import WaveformClassifier, suite_entries
+from ser_adv_brain.attack_suite import suite_entries
+from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
+from ser_adv_brain.masking_checks import attack_kind
 from ser_adv_brain.metrics import ConfusionMatrix
 from ser_adv_brain.recipe import load_trained, selection_key
 
@@ -167,7 +169,7 @@ def main(argv=None):
     models = [TransferModel(folder, args.device) for folder in args.folders]
     first = models[0].hparams
     if args.attack is None:
-        entries = [e for e in suite_entries(first["attack_suite"]) if not getattr(e.attack, "black_box", False)]
+        entries = [e for e in suite_entries(first["attack_suite"]) if attack_kind(e.attack) != "black-box"]
         if not entries:
             sys.exit(f"{args.folders[0]}: attack_suite has no white-box attack: give --attack.")
         attack, threat = entries[0].attack, entries[0].threat_model
