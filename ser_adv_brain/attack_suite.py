@@ -217,6 +217,9 @@ def evaluate_suite(
         process's first batch under each waveform attack to ``folder``.
     """
     keys = [(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
+    for entry in {id(e.attack): e for _, _, entries in plan for e in entries}.values():
+        if hasattr(entry.attack, "generator"):  # the same evaluation twice gives the same result
+            entry.attack.generator.manual_seed(entry.attack.seed)
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     broadcast_buffers(brain.modules)

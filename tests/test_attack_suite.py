@@ -4,10 +4,12 @@ One tiny model is trained once (module fixture) and every test attacks it.
 """
 
 import csv
+import math
 import os
 import sys
 
 import pytest
+import soundfile
 import torch
 
 from helpers_iface import (
@@ -19,7 +21,8 @@ from helpers_iface import (
     one_thread,  # noqa: F401 (an autouse fixture)
 )
 from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.attacks import FGSM, PGD
+from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
 
 HPARAMS = "hparams/cnn4_single.yaml"
@@ -205,3 +208,29 @@ def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
     outcomes.gather()
     assert outcomes.ids == ["a", "b"] and outcomes.targets.tolist() == [0, 1]
     assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
+
+
+def test_attack_file_writes_a_wav_within_its_snr_budget(trained):
+    recognizer = EmotionRecognizer.from_hparams(
+        source=os.path.join(trained["out"], "interface"), savedir=str(trained["tmp"] / "pretrained")
+    )
+    path = sorted(trained["datasets"]["test"].data[i]["wav"] for i in trained["datasets"]["test"].data_ids)[0]
+    out_wav = str(trained["tmp"] / "adversarial.wav")
+    result = recognizer.attack_file(path, WaveformPGD(eps=30.0, steps=3), out_wav)
+    audio, rate = soundfile.read(out_wav, dtype="float32")
+    assert soundfile.info(out_wav).subtype == "PCM_16" and rate == trained["hparams"]["sample_rate"]
+    clean = recognizer.prepare_batch(recognizer.load_audio(path))[0].numpy()
+    snr = 10 * math.log10((clean.astype("float64") ** 2).sum() / ((audio - clean).astype("float64") ** 2).sum())
+    assert 30.0 <= snr < 60.0 and result["snr_db"] == pytest.approx(snr, abs=1e-3)
+    labels = set(trained["hparams"]["label_encoder"].lab2ind)
+    assert result["before"] in labels and result["after"] in labels
+    assert result["after"] == recognizer.classify_file(out_wav)[3][0]
+    with pytest.raises(ValueError, match="waveform-domain attack"):
+        recognizer.attack_file(path, fgsm(), out_wav)
+
+
+def test_success_matrix_command(trained):
+    run_command([sys.executable, "-m", "ser_adv_brain.targeted_success", trained["out"],
+                 "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
+    rows = read_csv(os.path.join(trained["out"], "success_matrix.csv"))
+    assert len(rows) == trained["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
