@@ -15,6 +15,12 @@ The robust UAR (and the worst case after each attack) is then the same as
 without early exit, at a fraction of the cost on weak models. Without early
 exit (``suite_early_exit: False``) every attack runs on every utterance, so the
 report can give each attack's own UAR too.
+
+"The same" is exact, utterance by utterance, for deterministic attacks (FGSM,
+BIM, PGD without random start). Attacks with a random start or random squares
+draw their noise from their own seeded generator for the batch they are given
+(reseeded at the start of every evaluation), so under early exit an utterance
+can get another draw: the same evaluation in distribution, not bit for bit.
 """
 
 import dataclasses
