@@ -8,9 +8,14 @@ of one threat model (Linf on the features at each eps; the waveform at each
 SNR) are grouped by the attack's ``threat_model``, and each group is evaluated at
 the budgets its yaml grid names.
 
-Early exit: within a threat model and budget the attacks run in the suite's
-order, each on the utterances still classified correctly; an utterance that is
-wrong on real data, or that an earlier attack fooled, is not attacked again.
+Budgets of one threat model are nested balls, so an adversarial example found
+within a smaller budget counts at every larger one: robust UAR at a budget is
+the worst case over the attacks at that budget and all smaller ones.
+
+Early exit: within a threat model the budgets run from the smallest, and the
+attacks at each in the suite's order, each on the utterances still classified
+correctly; an utterance that is wrong on real data, or that an earlier attack
+fooled (at this budget or a smaller one), is not attacked again.
 The robust UAR (and the worst case after each attack) is then the same as
 without early exit, at a fraction of the cost on weak models. Without early
 exit (``suite_early_exit: False``) every attack runs on every utterance, so the
@@ -97,8 +102,13 @@ def suite_entries(attacks):
     return entries
 
 
+def ball_size(group, budget):
+    """A number that grows with the set of inputs a budget allows (an SNR allows more the lower it is)."""
+    return -budget if group.endswith("_snr") else budget
+
+
 def suite_plan(entries, budgets):
-    """``[(threat_model, budget, [entries])]`` in run order: threat models as first met, budgets as given.
+    """``[(threat_model, budget, [entries])]`` in run order: threat models as first met, smallest budget first.
 
     ``budgets`` maps each threat model to its grid (the yaml's ``suite_budgets``).
     """
@@ -107,7 +117,8 @@ def suite_plan(entries, budgets):
         if threat not in budgets or not budgets[threat]:
             raise ValueError(f"suite_budgets has no budgets for {threat!r}, which attacks of the suite use.")
         group = [entry for entry in entries if entry.threat_model == threat]
-        plan.extend((threat, float(budget), group) for budget in budgets[threat])
+        ordered = sorted((float(b) for b in budgets[threat]), key=lambda b: ball_size(threat, b))
+        plan.extend((threat, budget, group) for budget in ordered)
     return plan
 
 
@@ -169,10 +180,16 @@ class SplitOutcomes:
         return bool(((self.predictions[key] >= 0) | ~self.clean_correct).all())
 
     def robust_after(self, threat, budget, name=None):
-        """Correct on real data and under every attack of the group up to ``name`` (all if None)."""
+        """Correct on real data, under every attack of the threat model at any smaller budget, and under
+        every attack at this budget up to ``name`` (all if None).
+
+        An adversarial example found within a smaller budget lies within this one too (the balls are nested).
+        """
         correct = self.clean_correct.clone()
         for key in self.keys:
-            if key[:2] == (threat, budget):
+            if key[0] == threat and ball_size(threat, key[1]) < ball_size(threat, budget):
+                correct &= ~self.fooled(key)
+            elif key[:2] == (threat, budget):
                 correct &= ~self.fooled(key)
                 if key[2] == name:
                     break
@@ -241,8 +258,10 @@ def evaluate_suite(
             feats = brain.compute_features(wavs)
             clean = model(feats)[0].argmax(dim=-1)
         predictions = {}
+        # Per threat model: still correct at every smaller budget (the plan runs the smallest first).
+        still_correct = {group: clean == targets for group, _, _ in plan}
         for group, budget, entries in plan:
-            alive = clean == targets if early_exit else torch.ones_like(targets, dtype=torch.bool)
+            alive = still_correct[group] if early_exit else torch.ones_like(targets, dtype=torch.bool)
             for entry in entries:
                 pred = torch.full_like(targets, -1)
                 index = alive.nonzero().flatten()
