@@ -21,8 +21,15 @@ other's in the same round. Targets (issue 8):
   against PGD-k): <= 1.3x (the STFT and Mel filters, forward and backward,
   are small beside the model).
 
+With ``--trained FOLDER`` (a training output folder), it also measures the
+early exit's saving in a robust-UAR evaluation of that trained model: the
+suite of its yaml (``attack_suite`` at ``suite_budgets``) on its test split,
+with and without early exit, taking turns; it prints both times, the
+utterance-attacks each ran, and whether robust UAR came out the same.
+
 Run from the repository root (about a minute of CPU time on 1 thread):
     PYTHONPATH=. python bench/attack_cost.py
+    PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB/cnn4_vanilla/final
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/attack_cost.py --device cuda --precision bf16
 """
@@ -40,7 +47,9 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
+from ser_adv_brain.attack_suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.attacks import FGSM, PGD, WaveformClassifier, WaveformPGD
+from ser_adv_brain.recipe import load_trained, selection_key
 
 # (ratio name, workload, baseline workload, target)
 RATIOS = [
@@ -90,6 +99,43 @@ def measure_model(args, model_name, folder):
     return rows
 
 
+def measure_early_exit(args):
+    """Robust-UAR evaluation of a trained model's test split with and without early exit, round-robin."""
+    hparams, datasets, brain = load_trained(args.trained, [f"--device={args.device}", "--noprogressbar"])
+    plan = suite_plan(suite_entries(hparams["attack_suite"]), hparams["suite_budgets"])
+    outcomes = {}
+
+    def evaluate(early_exit):
+        loader_kwargs = hparams["test_dataloader_options"]
+        outcomes[early_exit] = evaluate_suite(brain, datasets["test"], plan, early_exit, loader_kwargs, selection_key(hparams))
+
+    times = round_robin(
+        {"early exit": lambda: evaluate(True), "no early exit": lambda: evaluate(False)}, args.exit_rounds, 0, args.device, args.clock
+    )
+    on, off = outcomes[True], outcomes[False]
+    robust = {(g, b): (on.uar(on.robust_after(g, b)), off.uar(off.robust_after(g, b))) for g, b, _ in plan}
+    return {
+        "folder": args.trained,
+        "utterances": len(on.ids),
+        "seconds": {name: statistics.median(t) for name, t in times.items()},
+        "attacked": (on.attacked_count, off.attacked_count),
+        "robust": robust,
+        "same_per_utterance": all(torch.equal(on.robust_after(g, b), off.robust_after(g, b)) for g, b, _ in plan),
+    }
+
+
+def print_early_exit(row):
+    on, off = row["seconds"]["early exit"], row["seconds"]["no early exit"]
+    print(f"\nEarly exit, robust-UAR evaluation of {row['folder']} (test, {row['utterances']} utterances, its yaml's suite):")
+    print("| | seconds | utterance-attacks | robust UAR per budget |")
+    print("|---|---|---|---|")
+    for index, name in enumerate(("early exit", "no early exit")):
+        cells = ", ".join(f"{g} {b:g}: {uars[index]:.3f}" for (g, b), uars in row["robust"].items())
+        print(f"| {name} | {row['seconds'][name]:.1f} | {row['attacked'][index]} | {cells} |")
+    print(f"saving: {off / on:.2f}x the time, {row['attacked'][1] / row['attacked'][0]:.2f}x the utterance-attacks; "
+          f"robust outcome identical per utterance: {'yes' if row['same_per_utterance'] else 'no'}")
+
+
 def print_table(rows):
     """A markdown table: times of the workloads, then the ratios against their targets."""
     print("| model | measure | ms | ratio | target | met |")
@@ -110,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--snr", type=float, default=30.0, help="waveform budget, SNR in dB")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each workload runs once per round)")
     parser.add_argument("--warmup", type=int, default=1, help="rounds discarded before timing")
+    parser.add_argument("--trained", default=None, help="a training output folder: also measure the early exit's saving")
+    parser.add_argument("--exit-rounds", type=int, default=1, help="timed rounds of each robust-UAR evaluation")
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
@@ -121,6 +169,8 @@ def main(argv=None):
         for model_name in args.models:
             rows += measure_model(args, model_name, folder)
     print_table(rows)
+    if args.trained:
+        print_early_exit(measure_early_exit(args))
     return rows
 
 

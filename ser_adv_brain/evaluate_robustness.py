@@ -1,45 +1,61 @@
-"""Robustness evaluation of a trained output folder: UAR on real and FGSM data over an eps grid.
+"""Robustness evaluation of a trained output folder: the paper's FGSM report and the attack suite.
 
 Usage (any yaml key or run option can follow, as for train.py):
     python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234
     python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234 \
         --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
+    python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234 \
+        --attacks="[!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}]" \
+        --suite_budgets="{features_linf: [0.02, 0.1]}" --suite_early_exit=False
+
+``--attacks`` is a yaml list of attack plug-ins, inline or as the path of a
+yaml file holding the list; it replaces the yaml's ``attack_suite`` (the
+default suite). Each attack runs at every budget ``suite_budgets`` gives its
+threat model.
 
 It reloads the experiment's own ``hyperparams.yaml`` and manifests, restores
-the checkpoint its ``select_checkpoint`` names (best dev UAR by default), and rewrites ``robustness.csv``,
-``robustness.md`` and the confusion matrices in that folder.
+the checkpoint its ``select_checkpoint`` names (best dev UAR by default), and
+rewrites ``robustness.csv`` (FGSM), ``attack_suite.csv`` (UAR per attack and
+budget, robust UAR), ``robustness.md`` (both, and the gradient-masking checks),
+the confusion matrices and a few real / adversarial wav pairs
+(``adversarial_wavs/``) in that folder.
 """
 
 import logging
 import os
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
+from ser_adv_brain.recipe import load_trained, report_robustness
 
-from ser_adv_brain.distributed import set_collective_timeout
-from ser_adv_brain.recipe import build_brain, checked_datasets, report_robustness
+ATTACKS_FLAG = "--attacks="
+
+
+def attacks_override(argv):
+    """Turns ``--attacks=LIST_OR_FILE`` into an ``attack_suite`` override; returns the other arguments and it."""
+    rest, override = [], ""
+    for arg in argv:
+        if not arg.startswith(ATTACKS_FLAG):
+            rest.append(arg)
+            continue
+        value = arg[len(ATTACKS_FLAG) :]
+        if os.path.isfile(value):
+            with open(value, encoding="utf-8") as f:
+                value = f.read()
+        indented = "\n".join("    " + line for line in value.strip().splitlines())
+        override = f"attack_suite:\n{indented}\n"
+    return rest, override
 
 
 def main(argv=None):
-    """Parses ``OUTPUT_FOLDER [overrides]`` and runs the robustness report there."""
+    """Parses ``OUTPUT_FOLDER [overrides]`` and runs the robustness reports there."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):
         sys.exit(__doc__)
-    folder = argv[0]
-    hparams_file = os.path.join(folder, "hyperparams.yaml")
-    if not os.path.isfile(hparams_file):
-        sys.exit(f"{folder!r} is not a training output folder: it has no hyperparams.yaml.")
-    _, run_opts, overrides = sb.parse_arguments([hparams_file, *argv[1:]])
-    # The saved yaml names its output folder relative to where training ran.
-    overrides = (overrides or "") + f"\noutput_folder: {os.path.abspath(folder)}\n"
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    datasets = checked_datasets(hparams)
-    set_collective_timeout(hparams)
-    brain = build_brain(hparams, run_opts)
+    if not os.path.isfile(os.path.join(argv[0], "hyperparams.yaml")):
+        sys.exit(f"{argv[0]!r} is not a training output folder: it has no hyperparams.yaml.")
+    rest, suite_override = attacks_override(argv[1:])
+    hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
     return report_robustness(brain, hparams, datasets)
 
 

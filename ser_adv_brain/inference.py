@@ -20,6 +20,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
+from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier, snr_db
 from ser_adv_brain.audio import fix_length, frames_to_samples, resample, to_mono
 from ser_adv_brain.validation import audio_fault, reader_error, signal_facts
 
@@ -278,6 +279,46 @@ class EmotionRecognizer(Pretrained):
         feats = self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate))
         fake_feats = attack.perturb(self.mods.model, feats, targets, eps=eps)
         return (fake_feats, *self.classify_features(fake_feats))
+
+    def attack_file(self, path, attack, out_wav, eps=None, target=None):
+        """Writes an adversarial version of an audio file, to listen to, and says what it did to the model.
+
+        The file holds what the model hears: the signal at the model's rate
+        and input length (see ``prepare_batch``) plus the perturbation, as
+        16-bit PCM, which is also what the returned prediction is made on.
+
+        Arguments
+        ---------
+        path : str
+            Any audio file ``load_audio`` reads.
+        attack : ser_adv_brain.attacks.Attack
+            A waveform-domain attack (``attack.domain == "waveform"``).
+        out_wav : str
+            Where the adversarial wav goes.
+        eps : float or None
+            The attack's budget in its norm's unit (an SNR in dB for ``norm="snr"``);
+            None uses the attack's own.
+        target : str or None
+            The true emotion, for an attack on the true label; None attacks
+            the model's own prediction.
+
+        Returns
+        -------
+        dict
+            ``before`` and ``after`` (the predicted emotions), ``snr_db`` (the
+            realised SNR of the file against the clean signal).
+        """
+        if getattr(attack, "domain", None) != "waveform":
+            raise ValueError(f"attack_file needs a waveform-domain attack to write audio; {attack!r} perturbs the {getattr(attack, 'domain', None)}.")
+        wav = self.prepare_batch(self.load_audio(path))
+        before = self.classify_batch(wav)
+        targets = before[2] if target is None else self.hparams.label_encoder.encode_sequence_torch([target]).to(self.device)
+        model = WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model)
+        # A waveform attack returns audio on the 16-bit PCM grid: the file holds exactly what is scored.
+        adversarial = attack.perturb(model, wav, targets, eps=eps).detach()
+        soundfile.write(out_wav, adversarial[0].cpu().numpy(), self.hparams.sample_rate, subtype="PCM_16")
+        after = self.classify_batch(adversarial)
+        return {"before": before[3][0], "after": after[3][0], "snr_db": float(snr_db(wav, adversarial)[0])}
 
     def forward(self, wavs, wav_lens=None):
         """Classifies a batch: see ``classify_batch``."""

@@ -7,13 +7,19 @@ Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
 import logging
 import os
 
-from speechbrain.utils.distributed import run_on_main
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from ser_adv_brain.attack_suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.distributed import set_collective_timeout
 from ser_adv_brain.inference import export_interface
+from ser_adv_brain.masking_checks import destroy_plan
 from ser_adv_brain.model_card import write_model_card
 from ser_adv_brain.robustness import write_robustness_report
+from ser_adv_brain.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.validation import validate_inputs
 
 logger = logging.getLogger(__name__)
@@ -51,37 +57,82 @@ def build_brain(hparams, run_opts):
 def checked_datasets(hparams):
     """Validates the manifests, audio and hyperparameters, then builds the datasets.
 
-    Also sets ``hparams["label_encoder"]`` and gives it to the attack (a
-    targeted attack's emotion must be in it: checked before any training).
+    Also sets ``hparams["label_encoder"]`` and gives it to the attack and to
+    the attack suite's (a targeted attack's emotion must be in it), and checks
+    that ``suite_budgets`` covers the suite's threat models: before any training.
     Files that ``skip_bad_files`` lets through are left out of the datasets.
     """
     # The main process scans (and caches); every process gets its verdict.
     skipped = run_on_main(validate_inputs, args=[hparams])
     datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
-    hparams["attack"].set_class_names(hparams["label_encoder"])
+    for attack in [hparams["attack"], *hparams["attack_suite"]]:
+        attack.set_class_names(hparams["label_encoder"])
+    suite_plan(suite_entries(hparams["attack_suite"]), hparams["suite_budgets"])
     return datasets
 
 
-def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
-    """UAR on real and fake data over ``hparams['eval_eps']`` for dev and test; writes the report.
+def load_trained(folder, argv=(), extra_overrides=""):
+    """The hparams, datasets and Brain of a training output folder, as its run saved them.
 
-    The checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+    ``argv`` holds command-line overrides and run options (as for train.py);
+    ``extra_overrides`` is yaml appended to them. The Brain is built, not yet
+    restored: evaluations restore the checkpoint ``select_checkpoint`` names.
+    """
+    hparams_file = os.path.join(folder, "hyperparams.yaml")
+    if not os.path.isfile(hparams_file):
+        raise FileNotFoundError(f"{folder!r} is not a training output folder: it has no hyperparams.yaml.")
+    _, run_opts, overrides = sb.parse_arguments([hparams_file, *argv])
+    # The saved yaml names its output folder relative to where training ran.
+    overrides = (overrides or "") + f"\noutput_folder: {os.path.abspath(folder)}\n" + extra_overrides
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    datasets = checked_datasets(hparams)
+    set_collective_timeout(hparams)
+    return hparams, datasets, build_brain(hparams, run_opts)
+
+
+def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
+    """The paper's FGSM report and the attack suite's, for dev and test; writes and logs both.
+
+    The FGSM report (``robustness.csv``, the first table of ``robustness.md``) gives
+    UAR on real and fake data over ``hparams['eval_eps']``, as the paper does; the
+    suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
+    attack of ``hparams['attack_suite']`` at ``hparams['suite_budgets']``, robust UAR
+    and the gradient-masking checks (see ``ser_adv_brain.attack_suite``). The
+    checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+
+    Returns
+    -------
+    fgsm : dict
+        split -> eps -> ``ConfusionMatrix``.
+    suite : dict
+        split -> ``SplitOutcomes``.
     """
     max_key = selection_key(hparams)
-    results = {
-        split: brain.evaluate_robustness(
-            datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=hparams["test_dataloader_options"]
-        )
+    loader_kwargs = hparams["test_dataloader_options"]
+    fgsm = {
+        split: brain.evaluate_robustness(datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=loader_kwargs)
         for split in splits
     }
-    table = write_robustness_report(
-        results,
-        hparams["output_folder"],
-        f"{hparams['experiment_name']}: attack {hparams['attack']!r}",
-        hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"]))),
-    )
+    labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
+    table = write_robustness_report(fgsm, hparams["output_folder"], f"{hparams['experiment_name']}: attack {hparams['attack']!r}", labels)
+    entries = suite_entries(hparams["attack_suite"])
+    plan = suite_plan(entries, hparams["suite_budgets"])
+    checks = destroy_plan(entries, hparams["masking_check_eps"])
+    wavs = os.path.join(hparams["output_folder"], "adversarial_wavs")
+    suite = {
+        split: evaluate_suite(
+            brain, datasets[split], plan + checks, hparams["suite_early_exit"], loader_kwargs, max_key,
+            wav_pairs=(wavs, 3) if split == splits[-1] and if_main_process() else None,
+        )
+        for split in splits
+    }  # fmt: skip
+    report = write_suite_report(suite, plan, checks, hparams["output_folder"], f"{hparams['experiment_name']}: attack suite", hparams["suite_early_exit"])
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
-    return results
+    logger.info(f"Attack suite:\n{report}")
+    logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    return fgsm, suite
 
 
 def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):

@@ -1,0 +1,299 @@
+"""The attack suite: UAR under every attack at every budget, and robust UAR, from per-utterance outcomes.
+
+Robust UAR reads AutoAttack's robust accuracy (Croce and Hein, ICML 2020) as
+UAR: an utterance counts as correct at a budget only if the model classifies
+it correctly on real data *and* under every attack of that threat model at that
+budget; robust UAR is the mean over classes of that per-utterance rate. Attacks
+of one threat model (Linf on the features at each eps; the waveform at each
+SNR) are grouped by the attack's ``threat_model``, and each group is evaluated at
+the budgets its yaml grid names.
+
+Budgets of one threat model are nested balls, so an adversarial example found
+within a smaller budget counts at every larger one: robust UAR at a budget is
+the worst case over the attacks at that budget and all smaller ones.
+
+Early exit: within a threat model the budgets run from the smallest, and the
+attacks at each in the suite's order, each on the utterances still classified
+correctly; an utterance that is wrong on real data, or that an earlier attack
+fooled (at this budget or a smaller one), is not attacked again.
+The robust UAR (and the worst case after each attack) is then the same as
+without early exit, at a fraction of the cost on weak models. Without early
+exit (``suite_early_exit: False``) every attack runs on every utterance, so the
+report can give each attack's own UAR too.
+
+"The same" is exact, utterance by utterance, for deterministic attacks (FGSM,
+BIM, PGD without random start). Attacks with a random start or random squares
+draw their noise from their own seeded generator for the batch they are given
+(reseeded at the start of every evaluation), so under early exit an utterance
+can get another draw: the same evaluation in distribution, not bit for bit.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+
+import soundfile
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+
+from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
+from ser_adv_brain.brain import broadcast_buffers
+from ser_adv_brain.metrics import ConfusionMatrix
+
+logger = logging.getLogger(__name__)
+
+# Threat models (an attack's ``domain`` and ``norm``, as in ``suite_budgets``): the budget's name in the report.
+BUDGET_TITLES = {
+    "features_linf": ("eps", "Linf on the normalised log-Mel features"),
+    "features_l2": ("eps", "L2 on the normalised log-Mel features"),
+    "waveform_linf": ("eps", "Linf on the waveform samples"),
+    "waveform_l2": ("eps", "L2 on the waveform samples"),
+    "waveform_snr": ("SNR dB", "L2 on the waveform, as a per-utterance SNR in dB"),
+}
+
+
+def uar_of_correct(correct, targets, n_classes):
+    """UAR of a per-utterance correct/incorrect vector: the mean over present classes of the correct share.
+
+    Example
+    -------
+    >>> uar_of_correct(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1]), 3)
+    0.75
+    """
+    # Only the diagonal matters for UAR: a wrong utterance is booked under the next class.
+    confusion = ConfusionMatrix(n_classes)
+    confusion.append(torch.where(correct, targets, (targets + 1) % n_classes), targets)
+    return confusion.uar()
+
+
+def attack_label(attack):
+    """A short name for the report: the class name, with its number of steps if it iterates."""
+    steps = getattr(attack, "steps", None)
+    return f"{type(attack).__name__}-{steps}" if steps and steps > 1 else type(attack).__name__
+
+
+@dataclasses.dataclass
+class SuiteEntry:
+    """One attack of the suite, its name in the report, and its threat model."""
+
+    attack: object
+    name: str
+    threat_model: str
+
+    @property
+    def domain(self):
+        return self.attack.domain
+
+
+def suite_entries(attacks):
+    """Names and threat models of a yaml list of attack plug-ins; checks each has a known threat model."""
+    if not attacks:
+        raise ValueError("The attack suite is empty: give attack_suite (or --attacks) at least one attack.")
+    entries, seen = [], {}
+    for attack in attacks:
+        threat = "_".join(map(str, getattr(attack, "threat_model", ())))
+        if threat not in BUDGET_TITLES:
+            raise ValueError(f"attack_suite: {attack!r} has threat model {threat!r}; the suite knows {sorted(BUDGET_TITLES)}.")
+        name = attack_label(attack)
+        seen[name] = seen.get(name, 0) + 1
+        entries.append(SuiteEntry(attack, name if seen[name] == 1 else f"{name} ({seen[name]})", threat))
+    return entries
+
+
+def ball_size(group, budget):
+    """A number that grows with the set of inputs a budget allows (an SNR allows more the lower it is)."""
+    return -budget if group.endswith("_snr") else budget
+
+
+def suite_plan(entries, budgets):
+    """``[(threat_model, budget, [entries])]`` in run order: threat models as first met, smallest budget first.
+
+    ``budgets`` maps each threat model to its grid (the yaml's ``suite_budgets``).
+    """
+    plan = []
+    for threat in dict.fromkeys(entry.threat_model for entry in entries):
+        if threat not in budgets or not budgets[threat]:
+            raise ValueError(f"suite_budgets has no budgets for {threat!r}, which attacks of the suite use.")
+        group = [entry for entry in entries if entry.threat_model == threat]
+        ordered = sorted((float(b) for b in budgets[threat]), key=lambda b: ball_size(threat, b))
+        plan.extend((threat, budget, group) for budget in ordered)
+    return plan
+
+
+class SplitOutcomes:
+    """Per-utterance outcomes of a suite on one split: the bookkeeping behind robust UAR.
+
+    ``predictions[key]`` holds, per utterance, the class predicted under the
+    attack ``key = (threat_model, budget, name)``, or -1 where the early exit
+    left the utterance alone.
+    """
+
+    def __init__(self, keys, n_classes):
+        self.keys, self.n_classes = list(keys), n_classes
+        self.ids, self.targets, self.clean, self.gradient_ok = [], [], [], []
+        self.predictions = {key: [] for key in self.keys}
+        self.attacked_count = 0  # utterance-attacks run on this process (the cost the early exit saves)
+
+    def append(self, ids, targets, clean, gradient_ok, predictions):
+        self.ids.extend(ids)
+        self.targets.extend(targets.tolist())
+        self.clean.extend(clean.tolist())
+        self.gradient_ok.extend(gradient_ok.tolist())
+        for key in self.keys:
+            self.predictions[key].extend(predictions[key].tolist())
+
+    def gather(self):
+        """Joins the outcomes of every DDP process, sorted by utterance ID, as tensors (in place)."""
+        parts = [self.__dict__]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, dict(self.__dict__))
+        ids = [i for part in parts for i in part["ids"]]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+
+        def joined(field, key=None):
+            values = [v for part in parts for v in (part[field] if key is None else part[field][key])]
+            return torch.tensor([values[i] for i in order], dtype=torch.long)
+
+        self.ids = [ids[i] for i in order]
+        self.targets, self.clean = joined("targets"), joined("clean")
+        self.gradient_ok = joined("gradient_ok").bool()
+        self.predictions = {key: joined("predictions", key) for key in self.keys}
+        self.attacked_count = sum(part["attacked_count"] for part in parts)
+        return self
+
+    # What the report reads: everything below works on gathered tensors.
+
+    @property
+    def clean_correct(self):
+        return self.clean == self.targets
+
+    def fooled(self, key):
+        """Utterances the attack was run on and that it got misclassified."""
+        pred = self.predictions[key]
+        return (pred >= 0) & (pred != self.targets)
+
+    def measured_alone(self, key):
+        """Whether the attack ran on every utterance correct on real data (so its own UAR is known)."""
+        return bool(((self.predictions[key] >= 0) | ~self.clean_correct).all())
+
+    def robust_after(self, threat, budget, name=None):
+        """Correct on real data, under every attack of the threat model at any smaller budget, and under
+        every attack at this budget up to ``name`` (all if None).
+
+        An adversarial example found within a smaller budget lies within this one too (the balls are nested).
+        """
+        correct = self.clean_correct.clone()
+        for key in self.keys:
+            if key[0] == threat and ball_size(threat, key[1]) < ball_size(threat, budget):
+                correct &= ~self.fooled(key)
+            elif key[:2] == (threat, budget):
+                correct &= ~self.fooled(key)
+                if key[2] == name:
+                    break
+        return correct
+
+    def uar(self, correct):
+        return uar_of_correct(correct, self.targets, self.n_classes)
+
+
+def input_gradient_ok(model, feats, targets):
+    """Per utterance: whether the input gradient of the cross-entropy is finite and not all zero."""
+    inputs = feats.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits, _ = model(inputs)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits.float(), targets, reduction="sum"), inputs)
+    flat = grad.flatten(1)
+    return torch.isfinite(flat).all(dim=1) & (flat != 0).any(dim=1)
+
+
+def run_attack(entry, budget, model, waveform_model, wavs, feats, targets):
+    """Adversarial input of ``entry`` at ``budget``, and the model's predictions on it."""
+    model, inputs = (model, feats) if entry.domain == "features" else (waveform_model, wavs)
+    adversarial = entry.attack.perturb(model, inputs, targets, eps=budget)
+    with torch.no_grad():
+        logits, _ = model(adversarial)
+    return adversarial.detach(), logits.argmax(dim=-1)
+
+
+def evaluate_suite(
+    brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None
+):
+    """Runs a suite's ``plan`` (see ``suite_plan``) on one split and returns its gathered ``SplitOutcomes``.
+
+    Arguments
+    ---------
+    brain : EmotionBrain
+        Restores the checkpoint ``max_key`` selects and attacks its model in eval mode.
+    dataset : DynamicItemDataset
+    plan : list
+        ``(group, budget, entries)`` in run order.
+    early_exit : bool
+        Attack only what is still classified correctly (see the module docstring).
+    loader_kwargs : dict
+    max_key : str or None
+        The checkpoint: the best by this key, or the most recent if None.
+    wav_pairs : tuple (folder, n) or None
+        Writes real and adversarial audio of up to ``n`` utterances of this
+        process's first batch under each waveform attack to ``folder``.
+    """
+    keys = [(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
+    for entry in {id(e.attack): e for _, _, entries in plan for e in entries}.values():
+        if hasattr(entry.attack, "generator"):  # the same evaluation twice gives the same result
+            entry.attack.generator.manual_seed(entry.attack.seed)
+    brain.on_evaluate_start(max_key=max_key)
+    brain.modules.eval()
+    broadcast_buffers(brain.modules)
+    model = brain.model
+    waveform_model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model).eval()
+    loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
+    loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
+    outcomes = SplitOutcomes(keys, brain.hparams.n_classes)
+    for batch in loader:
+        batch = batch.to(brain.device)
+        targets, wavs = brain.targets(batch), batch.sig.data
+        with torch.no_grad():
+            feats = brain.compute_features(wavs)
+            clean = model(feats)[0].argmax(dim=-1)
+        predictions = {}
+        # Per threat model: still correct at every smaller budget (the plan runs the smallest first).
+        still_correct = {group: clean == targets for group, _, _ in plan}
+        for group, budget, entries in plan:
+            alive = still_correct[group] if early_exit else torch.ones_like(targets, dtype=torch.bool)
+            for entry in entries:
+                pred = torch.full_like(targets, -1)
+                index = alive.nonzero().flatten()
+                if len(index):
+                    adversarial, pred[index] = run_attack(
+                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index]
+                    )
+                    outcomes.attacked_count += len(index)
+                    if early_exit:
+                        alive[index] &= pred[index] == targets[index]
+                    if wav_pairs and entry.domain == "waveform":
+                        folder, n = wav_pairs
+                        ids = [batch.id[i] for i in index[:n]]
+                        write_wav_pairs(folder, ids, wavs[index], adversarial, f"{entry.name}_{group}_{budget:g}", brain.hparams.sample_rate)
+                predictions[(group, budget, entry.name)] = pred
+        wav_pairs = None  # from the first batch only
+        gradient_ok = input_gradient_ok(model, feats, targets)
+        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions)
+    return outcomes.gather()
+
+
+def write_wav_pairs(folder, ids, real, adversarial, tag, sample_rate):
+    """16-bit wav files of real and adversarial audio, to listen to."""
+    os.makedirs(folder, exist_ok=True)
+    for i, utterance in enumerate(ids):
+        soundfile.write(os.path.join(folder, f"{utterance}_real.wav"), real[i].cpu().numpy(), sample_rate, subtype="PCM_16")
+        path = os.path.join(folder, f"{utterance}_{tag}.wav".replace(" ", "").replace("(", "").replace(")", ""))
+        soundfile.write(path, adversarial[i].cpu().numpy(), sample_rate, subtype="PCM_16")
+
+
+def budget_text(group, budget):
+    """``eps 0.02 on the features`` / ``40 dB SNR on the waveform``, for the report's sentences."""
+    if group.endswith("_snr"):
+        return f"{budget:g} dB SNR on the waveform"
+    return f"eps {budget:g} ({group.replace('_', ' ')})"

@@ -1,0 +1,239 @@
+"""The attack suite: robust UAR, the early exit, the evaluation and transfer commands, the masking checks.
+
+One tiny model is trained once (module fixture) and every test attacks it.
+"""
+
+import csv
+import math
+import os
+import sys
+
+import pytest
+import soundfile
+import torch
+
+from helpers_iface import (
+    TINY_FLAGS,
+    evaluation_brain,
+    make_tiny_corpus,
+    run_command,
+    run_recipe,
+    one_thread,  # noqa: F401 (an autouse fixture)
+)
+from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.inference import EmotionRecognizer
+from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
+
+HPARAMS = "hparams/cnn4_single.yaml"
+# Enough epochs for a tiny model that is right more often than chance, so attacks have work to do.
+TRAIN_FLAGS = [flag for flag in TINY_FLAGS if not flag.startswith("--number_of_epochs")] + ["--number_of_epochs=6"]
+BUDGETS = {"features_linf": [0.005, 0.01]}  # small enough that the tiny model survives some attacks
+
+
+def bim(eps=0.05, **options):
+    """PGD without random start: deterministic, so runs with and without early exit compare exactly."""
+    return PGD(eps=eps, steps=5, random_start=False, eta=None, label_source="target", **options)
+
+
+def fgsm():
+    return FGSM(eps=0.05, eta=None, label_source="target")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny single-training run (its own end-of-run suite included) and a Brain over it."""
+    tmp = tmp_path_factory.mktemp("suite")
+    corpus = make_tiny_corpus(str(tmp / "corpus"))
+    out = str(tmp / "single")
+    flags = [*TRAIN_FLAGS, f"--data_folder={corpus}", f"--output_folder={out}"]
+    run_recipe(HPARAMS, *flags)
+    brain, datasets, hparams = evaluation_brain(HPARAMS, *flags)
+    return {"out": out, "brain": brain, "datasets": datasets, "hparams": hparams, "tmp": tmp, "flags": flags, "corpus": corpus}
+
+
+def run_suite(trained, attacks, early_exit, budgets=BUDGETS, destroy_eps=None, split="test", model=None):
+    """Outcomes of ``attacks`` on a split of the trained model (or of ``model`` put in its place)."""
+    brain = trained["brain"]
+    entries = suite_entries(attacks)
+    plan = suite_plan(entries, budgets) + destroy_plan(entries, destroy_eps)
+    original = brain.modules.model
+    if model is not None:
+        brain.on_evaluate_start(max_key="UAR")  # restore into the original before wrapping it
+        brain.modules.model = model(original)
+    try:
+        return evaluate_suite(brain, trained["datasets"][split], plan, early_exit, {"batch_size": 4}), plan
+    finally:
+        brain.modules.model = original
+
+
+def test_the_tiny_model_beats_chance(trained):
+    outcomes, _ = run_suite(trained, [fgsm()], early_exit=True)
+    assert outcomes.uar(outcomes.clean_correct) > 1.5 / outcomes.n_classes
+
+
+def test_robust_uar_is_at_most_every_single_attacks_uar(trained):
+    outcomes, plan = run_suite(trained, [fgsm(), bim(), PGD(eps=0.05, steps=3, eta=None, seed=1)], early_exit=False)
+    for group, budget, entries in plan:
+        robust = outcomes.uar(outcomes.robust_after(group, budget))
+        alone = [outcomes.uar(outcomes.clean_correct & ~outcomes.fooled((group, budget, e.name))) for e in entries]
+        assert all(outcomes.measured_alone((group, budget, e.name)) for e in entries)
+        assert all(robust <= uar + 1e-12 for uar in alone), (budget, robust, alone)
+    # Per utterance: correct on real data and under every attack (not the lowest of the attacks' UARs).
+    for group, budget, entries in plan:
+        # Nested budgets: what fools within a smaller budget fools within this one.
+        keys = [key for key in outcomes.keys if key[0] == group and key[1] <= budget]
+        fooled = torch.stack([outcomes.fooled(key) for key in keys]).any(0)
+        assert torch.equal(outcomes.robust_after(group, budget), outcomes.clean_correct & ~fooled)
+
+
+def test_early_exit_changes_no_result_only_the_cost(trained):
+    attacks = [fgsm(), bim()]  # BIM fools more than FGSM: its share of the work must be right
+    lazy, plan = run_suite(trained, attacks, early_exit=True)
+    full, _ = run_suite(trained, attacks, early_exit=False)
+    assert lazy.ids == full.ids and torch.equal(lazy.clean, full.clean)
+    still_correct = lazy.clean_correct  # the plan holds one threat model, smallest budget first
+    for group, budget, entries in plan:
+        for entry in entries:
+            key = (group, budget, entry.name)
+            # Each attack ran on exactly the utterances that were still correct, and found the same.
+            assert torch.equal(lazy.predictions[key] >= 0, still_correct)
+            assert torch.equal(lazy.robust_after(group, budget, entry.name), full.robust_after(group, budget, entry.name))
+            still_correct = lazy.robust_after(group, budget, entry.name)
+    # The first attack at the smallest budget ran on every utterance correct on real data: its own UAR is known.
+    first = (*plan[0][:2], plan[0][2][0].name)
+    assert lazy.measured_alone(first)
+    assert torch.equal(lazy.fooled(first) & lazy.clean_correct, full.fooled(first) & full.clean_correct)
+    assert lazy.attacked_count < full.attacked_count
+    print(f"utterance-attacks: {lazy.attacked_count} with early exit, {full.attacked_count} without")
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluate_command_writes_the_suite_and_the_masking_checks(trained):
+    attacks = (
+        "[!new:ser_adv_brain.attacks.PGD {eps: 0.1, steps: 3, eta: null, label_source: target},"
+        " !new:ser_adv_brain.attacks.FGSM {eps: 0.1, eta: null, label_source: target}]"
+    )
+    out = trained["out"]
+    run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", out, f"--attacks={attacks}",
+                 "--suite_budgets={features_linf: [0.05, 0.2]}", "--masking_check_eps=20.0"])  # fmt: skip
+    rows = read_csv(os.path.join(out, "attack_suite.csv"))
+    assert {(r["split"], float(r["budget"]), r["attack"]) for r in rows} == {
+        (split, budget, attack) for split in ("valid", "test") for budget in (0.05, 0.2) for attack in ("PGD-3", "FGSM", "robust")
+    }
+    for row in rows:
+        if row["attack"] == "robust":
+            below = [r for r in rows if r["split"] == row["split"] and r["budget"] == row["budget"] and r["attack"] != "robust"]
+            assert all(float(row["UAR_worst_so_far"]) <= float(r["UAR_worst_so_far"]) + 1e-12 for r in below)
+    report = open(os.path.join(out, "robustness.md"), encoding="utf-8").read()
+    # The paper's FGSM table comes first, unchanged; the suite and the checks follow.
+    assert report.index("| data | eps |") < report.index("**robust UAR**") < report.index("Gradient-masking checks")
+    assert read_csv(os.path.join(out, "robustness.csv"))[0].keys() >= {"split", "eps", "data", "UAR"}
+
+
+def test_transfer_matrix_diagonal_is_the_white_box_attack(trained):
+    second = str(trained["tmp"] / "second")
+    flags = [f for f in trained["flags"] if not f.startswith(("--output_folder", "--number_of_epochs"))]
+    # Another model on the same split: vanilla adversarial training, same seed.
+    run_recipe("hparams/cnn4_vanilla.yaml", *flags, "--number_of_epochs=2", "--warmup_steps=1", f"--output_folder={second}")
+    out = str(trained["tmp"] / "transfer")
+    attack = "!new:ser_adv_brain.attacks.FGSM {eps: 0.05, eta: null, label_source: target}"
+    run_command([sys.executable, "-m", "ser_adv_brain.transfer", trained["out"], second, f"--attack={attack}",
+                 "--eps=[0.05, 0.2]", f"--output_folder={out}"])  # fmt: skip
+    rows = read_csv(os.path.join(out, "transfer.csv"))
+    matrix = {(r["eps"], os.path.normpath(r["source"]), os.path.normpath(r["target"])): float(r["UAR"]) for r in rows}
+    assert len([key for key in matrix if key[0] != "real"]) == 2 * 2 * 2
+    outcomes, _ = run_suite(trained, [fgsm()], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
+    for eps in (0.05, 0.2):
+        # FGSM is deterministic: the white-box cell is the suite's FGSM on every utterance.
+        white_box = outcomes.uar(outcomes.predictions[("features_linf", eps, "FGSM")] == outcomes.targets)
+        assert matrix[(str(eps), os.path.normpath(trained["out"]), os.path.normpath(trained["out"]))] == pytest.approx(white_box, abs=1e-4)
+    assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
+
+
+class ZeroGradient(torch.nn.Module):
+    """A model that masks its gradient: it sees its input rounded, and rounding has zero derivative."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats):
+        return self.model(torch.round(feats * 100) / 100)
+
+
+def sentences(outcomes, plan):
+    return masking_report({"test": outcomes}, plan)
+
+
+def test_masking_checks_fire_on_a_model_with_zero_input_gradient(trained):
+    outcomes, plan = run_suite(trained, [bim(), fgsm()], early_exit=True, destroy_eps=20.0, model=ZeroGradient)
+    report = sentences(outcomes, plan)
+    assert "the input gradient of the loss is zero or not finite for" in report
+    assert "a budget that destroys the input" in report
+    assert NONE_FIRED not in report
+
+
+def test_masking_check_fires_when_an_iterative_attack_is_weaker_than_fgsm(trained):
+    stuck = bim(rel_step_size=0.0)  # an iterative attack that never moves
+    outcomes, plan = run_suite(trained, [stuck, fgsm()], early_exit=True, budgets={"features_linf": [0.2]})
+    assert "the iterative attack is weaker than FGSM at the same budget" in sentences(outcomes, plan)
+
+
+def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(trained):
+    class Noise(FGSM):
+        """A query-free black box: the sign of a fixed random direction (here, against a masked model)."""
+
+        black_box = True
+
+        def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+            direction = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
+            return inputs + eps * direction.sign()
+
+    outcomes, plan = run_suite(trained, [bim(), Noise(eps=1.0, eta=None)], early_exit=True,
+                               budgets={"features_linf": [3.0]}, model=ZeroGradient)  # fmt: skip
+    assert "it beats the white-box attacks" in sentences(outcomes, plan)
+
+
+def test_no_masking_check_fires_on_the_normal_model(trained):
+    outcomes, plan = run_suite(trained, [bim(), fgsm()], early_exit=True, destroy_eps=20.0)
+    assert sentences(outcomes, plan).strip().endswith(NONE_FIRED)
+
+
+def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
+    outcomes = SplitOutcomes([("features_linf", 0.1, "FGSM")], n_classes=3)
+    key = ("features_linf", 0.1, "FGSM")
+    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])})
+    outcomes.gather()
+    assert outcomes.ids == ["a", "b"] and outcomes.targets.tolist() == [0, 1]
+    assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
+
+
+def test_attack_file_writes_a_wav_within_its_snr_budget(trained):
+    recognizer = EmotionRecognizer.from_hparams(
+        source=os.path.join(trained["out"], "interface"), savedir=str(trained["tmp"] / "pretrained")
+    )
+    path = sorted(trained["datasets"]["test"].data[i]["wav"] for i in trained["datasets"]["test"].data_ids)[0]
+    out_wav = str(trained["tmp"] / "adversarial.wav")
+    result = recognizer.attack_file(path, WaveformPGD(eps=30.0, steps=3), out_wav)
+    audio, rate = soundfile.read(out_wav, dtype="float32")
+    assert soundfile.info(out_wav).subtype == "PCM_16" and rate == trained["hparams"]["sample_rate"]
+    clean = recognizer.prepare_batch(recognizer.load_audio(path))[0].numpy()
+    snr = 10 * math.log10((clean.astype("float64") ** 2).sum() / ((audio - clean).astype("float64") ** 2).sum())
+    assert 30.0 <= snr < 60.0 and result["snr_db"] == pytest.approx(snr, abs=1e-3)
+    labels = set(trained["hparams"]["label_encoder"].lab2ind)
+    assert result["before"] in labels and result["after"] in labels
+    assert result["after"] == recognizer.classify_file(out_wav)[3][0]
+    with pytest.raises(ValueError, match="waveform-domain attack"):
+        recognizer.attack_file(path, fgsm(), out_wav)
+
+
+def test_success_matrix_command(trained):
+    run_command([sys.executable, "-m", "ser_adv_brain.targeted_success", trained["out"],
+                 "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
+    rows = read_csv(os.path.join(trained["out"], "success_matrix.csv"))
+    assert len(rows) == trained["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
