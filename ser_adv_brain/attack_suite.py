@@ -30,7 +30,6 @@ can get another draw: the same evaluation in distribution, not bit for bit.
 
 import dataclasses
 import logging
-import math
 import os
 
 import soundfile

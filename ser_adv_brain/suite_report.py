@@ -59,7 +59,7 @@ def suite_markdown(outcomes_by_split, plan, title, early_exit):
             lines += [
                 f"{split}, {what} (real data {real:.3f}, chance {1 / outcomes.n_classes:.3f}):",
                 "",
-                f"| attack | " + " | ".join(f"{unit} {b:g}" for b in budgets) + " |",
+                "| attack | " + " | ".join(f"{unit} {b:g}" for b in budgets) + " |",
                 "|---|" + "---|" * len(budgets),
             ]
             for name in [e.name for e in names] + ["robust"]:

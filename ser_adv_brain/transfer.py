@@ -139,7 +139,7 @@ def write_transfer_report(matrices, real, attack, folders, output_folder, split)
         writer.writerows(["real", "", target, f"{uar:.4f}"] for target, uar in real.items())
     names = [os.path.normpath(folder) for folder in folders]
     lines = [f"### Transfer: {attack!r}, {split} UAR (rows: source of the fake data, columns: target)", ""]
-    lines += [f"Models: " + "; ".join(f"{i + 1} = `{name}`" for i, name in enumerate(names)), ""]
+    lines += ["Models: " + "; ".join(f"{i + 1} = `{name}`" for i, name in enumerate(names)), ""]
     header = "| source \\ target | " + " | ".join(str(i + 1) for i in range(len(folders))) + " |"
     rule = "|---|" + "---|" * len(folders)
     lines += [header, rule, "| real data | " + " | ".join(f"{real[f]:.3f}" for f in folders) + " |"]
