@@ -52,10 +52,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):
         sys.exit(__doc__)
-    if not os.path.isfile(os.path.join(argv[0], "hyperparams.yaml")):
-        sys.exit(f"{argv[0]!r} is not a training output folder: it has no hyperparams.yaml.")
     rest, suite_override = attacks_override(argv[1:])
-    hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
+    try:
+        hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
+    except FileNotFoundError as error:  # load_trained names a folder without hyperparams.yaml
+        sys.exit(str(error))
     return report_robustness(brain, hparams, datasets)
 
 
