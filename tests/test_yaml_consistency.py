@@ -103,3 +103,42 @@ def test_modules_the_brains_use_are_declared(row):
     used = set(re.findall(r"self\.modules\.(\w+)", brain_source)) - set(dir(torch.nn.ModuleDict))
     declared = set(load_yaml_tree(row["Hparam_file"])["modules"])
     assert used and used <= declared, f"{row['Hparam_file']}: modules {sorted(used - declared)} are not declared"
+
+
+# The keys that say which experiment a file is (corpus, model, length of training); every other
+# key two files share must hold the same value in both, so that the files cannot drift apart.
+EXPERIMENT_KEYS = {
+    "experiment_name", "output_folder", "data_folder", "split_ratio", "n_frames", "model",
+    "number_of_epochs", "select_checkpoint", "warmup_steps",
+}  # fmt: skip
+# Keys that hold the kind of training (the file name's last word: single, vanilla, similarity).
+TRAINING_KEYS = {"objective", "training_step"}
+
+
+def as_written(node):
+    """A yaml node as comparable data: values, tags (``!new:...``, ``!ref``) and nesting; no comments."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, dict):
+        value = {key: as_written(child) for key, child in node.items()}
+    elif isinstance(node, list):
+        value = [as_written(child) for child in node]
+    else:
+        value = str(getattr(node, "value", node))
+    return (tag, value) if tag else value
+
+
+def test_hparams_files_do_not_drift_apart():
+    """The nine DEMoS files and the EmoDB ones: the same features, attacks, suite, optimiser,
+    loaders, logger and checkpointer (with its exact-resume guarantees), key for key."""
+    seen = {}  # (key, kind or None) -> (file, value)
+    drifted = []
+    for path in HPARAMS_FILES:
+        kind = os.path.splitext(os.path.basename(path))[0].rsplit("_", 1)[-1]
+        for key, node in load_yaml_tree(path).items():
+            if key in EXPERIMENT_KEYS:
+                continue
+            slot = (key, kind if key in TRAINING_KEYS else None)
+            first = seen.setdefault(slot, (path, as_written(node)))
+            if first[1] != as_written(node):
+                drifted.append(f"{key}: {path} differs from {first[0]}")
+    assert not drifted, "hparams files drifted apart:\n" + "\n".join(drifted)
