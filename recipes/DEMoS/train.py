@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Recipe: speech emotion recognition on DEMoS, with FGSM attacks and adversarial training.
 
-Implements Ren et al., "Generating and Protecting Against Adversarial Attacks
-for Deep Speech-based Emotion Recognition Models", ICASSP 2020.
+Implements Ren et al., ICASSP 2020.
 
 To run (without --data_folder it trains on a built-in SYNTHETIC DEMoS-shaped corpus):
     python recipes/DEMoS/train.py hparams/vgg16_vanilla.yaml --data_folder=/path/to/DEMoS

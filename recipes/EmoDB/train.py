@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Recipe: speech emotion recognition on EmoDB, with FGSM attacks and adversarial training.
 
-Implements Ren et al., "Generating and Protecting Against Adversarial Attacks
-for Deep Speech-based Emotion Recognition Models", ICASSP 2020, on real German
+Implements Ren et al., ICASSP 2020, on real German
 speech (Burkhardt et al., "A Database of German Emotional Speech", Interspeech 2005).
 
 To run:
