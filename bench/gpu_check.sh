@@ -32,7 +32,7 @@ for objective in vanilla similarity; do
   done
 done
 
-step python -m pytest -q -p no:cacheprovider tests/test_brain.py tests/test_attacks.py
+step python -m pytest -q -p no:cacheprovider tests/unit/test_brain.py tests/unit/test_attacks.py
 step python bench/step_cost.py --device cuda --precision bf16 --models vgg16,cnn4 --steps 15 --warmup 3
 step python bench/step_cost.py --device cuda --precision fp32 --models vgg16 --steps 15 --warmup 3
 step python bench/fgsm_curve_cost.py --device cuda --models vgg16,cnn4

@@ -6,7 +6,7 @@ import os
 import torch
 
 from ser_adv_brain.metrics import ConfusionMatrix
-from helpers_iface import RecipeBrain
+from helpers import RecipeBrain
 from ser_adv_brain.dataio import manifests_of
 from ser_adv_brain.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
 from ser_adv_brain.recipe import build_brain, checked_datasets, selection_key

@@ -1,8 +1,8 @@
-"""Runs a recipe's ``train.py`` unchanged, with probes that ``tests/test_ddp.py`` reads.
+"""Runs a recipe's ``train.py`` unchanged, with probes that ``tests/integration/test_ddp.py`` reads.
 
 Usage (one process per rank, as torchrun starts them)::
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_probe.py PROBE_DIR [--slow_rename] \\
+    python -m torch.distributed.run --nproc_per_node=2 tests/integration/ddp_probe.py PROBE_DIR [--slow_rename] \\
         recipes/DEMoS/train.py hparams/cnn4_vanilla.yaml --distributed_backend=gloo ... \\
         [--- hparams/cnn4_single.yaml --distributed_backend=gloo ...]
 
@@ -37,7 +37,8 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 import ser_adv_brain.checkpoints
 import ser_adv_brain.brain
 import ser_adv_brain.recipe
-from helpers_iface import capture_eval_stats
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for helpers
+from helpers import capture_eval_stats  # noqa: E402
 
 RUN_SEPARATOR = "---"
 # How long rank 0 waits, at most, before renaming a staged checkpoint.

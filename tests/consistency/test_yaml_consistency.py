@@ -18,19 +18,19 @@ import ruamel.yaml
 import torch
 from speechbrain.utils.run_opts import RunOptions
 
-from helpers_iface import RECIPE_CSV_COLUMNS, REPO, files_to_check, recipe_csv_files, recipe_rows
+from helpers import RECIPE_CSV_COLUMNS, REPO_ROOT, files_to_check, recipe_csv_files, recipe_rows
 
 ROWS = recipe_rows()
 IDS = [recipe_id for recipe_id, _ in ROWS]
 HPARAMS_FILES = sorted(
-    os.path.relpath(path, REPO)
+    os.path.relpath(path, REPO_ROOT)
     for pattern in ("hparams/**/*.yaml", "recipes/*/hparams/**/*.yaml")
-    for path in glob.glob(os.path.join(REPO, pattern), recursive=True)
+    for path in glob.glob(os.path.join(REPO_ROOT, pattern), recursive=True)
 )
 
 
 def read(path):
-    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+    with open(os.path.join(REPO_ROOT, path), encoding="utf-8") as f:
         return f.read()
 
 
@@ -82,10 +82,10 @@ def test_every_hparams_file_is_listed_in_a_recipe_csv():
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=IDS)
 def test_recipe_row_names_existing_files_and_checks_outputs(row):
     for column in ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file"):
-        assert os.path.isfile(os.path.join(REPO, row[column])), f"{column} {row[column]!r} does not exist"
+        assert os.path.isfile(os.path.join(REPO_ROOT, row[column])), f"{column} {row[column]!r} does not exist"
     assert row["test_debug_flags"], "no test_debug_flags"
     assert files_to_check(row["test_debug_checks"]), "test_debug_checks has no file_exists=[...]"
-    # tests/test_recipes.py checks file_exists only: any other check would be silently skipped.
+    # tests/integration/test_recipes.py checks file_exists only: any other check would be silently skipped.
     assert re.sub(r"file_exists=\[.*?\]", "", row["test_debug_checks"]).strip() == ""
 
 

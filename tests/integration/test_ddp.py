@@ -1,7 +1,7 @@
 """DDP through SpeechBrain's launcher on CPU: two gloo processes train, checkpoint, resume and evaluate as one.
 
 Every run starts ``torchrun --nproc_per_node=2 recipes/DEMoS/train.py ...
---distributed_backend=gloo`` through ``tests/ddp_probe.py``, which counts the
+--distributed_backend=gloo`` through ``tests/integration/ddp_probe.py``, which counts the
 reducer's all-reduces and records every rank's state, metrics and saves. Three
 launches are shared by all the tests (module-scoped fixtures):
 
@@ -29,14 +29,7 @@ import sys
 import pytest
 import torch
 
-from helpers_iface import (
-    DEMOS_TRAIN,
-    REPO,
-    capture_eval_stats,
-    evaluation_brain,
-    run_command,
-    one_thread,  # noqa: F401 (an autouse fixture)
-)
+from helpers import DEMOS_TRAIN, REPO_ROOT, capture_eval_stats, evaluation_brain, run_command
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
 CORPUS = {"n_speakers": 6, "utterances_per_emotion": 3, "neutral_per_speaker": 0, "seed": 1}
@@ -75,7 +68,7 @@ CORPUS_FLAG = "--synthetic_corpus={" + ", ".join(f"{k}: {v}" for k, v in CORPUS.
 
 def torchrun_probe(probe_dir, *probe_options):
     """The launcher of a 2-process CPU run, with the probe in front of the recipe script."""
-    probe = os.path.join(REPO, "tests", "ddp_probe.py")
+    probe = os.path.join(REPO_ROOT, "tests", "integration", "ddp_probe.py")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", probe, probe_dir, *probe_options]
 
 
@@ -83,7 +76,7 @@ def launch(probe_dir, runs, *probe_options):
     """Runs the DEMoS recipe once per ``(hparams_file, flags)`` in one torchrun launch; each run's records per rank."""
     args = torchrun_probe(probe_dir, *probe_options) + [DEMOS_TRAIN]
     for index, (hparams_file, flags) in enumerate(runs):
-        args += (["---"] if index else []) + [os.path.join(REPO, hparams_file), *flags]
+        args += (["---"] if index else []) + [os.path.join(REPO_ROOT, hparams_file), *flags]
     run_command(args)
     return [[torch.load(os.path.join(probe_dir, f"run{i}", f"rank{r}.pt")) for r in (0, 1)] for i in range(len(runs))]
 

@@ -1,6 +1,5 @@
 """Property-based tests: stem parsing, manifest reading and the feature pipeline over arbitrary inputs."""
 
-import csv
 import math
 import string
 
@@ -12,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from speechbrain.dataio.dataio import load_data_csv
 
-import helpers_reliability  # puts the DEMoS recipe on the path
 from demos_prepare import EMOTION_CODES, parse_demos_stem
 from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio
 from ser_adv_brain.features import FeatureNormalizer, LogMel
@@ -25,8 +23,6 @@ from ser_adv_brain.validation import (
     read_manifest,
     row_problems,
 )
-
-helpers_reliability.make_lazy_modules_inspectable()
 
 SMALL = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

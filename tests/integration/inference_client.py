@@ -1,6 +1,6 @@
-"""What a user of an exported interface does, in a fresh process; ``tests/test_inference.py`` checks the results.
+"""What a user of an exported interface does, in a fresh process; ``tests/integration/test_inference.py`` checks the results.
 
-Usage: ``python tests/inference_client.py INTERFACE_FOLDER SAVEDIR RESULTS.pt EPS WAV [WAV ...]``
+Usage: ``python tests/integration/inference_client.py INTERFACE_FOLDER SAVEDIR RESULTS.pt EPS WAV [WAV ...]``
 
 Loads the folder with ``EmotionRecognizer.from_hparams`` and with SpeechBrain's
 ``foreign_class``, classifies each file, each file's raw samples (any rate and

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import foreign_class
 
-from helpers_iface import load_recipe_hparams
+from helpers import LEARNING_CORPUS, load_hparams
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.model_card import model_card
 
@@ -25,21 +25,21 @@ def metadata_and_body(card):
 
 
 @pytest.fixture(scope="module")
-def card(exported_run):
-    with open(os.path.join(exported_run["out"], "interface", "README.md"), encoding="utf-8") as f:
+def card(trained):
+    with open(os.path.join(trained["out"], "interface", "README.md"), encoding="utf-8") as f:
         return f.read()
 
 
 @pytest.fixture(scope="module")
-def run_hparams(exported_run):
+def run_hparams(trained):
     """The run's hyperparameters, as its recipe saw them, with its label encoder."""
-    hparams = load_recipe_hparams(exported_run["hparams_file"], *exported_run["flags"])
+    hparams = load_hparams(trained["hparams_file"], *trained["flags"])
     hparams["label_encoder"] = CategoricalEncoder()
     hparams["label_encoder"].load(os.path.join(hparams["save_folder"], "label_encoder.txt"))
     return hparams
 
 
-def test_card_metadata_carries_the_runs_results(card, exported_run):
+def test_card_metadata_carries_the_runs_results(card, trained):
     meta, body = metadata_and_body(card)
     assert {"audio-classification", "speechbrain", "cnn4", "synthetic-data"} <= set(meta["tags"])
     assert "language" not in meta  # synthetic voices speak no language
@@ -47,7 +47,7 @@ def test_card_metadata_carries_the_runs_results(card, exported_run):
     assert meta["datasets"] == ["ser-adv-brain-synthetic"]
     assert meta["library_name"] == "speechbrain" and set(meta["metrics"]) == {"uar", "accuracy"}
     # Every row of the run's attack report is in the model-index, with its value.
-    with open(os.path.join(exported_run["out"], "robustness.csv"), newline="", encoding="utf-8") as f:
+    with open(os.path.join(trained["out"], "robustness.csv"), newline="", encoding="utf-8") as f:
         report = list(csv.DictReader(f))
     assert [entry["name"] for entry in meta["model-index"]] == ["cnn4_vanilla"]
     # As the Hugging Face hub reads it (its own parser fails on a malformed model-index).
@@ -65,10 +65,11 @@ def test_card_metadata_carries_the_runs_results(card, exported_run):
             expected[(row["split"], metric, name)] = round(float(row[column]), 4)
     assert indexed == expected and len(expected) == 8
     # The body quotes the report the run wrote, and says what the model was trained on.
-    with open(os.path.join(exported_run["out"], "robustness.md"), encoding="utf-8") as f:
+    with open(os.path.join(trained["out"], "robustness.md"), encoding="utf-8") as f:
         assert f.read().strip() in body
     assert "SYNTHETIC speech" in body
-    assert "train 2 (28 utterances), dev 2 (28 utterances), test 2 (28 utterances)" in body
+    n = 2 * 7 * LEARNING_CORPUS["utterances_per_emotion"]  # 2 speakers a split, 7 emotions, no neutral
+    assert f"train 2 ({n} utterances), dev 2 ({n} utterances), test 2 ({n} utterances)" in body
     assert "at eps 0, 0.1" in body and "`VanillaAdversarialObjective(alpha=0.5)`" in body
 
 
@@ -85,12 +86,12 @@ def test_card_describes_the_corpus_and_its_terms(run_hparams):
         assert terms in body.split("## License", 1)[1]
 
 
-def test_a_copy_of_the_folder_loads_offline_through_foreign_class(exported_run, tmp_path, monkeypatch):
-    original = os.path.join(exported_run["out"], "interface")
+def test_a_copy_of_the_folder_loads_offline_through_foreign_class(trained, tmp_path, monkeypatch):
+    original = os.path.join(trained["out"], "interface")
     copy = shutil.copytree(original, tmp_path / "hub_repo")
     for name in os.listdir(copy):  # nothing points back at the training run
         if name.endswith((".md", ".yaml", ".py")):
-            assert exported_run["out"] not in (copy / name).read_text(encoding="utf-8")
+            assert trained["out"] not in (copy / name).read_text(encoding="utf-8")
 
     def no_network(*args, **kwargs):
         raise AssertionError("the interface tried to reach the network")

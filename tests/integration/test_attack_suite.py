@@ -1,6 +1,6 @@
 """The attack suite: robust UAR, the early exit, the evaluation and transfer commands, the masking checks.
 
-One tiny model is trained once (module fixture) and every test attacks it.
+One tiny model is single_run once (module fixture) and every test attacks it.
 """
 
 import csv
@@ -12,22 +12,16 @@ import pytest
 import soundfile
 import torch
 
-from helpers_iface import (
-    TINY_FLAGS,
-    evaluation_brain,
-    make_tiny_corpus,
-    run_command,
-    run_recipe,
-    one_thread,  # noqa: F401 (an autouse fixture)
-)
+from helpers import TINY, evaluation_brain, flags, run_command, run_recipe
 from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
 
 HPARAMS = "hparams/cnn4_single.yaml"
-# Enough epochs for a tiny model that is right more often than chance, so attacks have work to do.
-TRAIN_FLAGS = [flag for flag in TINY_FLAGS if not flag.startswith("--number_of_epochs")] + ["--number_of_epochs=6"]
+# Wider, longer clips and 6 epochs: a tiny model that is right more often than chance, so attacks have work to do.
+TRAIN_FLAGS = [*flags(**{**TINY, "base_channels": 4, "n_frames": 100, "number_of_epochs": 6}), "--eval_eps=[0.0, 0.1]",
+               "--noprogressbar"]
 BUDGETS = {"features_linf": [0.005, 0.01]}  # small enough that the tiny model survives some attacks
 
 
@@ -41,20 +35,19 @@ def fgsm():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny single-training run (its own end-of-run suite included) and a Brain over it."""
+def single_run(tiny_corpus, tmp_path_factory):
+    """A tiny single-training run of the tiny corpus (its own end-of-run suite included) and a Brain over it."""
     tmp = tmp_path_factory.mktemp("suite")
-    corpus = make_tiny_corpus(str(tmp / "corpus"))
     out = str(tmp / "single")
-    flags = [*TRAIN_FLAGS, f"--data_folder={corpus}", f"--output_folder={out}"]
-    run_recipe(HPARAMS, *flags)
-    brain, datasets, hparams = evaluation_brain(HPARAMS, *flags)
-    return {"out": out, "brain": brain, "datasets": datasets, "hparams": hparams, "tmp": tmp, "flags": flags, "corpus": corpus}
+    run_flags = [*TRAIN_FLAGS, f"--data_folder={tiny_corpus}", f"--output_folder={out}"]
+    run_recipe(HPARAMS, *run_flags)
+    brain, datasets, hparams = evaluation_brain(HPARAMS, *run_flags)
+    return {"out": out, "brain": brain, "datasets": datasets, "hparams": hparams, "tmp": tmp, "flags": run_flags}
 
 
-def run_suite(trained, attacks, early_exit, budgets=BUDGETS, destroy_eps=None, split="test", model=None):
-    """Outcomes of ``attacks`` on a split of the trained model (or of ``model`` put in its place)."""
-    brain = trained["brain"]
+def run_suite(single_run, attacks, early_exit, budgets=BUDGETS, destroy_eps=None, split="test", model=None):
+    """Outcomes of ``attacks`` on a split of the single_run model (or of ``model`` put in its place)."""
+    brain = single_run["brain"]
     entries = suite_entries(attacks)
     plan = suite_plan(entries, budgets) + destroy_plan(entries, destroy_eps)
     original = brain.modules.model
@@ -62,18 +55,18 @@ def run_suite(trained, attacks, early_exit, budgets=BUDGETS, destroy_eps=None, s
         brain.on_evaluate_start(max_key="UAR")  # restore into the original before wrapping it
         brain.modules.model = model(original)
     try:
-        return evaluate_suite(brain, trained["datasets"][split], plan, early_exit, {"batch_size": 4}), plan
+        return evaluate_suite(brain, single_run["datasets"][split], plan, early_exit, {"batch_size": 4}), plan
     finally:
         brain.modules.model = original
 
 
-def test_the_tiny_model_beats_chance(trained):
-    outcomes, _ = run_suite(trained, [fgsm()], early_exit=True)
+def test_the_tiny_model_beats_chance(single_run):
+    outcomes, _ = run_suite(single_run, [fgsm()], early_exit=True)
     assert outcomes.uar(outcomes.clean_correct) > 1.5 / outcomes.n_classes
 
 
-def test_robust_uar_is_at_most_every_single_attacks_uar(trained):
-    outcomes, plan = run_suite(trained, [fgsm(), bim(), PGD(eps=0.05, steps=3, eta=None, seed=1)], early_exit=False)
+def test_robust_uar_is_at_most_every_single_attacks_uar(single_run):
+    outcomes, plan = run_suite(single_run, [fgsm(), bim(), PGD(eps=0.05, steps=3, eta=None, seed=1)], early_exit=False)
     for group, budget, entries in plan:
         robust = outcomes.uar(outcomes.robust_after(group, budget))
         alone = [outcomes.uar(outcomes.clean_correct & ~outcomes.fooled((group, budget, e.name))) for e in entries]
@@ -87,10 +80,10 @@ def test_robust_uar_is_at_most_every_single_attacks_uar(trained):
         assert torch.equal(outcomes.robust_after(group, budget), outcomes.clean_correct & ~fooled)
 
 
-def test_early_exit_changes_no_result_only_the_cost(trained):
+def test_early_exit_changes_no_result_only_the_cost(single_run):
     attacks = [fgsm(), bim()]  # BIM fools more than FGSM: its share of the work must be right
-    lazy, plan = run_suite(trained, attacks, early_exit=True)
-    full, _ = run_suite(trained, attacks, early_exit=False)
+    lazy, plan = run_suite(single_run, attacks, early_exit=True)
+    full, _ = run_suite(single_run, attacks, early_exit=False)
     assert lazy.ids == full.ids and torch.equal(lazy.clean, full.clean)
     still_correct = lazy.clean_correct  # the plan holds one threat model, smallest budget first
     for group, budget, entries in plan:
@@ -113,12 +106,12 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_evaluate_command_writes_the_suite_and_the_masking_checks(trained):
+def test_evaluate_command_writes_the_suite_and_the_masking_checks(single_run):
     attacks = (
         "[!new:ser_adv_brain.attacks.PGD {eps: 0.1, steps: 3, eta: null, label_source: target},"
         " !new:ser_adv_brain.attacks.FGSM {eps: 0.1, eta: null, label_source: target}]"
     )
-    out = trained["out"]
+    out = single_run["out"]
     run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", out, f"--attacks={attacks}",
                  "--suite_budgets={features_linf: [0.05, 0.2]}", "--masking_check_eps=20.0"])  # fmt: skip
     rows = read_csv(os.path.join(out, "attack_suite.csv"))
@@ -135,23 +128,23 @@ def test_evaluate_command_writes_the_suite_and_the_masking_checks(trained):
     assert read_csv(os.path.join(out, "robustness.csv"))[0].keys() >= {"split", "eps", "data", "UAR"}
 
 
-def test_transfer_matrix_diagonal_is_the_white_box_attack(trained):
-    second = str(trained["tmp"] / "second")
-    flags = [f for f in trained["flags"] if not f.startswith(("--output_folder", "--number_of_epochs"))]
+def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
+    second = str(single_run["tmp"] / "second")
+    second_flags = [f for f in single_run["flags"] if not f.startswith(("--output_folder", "--number_of_epochs"))]
     # Another model on the same split: vanilla adversarial training, same seed.
-    run_recipe("hparams/cnn4_vanilla.yaml", *flags, "--number_of_epochs=2", "--warmup_steps=1", f"--output_folder={second}")
-    out = str(trained["tmp"] / "transfer")
+    run_recipe("hparams/cnn4_vanilla.yaml", *second_flags, "--number_of_epochs=2", "--warmup_steps=1", f"--output_folder={second}")
+    out = str(single_run["tmp"] / "transfer")
     attack = "!new:ser_adv_brain.attacks.FGSM {eps: 0.05, eta: null, label_source: target}"
-    run_command([sys.executable, "-m", "ser_adv_brain.transfer", trained["out"], second, f"--attack={attack}",
+    run_command([sys.executable, "-m", "ser_adv_brain.transfer", single_run["out"], second, f"--attack={attack}",
                  "--eps=[0.05, 0.2]", f"--output_folder={out}"])  # fmt: skip
     rows = read_csv(os.path.join(out, "transfer.csv"))
     matrix = {(r["eps"], os.path.normpath(r["source"]), os.path.normpath(r["target"])): float(r["UAR"]) for r in rows}
     assert len([key for key in matrix if key[0] != "real"]) == 2 * 2 * 2
-    outcomes, _ = run_suite(trained, [fgsm()], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
+    outcomes, _ = run_suite(single_run, [fgsm()], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
     for eps in (0.05, 0.2):
         # FGSM is deterministic: the white-box cell is the suite's FGSM on every utterance.
         white_box = outcomes.uar(outcomes.predictions[("features_linf", eps, "FGSM")] == outcomes.targets)
-        assert matrix[(str(eps), os.path.normpath(trained["out"]), os.path.normpath(trained["out"]))] == pytest.approx(white_box, abs=1e-4)
+        assert matrix[(str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))] == pytest.approx(white_box, abs=1e-4)
     assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
 
 
@@ -170,21 +163,21 @@ def sentences(outcomes, plan):
     return masking_report({"test": outcomes}, plan)
 
 
-def test_masking_checks_fire_on_a_model_with_zero_input_gradient(trained):
-    outcomes, plan = run_suite(trained, [bim(), fgsm()], early_exit=True, destroy_eps=20.0, model=ZeroGradient)
+def test_masking_checks_fire_on_a_model_with_zero_input_gradient(single_run):
+    outcomes, plan = run_suite(single_run, [bim(), fgsm()], early_exit=True, destroy_eps=20.0, model=ZeroGradient)
     report = sentences(outcomes, plan)
     assert "the input gradient of the loss is zero or not finite for" in report
     assert "a budget that destroys the input" in report
     assert NONE_FIRED not in report
 
 
-def test_masking_check_fires_when_an_iterative_attack_is_weaker_than_fgsm(trained):
+def test_masking_check_fires_when_an_iterative_attack_is_weaker_than_fgsm(single_run):
     stuck = bim(rel_step_size=0.0)  # an iterative attack that never moves
-    outcomes, plan = run_suite(trained, [stuck, fgsm()], early_exit=True, budgets={"features_linf": [0.2]})
+    outcomes, plan = run_suite(single_run, [stuck, fgsm()], early_exit=True, budgets={"features_linf": [0.2]})
     assert "the iterative attack is weaker than FGSM at the same budget" in sentences(outcomes, plan)
 
 
-def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(trained):
+def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(single_run):
     class Noise(FGSM):
         """A query-free black box: the sign of a fixed random direction (here, against a masked model)."""
 
@@ -194,13 +187,13 @@ def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(tra
             direction = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
             return inputs + eps * direction.sign()
 
-    outcomes, plan = run_suite(trained, [bim(), Noise(eps=1.0, eta=None)], early_exit=True,
+    outcomes, plan = run_suite(single_run, [bim(), Noise(eps=1.0, eta=None)], early_exit=True,
                                budgets={"features_linf": [3.0]}, model=ZeroGradient)  # fmt: skip
     assert "it beats the white-box attacks" in sentences(outcomes, plan)
 
 
-def test_no_masking_check_fires_on_the_normal_model(trained):
-    outcomes, plan = run_suite(trained, [bim(), fgsm()], early_exit=True, destroy_eps=20.0)
+def test_no_masking_check_fires_on_the_normal_model(single_run):
+    outcomes, plan = run_suite(single_run, [bim(), fgsm()], early_exit=True, destroy_eps=20.0)
     assert sentences(outcomes, plan).strip().endswith(NONE_FIRED)
 
 
@@ -213,27 +206,27 @@ def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
     assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
 
 
-def test_attack_file_writes_a_wav_within_its_snr_budget(trained):
+def test_attack_file_writes_a_wav_within_its_snr_budget(single_run):
     recognizer = EmotionRecognizer.from_hparams(
-        source=os.path.join(trained["out"], "interface"), savedir=str(trained["tmp"] / "pretrained")
+        source=os.path.join(single_run["out"], "interface"), savedir=str(single_run["tmp"] / "pretrained")
     )
-    path = sorted(trained["datasets"]["test"].data[i]["wav"] for i in trained["datasets"]["test"].data_ids)[0]
-    out_wav = str(trained["tmp"] / "adversarial.wav")
+    path = sorted(single_run["datasets"]["test"].data[i]["wav"] for i in single_run["datasets"]["test"].data_ids)[0]
+    out_wav = str(single_run["tmp"] / "adversarial.wav")
     result = recognizer.attack_file(path, WaveformPGD(eps=30.0, steps=3), out_wav)
     audio, rate = soundfile.read(out_wav, dtype="float32")
-    assert soundfile.info(out_wav).subtype == "PCM_16" and rate == trained["hparams"]["sample_rate"]
+    assert soundfile.info(out_wav).subtype == "PCM_16" and rate == single_run["hparams"]["sample_rate"]
     clean = recognizer.prepare_batch(recognizer.load_audio(path))[0].numpy()
     snr = 10 * math.log10((clean.astype("float64") ** 2).sum() / ((audio - clean).astype("float64") ** 2).sum())
     assert 30.0 <= snr < 60.0 and result["snr_db"] == pytest.approx(snr, abs=1e-3)
-    labels = set(trained["hparams"]["label_encoder"].lab2ind)
+    labels = set(single_run["hparams"]["label_encoder"].lab2ind)
     assert result["before"] in labels and result["after"] in labels
     assert result["after"] == recognizer.classify_file(out_wav)[3][0]
     with pytest.raises(ValueError, match="waveform-domain attack"):
         recognizer.attack_file(path, fgsm(), out_wav)
 
 
-def test_success_matrix_command(trained):
-    run_command([sys.executable, "-m", "ser_adv_brain.targeted_success", trained["out"],
+def test_success_matrix_command(single_run):
+    run_command([sys.executable, "-m", "ser_adv_brain.targeted_success", single_run["out"],
                  "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
-    rows = read_csv(os.path.join(trained["out"], "success_matrix.csv"))
-    assert len(rows) == trained["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
+    rows = read_csv(os.path.join(single_run["out"], "success_matrix.csv"))
+    assert len(rows) == single_run["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])

@@ -13,15 +13,15 @@ from ser_adv_brain.validation import audio_problem, decode_facts
 
 
 @pytest.fixture(scope="module")
-def recognizer(exported_run, tmp_path_factory):
-    folder = os.path.join(exported_run["out"], "interface")
+def recognizer(trained, tmp_path_factory):
+    folder = os.path.join(trained["out"], "interface")
     return EmotionRecognizer.from_hparams(source=folder, savedir=str(tmp_path_factory.mktemp("pretrained")))
 
 
 @pytest.fixture(scope="module")
-def speech(exported_run):
+def speech(trained):
     """A test clip of the run, as float samples and its rate."""
-    with open(os.path.join(exported_run["out"], "test.csv"), newline="", encoding="utf-8") as f:
+    with open(os.path.join(trained["out"], "test.csv"), newline="", encoding="utf-8") as f:
         wav = next(csv.DictReader(f))["wav"]
     return soundfile.read(wav, dtype="float32")
 

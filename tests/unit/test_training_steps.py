@@ -14,7 +14,7 @@ from ser_adv_brain.training_steps import (
     adversarial_step,
 )
 from test_brain import RUN_OPTS, build
-from helpers_iface import RecipeBrain
+from helpers import RecipeBrain
 
 
 def batches_tracked(model):

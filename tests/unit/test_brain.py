@@ -6,17 +6,17 @@ import functools
 import inspect
 
 import pytest
-import speechbrain as sb
 import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataloader import make_dataloader
+
+from helpers import REPO_ROOT, RecipeBrain
 
 from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
 from ser_adv_brain.recipe import build_brain
 from ser_adv_brain.synthetic import generate_synthetic_demos
 from ser_adv_brain.training_steps import FusedAdversarialStep
-from helpers_iface import RecipeBrain
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
 
@@ -326,14 +326,14 @@ def test_sync_batchnorm_is_ignored_on_cpu(tiny_hparams, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["single", "vanilla", "similarity"])
-def test_emodb_yaml_holds_the_documented_values(repo_root, tmp_path, kind):
+def test_emodb_yaml_holds_the_documented_values(tmp_path, kind):
     """recipes/EmoDB/README.md: the paper's settings with EmoDB's 7 classes, 188 frames, 15 epochs,
     a 33-step warm-up and the final checkpoint; checkpoints atomic, with the random state."""
     from hyperpyyaml import load_hyperpyyaml
 
     from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
 
-    path = f"{repo_root}/recipes/EmoDB/hparams/cnn4_{kind}.yaml"
+    path = f"{REPO_ROOT}/recipes/EmoDB/hparams/cnn4_{kind}.yaml"
     with open(path, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out")})
     assert (hparams["n_classes"], hparams["n_frames"], hparams["number_of_epochs"]) == (7, 188, 15)

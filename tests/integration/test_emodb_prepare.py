@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(REPO, "recipes", "EmoDB")
+from helpers import REPO_ROOT, TINY, flags, subprocess_env
+
+RECIPE = os.path.join(REPO_ROOT, "recipes", "EmoDB")
 sys.path.insert(0, RECIPE)
 from emodb_prepare import EMOTION_LETTERS, parse_emodb_stem, prepare_emodb  # noqa: E402
 
@@ -102,11 +103,10 @@ def test_emodb_vanilla_recipe_end_to_end(fake_emodb, tmp_path):
     out = tmp_path / "run"
     command = [
         sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", "cnn4_vanilla.yaml"),
-        f"--data_folder={fake_emodb}", f"--output_folder={out}", "--base_channels=4", "--number_of_epochs=2",
-        "--warmup_steps=2", "--n_frames=32", "--batch_size=8",
+        f"--data_folder={fake_emodb}", f"--output_folder={out}",
+        *flags(**{**TINY, "number_of_epochs": 2, "warmup_steps": 2}),  # 2 epochs: adversarial from step 3 on
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_manifest(out / "robustness.csv")
     assert [(r["split"], float(r["eps"])) for r in rows] == [

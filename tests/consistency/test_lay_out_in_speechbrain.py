@@ -7,9 +7,9 @@ import runpy
 
 import pytest
 
-from helpers_iface import REPO
+from helpers import REPO_ROOT
 
-COMMAND = os.path.join(REPO, "recipes", "lay_out_in_speechbrain.py")
+COMMAND = os.path.join(REPO_ROOT, "recipes", "lay_out_in_speechbrain.py")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def checkout(tmp_path_factory):
 def test_every_row_names_copies_in_speechbrains_layout(checkout, corpus):
     with open(checkout / "tests" / "recipes" / f"{corpus}.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    with open(os.path.join(REPO, "tests", "recipes", f"{corpus}.csv"), newline="", encoding="utf-8") as f:
+    with open(os.path.join(REPO_ROOT, "tests", "recipes", f"{corpus}.csv"), newline="", encoding="utf-8") as f:
         originals = list(csv.DictReader(f))
     assert len(rows) == len(originals)
     folder = f"recipes/{corpus}/emotion_recognition/"
@@ -33,7 +33,7 @@ def test_every_row_names_copies_in_speechbrains_layout(checkout, corpus):
         for column in ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file"):
             assert row[column].startswith(folder), row[column]
             # A copy, byte for byte: nothing is generated.
-            assert filecmp.cmp(checkout / row[column], os.path.join(REPO, original[column]), shallow=False)
+            assert filecmp.cmp(checkout / row[column], os.path.join(REPO_ROOT, original[column]), shallow=False)
         assert row["test_debug_flags"] == original["test_debug_flags"]
     assert (checkout / folder / "extra_requirements.txt").is_file()
     hparams = sorted(os.listdir(checkout / folder / "hparams"))
@@ -42,4 +42,4 @@ def test_every_row_names_copies_in_speechbrains_layout(checkout, corpus):
 
 def test_emodb_debug_rows_find_their_clips(checkout):
     clips = sorted(os.listdir(checkout / "tests" / "samples" / "emodb" / "wav"))
-    assert clips == sorted(os.listdir(os.path.join(REPO, "tests", "samples", "emodb", "wav")))
+    assert clips == sorted(os.listdir(os.path.join(REPO_ROOT, "tests", "samples", "emodb", "wav")))

@@ -4,32 +4,18 @@ import csv
 import glob
 import os
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import LEARNING_CORPUS, LEARNING_FLAGS, valid_uars
 
-TINY_ARGS = ["--base_channels=2", "--n_frames=32", "--batch_size=8", "--noprogressbar"]
+from helpers import TINY, flags, run_recipe, valid_uars
+
 EPS_GRID = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
 
 
-@pytest.fixture
-def run_recipe(repo_root):
-    """Returns ``run(hparams_file, output_folder, *args)``: the recipe in a fresh process; gives its console output."""
-
-    def run(hparams_file, output_folder, *args, sizes=TINY_ARGS):
-        command = [sys.executable, "recipes/DEMoS/train.py", f"hparams/{hparams_file}.yaml",
-                   f"--output_folder={output_folder}", *sizes, *args]
-        # This checkout's package first; one thread, as tiny tensors gain nothing from more.
-        path = [repo_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
-        output = done.stdout + done.stderr
-        assert done.returncode == 0, output[-4000:]
-        return output
-
-    return run
+def run(hparams_file, output_folder, *args):
+    """The recipe at ``TINY`` size (epochs from ``args``) in a fresh process; its console output."""
+    sizes = {key: value for key, value in TINY.items() if key != "number_of_epochs"}
+    return run_recipe(hparams_file, f"--output_folder={output_folder}", *flags(**sizes), "--noprogressbar", *args)
 
 
 def read_csv(path):
@@ -37,7 +23,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None):
+def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None, eps_grid=EPS_GRID):
     """Manifests, checkpoints (the latest and the ``loaded`` one), train log, robustness report,
     confusion matrices, printed UARs."""
     loaded = loaded or epochs
@@ -62,7 +48,7 @@ def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None):
 
     sizes = {split: len(read_csv(os.path.join(folder, f"{split}.csv"))) for split in ("valid", "test")}
     rows = read_csv(os.path.join(folder, "robustness.csv"))
-    assert [(r["split"], float(r["eps"])) for r in rows] == [(s, e) for s in ("valid", "test") for e in EPS_GRID]
+    assert [(r["split"], float(r["eps"])) for r in rows] == [(s, e) for s in ("valid", "test") for e in eps_grid]
     for row in rows:
         assert int(row["n"]) == sizes[row["split"]]
         assert row["data"] == ("real" if float(row["eps"]) == 0 else "fake")
@@ -77,44 +63,37 @@ def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None):
         assert int(confusion[-1][-2]) == sizes[split]
         real = next(r for r in rows if r["split"] == split and float(r["eps"]) == 0)
         assert float(confusion[-1][-1]) == pytest.approx(float(real["UAR"]), abs=1e-4)
-    assert float(logged_test.group(1)) == pytest.approx(float(rows[len(EPS_GRID)]["UAR"]), abs=5e-3)
+    assert float(logged_test.group(1)) == pytest.approx(float(rows[len(eps_grid)]["UAR"]), abs=5e-3)
 
 
-def test_single_on_the_builtin_corpus_learns(run_recipe, tmp_path):
+def test_the_builtin_corpus_run_learns_and_tests_its_best_dev_epoch(trained):
     """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder, and a
-    tiny model learns it clearly above chance (1/7); best_dev tests an epoch before the last."""
-    folder = str(tmp_path / "single")
-    corpus = "{" + ", ".join(f"{k}: {v}" for k, v in LEARNING_CORPUS.items()) + "}"
-    output = run_recipe("cnn4_single", folder, f"--synthetic_corpus={corpus}", sizes=LEARNING_FLAGS)
+    tiny model learns it clearly above chance (1/7); best_dev tests an epoch before the last; FGSM
+    lowers UAR."""
+    folder, output = trained["out"], trained["output"]
     assert "SYNTHETIC" in output
     assert os.path.isfile(os.path.join(folder, "synthetic_demos", ".complete"))
     assert len(os.listdir(os.path.join(folder, "synthetic_demos", "DEMOS"))) == 6 * 7 * 3
-    uars = valid_uars(open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read())
+    log = open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read()
+    uars = valid_uars(log)
     best = max(uars)
     assert len(uars) == 12 and best >= 0.5 and uars.count(best) == 1
     best_epoch = uars.index(best) + 1
-    assert best_epoch < 12
-    check_outputs(folder, output, epochs=12, loaded=best_epoch)
-    test_uar = next(float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))
-                    if r["split"] == "test" and float(r["eps"]) == 0)
-    assert test_uar >= 0.4
+    assert best_epoch < 12 and f"Epoch loaded: {best_epoch} - " in log
+    check_outputs(folder, output, epochs=12, loaded=best_epoch, eps_grid=[0.0, 0.1])
+    rows = {(r["split"], float(r["eps"])): float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))}
+    assert rows[("valid", 0.0)] == pytest.approx(best, abs=5e-3) and rows[("test", 0.0)] >= 0.4
+    assert rows[("valid", 0.1)] < rows[("valid", 0.0)] and rows[("test", 0.1)] < rows[("test", 0.0)]
 
 
-def test_similarity_recipe(run_recipe, tiny_corpus, tmp_path):
-    folder = str(tmp_path / "similarity")
-    output = run_recipe("cnn4_similarity", folder, "--number_of_epochs=2", "--warmup_steps=2",
-                        f"--data_folder={tiny_corpus}")
-    check_outputs(folder, output, epochs=2, adversarial_parts=("real_loss", "fake_loss", "distance"))
-
-
-def test_vanilla_recipe_resumes_from_epoch_2(run_recipe, tiny_corpus, tmp_path):
+def test_vanilla_recipe_resumes_from_epoch_2(tiny_corpus, tmp_path):
     folder = str(tmp_path / "vanilla")
     common = ["--warmup_steps=2", f"--data_folder={tiny_corpus}"]
-    first = run_recipe("cnn4_vanilla", folder, "--number_of_epochs=1", *common)
+    first = run("cnn4_vanilla", folder, "--number_of_epochs=1", *common)
     check_outputs(folder, first, epochs=1, adversarial_parts=("real_loss", "fake_loss"))
     assert "Going into epoch 1" in first
 
-    second = run_recipe("cnn4_vanilla", folder, "--number_of_epochs=2", *common)
+    second = run("cnn4_vanilla", folder, "--number_of_epochs=2", *common)
     assert "preparation skipped" in second
     assert "Resuming: feature statistics come with the checkpoint" in second
     assert "Going into epoch 1" not in second and "Going into epoch 2" in second

@@ -7,8 +7,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import valid_uars
-from helpers_iface import run_command
+from helpers import run_command, valid_uars
 
 
 def report(folder):

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from helpers_iface import files_to_check, recipe_rows, run_command
+from helpers import files_to_check, recipe_rows, run_command
 
 ROWS = recipe_rows()
 

@@ -1,11 +1,10 @@
 """Processes out of step: ``ddp_timeout_minutes`` turns a desynchronised collective into an error naming where each rank was."""
 
-import os
 import subprocess
 import sys
 import textwrap
 
-from helpers_iface import REPO, load_recipe_hparams
+from helpers import REPO_ROOT, load_hparams, subprocess_env
 from ser_adv_brain.validation import hyperparameter_problems
 
 # Rank 0 broadcasts while rank 1 waits in a barrier: the desynchronisation of issue 12.
@@ -29,9 +28,8 @@ DESYNCHRONISED = textwrap.dedent(
 def test_a_desynchronised_collective_fails_within_the_timeout_naming_the_position(tmp_path):
     script = tmp_path / "desynchronised.py"
     script.write_text(DESYNCHRONISED, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    launcher = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    launcher = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # 3 s of timeout, not SpeechBrain's 2 hours (the rest is two processes starting up).
         _, stderr = launcher.communicate(timeout=60)
@@ -46,7 +44,7 @@ def test_a_desynchronised_collective_fails_within_the_timeout_naming_the_positio
 
 def test_a_timeout_that_is_not_a_positive_number_is_refused_before_training():
     def problems(value):
-        hparams = load_recipe_hparams("hparams/cnn4_vanilla.yaml", f"--ddp_timeout_minutes={value}")
+        hparams = load_hparams("hparams/cnn4_vanilla.yaml", f"--ddp_timeout_minutes={value}")
         return [str(problem) for problem in hyperparameter_problems(hparams)]
 
     assert problems(10) == [] and problems(0.5) == []

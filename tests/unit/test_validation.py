@@ -10,28 +10,29 @@ import pytest
 import soundfile
 from hyperpyyaml import load_hyperpyyaml
 
-import helpers_reliability as helpers
+import helpers
+from demos_prepare import prepare_demos
 from ser_adv_brain import validation
-from helpers_iface import RecipeBrain
+from helpers import RecipeBrain
 from ser_adv_brain.dataio import manifests_of
 from ser_adv_brain.recipe import build_brain, checked_datasets
 from ser_adv_brain.validation import DataValidationError, validate_inputs
 
 
-@pytest.fixture(scope="module")
-def pristine_corpus(tmp_path_factory):
-    return helpers.make_corpus(tmp_path_factory.mktemp("corpus") / "demos")
-
-
 @pytest.fixture
-def corpus(pristine_corpus, tmp_path):
-    """A private copy of the tiny corpus, free to damage."""
-    return shutil.copytree(pristine_corpus, tmp_path / "demos")
+def corpus(resume_corpus, tmp_path):
+    """A private copy of a small corpus (14 training clips), free to damage."""
+    return shutil.copytree(resume_corpus, tmp_path / "demos")
+
+
+def load(output_folder, corpus=None, name="cnn4_vanilla", **overrides):
+    """A yaml file at ``TINY`` size, with the manifests of ``corpus`` prepared if given."""
+    return helpers.prepared_hparams(name, corpus, **{**helpers.tiny(name), "output_folder": output_folder, **overrides})
 
 
 @pytest.fixture
 def hparams(corpus, tmp_path):
-    return helpers.load_hparams(tmp_path / "run", corpus)
+    return load(tmp_path / "run", corpus)
 
 
 def read_rows(path):
@@ -58,12 +59,12 @@ def problems_of(call, *args, **kwargs):
 
 def test_missing_data_folder_says_where_to_point(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist; point --data_folder"):
-        helpers.prepare_demos(str(tmp_path / "nowhere"), str(tmp_path / "out"))
+        prepare_demos(str(tmp_path / "nowhere"), str(tmp_path / "out"))
 
 
 def test_empty_data_folder(tmp_path):
     (tmp_path / "DEMOS").mkdir()
-    problems, message = problems_of(helpers.prepare_demos, str(tmp_path), str(tmp_path / "out"))
+    problems, message = problems_of(prepare_demos, str(tmp_path), str(tmp_path / "out"))
     assert "contains no .wav files" in message and len(problems) == 1
 
 
@@ -73,7 +74,7 @@ def test_folder_without_demos_names(corpus, tmp_path):
             path.rename(path.with_name(f"take_{index}.wav"))
         else:
             path.unlink()
-    problems, message = problems_of(helpers.prepare_demos, str(corpus), str(tmp_path / "out"))
+    problems, message = problems_of(prepare_demos, str(corpus), str(tmp_path / "out"))
     assert "none of its 3 .wav files has a DEMoS name" in message
     assert len(problems) == 4  # the folder, then each file
 
@@ -84,7 +85,7 @@ def test_every_unknown_emotion_code_is_listed(corpus, tmp_path):
         target = path.with_name(path.stem[:-6] + code + path.stem[-3:] + ".wav")
         path.rename(target)
         bad.append(target)
-    problems, message = problems_of(helpers.prepare_demos, str(corpus), str(tmp_path / "out"))
+    problems, message = problems_of(prepare_demos, str(corpus), str(tmp_path / "out"))
     assert [problem.where for problem in problems] == [str(path) for path in sorted(bad)]
     assert "unknown DEMoS emotion code 'xyz'" in message and "unknown DEMoS emotion code 'abc'" in message
     assert "skip_bad_files: True" in message
@@ -94,7 +95,7 @@ def test_skip_bad_files_leaves_misnamed_files_out(corpus, tmp_path, caplog):
     path = sorted(corpus.rglob("*.wav"))[0]
     path.rename(path.with_name(path.stem[:-6] + "xyz" + path.stem[-3:] + ".wav"))
     with caplog.at_level(logging.WARNING):
-        helpers.prepare_demos(str(corpus), str(tmp_path / "out"), skip_bad_files=True)
+        prepare_demos(str(corpus), str(tmp_path / "out"), skip_bad_files=True)
     assert "leaving out 1 file(s)" in caplog.text
     ids = {row["ID"] for split in ("train", "valid", "test") for row in read_rows(tmp_path / "out" / f"{split}.csv")}
     assert path.stem not in ids and len(ids) == len(list(corpus.rglob("*.wav"))) - 1
@@ -127,7 +128,7 @@ def damage_audio(corpus):
 
 def test_every_bad_audio_file_is_reported_at_once(corpus, tmp_path):
     expected = damage_audio(corpus)  # before preparation, which must get through it
-    hparams = helpers.load_hparams(tmp_path / "run", corpus)
+    hparams = load(tmp_path / "run", corpus)
     problems, message = problems_of(validate_inputs, hparams)
     assert {problem.row_id: problem.what for problem in problems}.keys() == expected.keys()
     for problem in problems:
@@ -140,7 +141,7 @@ def test_every_bad_audio_file_is_reported_at_once(corpus, tmp_path):
 def test_recipe_stops_before_training(corpus, tmp_path):
     """The recipe checks its data (``checked_datasets``) before it builds the Brain."""
     expected = damage_audio(corpus)
-    hparams = helpers.load_hparams(tmp_path / "run", corpus)
+    hparams = load(tmp_path / "run", corpus)
     with pytest.raises(DataValidationError) as info:
         checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     assert len(info.value.problems) == len(expected)
@@ -149,7 +150,7 @@ def test_recipe_stops_before_training(corpus, tmp_path):
 
 def test_skip_bad_files_trains_without_them(corpus, tmp_path, caplog):
     expected = damage_audio(corpus)
-    hparams = helpers.load_hparams(tmp_path / "run", corpus, skip_bad_files=True, number_of_epochs=1)
+    hparams = load(tmp_path / "run", corpus, skip_bad_files=True)
     with caplog.at_level(logging.WARNING):
         datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     brain = build_brain(hparams, {"noprogressbar": True}, RecipeBrain)
@@ -253,7 +254,7 @@ def test_labels_must_match_an_earlier_runs_encoder(hparams):
     ],
 )
 def test_invalid_hyperparameters_are_reported(tmp_path, corpus, overrides, words):
-    hparams = helpers.load_hparams(tmp_path / "run", corpus, **overrides)
+    hparams = load(tmp_path / "run", corpus, **overrides)
     _, message = problems_of(validate_inputs, hparams)
     assert words in message
 
@@ -273,11 +274,11 @@ def test_model_must_be_a_module(hparams):
 )
 def test_invalid_attack_and_objective_fail_at_load(tmp_path, overrides, error, words):
     with pytest.raises(error, match=words.replace("+", r"\+")):
-        helpers.load_hparams(tmp_path, yaml="cnn4_similarity.yaml", prepare=False, **overrides)
+        load(tmp_path, name="cnn4_similarity", **overrides)
 
 
 def test_unknown_model_class_is_named(tmp_path):
-    text = (helpers.HPARAMS / "cnn4_single.yaml").read_text().replace("models.CNN4", "models.CNN5")
+    text = helpers.hparams_path("cnn4_single").read_text().replace("models.CNN4", "models.CNN5")
     with pytest.raises(ImportError, match="no such class as ser_adv_brain.models.CNN5"):
         load_hyperpyyaml(text, {"output_folder": str(tmp_path)})
 
@@ -287,6 +288,6 @@ def test_split_that_leaves_a_set_empty(corpus, tmp_path):
     speakers = sorted({path.stem[-9:-7] for path in corpus.rglob("*.wav")})
     split_file.write_text("spk_id,split\n" + "".join(f"{s},train\n" for s in speakers[:-1]) + f"{speakers[-1]},test\n")
     with pytest.raises(ValueError, match=r"leaves \['valid'\] without any utterance"):
-        helpers.prepare_demos(str(corpus), str(tmp_path / "out"), split_file=str(split_file))
+        prepare_demos(str(corpus), str(tmp_path / "out"), split_file=str(split_file))
     with pytest.raises(ValueError, match=r"ratio must be > 0"):
-        helpers.prepare_demos(str(corpus), str(tmp_path / "out2"), split_ratio=[2, 0, 1])
+        prepare_demos(str(corpus), str(tmp_path / "out2"), split_ratio=[2, 0, 1])

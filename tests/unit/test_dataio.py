@@ -13,7 +13,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.recipe import build_brain
-from helpers_iface import RecipeBrain
+from helpers import RecipeBrain
 
 
 def test_datasets_from_demos_manifests(tiny_hparams):

@@ -1,0 +1,32 @@
+"""Runs killed mid-epoch resume to the very results of an uninterrupted run with the same seed, in
+the recipes and kinds of training whose resumed state differs from the vanilla DEMoS run's.
+
+``test_faults.py`` kills the vanilla DEMoS run (conftest's ``reference_run``) at every point of a
+step; ``tests/consistency/test_resume_guarantees.py`` checks that every yaml file saves what that
+run saves. Each run here adds what no other test resumes:
+
+- ``cnn4_similarity.yaml``: the similarity objective's own loss part (the embedding distance), kept
+  mid-epoch in the running means of the loss parts;
+- the EmoDB recipe (its own ``train.py`` and data preparation, on real speech), with single training
+  (a Brain without adversarial state).
+"""
+
+import signal
+
+import pytest
+
+import helpers
+
+@pytest.mark.parametrize("yaml", ["cnn4_similarity.yaml", "recipes/EmoDB/hparams/cnn4_single.yaml"])
+def test_killed_run_resumes_exactly(yaml, resume_corpus, tmp_path):
+    """Killed right after its 5th step, in epoch 2 (one intra-epoch checkpoint a step), then resumed: the same logs,
+    robustness table and parameters as an uninterrupted run with the same seed."""
+    data = helpers.EMODB_SAMPLES if yaml.startswith("recipes/EmoDB") else resume_corpus
+    reference = helpers.completed_run(tmp_path / "reference", data, hparams_file=yaml)
+    output = tmp_path / "killed"
+    killed = helpers.run_training(output, data, hparams_file=yaml, kill="after:5")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = helpers.run_training(output, data, hparams_file=yaml)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Going into epoch 1" not in resumed.stderr + resumed.stdout
+    helpers.assert_same_outcome(helpers.run_outcome(reference), helpers.run_outcome(output))
