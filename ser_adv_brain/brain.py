@@ -284,6 +284,17 @@ class EmotionBrain(sb.Brain):
         return confusions
 
 
+NOISE_KEYS = ("waveform_noise", "feature_noise")
+
+
+def noise_of(hparams):
+    """``{key: noise}`` for the one noise key of the yaml (noise baselines), or None (adversarial training)."""
+    found = {key: getattr(hparams, key) for key in NOISE_KEYS if getattr(hparams, key, None) is not None}
+    if len(found) > 1:
+        raise ValueError(f"Set at most one of the hparams {NOISE_KEYS}, got {sorted(found)}")
+    return found or None
+
+
 class AdversarialEmotionBrain(EmotionBrain):
     """Adversarial training: each step trains on a real batch and its FGSM fake twin.
 
@@ -318,14 +329,18 @@ class AdversarialEmotionBrain(EmotionBrain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.hparams.attack, GradientAttack):
-            raise TypeError(f"hparams 'attack' must be a GradientAttack, got {self.hparams.attack!r}")
-        if self.hparams.attack.domain != "features":
-            raise TypeError(f"hparams 'attack' must perturb the features to train on them, got {self.hparams.attack!r}")
+        # The training attack; hparams 'attack' alone also makes the paper's FGSM report.
+        key = "training_attack" if getattr(self.hparams, "training_attack", None) is not None else "attack"
+        self.training_attack = getattr(self.hparams, key)
+        if not isinstance(self.training_attack, GradientAttack):
+            raise TypeError(f"hparams '{key}' must be a GradientAttack, got {self.training_attack!r}")
+        if self.training_attack.domain != "features":
+            raise TypeError(f"hparams '{key}' must perturb the features to train on them, got {self.training_attack!r}")
         if not isinstance(self.hparams.objective, AdversarialObjective):
             raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {self.hparams.objective!r}")
         if not int(self.hparams.warmup_steps) >= 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.hparams.warmup_steps!r}")
+        self.noise = noise_of(self.hparams)
         self.loss_parts = RunningMeans()
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
@@ -338,9 +353,10 @@ class AdversarialEmotionBrain(EmotionBrain):
     @property
     def fused_step(self):
         """Whether one backward can give both the real term's parameter gradients and the attack's input gradient."""
-        attack, objective = self.hparams.attack, self.hparams.objective
+        attack, objective = self.training_attack, self.hparams.objective
         return (
-            attack.model_mode == "train"
+            self.noise is None
+            and attack.model_mode == "train"
             and attack.label_source == "target"
             and not attack.targeted
             and attack.uses_given_gradient
@@ -354,7 +370,7 @@ class AdversarialEmotionBrain(EmotionBrain):
             return super().compute_forward(batch, stage)
         batch = batch.to(self.device)
         feats = self.compute_features(batch.sig.data).detach()
-        feats.requires_grad_(self.hparams.attack.model_mode == "train")
+        feats.requires_grad_(self.noise is None and self.training_attack.model_mode == "train")
         logits, embedding = self.model(feats)
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
@@ -367,7 +383,7 @@ class AdversarialEmotionBrain(EmotionBrain):
         """
         if stage != sb.Stage.TRAIN or not self.adversarial_step:
             return super().compute_objectives(predictions, batch, stage)
-        attack, objective = self.hparams.attack, self.hparams.objective
+        objective = self.hparams.objective
         targets = self.targets(batch)
         feats = predictions["feats"]
         real = (predictions["logits"], predictions["embedding"])
@@ -379,7 +395,7 @@ class AdversarialEmotionBrain(EmotionBrain):
             # (With a train-mode attack this backward also recomputes the input
             # gradient, which cannot be excluded from fit_batch's backward.)
             gradient = self.attack_gradient(feats, real[0], targets)
-            fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
+            fake = self.modules.model(self.fake_inputs(batch, feats.detach(), targets, gradient))
             parts = objective(real, fake, targets)
         else:
             # Only w * L(x) reaches the real branch: it is backpropagated before
@@ -392,10 +408,19 @@ class AdversarialEmotionBrain(EmotionBrain):
                 gradient = self.attack_gradient(feats, real[0], targets)
                 real_term.backward(inputs=[p for p in self.modules.parameters() if p.requires_grad])
             real = tuple(output.detach() for output in real)
-            fake = self.modules.model(attack.perturb(self.model, feats.detach(), targets, gradient=gradient))
+            fake = self.modules.model(self.fake_inputs(batch, feats.detach(), targets, gradient))
             parts = objective(real, fake, targets)
         self.accumulate_parts(parts)
         return parts["loss"]
+
+    def fake_inputs(self, batch, feats, targets, gradient):
+        """The fake twin of the real features: the attack's, or a noisy copy (noise baselines)."""
+        if self.noise is None:
+            return self.training_attack.perturb(self.model, feats, targets, gradient=gradient)
+        if "waveform_noise" in self.noise:
+            wavs, lengths = batch.sig.data.to(self.device), batch.sig.lengths.to(self.device)
+            return self.compute_features(self.noise["waveform_noise"](wavs, lengths)).detach()
+        return self.noise["feature_noise"](feats)
 
     def scaled(self, loss):
         """``loss`` as ``fit_batch`` backpropagates it: loss-scaled, divided for gradient accumulation."""
@@ -408,8 +433,8 @@ class AdversarialEmotionBrain(EmotionBrain):
         for the parameters' backward); in eval mode, from the attack's own pass.
         (PGD with a random start takes its first gradient elsewhere: None.)
         """
-        attack = self.hparams.attack
-        if not attack.uses_given_gradient:
+        attack = self.training_attack
+        if self.noise is not None or not attack.uses_given_gradient:
             return None
         if attack.model_mode == "train":
             labels = attack.labels(logits, targets)
