@@ -38,6 +38,7 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
+from ser_adv_brain.training_steps import FusedAdversarialStep
 
 # Attack options of the yaml files: (label source, model mode while generating).
 ATTACK_MODES = {
@@ -62,8 +63,8 @@ PATH_BOUNDS = {
 
 
 def step_path(brain):
-    """Which of the ``AdversarialEmotionBrain`` step paths this Brain's options select."""
-    if brain.fused_step:
+    """Which of the adversarial training steps (``ser_adv_brain.training_steps``) this Brain's options select."""
+    if isinstance(brain.hparams.training_step, FusedAdversarialStep):
         return "fused"
     return f"{brain.hparams.attack.model_mode}-mode input pass"
 

@@ -1,10 +1,8 @@
-"""SpeechBrain ``Brain`` subclasses: clean (single) training and adversarial training.
+"""The SpeechBrain ``Brain`` of an emotion classifier: training, evaluation, evaluation under attack.
 
-``EmotionBrain`` trains on real data only and evaluates UAR, on real data and
-on an attack's fake data over a grid of budgets. ``AdversarialEmotionBrain``
-builds a fake batch (FGSM in the paper; any ``GradientAttack``, PGD included)
-inside ``compute_objectives`` and trains on the
-yaml-chosen objective (vanilla or similarity-based).
+What a training step computes (clean, or adversarial with an attack and an
+objective) is the yaml's ``training_step`` (see ``ser_adv_brain.training_steps``);
+the Brain runs it and owns the rest: DDP, checkpoints, logs, UAR.
 """
 
 import functools
@@ -14,10 +12,10 @@ import logging
 import speechbrain as sb
 import torch
 
-from ser_adv_brain.attacks.base import GradientAttack
 from ser_adv_brain.distributed import out_of_step_errors
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
-from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
+from ser_adv_brain.objectives.base import classification_loss
+from ser_adv_brain.training_steps import TrainingStep
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +39,14 @@ def naming_position(method):
 
 
 class EmotionBrain(sb.Brain):
-    """Clean training of an emotion classifier on z-scored log-Mel features.
+    """Training and evaluation of an emotion classifier on z-scored log-Mel features.
 
     Expected ``modules``: ``compute_features`` (``LogMel``), ``normalizer``
     (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
     as modules they follow the Brain to its device. Expected hparams:
-    ``n_classes``, ``attack`` (used for robustness evaluation),
-    ``train_logger``; ``label_encoder`` is added by the recipe.
+    ``training_step`` (a ``TrainingStep``), ``n_classes``, ``attack`` (used
+    for robustness evaluation), ``train_logger``; ``label_encoder`` is added
+    by the recipe.
 
     ``position`` says where the Brain is (stage, epoch, batch); under DDP a
     collective that fails or times out raises a ``ProcessesOutOfStepError``
@@ -56,6 +55,20 @@ class EmotionBrain(sb.Brain):
 
     position = "the start"
     stage_name = "TRAIN stage"  # until a stage starts (fit_batch called on its own)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        step = getattr(self.hparams, "training_step", None)
+        if not isinstance(step, TrainingStep):
+            raise TypeError(f"hparams 'training_step' must be a TrainingStep (ser_adv_brain.training_steps), got {step!r}")
+        self.loss_parts = RunningMeans()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
+
+    @property
+    def training_step(self):
+        """The yaml's training step as it runs now (a warm-up runs the clean step)."""
+        return self.hparams.training_step.at(self.optimizer_step)
 
     @property
     def model(self):
@@ -70,26 +83,34 @@ class EmotionBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         """Features, then the model; the features are returned for the attacks.
 
-        Only training goes through DDP. An evaluation forward through DDP
-        would broadcast the buffers, a collective that a rank with fewer (or
-        no) batches of its evaluation shard would never join.
+        Training runs the training step's forward. Only training goes through
+        DDP: an evaluation forward through DDP would broadcast the buffers, a
+        collective that a rank with fewer (or no) batches of its evaluation
+        shard would never join.
         """
         batch = batch.to(self.device)
+        if stage == sb.Stage.TRAIN:
+            return self.training_step.forward(self, batch)
         feats = self.compute_features(batch.sig.data)
-        model = self.modules.model if stage == sb.Stage.TRAIN else self.model
-        logits, embedding = model(feats)
+        logits, embedding = self.model(feats)
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
     def targets(self, batch):
         return batch.emo_encoded.data.view(-1).to(self.device)
 
     def compute_objectives(self, predictions, batch, stage):
-        """Negative log-likelihood; outside training, also counts predictions for UAR."""
+        """Training: the training step's loss (its parts are logged). Otherwise the negative
+        log-likelihood, and the predictions are counted for UAR."""
+        if stage == sb.Stage.TRAIN:
+            parts = self.training_step.loss(self, predictions, batch)
+            extra = {name: value.detach() for name, value in parts.items() if name != "loss"}
+            if extra:
+                self.loss_parts.append(extra)
+            return parts["loss"]
         targets = self.targets(batch)
         loss = classification_loss(predictions["logits"], targets)
-        if stage != sb.Stage.TRAIN:
-            self.confusion.append(predictions["logits"].argmax(dim=-1), targets)
-            self.loss_sum += float(loss) * len(targets)
+        self.confusion.append(predictions["logits"].argmax(dim=-1), targets)
+        self.loss_sum += float(loss) * len(targets)
         return loss
 
     @naming_position
@@ -144,8 +165,8 @@ class EmotionBrain(sb.Brain):
             )
 
     def train_loss_parts(self):
-        """Extra training statistics to log (the adversarial Brain adds the loss parts)."""
-        return {}
+        """Epoch means of the training loss's parts (adversarial steps: real loss, fake loss, distance)."""
+        return self.loss_parts.summarize()
 
     def on_fit_batch_start(self, batch, should_step):
         self.batch_ids = batch.id  # named if the batch's loss is not finite
@@ -245,6 +266,10 @@ class EmotionBrain(sb.Brain):
             )
         broadcast_buffers(self.modules.normalizer)
 
+    def scaled(self, loss):
+        """``loss`` as ``fit_batch`` backpropagates it: loss-scaled, divided for gradient accumulation."""
+        return self.scaler.scale(loss / self.grad_accumulation_factor)
+
     def attack_loss_scale(self):
         """Loss scale for attack gradients: fp16 gradients underflow, and a zero has no sign."""
         return self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
@@ -283,168 +308,3 @@ class EmotionBrain(sb.Brain):
             confusion.all_reduce(self.device)
         return confusions
 
-
-NOISE_KEYS = ("waveform_noise", "feature_noise")
-
-
-def noise_of(hparams):
-    """``{key: noise}`` for the one noise key of the yaml (noise baselines), or None (adversarial training)."""
-    found = {key: getattr(hparams, key) for key in NOISE_KEYS if getattr(hparams, key, None) is not None}
-    if len(found) > 1:
-        raise ValueError(f"Set at most one of the hparams {NOISE_KEYS}, got {sorted(found)}")
-    return found or None
-
-
-class AdversarialEmotionBrain(EmotionBrain):
-    """Adversarial training: each step trains on a real batch and its FGSM fake twin.
-
-    Expected hparams, beyond ``EmotionBrain``'s: ``attack`` (a
-    ``GradientAttack``), ``objective`` (an ``AdversarialObjective``) and
-    ``warmup_steps`` (optimiser steps of clean training before the
-    adversarial terms start; 1000 iterations in the authors' code).
-
-    A step costs what its options require, no more:
-
-    - target labels, train-mode attack, and an objective whose real branch
-      gets no gradient but ``w * L(x)`` (vanilla; similarity with a detached
-      real embedding): one backward of ``w * L(x)`` yields the parameter
-      gradients *and* the input gradient for FGSM. Then the fake forward and
-      its backward: two forwards, two backwards, the floor.
-    - train-mode attack otherwise: the input gradient is taken from the
-      training forward (an input-only backward).
-    - eval-mode attack (the authors'): a separate eval-mode forward and
-      input-only backward.
-
-    When only ``w * L(x)`` reaches the real branch (vanilla; similarity with a
-    detached real embedding), the real branch is backpropagated into the
-    parameters inside ``compute_objectives``, before the fake forward: the two
-    training graphs are never held in memory together, and ``fit_batch``'s
-    backward covers the fake branch. When the similarity distance couples the
-    branches, ``fit_batch``'s one backward covers both.
-
-    Under DDP, every pass but the fake forward uses the unwrapped model, so the
-    reducer sees one forward and all-reduces once per step: gradients already
-    in ``.grad`` before that forward are reduced with the fake branch's.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # The training attack; hparams 'attack' alone also makes the paper's FGSM report.
-        key = "training_attack" if getattr(self.hparams, "training_attack", None) is not None else "attack"
-        self.training_attack = getattr(self.hparams, key)
-        if not isinstance(self.training_attack, GradientAttack):
-            raise TypeError(f"hparams '{key}' must be a GradientAttack, got {self.training_attack!r}")
-        if self.training_attack.domain != "features":
-            raise TypeError(f"hparams '{key}' must perturb the features to train on them, got {self.training_attack!r}")
-        if not isinstance(self.hparams.objective, AdversarialObjective):
-            raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {self.hparams.objective!r}")
-        if not int(self.hparams.warmup_steps) >= 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.hparams.warmup_steps!r}")
-        self.noise = noise_of(self.hparams)
-        self.loss_parts = RunningMeans()
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
-
-    @property
-    def adversarial_step(self):
-        """False during the clean warm-up."""
-        return self.optimizer_step >= self.hparams.warmup_steps
-
-    @property
-    def fused_step(self):
-        """Whether one backward can give both the real term's parameter gradients and the attack's input gradient."""
-        attack, objective = self.training_attack, self.hparams.objective
-        return (
-            self.noise is None
-            and attack.model_mode == "train"
-            and attack.label_source == "target"
-            and not attack.targeted
-            and attack.uses_given_gradient
-            and objective.real_weight > 0
-            and not objective.couples_real_branch
-        )
-
-    def compute_forward(self, batch, stage):
-        """The real forward; in adversarial steps it runs outside DDP (see the class docstring)."""
-        if stage != sb.Stage.TRAIN or not self.adversarial_step:
-            return super().compute_forward(batch, stage)
-        batch = batch.to(self.device)
-        feats = self.compute_features(batch.sig.data).detach()
-        feats.requires_grad_(self.noise is None and self.training_attack.model_mode == "train")
-        logits, embedding = self.model(feats)
-        return {"feats": feats, "logits": logits, "embedding": embedding}
-
-    def compute_objectives(self, predictions, batch, stage):
-        """The objective on the real batch and its FGSM twin (clean loss in warm-up and evaluation).
-
-        The real branch is backpropagated here, into what each pass must
-        produce (see the class docstring); ``fit_batch``'s backward of the
-        returned loss covers the fake branch.
-        """
-        if stage != sb.Stage.TRAIN or not self.adversarial_step:
-            return super().compute_objectives(predictions, batch, stage)
-        objective = self.hparams.objective
-        targets = self.targets(batch)
-        feats = predictions["feats"]
-        real = (predictions["logits"], predictions["embedding"])
-        if objective.couples_real_branch:
-            # The distance sends gradient into the real branch, and it needs the
-            # fake embedding, so both branches go through fit_batch's single
-            # backward: a separate real-branch backward after the DDP-wrapped
-            # fake forward would be reduced on its own, and the ranks would drift.
-            # (With a train-mode attack this backward also recomputes the input
-            # gradient, which cannot be excluded from fit_batch's backward.)
-            gradient = self.attack_gradient(feats, real[0], targets)
-            fake = self.modules.model(self.fake_inputs(batch, feats.detach(), targets, gradient))
-            parts = objective(real, fake, targets)
-        else:
-            # Only w * L(x) reaches the real branch: it is backpropagated before
-            # the fake forward, which frees the real graph (lower peak memory).
-            real_term = self.scaled(objective.real_weight * classification_loss(real[0], targets))
-            if self.fused_step:
-                real_term.backward()  # the parameter gradients and the attack's input gradient
-                gradient = feats.grad
-            else:
-                gradient = self.attack_gradient(feats, real[0], targets)
-                real_term.backward(inputs=[p for p in self.modules.parameters() if p.requires_grad])
-            real = tuple(output.detach() for output in real)
-            fake = self.modules.model(self.fake_inputs(batch, feats.detach(), targets, gradient))
-            parts = objective(real, fake, targets)
-        self.accumulate_parts(parts)
-        return parts["loss"]
-
-    def fake_inputs(self, batch, feats, targets, gradient):
-        """The fake twin of the real features: the attack's, or a noisy copy (noise baselines)."""
-        if self.noise is None:
-            return self.training_attack.perturb(self.model, feats, targets, gradient=gradient)
-        if "waveform_noise" in self.noise:
-            wavs, lengths = batch.sig.data.to(self.device), batch.sig.lengths.to(self.device)
-            return self.compute_features(self.noise["waveform_noise"](wavs, lengths)).detach()
-        return self.noise["feature_noise"](feats)
-
-    def scaled(self, loss):
-        """``loss`` as ``fit_batch`` backpropagates it: loss-scaled, divided for gradient accumulation."""
-        return self.scaler.scale(loss / self.grad_accumulation_factor)
-
-    def attack_gradient(self, feats, logits, targets):
-        """The attack's input gradient at ``feats``, or None if the attack would not use it.
-
-        In train mode it comes from the training forward (whose graph is kept
-        for the parameters' backward); in eval mode, from the attack's own pass.
-        (PGD with a random start takes its first gradient elsewhere: None.)
-        """
-        attack = self.training_attack
-        if self.noise is not None or not attack.uses_given_gradient:
-            return None
-        if attack.model_mode == "train":
-            labels = attack.labels(logits, targets)
-            return attack.gradient_from_logits(logits, feats, labels, self.attack_loss_scale(), retain_graph=True)
-        gradient, _ = attack.input_gradient(self.model, feats, targets, loss_scale=self.attack_loss_scale())
-        return gradient
-
-    def accumulate_parts(self, parts):
-        self.loss_parts.append({name: value.detach() for name, value in parts.items() if name != "loss"})
-
-    def train_loss_parts(self):
-        """Epoch means of the real loss, the fake loss and the distance."""
-        return self.loss_parts.summarize()

@@ -12,6 +12,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from ser_adv_brain.brain import EmotionBrain
 from ser_adv_brain.attack_suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.distributed import set_collective_timeout
@@ -44,8 +45,8 @@ def selection_key(hparams):
 
 
 def build_brain(hparams, run_opts):
-    """Instantiates the yaml's ``brain_class`` with its modules, optimiser and checkpointer."""
-    return hparams["brain_class"](
+    """Instantiates the ``EmotionBrain`` with the yaml's modules, optimiser and checkpointer."""
+    return EmotionBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ser_adv_brain.attacks import KLPGD
 from ser_adv_brain.models import CNN4
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, TRADESObjective
+from ser_adv_brain.training_steps import NoiseStep, adversarial_step
 from test_brain import RUN_OPTS, build, parameters
 
 REAL_LOGITS = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.5, -1.0]])
@@ -120,7 +121,7 @@ def test_logmel_noise_has_the_fgsm_budgets_rms(tiny_hparams):
     brain, _, batch = build(hparams)
     with torch.no_grad():
         feats = brain.compute_features(batch.sig.data)
-    noise = brain.fake_inputs(batch, feats, brain.targets(batch), None) - feats
+    noise = brain.hparams.training_step.fake_inputs(brain, batch, feats, None, None) - feats
     fgsm = hparams["attack"].perturb(brain.model, feats, brain.targets(batch)) - feats
     assert hparams["feature_noise"].std == hparams["attack_eps"] == 0.02
     assert noise.numel() > 8000
@@ -133,7 +134,7 @@ def noisy_audio(brain, batch):
     seen = []
     hook = brain.modules.compute_features.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     with torch.no_grad():
-        brain.fake_inputs(batch, None, None, None)
+        brain.hparams.training_step.fake_inputs(brain, batch, None, None, None)
     hook.remove()
     (audio,) = seen
     return audio
@@ -235,6 +236,8 @@ STEP_CASES = [
      {"kind": "trades", "beta": 6.0, "distance_weight": 0.5, "distance": "l1"}),
     ("cnn4_logmel_noise", {"alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
     ("cnn4_raw_noise", {"alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
+    ("cnn4_raw_noise", {}, SimilarityAdversarialObjective(0.3, 0.5, "l1"),
+     {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "l1"}),
 ]
 
 
@@ -245,8 +248,12 @@ def test_training_step_equals_the_plain_two_pass_computation(tiny_hparams, name,
     the BN statistics where the two training forwards put them: the attack never updates them."""
     lr = 1000.0  # large, so that the parameter change carries the gradient's digits
     hparams = tiny_hparams(name, attack_eps=0.05, **overrides)
-    if objective is not None:
-        hparams["objective"] = objective
+    step = hparams["training_step"]
+    if objective is not None:  # the same step, with another objective
+        hparams["training_step"] = (
+            type(step)(step.noise, objective, step.warmup_steps) if isinstance(step, NoiseStep)
+            else adversarial_step(step.attack, objective, step.warmup_steps)
+        )
     hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)
     brain, _, batch = build(hparams, {**RUN_OPTS, "max_grad_norm": 1e12})
     expected, expected_parts, expected_buffers = plain_two_pass(brain, hparams, spec, batch)

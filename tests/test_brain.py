@@ -15,6 +15,7 @@ from ser_adv_brain.dataio import dataio_prep
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
 from ser_adv_brain.recipe import build_brain
 from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.training_steps import FusedAdversarialStep
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
 
@@ -69,7 +70,7 @@ def test_training_step_changes_parameters_with_finite_losses(tiny_hparams, name,
     assert brain.modules.model.training
     if fused is None:
         return
-    assert brain.fused_step is fused
+    assert isinstance(brain.hparams.training_step, FusedAdversarialStep) is fused
     parts = brain.train_loss_parts()
     expected = {"real_loss", "fake_loss"}
     if isinstance(brain.hparams.objective, SimilarityAdversarialObjective):
@@ -175,11 +176,9 @@ def test_warmup_is_clean(tiny_hparams):
         ({"objective": 0.5}, TypeError, "objective"),
     ],
 )
-def test_brain_checks_its_hyperparameters(tiny_hparams, overrides, error, culprit):
-    hparams = tiny_hparams("cnn4_vanilla", **overrides)
-    hparams["label_encoder"] = None
+def test_training_step_checks_its_arguments(tiny_hparams, overrides, error, culprit):
     with pytest.raises(error, match=culprit):
-        build_brain(hparams, RUN_OPTS)
+        tiny_hparams("cnn4_vanilla", **overrides)
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ FLAGS = [
     "--ddp_timeout_minutes=0.5",
 ]
 
-# The step configurations of AdversarialEmotionBrain (and the clean one), each
+# The training steps (ser_adv_brain.training_steps), clean and adversarial, each
 # with its launch: "long" and "interval" are the shared runs, "configurations"
 # runs the rest one after the other.
 CONFIGURATIONS = {

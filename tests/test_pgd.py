@@ -7,6 +7,7 @@ import torch
 
 from ser_adv_brain.attacks import FGSM, PGD
 from ser_adv_brain.models import CNN4
+from ser_adv_brain.training_steps import FusedAdversarialStep, adversarial_step
 from test_brain import build
 
 
@@ -138,8 +139,9 @@ def test_pgd_trains_in_the_adversarial_brain(tiny_hparams, random_start, fused):
     """The Brain reuses its free gradient for the first step only where PGD starts at the clean input."""
     hparams = tiny_hparams("cnn4_vanilla")
     hparams["attack"] = PGD(eps=0.05, steps=3, random_start=random_start, label_source="target", model_mode="train")
+    hparams["training_step"] = adversarial_step(hparams["attack"], hparams["objective"], hparams["warmup_steps"])
     brain, _, batch = build(hparams)
-    assert brain.fused_step is fused
+    assert isinstance(brain.hparams.training_step, FusedAdversarialStep) is fused
     calls = []
     perturb = hparams["attack"].perturb
 

@@ -1,0 +1,44 @@
+"""The training-step contract, and the clean step: ``L(x)`` on the real batch."""
+
+from ser_adv_brain.objectives.base import classification_loss
+
+
+class TrainingStep:
+    """What one training batch computes; see ``ser_adv_brain.training_steps`` for the rules.
+
+    ``forward(brain, batch)`` returns the real batch's ``feats``, ``logits``
+    and ``embedding``; ``loss(brain, predictions, batch)`` returns a dict with
+    the ``loss`` the Brain backpropagates and, for the training log, its parts.
+    ``at(optimizer_step)`` is the step to run at that point of training (a
+    warm-up runs another).
+    """
+
+    def at(self, optimizer_step):
+        return self
+
+    def forward(self, brain, batch):
+        raise NotImplementedError
+
+    def loss(self, brain, predictions, batch):
+        raise NotImplementedError
+
+
+class CleanStep(TrainingStep):
+    """``L(x)``: the negative log-likelihood of the real batch, one forward through DDP.
+
+    Example
+    -------
+    >>> CleanStep()
+    CleanStep()
+    """
+
+    def __repr__(self):
+        return "CleanStep()"
+
+    def forward(self, brain, batch):
+        feats = brain.compute_features(batch.sig.data)
+        logits, embedding = brain.modules.model(feats)
+        return {"feats": feats, "logits": logits, "embedding": embedding}
+
+    def loss(self, brain, predictions, batch):
+        return {"loss": classification_loss(predictions["logits"], brain.targets(batch))}
