@@ -107,7 +107,7 @@ def measure_early_exit(args):
 
     def evaluate(early_exit):
         loader_kwargs = hparams["test_dataloader_options"]
-        outcomes[early_exit] = evaluate_suite(brain, datasets["test"], plan, early_exit, loader_kwargs, selection_key(hparams))
+        outcomes[early_exit] = evaluate_suite(brain, datasets["test"], plan, early_exit, loader_kwargs, selection_key(hparams["select_checkpoint"]))
 
     times = round_robin(
         {"early exit": lambda: evaluate(True), "no early exit": lambda: evaluate(False)}, args.exit_rounds, 0, args.device, args.clock

@@ -2,7 +2,7 @@
 
 Benchmarks go through the code users run: ``recipe.build_brain`` on an
 hparams file loaded with command-line-style overrides, and the Brain's own
-methods (``fit_normalizer``, ``fit_batch``, ``evaluate_robustness``). Only the
+methods (``fit_normalizer``, ``fit_batch``, ``evaluate_under_attack``). Only the
 data are synthetic: noisy tones of the paper's length, so that timings do
 not depend on disk or on a corpus being present.
 """
@@ -21,6 +21,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from ser_adv_brain.audio import frames_to_samples
+from ser_adv_brain.brain import EmotionBrain
 from ser_adv_brain.recipe import build_brain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +113,17 @@ def load_hparams(hparams_file, overrides):
         return load_hyperpyyaml(fin, overrides)
 
 
+class TrainingStepBrain(EmotionBrain):
+    """The recipes' training stage: the yaml's training step, run as their ``compute_forward`` and
+    ``compute_objectives`` run it. (Benchmarks time training steps and evaluations only, and import no recipe.)"""
+
+    def compute_forward(self, batch, stage):
+        return self.training_step.forward(self, batch.to(self.device))
+
+    def compute_objectives(self, predictions, batch, stage):
+        return self.training_loss(predictions, batch)
+
+
 def make_brain(args, experiment, overrides, output_folder):
     """A Brain built by ``recipe.build_brain`` from ``hparams/<experiment>.yaml``, ready to train.
 
@@ -131,7 +143,7 @@ def make_brain(args, experiment, overrides, output_folder):
         },
     )
     run_opts = {"device": args.device, "precision": args.precision, "eval_precision": args.precision}
-    brain = build_brain(hparams, run_opts)
+    brain = build_brain(hparams, run_opts, TrainingStepBrain)
     brain.on_fit_start()
     brain.modules.train()
     return brain, hparams

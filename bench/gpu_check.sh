@@ -35,5 +35,5 @@ done
 step python -m pytest -q -p no:cacheprovider tests/test_brain.py tests/test_attacks.py
 step python bench/step_cost.py --device cuda --precision bf16 --models vgg16,cnn4 --steps 15 --warmup 3
 step python bench/step_cost.py --device cuda --precision fp32 --models vgg16 --steps 15 --warmup 3
-step python bench/robustness_eval.py --device cuda --models vgg16,cnn4
+step python bench/fgsm_curve_cost.py --device cuda --models vgg16,cnn4
 exit $status

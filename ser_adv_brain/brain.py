@@ -1,8 +1,8 @@
-"""The SpeechBrain ``Brain`` of an emotion classifier: training, evaluation, evaluation under attack.
+"""The machinery of an emotion classifier's SpeechBrain ``Brain``: DDP, checkpoints, logs, UAR, attacks.
 
 What a training step computes (clean, or adversarial with an attack and an
 objective) is the yaml's ``training_step`` (see ``ser_adv_brain.training_steps``);
-the Brain runs it and owns the rest: DDP, checkpoints, logs, UAR.
+a recipe's ``Brain`` subclass runs it in ``compute_forward`` / ``compute_objectives``.
 """
 
 import functools
@@ -14,7 +14,6 @@ import torch
 
 from ser_adv_brain.distributed import out_of_step_errors
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
-from ser_adv_brain.objectives.base import classification_loss
 from ser_adv_brain.training_steps import TrainingStep
 
 logger = logging.getLogger(__name__)
@@ -39,14 +38,22 @@ def naming_position(method):
 
 
 class EmotionBrain(sb.Brain):
-    """Training and evaluation of an emotion classifier on z-scored log-Mel features.
+    """What every emotion recipe's Brain shares: DDP, checkpoints, logs, UAR, evaluation under attack.
+
+    A recipe subclasses it and writes ``compute_forward`` and
+    ``compute_objectives`` (``recipes/DEMoS/train.py``): a training batch
+    runs the yaml's ``training_step`` (``training_step.forward``,
+    ``training_loss``), an evaluation batch the features and the bare
+    ``model`` (``record_predictions`` counts it). Evaluation under attack
+    (``evaluate_under_attack``) needs neither, so evaluation commands use this
+    class as it is.
 
     Expected ``modules``: ``compute_features`` (``LogMel``), ``normalizer``
     (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
     as modules they follow the Brain to its device. Expected hparams:
-    ``training_step`` (a ``TrainingStep``), ``n_classes``, ``attack`` (used
-    for robustness evaluation), ``train_logger``; ``label_encoder`` is added
-    by the recipe.
+    ``n_classes``, ``epoch_counter``; ``label_encoder`` is added by the recipe. Beyond
+    ``sb.Brain``'s arguments: ``training_step`` (a ``TrainingStep``) and
+    ``sync_batchnorm`` (under DDP on GPUs, SyncBatchNorm across processes).
 
     ``position`` says where the Brain is (stage, epoch, batch); under DDP a
     collective that fails or times out raises a ``ProcessesOutOfStepError``
@@ -56,11 +63,13 @@ class EmotionBrain(sb.Brain):
     position = "the start"
     stage_name = "TRAIN stage"  # until a stage starts (fit_batch called on its own)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, training_step=None, sync_batchnorm=False, **kwargs):
         super().__init__(*args, **kwargs)
-        step = getattr(self.hparams, "training_step", None)
-        if not isinstance(step, TrainingStep):
-            raise TypeError(f"hparams 'training_step' must be a TrainingStep (ser_adv_brain.training_steps), got {step!r}")
+        if not isinstance(training_step, TrainingStep):
+            raise TypeError(
+                f"hparams 'training_step' must be a TrainingStep (ser_adv_brain.training_steps), got {training_step!r}"
+            )
+        self.chosen_training_step, self.sync_batchnorm = training_step, bool(sync_batchnorm)
         self.loss_parts = RunningMeans()
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
@@ -68,7 +77,7 @@ class EmotionBrain(sb.Brain):
     @property
     def training_step(self):
         """The yaml's training step as it runs now (a warm-up runs the clean step)."""
-        return self.hparams.training_step.at(self.optimizer_step)
+        return self.chosen_training_step.at(self.optimizer_step)
 
     @property
     def model(self):
@@ -80,38 +89,21 @@ class EmotionBrain(sb.Brain):
         """Waveforms ``[batch, time]`` -> normalised log-Mel ``[batch, frames, n_mels]``."""
         return self.modules.normalizer(self.modules.compute_features(wavs))
 
-    def compute_forward(self, batch, stage):
-        """Features, then the model; the features are returned for the attacks.
-
-        Training runs the training step's forward. Only training goes through
-        DDP: an evaluation forward through DDP would broadcast the buffers, a
-        collective that a rank with fewer (or no) batches of its evaluation
-        shard would never join.
-        """
-        batch = batch.to(self.device)
-        if stage == sb.Stage.TRAIN:
-            return self.training_step.forward(self, batch)
-        feats = self.compute_features(batch.sig.data)
-        logits, embedding = self.model(feats)
-        return {"feats": feats, "logits": logits, "embedding": embedding}
-
     def targets(self, batch):
         return batch.emo_encoded.data.view(-1).to(self.device)
 
-    def compute_objectives(self, predictions, batch, stage):
-        """Training: the training step's loss (its parts are logged). Otherwise the negative
-        log-likelihood, and the predictions are counted for UAR."""
-        if stage == sb.Stage.TRAIN:
-            parts = self.training_step.loss(self, predictions, batch)
-            extra = {name: value.detach() for name, value in parts.items() if name != "loss"}
-            if extra:
-                self.loss_parts.append(extra)
-            return parts["loss"]
-        targets = self.targets(batch)
-        loss = classification_loss(predictions["logits"], targets)
-        self.confusion.append(predictions["logits"].argmax(dim=-1), targets)
+    def training_loss(self, predictions, batch):
+        """The training step's loss, for ``compute_objectives``; its parts (real loss, fake loss...) are logged."""
+        parts = self.training_step.loss(self, predictions, batch)
+        extra = {name: value.detach() for name, value in parts.items() if name != "loss"}
+        if extra:
+            self.loss_parts.append(extra)
+        return parts["loss"]
+
+    def record_predictions(self, logits, targets, loss):
+        """Counts an evaluation batch for the stage's UAR, accuracy and mean loss (summed over DDP ranks)."""
+        self.confusion.append(logits.argmax(dim=-1), targets)
         self.loss_sum += float(loss) * len(targets)
-        return loss
 
     @naming_position
     def fit(self, *args, **kwargs):
@@ -142,27 +134,18 @@ class EmotionBrain(sb.Brain):
         return {"loss": loss, "UAR": self.confusion.uar(), "accuracy": self.confusion.accuracy()}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs the epoch, keeps the checkpoint with the best dev UAR."""
+        """The stage's statistics (kept in ``train_stats`` after training); after validation, keeps
+        the checkpoint with the best dev UAR. A recipe's Brain logs the statistics afterwards: a run
+        killed while saving redoes this validation when resumed, and must not find the epoch already logged.
+        """
         self.position = f"the end of the {self.stage_name} (statistics, logs, checkpoint)"
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss, **self.train_loss_parts()}
-            return
+            return self.train_stats
         stats = self.eval_stats(stage_loss)
         if stage == sb.Stage.VALID:
-            # Checkpoint first: a run killed while saving redoes this validation when resumed,
-            # and must not find the epoch already logged.
             self.checkpointer.save_and_keep_only(meta={"UAR": stats["UAR"]}, max_keys=["UAR"])
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr},
-                train_stats=self.train_stats,
-                valid_stats=stats,
-            )
-        else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats,
-            )
+        return stats
 
     def train_loss_parts(self):
         """Epoch means of the training loss's parts (adversarial steps: real loss, fake loss, distance)."""
@@ -221,11 +204,11 @@ class EmotionBrain(sb.Brain):
 
         SpeechBrain converts every BatchNorm to SyncBatchNorm, which fails on
         CPU (gloo) and changes the paper's per-batch statistics. Here each
-        process normalises its own batch unless ``sync_batchnorm: True``.
+        process normalises its own batch unless ``sync_batchnorm`` is True.
         """
         if not self.distributed_launch:
             return super()._wrap_distributed()
-        sync_bn = getattr(self.hparams, "sync_batchnorm", False) and self.device_type == "cuda"
+        sync_bn = self.sync_batchnorm and self.device_type == "cuda"
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
                 if sync_bn:
@@ -275,10 +258,10 @@ class EmotionBrain(sb.Brain):
         return self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
 
     @naming_position
-    def evaluate_robustness(self, dataset, eps_grid, max_key="UAR", loader_kwargs=None):
+    def evaluate_under_attack(self, dataset, attack, eps_grid, max_key="UAR", loader_kwargs=None):
         """UAR on real data (eps = 0) and on the attack's fake data for each eps.
 
-        The attack in ``hparams.attack`` is run against the checkpoint that
+        The attack is run against the checkpoint that
         ``max_key`` selects (the best by that key; the most recent if None);
         FGSM computes one input gradient per batch for the whole grid.
 
@@ -300,7 +283,7 @@ class EmotionBrain(sb.Brain):
             targets = self.targets(batch)
             with self.evaluation_ctx:
                 feats = self.compute_features(batch.sig.data)
-                for eps, fake in self.hparams.attack.curve(self.model, feats, targets, eps_grid, loss_scale):
+                for eps, fake in attack.curve(self.model, feats, targets, eps_grid, loss_scale):
                     with torch.no_grad():
                         logits, _ = self.model(fake)
                     confusions[eps].append(logits.argmax(dim=-1), targets)

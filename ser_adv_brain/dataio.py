@@ -20,7 +20,15 @@ def audio_pipeline(sample_rate, num_samples, random_crop):
     return pipeline
 
 
-def dataio_prep(hparams, exclude=None):
+SPLITS = ("train", "valid", "test")
+
+
+def manifests_of(hparams):
+    """Split -> the manifest the yaml names for it (``<split>_annotation``)."""
+    return {split: hparams[f"{split}_annotation"] for split in SPLITS}
+
+
+def dataio_prep(hparams, manifests, n_frames, exclude=None):
     """Builds the train / valid / test datasets and the label encoder from the manifests.
 
     Every clip becomes ``n_frames`` frames long: randomly cropped in training,
@@ -29,6 +37,10 @@ def dataio_prep(hparams, exclude=None):
     Arguments
     ---------
     hparams : dict
+        ``sample_rate``, ``hop_length``, ``n_classes``, ``save_folder`` (the label encoder's file).
+    manifests : dict
+        Split -> CSV manifest.
+    n_frames : int
     exclude : dict or None
         Split -> IDs of rows to leave out (the bad files ``validate_inputs`` skips).
 
@@ -39,7 +51,7 @@ def dataio_prep(hparams, exclude=None):
         ``id``, ``sig`` and ``emo_encoded``.
     label_encoder : CategoricalEncoder
     """
-    num_samples = frames_to_samples(hparams["n_frames"], hparams["hop_length"])
+    num_samples = frames_to_samples(n_frames, hparams["hop_length"])
     label_encoder = CategoricalEncoder()
 
     @sb.utils.data_pipeline.takes("emo")
@@ -49,11 +61,7 @@ def dataio_prep(hparams, exclude=None):
         yield label_encoder.encode_label_torch(emo)
 
     datasets = {}
-    for split, annotation in (
-        ("train", hparams["train_annotation"]),
-        ("valid", hparams["valid_annotation"]),
-        ("test", hparams["test_annotation"]),
-    ):
+    for split, annotation in manifests.items():
         datasets[split] = DynamicItemDataset.from_csv(
             csv_path=annotation,
             dynamic_items=[
@@ -74,7 +82,7 @@ def dataio_prep(hparams, exclude=None):
     )
     if len(label_encoder) != hparams["n_classes"]:
         raise ValueError(
-            f"The training manifest {hparams['train_annotation']} has {len(label_encoder)} emotion "
+            f"The training manifest {manifests['train']} has {len(label_encoder)} emotion "
             f"classes {sorted(label_encoder.lab2ind)}, but n_classes is {hparams['n_classes']}."
         )
     # Declares the class count the model was built for, so the encoder checks it at every use.

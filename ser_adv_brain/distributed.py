@@ -20,13 +20,12 @@ class ProcessesOutOfStepError(RuntimeError):
     """A collective operation failed or timed out: the DDP processes no longer wait in the same collective."""
 
 
-def set_collective_timeout(hparams):
+def set_collective_timeout(minutes):
     """Gives every later collective of this DDP process the yaml's ``ddp_timeout_minutes``.
 
-    A no-op without DDP, or for a yaml without the key (an output folder
-    older than it). ``validation.validate_inputs`` checks the value first.
+    A no-op without DDP, or for None (SpeechBrain's limit stays).
+    ``validation.validate_inputs`` checks the value first.
     """
-    minutes = hparams.get("ddp_timeout_minutes")
     if minutes is not None and is_distributed_initialized():
         torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
 

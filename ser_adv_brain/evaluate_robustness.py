@@ -1,4 +1,4 @@
-"""Robustness evaluation of a trained output folder: the paper's FGSM report and the attack suite.
+"""The robustness evaluation command: the paper's FGSM report and the attack suite, for a trained output folder.
 
 Usage (any yaml key or run option can follow, as for train.py):
     python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234
@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 
-from ser_adv_brain.recipe import load_trained, report_robustness
+from ser_adv_brain.recipe import attack_settings, load_trained, report_attacks, selection_key
 
 ATTACKS_FLAG = "--attacks="
 
@@ -57,7 +57,7 @@ def main(argv=None):
         hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
     except FileNotFoundError as error:  # load_trained names a folder without hyperparams.yaml
         sys.exit(str(error))
-    return report_robustness(brain, hparams, datasets)
+    return report_attacks(brain, hparams, datasets, selection_key(hparams["select_checkpoint"]), **attack_settings(hparams))
 
 
 if __name__ == "__main__":

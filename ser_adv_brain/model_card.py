@@ -16,7 +16,7 @@ import ruamel.yaml
 
 from ser_adv_brain import PAPER
 from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.robustness import REPORT_CSV, REPORT_MD
+from ser_adv_brain.fgsm_report import REPORT_CSV, REPORT_MD
 
 CARD_FILE = "README.md"
 SPLIT_NAMES = {"train": "Train", "valid": "Dev", "test": "Test"}

@@ -1,7 +1,9 @@
-"""What every corpus recipe does after its data preparation: train, evaluate, report, export.
+"""The steps of a recipe's main block that every corpus shares, and the reloading of a trained run.
 
-Each ``recipes/<corpus>/train.py`` prepares its manifests and then calls
-``train_and_evaluate``, so that the recipes differ only in their data.
+A ``recipes/<corpus>/train.py`` checks and loads its data with
+``checked_datasets``, trains and tests its Brain, then calls
+``report_attacks`` and ``export_checkpoint``. Evaluation commands reload
+a finished run with ``load_trained``.
 """
 
 import logging
@@ -14,12 +16,12 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.brain import EmotionBrain
 from ser_adv_brain.attack_suite import evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.distributed import set_collective_timeout
 from ser_adv_brain.inference import export_interface
 from ser_adv_brain.masking_checks import destroy_plan
 from ser_adv_brain.model_card import write_model_card
-from ser_adv_brain.robustness import write_robustness_report
+from ser_adv_brain.fgsm_report import write_fgsm_report
 from ser_adv_brain.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.validation import validate_inputs
 
@@ -30,33 +32,38 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SELECTION = {"best_dev": "UAR", "final": None}
 
 
-def selection_key(hparams):
-    """The checkpoint to test: best dev UAR (the default) or the final one (the authors' code).
+def selection_key(choice):
+    """The key that selects the checkpoint to test (yaml ``select_checkpoint``): best dev UAR or the final one (the authors' code).
 
     Example
     -------
-    >>> selection_key({"select_checkpoint": "final"}) is None
+    >>> selection_key("final") is None
     True
     """
-    choice = hparams.get("select_checkpoint", "best_dev")
     if choice not in CHECKPOINT_SELECTION:
         raise ValueError(f"select_checkpoint must be one of {sorted(CHECKPOINT_SELECTION)}, got {choice!r}")
     return CHECKPOINT_SELECTION[choice]
 
 
-def build_brain(hparams, run_opts):
-    """Instantiates the ``EmotionBrain`` with the yaml's modules, optimiser and checkpointer."""
-    return EmotionBrain(
+def build_brain(hparams, run_opts, brain_class=EmotionBrain):
+    """Instantiates ``brain_class`` with the yaml's modules, optimiser and checkpointer.
+
+    The default ``EmotionBrain`` evaluates under attack but has no
+    ``compute_forward``: training needs a recipe's Brain.
+    """
+    return brain_class(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
+        training_step=hparams["training_step"],
+        sync_batchnorm=hparams["sync_batchnorm"],
     )
 
 
-def checked_datasets(hparams):
-    """Validates the manifests, audio and hyperparameters, then builds the datasets.
+def checked_datasets(hparams, manifests, n_frames):
+    """Validates the manifests, audio and hyperparameters, then builds the datasets (``dataio_prep``).
 
     Also sets ``hparams["label_encoder"]`` and gives it to the attack and to
     the attack suite's (a targeted attack's emotion must be in it), and checks
@@ -65,7 +72,7 @@ def checked_datasets(hparams):
     """
     # The main process scans (and caches); every process gets its verdict.
     skipped = run_on_main(validate_inputs, args=[hparams])
-    datasets, hparams["label_encoder"] = dataio_prep(hparams, exclude=skipped)
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests, n_frames, exclude=skipped)
     for attack in [hparams["attack"], hparams.get("training_attack"), *hparams["attack_suite"]]:
         if attack is None:
             continue
@@ -90,20 +97,29 @@ def load_trained(folder, argv=(), extra_overrides=""):
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    datasets = checked_datasets(hparams)
-    set_collective_timeout(hparams)
+    datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
+    set_collective_timeout(hparams["ddp_timeout_minutes"])
     return hparams, datasets, build_brain(hparams, run_opts)
 
 
-def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
+def attack_settings(hparams):
+    """The yaml's settings of the attack reports, as ``report_attacks`` takes them."""
+    keys = ("attack", "eval_eps", "attack_suite", "suite_budgets", "suite_early_exit", "masking_check_eps")
+    return {key: hparams[key] for key in keys}
+
+
+def report_attacks(
+    brain, hparams, datasets, max_key, attack, eval_eps, attack_suite, suite_budgets, suite_early_exit,
+    masking_check_eps, splits=("valid", "test"),
+):  # fmt: skip
     """The paper's FGSM report and the attack suite's, for dev and test; writes and logs both.
 
     The FGSM report (``robustness.csv``, the first table of ``robustness.md``) gives
-    UAR on real and fake data over ``hparams['eval_eps']``, as the paper does; the
+    UAR on real data and on ``attack``'s over ``eval_eps``, as the paper does; the
     suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
-    attack of ``hparams['attack_suite']`` at ``hparams['suite_budgets']``, robust UAR
-    and the gradient-masking checks (see ``ser_adv_brain.attack_suite``). The
-    checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+    attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
+    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.attack_suite``).
+    The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
 
     Returns
     -------
@@ -112,26 +128,25 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     suite : dict
         split -> ``SplitOutcomes``.
     """
-    max_key = selection_key(hparams)
     loader_kwargs = hparams["test_dataloader_options"]
     fgsm = {
-        split: brain.evaluate_robustness(datasets[split], hparams["eval_eps"], max_key=max_key, loader_kwargs=loader_kwargs)
+        split: brain.evaluate_under_attack(datasets[split], attack, eval_eps, max_key=max_key, loader_kwargs=loader_kwargs)
         for split in splits
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
-    table = write_robustness_report(fgsm, hparams["output_folder"], f"{hparams['experiment_name']}: attack {hparams['attack']!r}", labels)
-    entries = suite_entries(hparams["attack_suite"])
-    plan = suite_plan(entries, hparams["suite_budgets"])
-    checks = destroy_plan(entries, hparams["masking_check_eps"])
+    table = write_fgsm_report(fgsm, hparams["output_folder"], f"{hparams['experiment_name']}: attack {attack!r}", labels)
+    entries = suite_entries(attack_suite)
+    plan = suite_plan(entries, suite_budgets)
+    checks = destroy_plan(entries, masking_check_eps)
     wavs = os.path.join(hparams["output_folder"], "adversarial_wavs")
     suite = {
         split: evaluate_suite(
-            brain, datasets[split], plan + checks, hparams["suite_early_exit"], loader_kwargs, max_key,
+            brain, datasets[split], plan + checks, suite_early_exit, loader_kwargs, max_key,
             wav_pairs=(wavs, 3) if split == splits[-1] and if_main_process() else None,
         )
         for split in splits
     }  # fmt: skip
-    report = write_suite_report(suite, plan, checks, hparams["output_folder"], f"{hparams['experiment_name']}: attack suite", hparams["suite_early_exit"])
+    report = write_suite_report(suite, plan, checks, hparams["output_folder"], f"{hparams['experiment_name']}: attack suite", suite_early_exit)
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
     logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
@@ -150,40 +165,8 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
             "label_encoder": hparams["label_encoder"],
             "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
             "folder": folder,
-            "title": f"{hparams['experiment_name']}: {hparams.get('select_checkpoint', 'best_dev')} checkpoint",
+            "title": f"{hparams['experiment_name']}: {hparams['select_checkpoint']} checkpoint",
         },
     )
     run_on_main(write_model_card, args=[hparams, folder, corpus])
     return folder
-
-
-def train_and_evaluate(hparams, run_opts, corpus=None):
-    """Checks the inputs, trains, tests the selected checkpoint, reports its robustness and exports it.
-
-    ``hparams['select_checkpoint']`` (optional) picks the checkpoint tested and
-    exported: ``best_dev`` (the default) or ``final``. The export is a
-    pretrained interface in ``<output_folder>/interface`` (see ``ser_adv_brain.inference``),
-    with a model card that describes ``corpus`` (a key of ``ser_adv_brain.model_card.CORPORA``;
-    None when the run was given its manifests).
-
-    Returns
-    -------
-    brain, datasets
-    """
-    max_key = selection_key(hparams)  # checked before training, not after
-    datasets = checked_datasets(hparams)
-    set_collective_timeout(hparams)  # after the main process's data validation, which the others wait for
-    brain = build_brain(hparams, run_opts)
-    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["dataloader_options"],
-        valid_loader_kwargs=hparams["test_dataloader_options"],
-    )
-    # SpeechBrain's evaluate() writes into the kwargs it gets: give it a copy.
-    brain.evaluate(datasets["test"], max_key=max_key, test_loader_kwargs=dict(hparams["test_dataloader_options"]))
-    report_robustness(brain, hparams, datasets)
-    export_checkpoint(brain, hparams, max_key, corpus)
-    return brain, datasets

@@ -49,7 +49,7 @@ class TransferModel:
     def __init__(self, folder, device):
         self.folder = folder
         self.hparams, self.datasets, self.brain = load_trained(folder, [f"--device={device}", "--noprogressbar"])
-        self.brain.on_evaluate_start(max_key=selection_key(self.hparams))
+        self.brain.on_evaluate_start(max_key=selection_key(self.hparams["select_checkpoint"]))
         self.brain.modules.eval()
         self.model = self.brain.model
         self.normalizer = self.brain.modules.normalizer

@@ -35,6 +35,7 @@ import torch
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 import ser_adv_brain.checkpoints
+import ser_adv_brain.brain
 import ser_adv_brain.recipe
 from helpers_iface import capture_eval_stats
 
@@ -176,14 +177,14 @@ def main(probe_dir, argv):
     current = {}
     record_main_only_runs(current)
     destroy_group = share_one_process_group()
-    build_brain = ser_adv_brain.recipe.build_brain
+    init = ser_adv_brain.brain.EmotionBrain.__init__
 
-    def probed_build_brain(hparams, run_opts):
-        brain = build_brain(hparams, run_opts)
+    def probed_init(brain, *args, **kwargs):
+        init(brain, *args, **kwargs)
         attach_probes(brain, current["record"])
-        return brain
 
-    ser_adv_brain.recipe.build_brain = probed_build_brain
+    ser_adv_brain.brain.EmotionBrain.__init__ = probed_init  # the recipe's Brain subclasses it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as python does for a script it runs
     for index, run_argv in enumerate(runs):
         current["record"] = record = {"rank": rank, "world_size": world_size, "ran_here": []}
         sys.argv = [script, *run_argv]

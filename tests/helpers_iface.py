@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import importlib.util
 import os
 import re
 import subprocess
@@ -12,12 +13,24 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.recipe import build_brain
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMOS_TRAIN = os.path.join(REPO, "recipes", "DEMoS", "train.py")
+
+
+def recipe_brain_class(script):
+    """The Brain subclass of a recipe's ``train.py``, imported as a module (its main block does not run)."""
+    spec = importlib.util.spec_from_file_location(f"{os.path.basename(os.path.dirname(script))}_train", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EmotionRecognitionBrain
+
+
+# What the DEMoS recipe trains with; Brains built in the tests are of this class.
+RecipeBrain = recipe_brain_class(DEMOS_TRAIN)
 
 # Small enough for seconds on 2 CPU cores; the yaml files themselves are unchanged.
 TINY_CORPUS = {"n_speakers": 6, "utterances_per_emotion": 2, "neutral_per_speaker": 0, "seed": 1}
@@ -75,8 +88,8 @@ def load_recipe_hparams(hparams_file, *flags):
 def evaluation_brain(hparams_file, *flags):
     """A single-process Brain over a finished run's manifests and checkpoints, and its datasets."""
     hparams = load_recipe_hparams(hparams_file, *flags, "--skip_prep=True")
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
-    brain = build_brain(hparams, {"device": "cpu", "noprogressbar": True})
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, {"device": "cpu", "noprogressbar": True}, RecipeBrain)
     return brain, datasets, hparams
 
 

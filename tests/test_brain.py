@@ -11,19 +11,20 @@ import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataloader import make_dataloader
 
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
 from ser_adv_brain.recipe import build_brain
 from ser_adv_brain.synthetic import generate_synthetic_demos
 from ser_adv_brain.training_steps import FusedAdversarialStep
+from helpers_iface import RecipeBrain
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
 
 
 def build(hparams, run_opts=RUN_OPTS):
-    """What ``train_and_evaluate`` does before ``fit``, then ``fit``'s own start."""
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
-    brain = build_brain(hparams, run_opts)
+    """What the recipe does before ``fit``, then ``fit``'s own start."""
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, run_opts, RecipeBrain)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.on_fit_start()
     batch = next(iter(make_dataloader(datasets["train"], batch_size=4)))
@@ -223,7 +224,7 @@ def test_yaml_holds_the_paper_defaults(yaml_hparams):
 def test_robustness_curve_counts_every_example_once(tiny_hparams):
     brain, datasets, _ = build(tiny_hparams("cnn4_single"))
     grid = [0.0, 0.05, 0.1]
-    confusions = brain.evaluate_robustness(datasets["valid"], grid, loader_kwargs={"batch_size": 8})
+    confusions = brain.evaluate_under_attack(datasets["valid"], brain.hparams.attack, grid, loader_kwargs={"batch_size": 8})
     assert list(confusions) == grid
     assert all(int(cm.counts.sum()) == len(datasets["valid"]) for cm in confusions.values())
     brain.evaluate(datasets["valid"], test_loader_kwargs={"batch_size": 8})
@@ -292,8 +293,8 @@ def test_intra_epoch_checkpoints_by_time(tiny_hparams, minutes, expected):
     """``ckpt_interval_minutes`` (the yaml's default way): a checkpoint whenever that much time has
     passed since the last one; here after every one of the 7 steps, or never within the epoch."""
     hparams = tiny_hparams("cnn4_single")
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
-    brain = build_brain(hparams, {**RUN_OPTS, "ckpt_interval_minutes": minutes, "ckpt_interval_steps": 0})
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, {**RUN_OPTS, "ckpt_interval_minutes": minutes, "ckpt_interval_steps": 0}, RecipeBrain)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     saves = []
     save = brain.checkpointer.save_checkpoint

@@ -11,13 +11,14 @@ from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.recipe import build_brain
+from helpers_iface import RecipeBrain
 
 
 def test_datasets_from_demos_manifests(tiny_hparams):
     hparams = tiny_hparams("cnn4_single")
-    datasets, encoder = dataio_prep(hparams)
+    datasets, encoder = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     assert {split: len(ds) for split, ds in datasets.items()} == {"train": 28, "valid": 28, "test": 28}
     assert len(encoder) == 7
     item = datasets["valid"][0]
@@ -32,7 +33,7 @@ def test_datasets_from_demos_manifests(tiny_hparams):
     saved = CategoricalEncoder()
     saved.update_from_iterable(sorted(encoder.lab2ind, key=encoder.lab2ind.get, reverse=True))
     saved.save(os.path.join(hparams["save_folder"], "label_encoder.txt"))
-    datasets, again = dataio_prep(hparams)
+    datasets, again = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     assert again.lab2ind == saved.lab2ind != encoder.lab2ind
     item = datasets["valid"][0]
     assert int(item["emo_encoded"]) == saved.lab2ind[datasets["valid"].data[item["id"]]["emo"]]
@@ -40,7 +41,8 @@ def test_datasets_from_demos_manifests(tiny_hparams):
 
 def test_class_count_mismatch_is_named(tiny_hparams):
     with pytest.raises(ValueError, match="n_classes is 5"):
-        dataio_prep(tiny_hparams("cnn4_single", n_classes=5))
+        hparams = tiny_hparams("cnn4_single", n_classes=5)
+        dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
 
 
 def test_any_corpus_given_as_manifests_trains_the_same_way(tiny_hparams, tmp_path):
@@ -63,9 +65,9 @@ def test_any_corpus_given_as_manifests_trains_the_same_way(tiny_hparams, tmp_pat
         "cnn4_vanilla", n_classes=3, train_annotation=manifests["train"],
         valid_annotation=manifests["valid"], test_annotation=manifests["test"],
     )
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     assert datasets["test"][0]["sig"].shape == (frames_to_samples(32, 256),)
-    brain = build_brain(hparams, {"device": "cpu"})
+    brain = build_brain(hparams, {"device": "cpu"}, RecipeBrain)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.on_fit_start()
     assert torch.isfinite(brain.fit_batch(next(iter(make_dataloader(datasets["train"], batch_size=6)))))

@@ -290,7 +290,7 @@ def test_uneven_evaluation_shards_count_every_utterance_once(long_run):
     assert hparams["attack"].model_mode == "eval"
     written = read_robustness_csv(os.path.join(long_run["out"], "robustness.csv"))
     for split in ("valid", "test"):
-        curve = brain.evaluate_robustness(datasets[split], hparams["eval_eps"])
+        curve = brain.evaluate_under_attack(datasets[split], hparams["attack"], hparams["eval_eps"])
         for eps, confusion in curve.items():
             row = written[(split, eps)]
             assert int(row["n"]) == int(confusion.counts.sum()) == SPLIT_SIZE

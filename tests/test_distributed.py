@@ -16,7 +16,7 @@ DESYNCHRONISED = textwrap.dedent(
     from ser_adv_brain.distributed import out_of_step_errors, set_collective_timeout
 
     sb.utils.distributed.ddp_init_group({"distributed_backend": "gloo"})  # SpeechBrain's 2-hour timeout
-    set_collective_timeout({"ddp_timeout_minutes": 0.05})
+    set_collective_timeout(0.05)
     rank = torch.distributed.get_rank()
     with out_of_step_errors(lambda: f"batch 7 on rank {rank}"):
         if rank == 0:

@@ -14,9 +14,10 @@ import torch
 import helpers_reliability as helpers
 from helpers_reliability import EVERY_STEP, reference_run, shared_corpus  # noqa: F401 (fixtures)
 from ser_adv_brain.checkpoints import STAGING_PREFIX, AtomicCheckpointer, RandomState
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.metrics import RunningMeans
 from ser_adv_brain.recipe import build_brain
+from helpers_iface import RecipeBrain
 
 
 def test_sigkilled_run_resumes_to_the_same_results(reference_run, shared_corpus, tmp_path):  # noqa: F811
@@ -132,8 +133,8 @@ def test_interrupted_save_is_ignored_then_cleaned_up(tmp_path):
 
 def test_nonfinite_loss_stops_naming_the_batch(tmp_path, shared_corpus):  # noqa: F811
     hparams = helpers.load_hparams(tmp_path / "run", shared_corpus)
-    datasets, hparams["label_encoder"] = dataio_prep(hparams)
-    brain = build_brain(hparams, {"noprogressbar": True, **EVERY_STEP})
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, {"noprogressbar": True, **EVERY_STEP}, RecipeBrain)
     # A file turns bad after the pre-training checks: the loss goes NaN at the last (4th) batch.
     last_id = datasets["train"].data_ids[-1]
     nan_wav = tmp_path / "nan.wav"

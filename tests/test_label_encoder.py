@@ -2,12 +2,13 @@
 
 import logging
 
-from ser_adv_brain.dataio import dataio_prep
+from ser_adv_brain.dataio import dataio_prep, manifests_of
 
 
 def test_label_encoder_expects_the_class_count(tiny_hparams, caplog):
     """SpeechBrain warns "expect_len was never called" at the first encoding unless the recipe declares it."""
-    datasets, encoder = dataio_prep(tiny_hparams("cnn4_single"))
+    hparams = tiny_hparams("cnn4_single")
+    datasets, encoder = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     with caplog.at_level(logging.WARNING):
         datasets["train"][0]  # encodes a label, as the first training batch does
         encoder.decode_ndim([0])

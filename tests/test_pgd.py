@@ -160,12 +160,12 @@ def test_pgd_trains_in_the_adversarial_brain(tiny_hparams, random_start, fused):
     assert (linf(fake - feats) <= 0.05 + 1e-6).all()
 
 
-def test_pgd_runs_the_brains_robustness_evaluation(tiny_hparams):
+def test_pgd_runs_the_brains_fgsm_curve_costuation(tiny_hparams):
     """Where FGSM evaluates a checkpoint, PGD does: a curve over the yaml's eps grid, eps 0 leaving the input clean."""
     hparams = tiny_hparams("cnn4_single")
     hparams["attack"] = PGD(eps=0.05, steps=2, random_start=False, label_source="target", eta=None)
     brain, datasets, _ = build(hparams)
-    confusions = brain.evaluate_robustness(datasets["test"], [0.0, 5.0], max_key=None)
+    confusions = brain.evaluate_under_attack(datasets["test"], hparams["attack"], [0.0, 5.0], max_key=None)
     clean, attacked = confusions[0.0].counts, confusions[5.0].counts
     assert int(clean.sum()) == int(attacked.sum()) == len(datasets["test"])
     recognised = clean.diagonal() > 0  # (the untrained model calls everything one emotion)

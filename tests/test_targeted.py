@@ -5,6 +5,7 @@ import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.attacks import FGSM, PGD, targeted_success_matrix
+from ser_adv_brain.dataio import manifests_of
 from ser_adv_brain.recipe import checked_datasets
 from test_attacks import TwoClassLinear, expected_direction, predicted_class_and_input
 
@@ -63,9 +64,9 @@ def test_the_recipe_checks_the_target_before_training(tiny_hparams):
     hparams = tiny_hparams("cnn4_vanilla")
     hparams["attack"] = PGD(eps=0.05, target_class="joy")
     with pytest.raises(ValueError, match="target_class 'joy'"):
-        checked_datasets(hparams)
+        checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     hparams["attack"] = PGD(eps=0.05, target_class="anger")
-    checked_datasets(hparams)
+    checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     assert hparams["attack"].target_index == hparams["label_encoder"].lab2ind["anger"]
 
 

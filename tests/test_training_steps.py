@@ -14,6 +14,7 @@ from ser_adv_brain.training_steps import (
     adversarial_step,
 )
 from test_brain import RUN_OPTS, build
+from helpers_iface import RecipeBrain
 
 
 def batches_tracked(model):
@@ -77,7 +78,7 @@ def test_the_brain_refuses_what_is_not_a_training_step(tiny_hparams):
     hparams["training_step"] = "clean"
     hparams["label_encoder"] = None
     with pytest.raises(TypeError, match="training_step"):
-        build_brain(hparams, RUN_OPTS)
+        build_brain(hparams, RUN_OPTS, RecipeBrain)
 
 
 def test_a_fused_step_is_refused_where_one_backward_cannot_serve_both():

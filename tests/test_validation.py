@@ -12,7 +12,9 @@ from hyperpyyaml import load_hyperpyyaml
 
 import helpers_reliability as helpers
 from ser_adv_brain import validation
-from ser_adv_brain.recipe import train_and_evaluate
+from helpers_iface import RecipeBrain
+from ser_adv_brain.dataio import manifests_of
+from ser_adv_brain.recipe import build_brain, checked_datasets
 from ser_adv_brain.validation import DataValidationError, validate_inputs
 
 
@@ -136,10 +138,11 @@ def test_every_bad_audio_file_is_reported_at_once(corpus, tmp_path):
 
 
 def test_recipe_stops_before_training(corpus, tmp_path):
+    """The recipe checks its data (``checked_datasets``) before it builds the Brain."""
     expected = damage_audio(corpus)
     hparams = helpers.load_hparams(tmp_path / "run", corpus)
     with pytest.raises(DataValidationError) as info:
-        train_and_evaluate(hparams, run_opts={})
+        checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     assert len(info.value.problems) == len(expected)
     assert not list((tmp_path / "run" / "save").glob("CKPT*"))
 
@@ -148,7 +151,11 @@ def test_skip_bad_files_trains_without_them(corpus, tmp_path, caplog):
     expected = damage_audio(corpus)
     hparams = helpers.load_hparams(tmp_path / "run", corpus, skip_bad_files=True, number_of_epochs=1)
     with caplog.at_level(logging.WARNING):
-        _, datasets = train_and_evaluate(hparams, run_opts={"noprogressbar": True})
+        datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, {"noprogressbar": True}, RecipeBrain)
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
+              train_loader_kwargs=hparams["dataloader_options"], valid_loader_kwargs=hparams["test_dataloader_options"])
     assert f"leaving out {len(expected)} row(s)" in caplog.text
     kept = {row_id for dataset in datasets.values() for row_id in dataset.data_ids}
     assert kept and not kept & expected.keys()

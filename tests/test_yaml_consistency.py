@@ -1,9 +1,11 @@
-"""Recipes and their yaml files agree, in the spirit of SpeechBrain's ``check_yaml_vs_script``.
+"""Recipes and their yaml files agree, as SpeechBrain's consistency tests require.
 
 - every hparams file is listed in a ``tests/recipes/*.csv`` row, in SpeechBrain's format,
   whose files exist and whose checks name the outputs to expect;
-- every top-level yaml key is used: by another key of the yaml (``!ref``), by
-  the recipe's script or data preparation, by the package, or as a run option;
+- every top-level yaml key passes SpeechBrain's ``check_yaml_vs_script``
+  (``tests/utils/check_yaml.py`` in SpeechBrain's repository): it is referenced
+  earlier in the yaml, is a run option, or is read in the recipe's *script file*
+  itself (the package does not count);
 - every module the Brains use is declared in each yaml's ``modules``.
 """
 
@@ -25,7 +27,6 @@ HPARAMS_FILES = sorted(
     for pattern in ("hparams/**/*.yaml", "recipes/*/hparams/**/*.yaml")
     for path in glob.glob(os.path.join(REPO, pattern), recursive=True)
 )
-PACKAGE_SOURCES = sorted(glob.glob(os.path.join(REPO, "ser_adv_brain", "**", "*.py"), recursive=True))
 
 
 def read(path):
@@ -38,18 +39,30 @@ def load_yaml_tree(path):
     return ruamel.yaml.YAML().load(read(path))
 
 
-def referenced_keys(node):
-    """Top-level keys named in the ``!ref`` / ``!copy`` strings anywhere under ``node``."""
-    if str(getattr(node, "tag", "")) in ("!ref", "!copy"):
-        return set(re.findall(r"<(\w+)", str(node.value)))
-    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-    return set().union(set(), *(referenced_keys(child) for child in children))
+def keys_speechbrain_checks(path):
+    """The top-level keys that SpeechBrain's check wants the script to read, found as it finds them.
+
+    Line by line: a top-level ``key:`` is a candidate unless its line carries
+    ``!apply`` or ``!!`` (or a ``Pretrainer``); every ``<name>`` on a ``!ref``
+    line removes a candidate defined above it.
+    """
+    candidates = []
+    for line in read(path).splitlines():
+        if len(line) < 1 or line.startswith("#") or "speechbrain.utils.parameter_transfer.Pretrainer" in line:
+            continue
+        if ":" in line and not line[0].isspace() and "!apply" not in line and "!!" not in line:
+            candidates.append(line[: line.index(":")])
+        if "!ref" in line:
+            for name in re.findall(r"<([^>\[]*)", line):
+                if name in candidates:
+                    candidates.remove(name)
+    return candidates
 
 
-def used_in_code(key, sources):
-    """SpeechBrain's patterns for a hyperparameter read in Python code."""
-    patterns = (f'["{key}"]', f"['{key}']", f"hparams.{key}", f"modules.{key}", f'attr(self.hparams, "{key}"', f'hparams.get("{key}"')
-    return any(pattern in source for source in sources for pattern in patterns)
+def read_in_script(key, script):
+    """SpeechBrain's patterns for a hyperparameter read in a script."""
+    patterns = (f'["{key}"]', f"hparams.{key}", f"modules.{key}", f'attr(self.hparams, "{key}"', f'hparams.get("{key}"')
+    return any(pattern in script for pattern in patterns)
 
 
 def test_csv_files_have_speechbrains_columns():
@@ -77,24 +90,55 @@ def test_recipe_row_names_existing_files_and_checks_outputs(row):
 
 
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=IDS)
-def test_every_top_level_yaml_key_is_used(row):
-    tree = load_yaml_tree(row["Hparam_file"])
-    sources = [read(row["Script_file"]), read(row["Data_prep_file"])] + [read(p) for p in PACKAGE_SOURCES]
+def test_every_yaml_key_is_read_by_the_script_as_speechbrain_checks(row):
+    script = read(row["Script_file"])
     run_options = set(RunOptions().as_dict())
-    unused = [
-        key
-        for key in tree
-        if not key.startswith("__")  # applied while loading (e.g. __set_seed)
-        and key not in referenced_keys(tree)
-        and key not in run_options
-        and not used_in_code(key, sources)
-    ]
-    assert not unused, f"{row['Hparam_file']}: keys used neither by the yaml, {row['Script_file']} nor the package: {unused}"
+    unused = [key for key in keys_speechbrain_checks(row["Hparam_file"]) if key not in run_options and not read_in_script(key, script)]
+    assert not unused, f"{row['Hparam_file']}: keys not used in {row['Script_file']} (SpeechBrain's check_yaml_vs_script): {unused}"
 
 
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=IDS)
 def test_modules_the_brains_use_are_declared(row):
-    brain_source = read(os.path.join("ser_adv_brain", "brain.py"))
+    brain_source = read(os.path.join("ser_adv_brain", "brain.py")) + read(row["Script_file"])
     used = set(re.findall(r"self\.modules\.(\w+)", brain_source)) - set(dir(torch.nn.ModuleDict))
     declared = set(load_yaml_tree(row["Hparam_file"])["modules"])
     assert used and used <= declared, f"{row['Hparam_file']}: modules {sorted(used - declared)} are not declared"
+
+
+# The keys that say which experiment a file is (corpus, model, length of training); every other
+# key two files share must hold the same value in both, so that the files cannot drift apart.
+EXPERIMENT_KEYS = {
+    "experiment_name", "output_folder", "data_folder", "split_ratio", "n_frames", "model",
+    "number_of_epochs", "select_checkpoint", "warmup_steps",
+}  # fmt: skip
+# Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).
+TRAINING_KEYS = {"objective", "training_step", "training_attack"}
+
+
+def as_written(node):
+    """A yaml node as comparable data: values, tags (``!new:...``, ``!ref``) and nesting; no comments."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, dict):
+        value = {key: as_written(child) for key, child in node.items()}
+    elif isinstance(node, list):
+        value = [as_written(child) for child in node]
+    else:
+        value = str(getattr(node, "value", node))
+    return (tag, value) if tag else value
+
+
+def test_hparams_files_do_not_drift_apart():
+    """The nine DEMoS files and the EmoDB ones: the same features, attacks, suite, optimiser,
+    loaders, logger and checkpointer (with its exact-resume guarantees), key for key."""
+    seen = {}  # (key, kind or None) -> (file, value)
+    drifted = []
+    for path in HPARAMS_FILES:
+        kind = os.path.splitext(os.path.basename(path))[0].split("_", 1)[-1]
+        for key, node in load_yaml_tree(path).items():
+            if key in EXPERIMENT_KEYS:
+                continue
+            slot = (key, kind if key in TRAINING_KEYS else None)
+            first = seen.setdefault(slot, (path, as_written(node)))
+            if first[1] != as_written(node):
+                drifted.append(f"{key}: {path} differs from {first[0]}")
+    assert not drifted, "hparams files drifted apart:\n" + "\n".join(drifted)

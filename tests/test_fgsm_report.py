@@ -1,4 +1,4 @@
-"""Robustness reports, and robustness itself: the attack works, adversarial training defends."""
+"""The FGSM report, and robustness itself: the attack works, adversarial training defends."""
 
 import csv
 import os
@@ -6,8 +6,10 @@ import os
 import torch
 
 from ser_adv_brain.metrics import ConfusionMatrix
-from ser_adv_brain.recipe import train_and_evaluate
-from ser_adv_brain.robustness import markdown_table, robustness_rows, write_robustness_report
+from helpers_iface import RecipeBrain
+from ser_adv_brain.dataio import manifests_of
+from ser_adv_brain.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
+from ser_adv_brain.recipe import build_brain, checked_datasets, selection_key
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
 
@@ -25,7 +27,7 @@ RESULTS = {
 
 
 def test_rows():
-    rows = robustness_rows(RESULTS)
+    rows = fgsm_report_rows(RESULTS)
     assert [(r["split"], r["eps"], r["data"], r["UAR"], r["n"]) for r in rows] == [
         ("valid", 0.0, "real", 1.0, 4), ("valid", 0.02, "fake", 0.75, 4), ("valid", 0.1, "fake", 0.25, 4),
         ("test", 0.0, "real", 0.8, 10), ("test", 0.02, "fake", 0.5, 10), ("test", 0.1, "fake", 0.0, 10),
@@ -44,7 +46,7 @@ def test_markdown_table_is_laid_out_like_the_paper():
 
 
 def test_report_files(tmp_path):
-    table = write_robustness_report(RESULTS, str(tmp_path), "run", ["anger", "fear"])
+    table = write_fgsm_report(RESULTS, str(tmp_path), "run", ["anger", "fear"])
     assert (tmp_path / "robustness.md").read_text() == table
     rows = list(csv.DictReader(open(tmp_path / "robustness.csv", encoding="utf-8")))
     assert [float(r["UAR"]) for r in rows] == [1.0, 0.75, 0.25, 0.8, 0.5, 0.0]
@@ -53,12 +55,21 @@ def test_report_files(tmp_path):
     assert test_confusion[1] == ["anger", "8", "2", "10", "0.8000"]  # real data (eps 0)
 
 
-def uar_curve(folder):
-    """eps -> mean of dev and test UAR, from a run's robustness.csv."""
-    curve = {}
-    for row in csv.DictReader(open(os.path.join(folder, "robustness.csv"), encoding="utf-8")):
-        curve.setdefault(float(row["eps"]), []).append(float(row["UAR"]))
-    return {eps: sum(uars) / len(uars) for eps, uars in curve.items()}
+def trained_uar_curve(hparams):
+    """Trains as the recipe does; eps -> mean of dev and test UAR under the yaml's attack (the FGSM report's)."""
+    datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, {"device": "cpu", "noprogressbar": True}, RecipeBrain)
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.fit(
+        brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
+        train_loader_kwargs=hparams["dataloader_options"], valid_loader_kwargs=hparams["test_dataloader_options"],
+    )  # fmt: skip
+    max_key = selection_key(hparams["select_checkpoint"])
+    curves = [
+        brain.evaluate_under_attack(datasets[split], hparams["attack"], hparams["eval_eps"], max_key=max_key)
+        for split in ("valid", "test")
+    ]
+    return {eps: sum(curve[eps].uar() for curve in curves) / len(curves) for eps in hparams["eval_eps"]}
 
 
 def test_attack_works_and_adversarial_training_defends(demos_prepare, yaml_hparams, tmp_path):
@@ -80,8 +91,7 @@ def test_attack_works_and_adversarial_training_defends(demos_prepare, yaml_hpara
     for name, extra in (("cnn4_single", {}), ("cnn4_vanilla", {"attack_eps": train_eps, "warmup_steps": 0})):
         hparams = yaml_hparams(name, **common, **extra)
         demos_prepare.prepare_demos(corpus, hparams["output_folder"], seed=hparams["seed"])
-        train_and_evaluate(hparams, {"device": "cpu", "noprogressbar": True})
-        curves[name] = uar_curve(hparams["output_folder"])
+        curves[name] = trained_uar_curve(hparams)
         print(name, {eps: round(uar, 3) for eps, uar in curves[name].items()})
     single, vanilla = curves["cnn4_single"], curves["cnn4_vanilla"]
 

@@ -1,4 +1,4 @@
-"""Robustness reports: UAR on real data and on fake (adversarial) data over a grid of budgets."""
+"""The paper's FGSM report: UAR on real data and on FGSM (fake) data over a grid of budgets, per split."""
 
 import csv
 import os
@@ -9,7 +9,7 @@ SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
 REPORT_CSV, REPORT_MD = "robustness.csv", "robustness.md"  # in the run's output folder
 
 
-def robustness_rows(results):
+def fgsm_report_rows(results):
     """Flattens ``{split: {eps: ConfusionMatrix}}`` into CSV rows."""
     return [
         {"split": split, "eps": eps, "data": "real" if eps == 0 else "fake", "UAR": cm.uar(), "accuracy": cm.accuracy(), "n": int(cm.counts.sum())}
@@ -34,7 +34,7 @@ def markdown_table(results, title):
     return "\n".join(lines) + "\n"
 
 
-def write_robustness_report(results, output_folder, title, labels):
+def write_fgsm_report(results, output_folder, title, labels):
     """Writes ``robustness.csv``, ``robustness.md`` and per-split confusion matrices on real data.
 
     Arguments
@@ -58,7 +58,7 @@ def write_robustness_report(results, output_folder, title, labels):
     with open(os.path.join(output_folder, REPORT_CSV), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["split", "eps", "data", "UAR", "accuracy", "n"])
         writer.writeheader()
-        writer.writerows(robustness_rows(results))
+        writer.writerows(fgsm_report_rows(results))
     with open(os.path.join(output_folder, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(table)
     for split, curve in results.items():

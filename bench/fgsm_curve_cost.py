@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Robustness curve: one shared input gradient for every eps against one gradient per eps, side by side.
+"""FGSM curve cost: one shared input gradient for every eps against one gradient per eps, side by side.
 
 FGSM's direction ``sign(grad_x L)`` does not depend on eps, so ``FGSM.curve``
 computes one input gradient per batch and takes every step of the eps grid
 from it. The naive way evaluates each eps separately (``FGSM.perturb`` per
 eps, i.e. ``GradientAttack.curve``), paying the gradient pass once per eps.
 
-Both go through ``EmotionBrain.evaluate_robustness`` of a Brain built from
+Both go through ``EmotionBrain.evaluate_under_attack`` of a Brain built from
 ``hparams/<model>_single.yaml`` (its attack and ``eval_eps`` grid, width
 reduced by default on CPU) on the same synthetic batches at the paper's input
 size (64 mels x 373 frames), taking turns (round-robin) after discarded
@@ -15,9 +15,9 @@ warm-up rounds. The script then checks that both give the same predictions
 inputs on the first batch.
 
 Run from the repository root (about 45 s of CPU time on 1 thread, under 2 minutes):
-    PYTHONPATH=. python bench/robustness_eval.py
+    PYTHONPATH=. python bench/fgsm_curve_cost.py
 On a GPU, at the paper's width:
-    PYTHONPATH=. python bench/robustness_eval.py --device cuda
+    PYTHONPATH=. python bench/fgsm_curve_cost.py --device cuda
 """
 
 import statistics
@@ -61,7 +61,7 @@ def same_adversarial_inputs(brain, shared, naive, batch, eps_grid):
 
 
 def measure_model(args, model, folder):
-    """Times both curves through ``evaluate_robustness`` and compares their results.
+    """Times both curves through ``evaluate_under_attack`` and compares their results.
 
     Returns
     -------
@@ -81,13 +81,11 @@ def measure_model(args, model, folder):
     results = {}
 
     def evaluate(name):
-        brain.hparams.attack = curves[name]
-        results[name] = brain.evaluate_robustness(dataset, eps_grid, loader_kwargs={"batch_size": args.batch_size})
+        results[name] = brain.evaluate_under_attack(dataset, curves[name], eps_grid, loader_kwargs={"batch_size": args.batch_size})
 
     times = round_robin(
         {name: (lambda name=name: evaluate(name)) for name in curves}, args.repeats, args.warmup, args.device, args.clock
     )
-    brain.hparams.attack = shared
     same_counts = all(
         torch.equal(results["shared"][eps].counts, results["per-eps"][eps].counts) for eps in eps_grid
     )
