@@ -73,7 +73,9 @@ def checked_datasets(hparams, manifests, n_frames):
     # The main process scans (and caches); every process gets its verdict.
     skipped = run_on_main(validate_inputs, args=[hparams])
     datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests, n_frames, exclude=skipped)
-    for attack in [hparams["attack"], *hparams["attack_suite"]]:
+    for attack in [hparams["attack"], hparams.get("training_attack"), *hparams["attack_suite"]]:
+        if attack is None:
+            continue
         attack.set_class_names(hparams["label_encoder"])
     suite_plan(suite_entries(hparams["attack_suite"]), hparams["suite_budgets"])
     return datasets

@@ -2,6 +2,7 @@
 
 from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.fgsm import FGSM
+from ser_adv_brain.attacks.kl_pgd import KLPGD
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
@@ -12,6 +13,7 @@ __all__ = [
     "GradientAttack",
     "FGSM",
     "PGD",
+    "KLPGD",
     "targeted_success_matrix",
     "SquareAttack",
     "SquareResult",

@@ -1,7 +1,8 @@
-"""Training objectives of the two defences, chosen in yaml with ``!new:``."""
+"""Training objectives of the defences, chosen in yaml with ``!new:``."""
 
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 from ser_adv_brain.objectives.similarity import SimilarityAdversarialObjective
+from ser_adv_brain.objectives.trades import TRADESObjective
 from ser_adv_brain.objectives.vanilla import VanillaAdversarialObjective
 
 __all__ = [
@@ -9,4 +10,5 @@ __all__ = [
     "classification_loss",
     "VanillaAdversarialObjective",
     "SimilarityAdversarialObjective",
+    "TRADESObjective",
 ]

@@ -7,6 +7,8 @@ backpropagates ``parts["loss"]`` and steps the optimiser. Each step class says
 in its ``loss`` what it computes, in a few lines:
 
 - ``CleanStep``: ``L(x)`` (single training, and the warm-up of adversarial training).
+- ``WaveformNoiseStep``, ``FeatureNoiseStep``: ``objective(real, noisy twin)``, the
+  paper's noise-augmentation baselines (noise on the audio, or on the log-Mel).
 - ``FusedAdversarialStep``, ``SeparateAdversarialStep``, ``CoupledAdversarialStep``:
   ``objective(real, fake)`` with ``fake`` from ``attack``; the same
   objective at three costs. ``adversarial_step(attack, objective,
@@ -54,13 +56,17 @@ from ser_adv_brain.training_steps.adversarial import (
     adversarial_step,
 )
 from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
+from ser_adv_brain.training_steps.noise import FeatureNoiseStep, NoiseStep, WaveformNoiseStep
 
 __all__ = [
     "AdversarialStep",
     "CleanStep",
     "CoupledAdversarialStep",
+    "FeatureNoiseStep",
     "FusedAdversarialStep",
+    "NoiseStep",
     "SeparateAdversarialStep",
     "TrainingStep",
+    "WaveformNoiseStep",
     "adversarial_step",
 ]

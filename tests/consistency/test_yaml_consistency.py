@@ -111,8 +111,8 @@ EXPERIMENT_KEYS = {
     "experiment_name", "output_folder", "data_folder", "split_ratio", "n_frames", "model",
     "number_of_epochs", "select_checkpoint", "warmup_steps",
 }  # fmt: skip
-# Keys that hold the kind of training (the file name's last word: single, vanilla, similarity).
-TRAINING_KEYS = {"objective", "training_step"}
+# Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).
+TRAINING_KEYS = {"objective", "training_step", "training_attack"}
 
 
 def as_written(node):
@@ -133,7 +133,7 @@ def test_hparams_files_do_not_drift_apart():
     seen = {}  # (key, kind or None) -> (file, value)
     drifted = []
     for path in HPARAMS_FILES:
-        kind = os.path.splitext(os.path.basename(path))[0].rsplit("_", 1)[-1]
+        kind = os.path.splitext(os.path.basename(path))[0].split("_", 1)[-1]
         for key, node in load_yaml_tree(path).items():
             if key in EXPERIMENT_KEYS:
                 continue

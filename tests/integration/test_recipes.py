@@ -33,7 +33,7 @@ def test_recipe_runs_with_its_debug_flags(row, tmp_path):
     run_command([*command, "--debug", "--debug_persistently"])
     missing = [name for name in files_to_check(row["test_debug_checks"]) if not os.path.exists(os.path.join(output_folder, name))]
     assert not missing, f"{row['Hparam_file']}: no {missing} in {output_folder}"
-    check_contents(output_folder, flags, adversarial=not row["Hparam_file"].endswith("_single.yaml"),
+    check_contents(output_folder, flags, adversarial=not row["Hparam_file"].endswith(("_single.yaml", "_trades.yaml")),
                    similarity=row["Hparam_file"].endswith("_similarity.yaml"))
 
 

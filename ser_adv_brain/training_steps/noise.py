@@ -1,0 +1,76 @@
+"""Noise augmentation, the paper's baselines: ``objective(real, noisy twin)`` (Ren et al., ICASSP 2020).
+
+The fake twin of the real batch is a noisy copy instead of an attack's output:
+white noise on the raw audio at an SNR range (SpeechBrain's ``AddNoise``), or
+Gaussian noise on the normalised log-Mel (``GaussianFeatureNoise``). With the
+vanilla objective, ``alpha * L(x) + (1 - alpha) * L(x~)``, each step sees the
+same data as vanilla adversarial training and differs only in where the twin
+comes from.
+"""
+
+from ser_adv_brain.objectives.base import AdversarialObjective
+from ser_adv_brain.training_steps.adversarial import AdversarialStep, detached
+
+
+class NoiseStep(AdversarialStep):
+    """``objective(real, fake)`` with ``fake = noise(real)``: no attack, no input gradient.
+
+    Passes per step: 2 forwards + 2 backwards, as the fused adversarial step,
+    since the noise needs no gradient. When only ``w * L(x)`` reaches the real
+    branch (vanilla), the real term is backpropagated before the fake forward
+    (the real graph is freed early); otherwise (the similarity distance) both
+    branches go through ``fit_batch``'s one backward, the one DDP all-reduce.
+
+    Arguments
+    ---------
+    noise : callable
+        Makes the noisy copy (see the subclasses).
+    objective : AdversarialObjective
+    warmup_steps : int
+        Clean optimiser steps first (0 by default: the noise does not depend on the model).
+    """
+
+    def __init__(self, noise, objective, warmup_steps=0):
+        if not isinstance(objective, AdversarialObjective):
+            raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {objective!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        self.noise, self.objective, self.warmup_steps = noise, objective, warmup_steps
+
+    def __repr__(self):
+        return f"{type(self).__name__}(noise={self.noise!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps})"
+
+    def forward(self, brain, batch):
+        """The real forward, outside DDP."""
+        feats = brain.compute_features(batch.sig.data).detach()
+        logits, embedding = brain.model(feats)
+        return {"feats": feats, "logits": logits, "embedding": embedding}
+
+    def loss(self, brain, predictions, batch):
+        targets, feats = brain.targets(batch), predictions["feats"]
+        real = (predictions["logits"], predictions["embedding"])
+        if not self.objective.couples_real_branch:
+            self.real_term(brain, real[0], targets).backward()
+            real = detached(real)
+        fake = self.fake_forward(brain, batch, feats, targets, gradient=None)
+        return self.objective(real, fake, targets)
+
+
+class WaveformNoiseStep(NoiseStep):
+    """The twin is ``compute_features(noise(audio, lengths))``: noise on the raw audio.
+
+    ``noise`` is SpeechBrain's ``speechbrain.augment.time_domain.AddNoise``
+    (without a noise csv: white noise at an SNR drawn per utterance from
+    ``[snr_low, snr_high]`` dB), or any module with its call signature.
+    """
+
+    def fake_inputs(self, brain, batch, feats, targets, gradient):
+        wavs, lengths = batch.sig.data.to(brain.device), batch.sig.lengths.to(brain.device)
+        return brain.compute_features(self.noise(wavs, lengths)).detach()
+
+
+class FeatureNoiseStep(NoiseStep):
+    """The twin is ``noise(feats)``: noise on the normalised log-Mel (``GaussianFeatureNoise``)."""
+
+    def fake_inputs(self, brain, batch, feats, targets, gradient):
+        return self.noise(feats.detach())
