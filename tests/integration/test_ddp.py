@@ -62,7 +62,16 @@ CONFIGURATIONS = {
     # The coupled similarity step with the input gradient from the training forward.
     "similarity_coupled_train": ("configurations", "hparams/cnn4_similarity.yaml", "--attack_mode=train"),
     "similarity_detached_eval": ("configurations", "hparams/cnn4_similarity.yaml", "--detach_real_embedding=True"),
+    # The defences: noise baselines, PGD-k (PGD-2 keeps the iterative attacks cheap), fast and TRADES.
+    "raw_noise": ("configurations", "hparams/cnn4_raw_noise.yaml"),
+    "logmel_noise": ("configurations", "hparams/cnn4_logmel_noise.yaml"),
+    "pgd": ("configurations", "hparams/cnn4_pgd.yaml", "--training_steps=2"),
+    "fast": ("configurations", "hparams/cnn4_fast.yaml", "--attack_labels=target", "--attack_mode=train"),
+    # The KL couples the branches: real and fake go through fit_batch's one backward.
+    "trades": ("configurations", "hparams/cnn4_trades.yaml", "--training_steps=2"),
 }
+# The configurations launch checks training steps, not the evaluation: its suite is one FGSM budget.
+SMALL_SUITE = ["--attack_suite=\n  - !new:ser_adv_brain.attacks.FGSM\n      eps: 0.1", "--suite_budgets={features_linf: [0.1]}"]
 CORPUS_FLAG = "--synthetic_corpus={" + ", ".join(f"{k}: {v}" for k, v in CORPUS.items()) + "}"
 
 
@@ -138,7 +147,7 @@ def configurations_run(tmp_path_factory, corpus):
     runs = []
     for name in names:
         hparams_file, flags = configuration_flags(name)
-        runs.append((hparams_file, [*flags, f"--data_folder={corpus}", f"--output_folder={tmp / name}", "--number_of_epochs=1"]))
+        runs.append((hparams_file, [*flags, *SMALL_SUITE, f"--data_folder={corpus}", f"--output_folder={tmp / name}", "--number_of_epochs=1"]))
     records = launch(str(tmp / "probe"), runs)
     return {name: {"out": str(tmp / name), "ranks": ranks} for name, ranks in zip(names, records)}
 
@@ -209,7 +218,7 @@ def test_every_step_configuration_all_reduces_once_per_optimizer_step(name, requ
     if name == "single":
         assert "fake_loss" not in header
     else:  # adversarial steps ran after the 2 warm-up steps
-        assert "fake_loss" in header and result["ranks"][0]["optimizer_steps"] > 2
+        assert ("train kl:" if name == "trades" else "fake_loss") in header and result["ranks"][0]["optimizer_steps"] > 2
 
 
 def test_gradient_accumulation_all_reduces_only_on_optimizer_steps(interval_run):
