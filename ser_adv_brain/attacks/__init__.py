@@ -1,6 +1,7 @@
 """Adversarial attacks, chosen in yaml with ``!new:``."""
 
 from ser_adv_brain.attacks.base import Attack, GradientAttack
+from ser_adv_brain.attacks.detector_aware_pgd import DetectedClassifier, DetectorAwarePGD
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
@@ -12,6 +13,8 @@ __all__ = [
     "GradientAttack",
     "FGSM",
     "PGD",
+    "DetectorAwarePGD",
+    "DetectedClassifier",
     "targeted_success_matrix",
     "SquareAttack",
     "SquareResult",
