@@ -304,7 +304,7 @@ def main(argv=None):
         classifier_hparams, datasets, _, checkpoint, classifier = frozen_classifier(folder, run_argv)
         hparams = load_detector_hparams(yaml_file, folder, classifier.model.embedding_dim, overrides)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
-        sys.exit(f"train_detector: {error}")
+        sys.exit(f"train_detector: {error.args[0] if isinstance(error, KeyError) else error}")  # KeyError's str() quotes
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=yaml_file,
