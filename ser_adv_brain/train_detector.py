@@ -67,9 +67,13 @@ CSV_FIELDS = ["attack", "seen_in_training", "AUC", "TPR_at_FPR", "false_positive
               "UAR_flagged_counted_correct", "n"]  # fmt: skip
 
 
-def load_detector_hparams(yaml_file, classifier_folder, embedding_dim, overrides=""):
-    """The detector yaml with its overrides, checked key by key; errors name the file and the key."""
-    overrides = f"{overrides or ''}\nclassifier_folder: {os.path.abspath(classifier_folder)}\nembedding_dim: {embedding_dim}\n"
+def detector_overrides(classifier_folder, embedding_dim, overrides=""):
+    """The command line's yaml overrides, plus the two keys the command fills in from the classifier."""
+    return f"{overrides or ''}\nclassifier_folder: {os.path.abspath(classifier_folder)}\nembedding_dim: {embedding_dim}\n"
+
+
+def load_detector_hparams(yaml_file, overrides):
+    """The detector yaml with its overrides (see ``detector_overrides``), checked key by key; errors name the file and the key."""
     try:
         with open(yaml_file, encoding="utf-8") as f:
             hparams = load_hyperpyyaml(f, overrides)
@@ -298,17 +302,18 @@ def main(argv=None):
     folder, yaml_file = argv[0], argv[1]
     overrides, run_argv = split_argv(argv[2:])
     _, run_opts, overrides = sb.parse_arguments([yaml_file, *overrides])
+    if run_opts["distributed_launch"]:
+        sys.exit("train_detector runs in one process: start it with python, not torchrun.")
     try:
         if not os.path.isfile(yaml_file):  # before the classifier's data are checked
             raise FileNotFoundError(f"{yaml_file}: no such detector yaml file.")
         classifier_hparams, datasets, _, checkpoint, classifier = frozen_classifier(folder, run_argv)
-        hparams = load_detector_hparams(yaml_file, folder, classifier.model.embedding_dim, overrides)
+        overrides = detector_overrides(folder, classifier.model.embedding_dim, overrides)
+        hparams = load_detector_hparams(yaml_file, overrides)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
         sys.exit(f"train_detector: {error.args[0] if isinstance(error, KeyError) else error}")  # KeyError's str() quotes
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=yaml_file,
-        overrides=f"{overrides or ''}\nclassifier_folder: {os.path.abspath(folder)}\nembedding_dim: {classifier.model.embedding_dim}\n",
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=yaml_file, overrides=overrides
     )
     brain = DetectorBrain(
         modules=hparams["modules"],
@@ -327,6 +332,11 @@ def main(argv=None):
         train_loader_kwargs=hparams["dataloader_options"],
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
+    return test_and_export(brain, hparams, classifier_hparams, datasets, checkpoint)
+
+
+def test_and_export(brain, hparams, classifier_hparams, datasets, checkpoint):
+    """Tests the best-dev-AUC detector, writes the report, exports the interface; returns the report's rows."""
     brain.on_evaluate_start(max_key="AUC")
     loader_kwargs = hparams["test_dataloader_options"]
     dev_real_scores = brain.score_split(datasets["valid"], [], loader_kwargs)[1]["real"][0]

@@ -19,7 +19,8 @@ from ser_adv_brain.detectors import EmbeddingDetector
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.metrics import detection_threshold, roc_auc, tpr_at_fpr
 from ser_adv_brain.models import CNN4
-from ser_adv_brain.train_detector import load_detector_hparams, main
+from test_yaml_consistency import PACKAGE_SOURCES, load_yaml_tree, read, referenced_keys, used_in_code
+from ser_adv_brain.train_detector import detector_overrides, load_detector_hparams, main
 
 DETECTOR_YAML = os.path.join(REPO, "hparams", "detector.yaml")
 # The shipped yaml at test size: a budget the tiny model's detector can learn in seconds, few steps and
@@ -140,4 +141,15 @@ def test_errors_name_the_folder_and_the_yaml_key(trained, tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(open(DETECTOR_YAML).read().replace("adaptive_attack:", "adaptive_atack:"))
     with pytest.raises(KeyError, match="broken.yaml has no 'adaptive_attack'"):
-        load_detector_hparams(str(broken), str(tmp_path), embedding_dim=8)
+        load_detector_hparams(str(broken), detector_overrides(str(tmp_path), embedding_dim=8))
+
+
+def test_every_key_of_the_detector_yaml_is_used():
+    """As ``tests/test_yaml_consistency.py`` checks the recipes' yaml files: a key nothing reads is a trap."""
+    tree = load_yaml_tree(os.path.relpath(DETECTOR_YAML, REPO))
+    sources = [read(path) for path in PACKAGE_SOURCES]
+    unused = [
+        key for key in tree
+        if not key.startswith("__") and key not in referenced_keys(tree) and not used_in_code(key, sources)
+    ]  # fmt: skip
+    assert not unused, f"hparams/detector.yaml: keys nothing uses: {unused}"
