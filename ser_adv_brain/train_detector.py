@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
 
-from ser_adv_brain.attack_suite import attack_label, uar_of_correct
+from ser_adv_brain.attack_suite import attack_label, budget_text, uar_of_correct
 from ser_adv_brain.attacks.base import Attack
 from ser_adv_brain.attacks.detector_aware_pgd import DetectedClassifier, DetectorAwarePGD
 from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
@@ -63,7 +63,7 @@ REQUIRED_KEYS = {
     "checkpointer": object,
 }
 REPORT_CSV, REPORT_MD = "detection.csv", "detection.md"
-CSV_FIELDS = ["attack", "seen_in_training", "AUC", "TPR_at_FPR", "false_positive_rate", "UAR_under_attack",
+CSV_FIELDS = ["attack", "budget", "seen_in_training", "AUC", "TPR_at_FPR", "false_positive_rate", "UAR_under_attack",
               "UAR_flagged_counted_correct", "n"]  # fmt: skip
 
 
@@ -196,10 +196,10 @@ def name_of(attack, attacks):
     return name if len(same) == 1 else f"{name} ({same.index(attack) + 1})"
 
 
-def detection_rows(targets, outcomes, trained_on, false_positive_rate, n_classes):
+def detection_rows(targets, outcomes, attacks, trained_on, false_positive_rate, n_classes):
     """One row per attack: AUC, TPR at the rate, UAR under attack, UAR with flagged fakes counted correct.
 
-    ``targets`` and ``outcomes``: see ``DetectorBrain.score_split``.
+    ``targets`` and ``outcomes``: see ``DetectorBrain.score_split``; ``attacks``: name -> attack.
     """
     real_scores, _ = outcomes["real"]
     threshold = detection_threshold(real_scores, false_positive_rate)
@@ -209,6 +209,7 @@ def detection_rows(targets, outcomes, trained_on, false_positive_rate, n_classes
             continue
         rows.append({
             "attack": name,
+            "budget": budget_text(f"{attacks[name].domain}_{attacks[name].norm}", attacks[name].eps),
             "seen_in_training": name == trained_on,
             "AUC": roc_auc(real_scores, scores),
             "TPR_at_FPR": tpr_at_fpr(real_scores, scores, false_positive_rate),
@@ -231,11 +232,11 @@ def detection_markdown(rows, title, real_uar):
         f"UAR under attack: the classifier alone (real data: {real_uar:.3f}). Flagged counted correct: a fake "
         "the detector flags counts as handled.",
         "",
-        f"| attack | seen in training | AUC | TPR at {rate:.0%} FPR | UAR under attack | UAR, flagged counted correct |",
-        "|---|---|---|---|---|---|",
+        f"| attack | budget | seen in training | AUC | TPR at {rate:.0%} FPR | UAR under attack | UAR, flagged counted correct |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['attack']} | {'yes' if r['seen_in_training'] else 'no'} | {r['AUC']:.3f} | {r['TPR_at_FPR']:.3f} | "
+        f"| {r['attack']} | {r['budget']} | {'yes' if r['seen_in_training'] else 'no'} | {r['AUC']:.3f} | {r['TPR_at_FPR']:.3f} | "
         f"{r['UAR_under_attack']:.3f} | {r['UAR_flagged_counted_correct']:.3f} |"
         for r in rows
     ]
@@ -345,7 +346,8 @@ def test_and_export(brain, hparams, classifier_hparams, datasets, checkpoint):
     attacks = [hparams["attack"], *hparams["unseen_attacks"], hparams["adaptive_attack"]]
     targets, outcomes = brain.score_split(datasets["test"], attacks, loader_kwargs)
     n_classes = classifier_hparams["n_classes"]
-    rows = detection_rows(targets, outcomes, name_of(hparams["attack"], attacks), hparams["false_positive_rate"], n_classes)
+    named = {name_of(attack, attacks): attack for attack in attacks}
+    rows = detection_rows(targets, outcomes, named, name_of(hparams["attack"], attacks), hparams["false_positive_rate"], n_classes)
     real_uar = uar_of_correct(outcomes["real"][1] == targets, targets, n_classes)
     report = detection_markdown(rows, f"{classifier_hparams['experiment_name']}: fake-data detector", real_uar)
     write_detection_report(rows, report, hparams["output_folder"])

@@ -99,7 +99,7 @@ def test_detector_separates_real_from_fgsm_and_the_adaptive_attack_evades_it(det
     # Same budget and steps as PGD: knowing the detector, the attack is flagged less and handles the system worse.
     assert float(adaptive["AUC"]) < float(pgd["AUC"]) - 0.2
     assert float(adaptive["UAR_flagged_counted_correct"]) < float(pgd["UAR_flagged_counted_correct"])
-    assert "| FGSM | yes |" in open(os.path.join(detector_run["out"], "detection.md"), encoding="utf-8").read()
+    assert "| FGSM | eps 0.3 (features linf) | yes |" in open(os.path.join(detector_run["out"], "detection.md"), encoding="utf-8").read()
 
 
 def test_interface_with_a_detector_adds_its_score_and_changes_nothing_else(trained, detector_run, tmp_path):
