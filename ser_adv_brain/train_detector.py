@@ -252,11 +252,9 @@ def write_detection_report(rows, markdown, folder):
         f.write(markdown)
 
 
-def split_argv(argv):
-    """``[detector yaml overrides]``, ``[run options]`` of the arguments after the folder and the yaml."""
-    _, run_opts, _ = sb.parse_arguments(["x.yaml", *argv])
-    run = [arg for arg in argv if arg.lstrip("-").split("=")[0] in run_opts.overridden_args]
-    return [arg for arg in argv if arg not in run], run
+def run_options_only(run_opts, argv):
+    """The arguments of ``argv`` that set run options (``--device``, ...), which the classifier gets too."""
+    return [arg for arg in argv if arg.lstrip("-").split("=")[0] in run_opts.overridden_args]
 
 
 def frozen_classifier(folder, run_argv):
@@ -301,8 +299,8 @@ def main(argv=None):
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
         sys.exit(__doc__)
     folder, yaml_file = argv[0], argv[1]
-    overrides, run_argv = split_argv(argv[2:])
-    _, run_opts, overrides = sb.parse_arguments([yaml_file, *overrides])
+    _, run_opts, overrides = sb.parse_arguments([yaml_file, *argv[2:]])
+    run_argv = run_options_only(run_opts, argv[2:])
     if run_opts["distributed_launch"]:
         sys.exit("train_detector runs in one process: start it with python, not torchrun.")
     try:
