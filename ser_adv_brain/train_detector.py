@@ -331,10 +331,10 @@ def main(argv=None):
         train_loader_kwargs=hparams["dataloader_options"],
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
-    return test_and_export(brain, hparams, classifier_hparams, datasets, checkpoint)
+    return evaluate_and_export(brain, hparams, classifier_hparams, datasets, checkpoint)
 
 
-def test_and_export(brain, hparams, classifier_hparams, datasets, checkpoint):
+def evaluate_and_export(brain, hparams, classifier_hparams, datasets, checkpoint):
     """Tests the best-dev-AUC detector, writes the report, exports the interface; returns the report's rows."""
     brain.on_evaluate_start(max_key="AUC")
     loader_kwargs = hparams["test_dataloader_options"]
