@@ -88,6 +88,15 @@ class EmotionRecognizer(Pretrained):
     ``max_audio_seconds``, ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
     ``compute_features``, ``normalizer``, ``model``.
 
+    With a fake-data detector (exported by ``python -m ser_adv_brain.train_detector``:
+    a ``detector`` module and a ``detector_threshold`` hparam), every
+    classification also returns ``is_adversarial``, the detector's probability
+    that the input is fake, ``[batch]``: ``classify_*`` return
+    ``(out_prob, score, index, text_lab, is_adversarial)`` and ``attack_batch``
+    adds it after the predictions. ``is_adversarial > hparams.detector_threshold``
+    flags an input (the threshold flags ``false_positive_rate`` of real dev
+    utterances). Without a detector everything is as it was: four outputs.
+
     Example
     -------
     >>> recognizer = EmotionRecognizer.from_hparams(
@@ -216,20 +225,25 @@ class EmotionRecognizer(Pretrained):
 
         ``out_prob`` holds the log posterior probabilities (``[batch, n_classes]``),
         ``score`` the best one, ``index`` its class and ``text_lab`` its emotion,
-        as in SpeechBrain's ``EncoderClassifier``.
+        as in SpeechBrain's ``EncoderClassifier``; with a detector, a fifth
+        output ``is_adversarial`` (see the class docstring).
         """
         with torch.no_grad(), self.inference_ctx:
-            logits, _ = self.mods.model(feats)
+            logits, embedding = self.mods.model(feats)
         out_prob = F.log_softmax(logits.float(), dim=-1)
         score, index = out_prob.max(dim=-1)
-        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+        outputs = (out_prob, score, index, self.hparams.label_encoder.decode_torch(index))
+        if "detector" not in self.mods:
+            return outputs
+        with torch.no_grad():
+            return (*outputs, torch.sigmoid(self.mods.detector(embedding)))
 
     def classify_batch(self, wavs, wav_lens=None, sample_rate=None):
         """Classifies a batch of waveforms (see ``prepare_batch`` for the arguments).
 
         Returns
         -------
-        out_prob, score, index, text_lab
+        out_prob, score, index, text_lab (, is_adversarial)
             See ``classify_features``.
 
         Raises
@@ -264,7 +278,7 @@ class EmotionRecognizer(Pretrained):
         -------
         fake_feats : torch.Tensor
             The adversarial features, ``[batch, frames, n_mels]``.
-        out_prob, score, index, text_lab
+        out_prob, score, index, text_lab (, is_adversarial)
             The predictions on them (see ``classify_features``).
         """
         attack = self.hparams.attack
@@ -332,22 +346,18 @@ INFERENCE_KEYS = (
 
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.
-INFERENCE_PLUMBING = """
-max_audio_seconds: 600.0  # longer audio is refused instead of exhausting memory
+def inference_plumbing(extra_modules=()):
+    """The interface's modules and Pretrainer; ``extra_modules`` (a detector) are loaded as ``<name>.ckpt`` too."""
+    modules = ["compute_features", "normalizer", "model", *extra_modules]
+    loadables = ["model", "normalizer", "label_encoder", *extra_modules]
+    return (
+        "\nmax_audio_seconds: 600.0  # longer audio is refused instead of exhausting memory\n"
+        "\nlabel_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
+        "\nmodules:\n" + "".join(f"    {name}: !ref <{name}>\n" for name in modules)
+        + "\npretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n    loadables:\n"
+        + "".join(f"        {name}: !ref <{name}>\n" for name in loadables)
+    )
 
-label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
-
-modules:
-    compute_features: !ref <compute_features>
-    normalizer: !ref <normalizer>
-    model: !ref <model>
-
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        model: !ref <model>
-        normalizer: !ref <normalizer>
-        label_encoder: !ref <label_encoder>
-"""
 
 CUSTOM_INTERFACE = '''"""Lets SpeechBrain's foreign_class load this folder (the interface lives in ser_adv_brain)."""
 
@@ -365,7 +375,7 @@ def _drop_comments(node):
         _drop_comments(child)
 
 
-def inference_hparams_yaml(training_yaml, title):
+def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_threshold=None):
     """The interface's ``hyperparams.yaml``, made from a training run's saved hyperparameters.
 
     Arguments
@@ -375,6 +385,11 @@ def inference_hparams_yaml(training_yaml, title):
         saves it: overrides applied, references resolved.
     title : str
         First comment line.
+    detector_yaml : str or None
+        A detector run's saved ``hyperparams.yaml``: its ``detector`` goes into
+        the interface, with ``detector_threshold``. None: no detector.
+    detector_threshold : float or None
+        The ``is_adversarial`` score above which an input is flagged.
 
     Returns
     -------
@@ -387,15 +402,21 @@ def inference_hparams_yaml(training_yaml, title):
     if missing:
         raise KeyError(f"{training_yaml} lacks {missing}, which the inference interface needs.")
     selected = {key: tree[key] for key in INFERENCE_KEYS}
+    extra_modules = ()
+    if detector_yaml is not None:
+        with open(detector_yaml, encoding="utf-8") as f:
+            selected["detector"] = yaml.load(f)["detector"]
+        selected["detector_threshold"] = float(detector_threshold)
+        extra_modules = ("detector",)
     _drop_comments(selected)
     stream = io.StringIO()
     yaml.indent(mapping=4, sequence=4, offset=2)  # the recipes' yaml style
     yaml.dump(selected, stream)
     header = f"# {title}\n# Inference hyperparameters of ser_adv_brain.inference.EmotionRecognizer.\n\n"
-    return header + stream.getvalue() + INFERENCE_PLUMBING
+    return header + stream.getvalue() + inference_plumbing(extra_modules)
 
 
-def export_interface(checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer"):
+def export_interface(checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer", detector=None):
     """Writes a folder that ``EmotionRecognizer.from_hparams`` and ``foreign_class`` load.
 
     Arguments
@@ -411,6 +432,11 @@ def export_interface(checkpoint, label_encoder, training_yaml, folder, title="se
         ``custom_interface.py``.
     title : str
         First comment line of the yaml.
+    detector : dict or None
+        A fake-data detector to export too (``python -m ser_adv_brain.train_detector``):
+        ``yaml`` (its run's saved ``hyperparams.yaml``), ``checkpoint`` (its
+        ``detector.ckpt``) and ``threshold`` (see ``inference_hparams_yaml``);
+        the folder then also holds ``detector.ckpt``.
 
     Returns
     -------
@@ -429,8 +455,13 @@ def export_interface(checkpoint, label_encoder, training_yaml, folder, title="se
             raise KeyError(f"Checkpoint {checkpoint.path} has no {name!r}; it holds {sorted(checkpoint.paramfiles)}.")
         shutil.copyfile(checkpoint.paramfiles[name], os.path.join(folder, f"{name}.ckpt"))
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
+    if detector is not None:
+        shutil.copyfile(detector["checkpoint"], os.path.join(folder, "detector.ckpt"))
     with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as f:
-        f.write(inference_hparams_yaml(training_yaml, title))
+        if detector is None:
+            f.write(inference_hparams_yaml(training_yaml, title))
+        else:
+            f.write(inference_hparams_yaml(training_yaml, title, detector["yaml"], detector["threshold"]))
     with open(os.path.join(folder, "custom_interface.py"), "w", encoding="utf-8") as f:
         f.write(CUSTOM_INTERFACE)
     logger.info(f"Exported the pretrained interface of {checkpoint.path} to {folder}")

@@ -336,3 +336,36 @@ def write_model_card(hparams, folder, corpus=None):
     with open(path, "w", encoding="utf-8") as f:
         f.write(model_card(hparams, corpus))
     return path
+
+
+def detector_card_section(report, false_positive_rate):
+    """The model card's section on an exported fake-data detector (``python -m ser_adv_brain.train_detector``).
+
+    Arguments
+    ---------
+    report : str
+        The detector run's ``detection.md`` table.
+    false_positive_rate : float
+        The share of real dev utterances that the exported threshold flags.
+    """
+    return f"""
+## Fake-data detector
+
+This interface also holds a fake-data detector: a small network on the model's embedding,
+trained on real utterances of the training split against their adversarial twins. Every
+classification returns a fifth output, `is_adversarial`, the detector's probability that
+the input is fake; an input is flagged when it exceeds `recognizer.hparams.detector_threshold`
+(set to flag {false_positive_rate:.0%} of real dev utterances):
+
+```python
+out_prob, score, index, text_lab, is_adversarial = recognizer.classify_file("speech.wav")
+flagged = is_adversarial > recognizer.hparams.detector_threshold
+```
+
+Its test results, on the attack it was trained on, on attacks it never saw, and on an
+adaptive attack that attacks classifier and detector together:
+
+{report}
+A detector that an adaptive attack evades protects only against attackers who do not know
+it (Carlini and Wagner, "Adversarial Examples Are Not Easily Detected", AISec 2017).
+"""

@@ -1,6 +1,7 @@
 """Adversarial attacks, chosen in yaml with ``!new:``."""
 
 from ser_adv_brain.attacks.base import Attack, GradientAttack
+from ser_adv_brain.attacks.detector_aware_pgd import DetectedClassifier, DetectorAwarePGD
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.kl_pgd import KLPGD
 from ser_adv_brain.attacks.pgd import PGD
@@ -14,6 +15,8 @@ __all__ = [
     "FGSM",
     "PGD",
     "KLPGD",
+    "DetectorAwarePGD",
+    "DetectedClassifier",
     "targeted_success_matrix",
     "SquareAttack",
     "SquareResult",
