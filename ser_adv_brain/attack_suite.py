@@ -21,11 +21,10 @@ without early exit, at a fraction of the cost on weak models. Without early
 exit (``suite_early_exit: False``) every attack runs on every utterance, so the
 report can give each attack's own UAR too.
 
-"The same" is exact, utterance by utterance, for deterministic attacks (FGSM,
-BIM, PGD without random start). Attacks with a random start or random squares
-draw their noise from their own seeded generator for the batch they are given
-(reseeded at the start of every evaluation), so under early exit an utterance
-can get another draw: the same evaluation in distribution, not bit for bit.
+"The same" is exact, utterance by utterance, for random attacks too (PGD's
+random starts and restarts, Square Attack's squares): the suite gives every
+attack the utterance IDs as ``keys``, and each utterance's draws come from a
+generator seeded by the attack's seed and its ID, whatever else is in its batch.
 """
 
 import dataclasses
@@ -208,10 +207,13 @@ def input_gradient_ok(model, feats, targets):
     return torch.isfinite(flat).all(dim=1) & (flat != 0).any(dim=1)
 
 
-def run_attack(entry, budget, model, waveform_model, wavs, feats, targets):
-    """Adversarial input of ``entry`` at ``budget``, and the model's predictions on it."""
+def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys):
+    """Adversarial input of ``entry`` at ``budget``, and the model's predictions on it.
+
+    ``keys``, the utterance IDs, seed each utterance's random draws (see ``attacks.base.random_rows``).
+    """
     model, inputs = (model, feats) if entry.domain == "features" else (waveform_model, wavs)
-    adversarial = entry.attack.perturb(model, inputs, targets, eps=budget)
+    adversarial = entry.attack.perturb(model, inputs, targets, eps=budget, keys=keys)
     with torch.no_grad():
         logits, _ = model(adversarial)
     return adversarial.detach(), logits.argmax(dim=-1)
@@ -239,9 +241,6 @@ def evaluate_suite(
         process's first batch under each waveform attack to ``folder``.
     """
     keys = [(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
-    for entry in {id(e.attack): e for _, _, entries in plan for e in entries}.values():
-        if hasattr(entry.attack, "generator"):  # the same evaluation twice gives the same result
-            entry.attack.generator.manual_seed(entry.attack.seed)
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     broadcast_buffers(brain.modules)
@@ -266,7 +265,8 @@ def evaluate_suite(
                 index = alive.nonzero().flatten()
                 if len(index):
                     adversarial, pred[index] = run_attack(
-                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index]
+                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index],
+                        [batch.id[i] for i in index],
                     )
                     outcomes.attacked_count += len(index)
                     if early_exit:

@@ -21,7 +21,7 @@ from helpers_iface import (
     one_thread,  # noqa: F401 (an autouse fixture)
 )
 from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
 
@@ -88,9 +88,14 @@ def test_robust_uar_is_at_most_every_single_attacks_uar(trained):
 
 
 def test_early_exit_changes_no_result_only_the_cost(trained):
-    attacks = [fgsm(), bim()]  # BIM fools more than FGSM: its share of the work must be right
-    lazy, plan = run_suite(trained, attacks, early_exit=True)
-    full, _ = run_suite(trained, attacks, early_exit=False)
+    # BIM fools more than FGSM: its share of the work must be right. PGD's random starts and restarts and
+    # Square's squares are drawn per utterance, so the batches the early exit leaves change none of them.
+    random_pgd = PGD(eps=0.05, steps=2, restarts=2, eta=None, label_source="target", seed=3)
+    square = SquareAttack(eps=0.05, max_queries=15, p_init=0.3, eta=None, label_source="target", seed=4)
+    attacks = [square, random_pgd, fgsm(), bim()]
+    budgets = {"features_linf": [0.005, 0.02]}  # at .02 Square fools some utterances, not all
+    lazy, plan = run_suite(trained, attacks, early_exit=True, budgets=budgets)
+    full, _ = run_suite(trained, attacks, early_exit=False, budgets=budgets)
     assert lazy.ids == full.ids and torch.equal(lazy.clean, full.clean)
     still_correct = lazy.clean_correct  # the plan holds one threat model, smallest budget first
     for group, budget, entries in plan:
@@ -190,7 +195,7 @@ def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(tra
 
         black_box = True
 
-        def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+        def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
             direction = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
             return inputs + eps * direction.sign()
 
