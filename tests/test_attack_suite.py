@@ -24,6 +24,7 @@ from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entr
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
+from ser_adv_brain.suite_report import write_suite_report
 
 HPARAMS = "hparams/cnn4_single.yaml"
 # Enough epochs for a tiny model that is right more often than chance, so attacks have work to do.
@@ -212,10 +213,12 @@ def test_no_masking_check_fires_on_the_normal_model(trained):
 def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
     outcomes = SplitOutcomes([("features_linf", 0.1, "FGSM")], n_classes=3)
     key = ("features_linf", 0.1, "FGSM")
-    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])})
+    details = {"queries": {key: torch.tensor([3.0, float("nan")])}, "snr_db": {key: torch.tensor([float("nan")] * 2)}}
+    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])}, details)
     outcomes.gather()
     assert outcomes.ids == ["a", "b"] and outcomes.targets.tolist() == [0, 1]
     assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
+    assert outcomes.details["queries"][key][0].isnan() and outcomes.details["queries"][key][1] == 3.0
 
 
 def test_attack_file_writes_a_wav_within_its_snr_budget(trained):
@@ -242,3 +245,24 @@ def test_success_matrix_command(trained):
                  "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
     rows = read_csv(os.path.join(trained["out"], "success_matrix.csv"))
     assert len(rows) == trained["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
+
+
+def test_report_gives_square_uar_by_queries_and_every_realised_snr(trained, tmp_path):
+    square = SquareAttack(eps=0.02, max_queries=20, p_init=0.3, eta=None, label_source="target")
+    attacks = [square, fgsm(), WaveformPGD(eps=30.0, steps=1, label_source="target")]  # Square first: it has work
+    outcomes, plan = run_suite(trained, attacks, early_exit=True, budgets={"features_linf": [0.05], "waveform_snr": [30]})
+    write_suite_report({"test": outcomes}, plan, [], str(tmp_path), "suite", early_exit=True)
+    curve = [(int(r["queries"]), float(r["UAR"])) for r in read_csv(tmp_path / "square_queries.csv")]
+    assert [q for q, _ in curve] == [1, 2, 5, 10, 20]
+    key = ("features_linf", 0.05, "SquareAttack")
+    # One query (the clean input) fools nothing; the full budget is the suite's worst case after Square.
+    assert curve[0][1] == pytest.approx(outcomes.uar(outcomes.robust_before(*key)))
+    assert curve[-1][1] == pytest.approx(outcomes.uar(outcomes.robust_after(*key)))
+    assert all(later <= earlier + 1e-12 for (_, earlier), (_, later) in zip(curve, curve[1:]))
+    assert curve[-1][1] < curve[0][1]  # at .05 Square fools some utterances within 20 queries
+    snrs = read_csv(tmp_path / "waveform_snr.csv")
+    attacked = outcomes.predictions[("waveform_snr", 30.0, "WaveformPGD")] >= 0
+    assert sorted(r["id"] for r in snrs) == sorted(i for i, a in zip(outcomes.ids, attacked) if a)
+    assert all(float(r["snr_db"]) >= 30.0 for r in snrs)
+    report = open(tmp_path / "robustness.md", encoding="utf-8").read()
+    assert "SquareAttack: UAR against the number of queries" in report and "Realised SNR" in report
