@@ -72,7 +72,12 @@ def uar_of_correct(correct, targets, n_classes):
 
 
 def attack_label(attack):
-    """A short name for the report: the class name, with its number of steps if it iterates."""
+    """A short name for the report: the class name, with its number of steps if it iterates.
+
+    A transfer attack is named for the attack it runs on its source: ``Transfer PGD-10``.
+    """
+    if hasattr(attack, "source_attack"):
+        return f"Transfer {attack_label(attack.source_attack)}"
     steps = getattr(attack, "steps", None)
     return f"{type(attack).__name__}-{steps}" if steps and steps > 1 else type(attack).__name__
 
@@ -283,6 +288,10 @@ def evaluate_suite(
     broadcast_buffers(brain.modules)
     model = brain.model
     waveform_model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model).eval()
+    for _, _, entries in plan:
+        for entry in entries:
+            if hasattr(entry.attack, "set_target_normalizer"):  # a transfer attack maps its fake data to our features
+                entry.attack.set_target_normalizer(brain.modules.normalizer)
     loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
     outcomes = SplitOutcomes(keys, brain.hparams.n_classes)

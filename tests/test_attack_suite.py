@@ -21,7 +21,7 @@ from helpers_iface import (
     one_thread,  # noqa: F401 (an autouse fixture)
 )
 from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, WaveformPGD
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
 from ser_adv_brain.suite_report import write_suite_report
@@ -159,6 +159,20 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(trained):
         white_box = outcomes.uar(outcomes.predictions[("features_linf", eps, "FGSM")] == outcomes.targets)
         assert matrix[(str(eps), os.path.normpath(trained["out"]), os.path.normpath(trained["out"]))] == pytest.approx(white_box, abs=1e-4)
     assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
+    # The suite's transfer plug-in, with the second model as source, finds the matrix's cell and counts in robust UAR.
+    transfer = TransferAttack(source=second, attack=fgsm())
+    outcomes, plan = run_suite(trained, [fgsm(), transfer], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
+    for eps in (0.05, 0.2):
+        key = ("features_linf", eps, "Transfer FGSM")
+        alone = outcomes.uar(outcomes.clean_correct & ~outcomes.fooled(key))
+        unattacked = outcomes.uar(outcomes.predictions[key] == outcomes.targets)
+        assert unattacked == pytest.approx(matrix[(str(eps), os.path.normpath(second), os.path.normpath(trained["out"]))], abs=1e-4)
+        assert outcomes.uar(outcomes.robust_after("features_linf", eps)) <= alone + 1e-12
+        assert torch.equal(outcomes.robust_after("features_linf", eps), outcomes.robust_after("features_linf", eps, "FGSM") & ~outcomes.fooled(key))
+    with pytest.raises(ValueError, match="not a training output folder"):
+        TransferAttack(source=str(trained["tmp"]), attack=fgsm())
+    with pytest.raises(ValueError, match="white-box Linf feature attack"):
+        TransferAttack(source=second, attack=WaveformPGD(eps=30.0))
 
 
 class ZeroGradient(torch.nn.Module):

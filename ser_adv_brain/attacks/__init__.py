@@ -5,6 +5,7 @@ from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
+from ser_adv_brain.attacks.transfer_attack import TransferAttack
 from ser_adv_brain.attacks.waveform_pgd import AdversarialAudio, WaveformClassifier, WaveformPGD, quantize_pcm16, snr_db
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "targeted_success_matrix",
     "SquareAttack",
     "SquareResult",
+    "TransferAttack",
     "WaveformPGD",
     "WaveformClassifier",
     "AdversarialAudio",
