@@ -59,6 +59,11 @@ class PGD(GradientAttack):
         batch, so an utterance's start depends on its place in the batch and
         on the calls before; with ``keys`` (see ``perturb``) it depends on the
         seed and the utterance's key only.
+    stop_when_fooled : bool
+        An utterance whose iterate already succeeds keeps it and takes no
+        more steps (its gradient pass showed the success): an evaluation gets
+        the same verdict or a stronger one (a success on the way is kept) for
+        fewer passes. Off by default: training attacks take every step.
     eta, label_source, model_mode, target_class, class_names :
         See ``GradientAttack``. ``eta`` (0.1 by default, as FGSM's) clips every
         feature on top of the ball, for either norm; None: the ball alone.
@@ -85,6 +90,7 @@ class PGD(GradientAttack):
         random_start=True,
         restarts=1,
         seed=0,
+        stop_when_fooled=False,
         eta=0.1,
         label_source="predicted",
         model_mode="eval",
@@ -104,6 +110,7 @@ class PGD(GradientAttack):
         self.random_start = bool(random_start)
         self.restarts = restarts
         self.seed = seed
+        self.stop_when_fooled = bool(stop_when_fooled)
         self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -114,7 +121,8 @@ class PGD(GradientAttack):
     def __repr__(self):
         return (
             f"{super().__repr__()[:-1]}, steps={self.steps}, rel_step_size={self.rel_step_size}, "
-            f"norm={self.norm!r}, random_start={self.random_start}, restarts={self.restarts}, seed={self.seed})"
+            f"norm={self.norm!r}, random_start={self.random_start}, restarts={self.restarts}, seed={self.seed}"
+            + (", stop_when_fooled=True)" if self.stop_when_fooled else ")")
         )
 
     @property
@@ -219,6 +227,8 @@ class PGD(GradientAttack):
 
     def descend(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
         """``steps`` projected steps from ``start``; returns the end point and the labels attacked."""
+        if self.stop_when_fooled:
+            return self.descend_until_fooled(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask)
         adversarial = start
         for index in range(self.steps):
             if index == 0 and first_gradient is not None:
@@ -229,6 +239,33 @@ class PGD(GradientAttack):
                 grad = grad * mask  # the L2 direction is that of the real samples' gradient
             adversarial = self.project_ball(self.ascend(adversarial.detach(), grad, step), inputs, radius, mask)
         return adversarial.detach(), labels
+
+    def descend_until_fooled(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
+        """``descend``, where an utterance whose iterate succeeds (seen in the gradient pass at it) keeps that
+        iterate and takes no more steps. Rows do not interact (eval mode), so an utterance never fooled on
+        the way ends where ``descend`` would have taken it."""
+        adversarial = start.detach().clone()
+        active = torch.arange(len(start), device=start.device)
+        for index in range(self.steps):
+            current = adversarial[active]
+            if index == 0 and first_gradient is not None:
+                grad = first_gradient
+            else:
+                current.requires_grad_(True)
+                logits, _ = model(current)
+                if labels is None:
+                    labels = self.labels(logits, targets)
+                grad = self.gradient_from_logits(logits, current, labels[active], loss_scale)
+                going = ~self.succeeded(logits.detach(), labels[active])
+                active, current, grad = active[going], current[going], grad[going]
+                if len(active) == 0:
+                    break
+            active_mask = rows(mask, active)
+            if active_mask is not None:
+                grad = grad * active_mask
+            stepped = self.ascend(current.detach(), grad, rows(step, active))
+            adversarial[active] = self.project_ball(stepped, inputs[active], rows(radius, active), active_mask)
+        return adversarial, labels
 
     def score(self, model, adversarial, labels):
         """Per-utterance loss and success at an end point (one forward without autograd)."""

@@ -95,7 +95,8 @@ class WaveformPGD(PGD):
         The budget in the norm's unit (dB for ``"snr"``).
     norm : str
         ``"snr"`` or ``"linf"``.
-    steps, rel_step_size, random_start, restarts, seed, label_source, model_mode, target_class, class_names :
+    steps, rel_step_size, random_start, restarts, seed, stop_when_fooled, label_source, model_mode, target_class,
+    class_names :
         See ``PGD``.
 
     Example
@@ -120,6 +121,7 @@ class WaveformPGD(PGD):
         random_start=True,
         restarts=1,
         seed=0,
+        stop_when_fooled=False,
         label_source="predicted",
         model_mode="eval",
         target_class=None,
@@ -127,7 +129,7 @@ class WaveformPGD(PGD):
     ):
         eta = None  # the features' clip has no meaning on the samples
         super().__init__(
-            eps, steps, rel_step_size, norm, random_start, restarts, seed, eta,
+            eps, steps, rel_step_size, norm, random_start, restarts, seed, stop_when_fooled, eta,
             label_source, model_mode, target_class, class_names,
         )
 
