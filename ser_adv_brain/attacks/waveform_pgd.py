@@ -95,9 +95,9 @@ class WaveformPGD(PGD):
         The budget in the norm's unit (dB for ``"snr"``).
     norm : str
         ``"snr"`` or ``"linf"``.
-    steps, rel_step_size, random_start, restarts, seed, stop_when_fooled, label_source, model_mode, target_class,
-    class_names :
-        See ``PGD``.
+    steps, rel_step_size, random_start, restarts, seed, label_source, model_mode, target_class, class_names :
+        See ``PGD``. (No ``stop_when_fooled``: an iterate that fools the model may not once its
+        perturbation is rounded to 16-bit PCM, so every step is taken.)
 
     Example
     -------
@@ -121,7 +121,6 @@ class WaveformPGD(PGD):
         random_start=True,
         restarts=1,
         seed=0,
-        stop_when_fooled=False,
         label_source="predicted",
         model_mode="eval",
         target_class=None,
@@ -129,7 +128,7 @@ class WaveformPGD(PGD):
     ):
         eta = None  # the features' clip has no meaning on the samples
         super().__init__(
-            eps, steps, rel_step_size, norm, random_start, restarts, seed, stop_when_fooled, eta,
+            eps, steps, rel_step_size, norm, random_start, restarts, seed, False, eta,
             label_source, model_mode, target_class, class_names,
         )
 
