@@ -5,7 +5,7 @@
 
 For each corpus, the recipe's files land in
 ``<speechbrain>/recipes/<corpus>/emotion_recognition/`` (``train.py``,
-``hparams/*.yaml``, the data preparation, ``README.md``,
+``hparams/`` with the yaml files its rows run, the data preparation, ``README.md``,
 ``extra_requirements.txt``) and its rows in
 ``<speechbrain>/tests/recipes/<corpus>.csv``: this repository's rows, each
 path moved to where its file now is. The EmoDB rows' debug runs read the
@@ -22,7 +22,6 @@ Then, from the SpeechBrain checkout, SpeechBrain's own checks run on them::
 """
 
 import csv
-import glob
 import os
 import shutil
 import sys
@@ -58,9 +57,16 @@ def lay_out(corpus, speechbrain):
     files, hparams_folder, samples = RECIPES[corpus]
     recipe_folder = os.path.join("recipes", corpus, TASK)
     moved = {path: os.path.join(recipe_folder, os.path.basename(path)) for path in files}
-    for path in sorted(glob.glob(os.path.join(REPO, hparams_folder, "**", "*.yaml"), recursive=True)):
-        relative = os.path.relpath(path, REPO)
-        moved[relative] = os.path.join(recipe_folder, "hparams", os.path.relpath(path, os.path.join(REPO, hparams_folder)))
+    csv_path = os.path.join("tests", "recipes", f"{corpus}.csv")
+    with open(os.path.join(REPO, csv_path), newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    # The recipe's yaml files are those its rows run; second-stage ones (hparams/detector.yaml) belong
+    # to commands of the package, not to the recipe.
+    for relative in sorted({row["Hparam_file"] for row in rows}):
+        if os.path.dirname(os.path.relpath(relative, hparams_folder)).startswith(".."):
+            raise ValueError(f"{csv_path} names {relative}, which is not in the {corpus} recipe's {hparams_folder}/")
+        moved[relative] = os.path.join(recipe_folder, "hparams", os.path.relpath(relative, hparams_folder))
     for source, destination in moved.items():
         copy(source, os.path.join(speechbrain, destination))
     if samples is not None:
@@ -68,10 +74,6 @@ def lay_out(corpus, speechbrain):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(os.path.join(REPO, samples), target)
 
-    csv_path = os.path.join("tests", "recipes", f"{corpus}.csv")
-    with open(os.path.join(REPO, csv_path), newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, list(reader)
     unknown = [row[column] for row in rows for column in PATH_COLUMNS if row[column] and row[column] not in moved]
     if unknown:
         raise ValueError(f"{csv_path} names files that the {corpus} recipe does not copy: {sorted(set(unknown))}")

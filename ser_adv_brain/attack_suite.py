@@ -21,11 +21,10 @@ without early exit, at a fraction of the cost on weak models. Without early
 exit (``suite_early_exit: False``) every attack runs on every utterance, so the
 report can give each attack's own UAR too.
 
-"The same" is exact, utterance by utterance, for deterministic attacks (FGSM,
-BIM, PGD without random start). Attacks with a random start or random squares
-draw their noise from their own seeded generator for the batch they are given
-(reseeded at the start of every evaluation), so under early exit an utterance
-can get another draw: the same evaluation in distribution, not bit for bit.
+"The same" is exact, utterance by utterance, for random attacks too (PGD's
+random starts and restarts, Square Attack's squares): the suite gives every
+attack the utterance IDs as ``keys``, and each utterance's draws come from a
+generator seeded by the attack's seed and its ID, whatever else is in its batch.
 """
 
 import dataclasses
@@ -53,6 +52,11 @@ BUDGET_TITLES = {
 }
 
 
+# What attacks' ``run`` results report per utterance, beyond the adversarial input, and the suite keeps:
+# Square Attack's queries (until fooled or out of budget) and the waveform attack's realised SNR in dB.
+DETAILS = ("queries", "snr_db")
+
+
 def uar_of_correct(correct, targets, n_classes):
     """UAR of a per-utterance correct/incorrect vector: the mean over present classes of the correct share.
 
@@ -68,7 +72,12 @@ def uar_of_correct(correct, targets, n_classes):
 
 
 def attack_label(attack):
-    """A short name for the report: the class name, with its number of steps if it iterates."""
+    """A short name for the report: the class name, with its number of steps if it iterates.
+
+    A transfer attack is named for the attack it runs on its source: ``Transfer PGD-10``.
+    """
+    if hasattr(attack, "source_attack"):
+        return f"Transfer {attack_label(attack.source_attack)}"
     steps = getattr(attack, "steps", None)
     return f"{type(attack).__name__}-{steps}" if steps and steps > 1 else type(attack).__name__
 
@@ -126,22 +135,28 @@ class SplitOutcomes:
 
     ``predictions[key]`` holds, per utterance, the class predicted under the
     attack ``key = (threat_model, budget, name)``, or -1 where the early exit
-    left the utterance alone.
+    left the utterance alone. ``details[field][key]`` holds what an attack's
+    ``run`` reports per utterance beyond its adversarial input (``DETAILS``:
+    Square Attack's queries, the waveform attack's realised SNR), NaN where
+    the attack does not report it or did not run.
     """
 
     def __init__(self, keys, n_classes):
         self.keys, self.n_classes = list(keys), n_classes
         self.ids, self.targets, self.clean, self.gradient_ok = [], [], [], []
         self.predictions = {key: [] for key in self.keys}
+        self.details = {field: {key: [] for key in self.keys} for field in DETAILS}
         self.attacked_count = 0  # utterance-attacks run on this process (the cost the early exit saves)
 
-    def append(self, ids, targets, clean, gradient_ok, predictions):
+    def append(self, ids, targets, clean, gradient_ok, predictions, details):
         self.ids.extend(ids)
         self.targets.extend(targets.tolist())
         self.clean.extend(clean.tolist())
         self.gradient_ok.extend(gradient_ok.tolist())
         for key in self.keys:
             self.predictions[key].extend(predictions[key].tolist())
+            for field in DETAILS:
+                self.details[field][key].extend(details[field][key].tolist())
 
     def gather(self):
         """Joins the outcomes of every DDP process, sorted by utterance ID, as tensors (in place)."""
@@ -152,14 +167,21 @@ class SplitOutcomes:
         ids = [i for part in parts for i in part["ids"]]
         order = sorted(range(len(ids)), key=ids.__getitem__)
 
-        def joined(field, key=None):
-            values = [v for part in parts for v in (part[field] if key is None else part[field][key])]
-            return torch.tensor([values[i] for i in order], dtype=torch.long)
+        def joined(field, key=None, detail=None, dtype=torch.long):
+            def values_of(part):
+                value = part[field] if key is None else part[field][key]
+                return value if detail is None else value[detail]
+
+            values = [v for part in parts for v in values_of(part)]
+            return torch.tensor([values[i] for i in order], dtype=dtype)
 
         self.ids = [ids[i] for i in order]
         self.targets, self.clean = joined("targets"), joined("clean")
         self.gradient_ok = joined("gradient_ok").bool()
         self.predictions = {key: joined("predictions", key) for key in self.keys}
+        self.details = {
+            field: {key: joined("details", field, key, torch.float64) for key in self.keys} for field in DETAILS
+        }
         self.attacked_count = sum(part["attacked_count"] for part in parts)
         return self
 
@@ -194,6 +216,19 @@ class SplitOutcomes:
                     break
         return correct
 
+    def robust_before(self, threat, budget, name):
+        """``robust_after`` up to the attack before ``name`` at this budget: the utterances ``name`` was run on
+        under early exit (those correct on real data, without early exit)."""
+        correct = self.clean_correct.clone()
+        for key in self.keys:
+            if key[0] == threat and ball_size(threat, key[1]) < ball_size(threat, budget):
+                correct &= ~self.fooled(key)
+            elif key[:2] == (threat, budget):
+                if key[2] == name:
+                    break
+                correct &= ~self.fooled(key)
+        return correct
+
     def uar(self, correct):
         return uar_of_correct(correct, self.targets, self.n_classes)
 
@@ -208,13 +243,22 @@ def input_gradient_ok(model, feats, targets):
     return torch.isfinite(flat).all(dim=1) & (flat != 0).any(dim=1)
 
 
-def run_attack(entry, budget, model, waveform_model, wavs, feats, targets):
-    """Adversarial input of ``entry`` at ``budget``, and the model's predictions on it."""
+def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys):
+    """Adversarial input of ``entry`` at ``budget``, the model's predictions on it, and its ``DETAILS``.
+
+    ``keys``, the utterance IDs, seed each utterance's random draws (see
+    ``attacks.base.random_rows``). An attack with a ``run`` method reports
+    more than its adversarial input (its first field): the ``DETAILS`` it has.
+    """
     model, inputs = (model, feats) if entry.domain == "features" else (waveform_model, wavs)
-    adversarial = entry.attack.perturb(model, inputs, targets, eps=budget)
+    if hasattr(entry.attack, "run"):
+        result = entry.attack.run(model, inputs, targets, eps=budget, keys=keys)
+        adversarial, details = result[0], {field: getattr(result, field) for field in DETAILS if hasattr(result, field)}
+    else:
+        adversarial, details = entry.attack.perturb(model, inputs, targets, eps=budget, keys=keys), {}
     with torch.no_grad():
         logits, _ = model(adversarial)
-    return adversarial.detach(), logits.argmax(dim=-1)
+    return adversarial.detach(), logits.argmax(dim=-1), details
 
 
 def evaluate_suite(
@@ -239,14 +283,15 @@ def evaluate_suite(
         process's first batch under each waveform attack to ``folder``.
     """
     keys = [(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
-    for entry in {id(e.attack): e for _, _, entries in plan for e in entries}.values():
-        if hasattr(entry.attack, "generator"):  # the same evaluation twice gives the same result
-            entry.attack.generator.manual_seed(entry.attack.seed)
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     broadcast_buffers(brain.modules)
     model = brain.model
     waveform_model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model).eval()
+    for _, _, entries in plan:
+        for entry in entries:
+            if hasattr(entry.attack, "set_target_normalizer"):  # a transfer attack maps its fake data to our features
+                entry.attack.set_target_normalizer(brain.modules.normalizer)
     loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
     outcomes = SplitOutcomes(keys, brain.hparams.n_classes)
@@ -257,17 +302,24 @@ def evaluate_suite(
             feats = brain.compute_features(wavs)
             clean = model(feats)[0].argmax(dim=-1)
         predictions = {}
+        details = {field: {} for field in DETAILS}
         # Per threat model: still correct at every smaller budget (the plan runs the smallest first).
         still_correct = {group: clean == targets for group, _, _ in plan}
         for group, budget, entries in plan:
             alive = still_correct[group] if early_exit else torch.ones_like(targets, dtype=torch.bool)
             for entry in entries:
+                key = (group, budget, entry.name)
                 pred = torch.full_like(targets, -1)
+                for field in DETAILS:
+                    details[field][key] = torch.full(targets.shape, float("nan"), dtype=torch.float64)
                 index = alive.nonzero().flatten()
                 if len(index):
-                    adversarial, pred[index] = run_attack(
-                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index]
+                    adversarial, pred[index], reported = run_attack(
+                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index],
+                        [batch.id[i] for i in index],
                     )
+                    for field, values in reported.items():
+                        details[field][key][index.cpu()] = values.detach().cpu().double()
                     outcomes.attacked_count += len(index)
                     if early_exit:
                         alive[index] &= pred[index] == targets[index]
@@ -275,10 +327,10 @@ def evaluate_suite(
                         folder, n = wav_pairs
                         ids = [batch.id[i] for i in index[:n]]
                         write_wav_pairs(folder, ids, wavs[index], adversarial, f"{entry.name}_{group}_{budget:g}", brain.hparams.sample_rate)
-                predictions[(group, budget, entry.name)] = pred
+                predictions[key] = pred
         wav_pairs = None  # from the first batch only
         gradient_ok = input_gradient_ok(model, feats, targets)
-        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions)
+        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details)
     return outcomes.gather()
 
 

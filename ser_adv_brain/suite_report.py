@@ -3,9 +3,10 @@
 import csv
 import os
 
+import torch
 from speechbrain.utils.distributed import if_main_process
 
-from ser_adv_brain.attack_suite import BUDGET_TITLES
+from ser_adv_brain.attack_suite import BUDGET_TITLES, budget_text
 from ser_adv_brain.masking_checks import masking_report
 
 CSV_FIELDS = ["split", "threat_model", "budget", "attack", "UAR_alone", "UAR_worst_so_far", "attacked", "fooled"]
@@ -70,6 +71,97 @@ def suite_markdown(outcomes_by_split, plan, title, early_exit):
     return "\n".join(lines)
 
 
+def query_grid(max_queries):
+    """Query budgets of a UAR-by-queries curve: 1, 2, 5, 10, 20, 50, ... below ``max_queries``, then it.
+
+    Example
+    -------
+    >>> query_grid(200)
+    [1, 2, 5, 10, 20, 50, 100, 200]
+    """
+    grid, scale = [], 1
+    while scale < max_queries:
+        grid += [q * scale for q in (1, 2, 5) if q * scale < max_queries]
+        scale *= 10
+    return grid + [max_queries]
+
+
+def query_rows(outcomes_by_split, plan, early_exit):
+    """Rows ``(split, threat_model, budget, attack, queries, UAR)`` for every attack that reports its queries.
+
+    UAR with a budget of ``queries`` scores per utterance, the clean input's
+    included: an utterance counts as fooled only if the attack fooled it
+    within that many. Under early exit, on top of the attacks before it (its
+    last point is then its ``UAR_worst_so_far``); otherwise the attack alone.
+    """
+    rows = []
+    for split, outcomes in outcomes_by_split.items():
+        for group, budget, entries in plan:
+            for entry in entries:
+                key = (group, budget, entry.name)
+                queries = outcomes.details["queries"][key]
+                if not hasattr(entry.attack, "max_queries") or torch.isnan(queries).all():
+                    continue
+                before = outcomes.robust_before(group, budget, entry.name) if early_exit else outcomes.clean_correct
+                for limit in query_grid(entry.attack.max_queries):
+                    correct = before & ~(outcomes.fooled(key) & (queries <= limit))
+                    rows.append({"split": split, "threat_model": group, "budget": budget, "attack": entry.name,
+                                 "queries": limit, "UAR": outcomes.uar(correct)})  # fmt: skip
+    return rows
+
+
+def query_markdown(rows, early_exit):
+    """One table per attack: UAR by query budget (columns), one row per split and budget."""
+    lines = []
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        mine = [r for r in rows if r["attack"] == attack]
+        grid = list(dict.fromkeys(r["queries"] for r in mine))
+        lines += [f"#### {attack}: UAR against the number of queries", "",
+                  "Queries per utterance, the clean input's included; "
+                  + ("on top of the attacks before it (early exit)." if early_exit else "the attack alone."), "",
+                  "| split | budget | " + " | ".join(str(q) for q in grid) + " |", "|---|---|" + "---|" * len(grid)]  # fmt: skip
+        for split, group, budget in dict.fromkeys((r["split"], r["threat_model"], r["budget"]) for r in mine):
+            cells = [f"{r['UAR']:.3f}" for r in mine if (r["split"], r["threat_model"], r["budget"]) == (split, group, budget)]
+            lines.append(f"| {split} | {budget_text(group, budget)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def snr_rows(outcomes_by_split, plan):
+    """Per attacked utterance of every attack that reports it: the realised SNR in dB (inf: audio unchanged)."""
+    rows = []
+    for split, outcomes in outcomes_by_split.items():
+        for group, budget, entries in plan:
+            for entry in entries:
+                key = (group, budget, entry.name)
+                snr, fooled = outcomes.details["snr_db"][key], outcomes.fooled(key)
+                rows += [{"split": split, "id": outcomes.ids[i], "threat_model": group, "budget": budget,
+                          "attack": entry.name, "snr_db": float(snr[i]), "fooled": bool(fooled[i])}
+                         for i in (~torch.isnan(snr)).nonzero().flatten().tolist()]  # fmt: skip
+    return rows
+
+
+def snr_markdown(rows):
+    """The realised SNR of the waveform attacks: per split, attack and budget, its range and median."""
+    if not rows:
+        return ""
+    lines = ["#### Realised SNR of the waveform attacks (after 16-bit rounding; per utterance in `waveform_snr.csv`)",
+             "", "| split | attack | budget | utterances attacked | min dB | median dB | max dB |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for split, group, budget, attack in dict.fromkeys((r["split"], r["threat_model"], r["budget"], r["attack"]) for r in rows):
+        snr = torch.tensor([r["snr_db"] for r in rows if (r["split"], r["threat_model"], r["budget"], r["attack"]) == (split, group, budget, attack)])
+        lines.append(f"| {split} | {attack} | {budget_text(group, budget)} | {len(snr)} | {snr.min():.2f} | "
+                     f"{snr.median():.2f} | {snr.max():.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, fields, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def fgsm_beside_robust(fgsm, suite, plan):
     """The paper's FGSM UAR beside robust UAR (Linf on the features) at every budget of either, dev / test."""
     splits = list(suite)
@@ -93,7 +185,9 @@ def fgsm_beside_robust(fgsm, suite, plan):
 
 
 def write_suite_report(suite, plan, checks, output_folder, title, early_exit):
-    """Writes ``attack_suite.csv`` and appends the suite's tables and masking checks to ``robustness.md``.
+    """Writes ``attack_suite.csv``, ``square_queries.csv`` (UAR against queries, for attacks that count them),
+    ``waveform_snr.csv`` (the realised SNR of every utterance a waveform attack changed) and appends the suite's
+    tables, their summaries and the masking checks to ``robustness.md``.
 
     Arguments
     ---------
@@ -109,13 +203,18 @@ def write_suite_report(suite, plan, checks, output_folder, title, early_exit):
     str
         The markdown appended.
     """
-    markdown = suite_markdown(suite, plan, title, early_exit) + "\n" + masking_report(suite, plan + checks)
+    queries, snrs = query_rows(suite, plan, early_exit), snr_rows(suite, plan)
+    markdown = "\n".join([
+        suite_markdown(suite, plan, title, early_exit), query_markdown(queries, early_exit), snr_markdown(snrs),
+        masking_report(suite, plan + checks),
+    ])  # fmt: skip
     if not if_main_process():
         return markdown
-    with open(os.path.join(output_folder, "attack_suite.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(suite_rows(suite, plan))
+    write_csv(os.path.join(output_folder, "attack_suite.csv"), CSV_FIELDS, suite_rows(suite, plan))
+    if queries:
+        write_csv(os.path.join(output_folder, "square_queries.csv"), list(queries[0]), queries)
+    if snrs:
+        write_csv(os.path.join(output_folder, "waveform_snr.csv"), list(snrs[0]), snrs)
     with open(os.path.join(output_folder, "robustness.md"), "a", encoding="utf-8") as f:
         f.write("\n" + markdown)
     return markdown

@@ -68,12 +68,13 @@ class TransferModel:
         fakes = {}
         for ids, wavs, targets in self.batches(split):
             if attack.domain == "waveform":
-                fake = attack.perturb(self.waveform_model, wavs, targets, eps=eps)
+                fake = attack.perturb(self.waveform_model, wavs, targets, eps=eps, keys=ids)
             else:
                 with torch.no_grad():
                     feats = self.brain.compute_features(wavs)
                 # Back from this model's z-score to log-Mel, which every target normalises its own way.
-                fake = attack.perturb(self.model, feats, targets, eps=eps) * self.normalizer.std + self.normalizer.mean
+                fake = attack.perturb(self.model, feats, targets, eps=eps, keys=ids)
+                fake = fake * self.normalizer.std + self.normalizer.mean
             fakes.update(zip(ids, fake.detach()))
         return fakes
 

@@ -22,6 +22,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMOS_TRAIN = REPO_ROOT / "recipes" / "DEMoS" / "train.py"
 EMODB_SAMPLES = REPO_ROOT / "tests" / "samples" / "emodb" / "wav"  # 42 real EmoDB clips, 6 speakers
 KILLED_RUN = REPO_ROOT / "tests" / "integration" / "killed_run.py"
+# Second-stage yaml files, read by a command of the package on a trained output folder, not by a
+# recipe (no recipe row): file -> that command's module.
+SECOND_STAGE_FILES = {"hparams/detector.yaml": "ser_adv_brain/train_detector.py"}
+# The recipes' yaml files, relative to the repository root.
+RECIPE_HPARAMS_FILES = sorted(
+    {str(path.relative_to(REPO_ROOT)) for pattern in ("hparams/*.yaml", "recipes/*/hparams/*.yaml")
+     for path in REPO_ROOT.glob(pattern)} - set(SECOND_STAGE_FILES)
+)
 
 
 def recipe_brain_class(script):

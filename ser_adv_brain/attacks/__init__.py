@@ -7,6 +7,7 @@ from ser_adv_brain.attacks.kl_pgd import KLPGD
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.success_matrix import targeted_success_matrix
+from ser_adv_brain.attacks.transfer_attack import TransferAttack
 from ser_adv_brain.attacks.waveform_pgd import AdversarialAudio, WaveformClassifier, WaveformPGD, quantize_pcm16, snr_db
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "targeted_success_matrix",
     "SquareAttack",
     "SquareResult",
+    "TransferAttack",
     "WaveformPGD",
     "WaveformClassifier",
     "AdversarialAudio",

@@ -22,7 +22,7 @@ budget in the norm's unit. ``eta``, where an attack has it, clips every
 feature to ``[x - eta, x + eta]`` on top of ``eps`` (the paper's clip).
 
 The attack's contract: ``perturb(model, inputs, targets, eps=None,
-loss_scale=1.0, gradient=None)`` returns the adversarial inputs (a tensor
+loss_scale=1.0, gradient=None, keys=None)`` returns the adversarial inputs (a tensor
 shaped like ``inputs``), and ``curve(model, inputs, targets, eps_grid)``
 yields ``(eps, adversarial inputs)`` for each budget. Attacks that have more
 to report (the realised SNR, the queries used) say so in a ``run`` method.
@@ -31,10 +31,17 @@ parameter gradients as it found them, checks its options at construction,
 naming the culprit, and draws its randomness from its own seeded
 ``torch.Generator``, never from torch's global one (an evaluation must not
 shift training's random stream).
+
+Random attacks take ``keys`` (one per utterance, e.g. its ID): each
+utterance's draws then come from a generator seeded by the attack's seed and
+its key alone, so its result does not depend on which other utterances share
+its batch (the suite's early exit changes no result, only the cost). Without
+keys (training) the attack's own generator advances with every call.
 """
 
 import contextlib
 import copy
+import hashlib
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +71,38 @@ def check_choice(name, value, choices):
     """Raises a ``ValueError`` naming ``name`` if ``value`` is not one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def keyed_seed(seed, key, stream=0):
+    """A 63-bit seed from the attack's seed, an utterance's key and a stream number (stable across processes).
+
+    Example
+    -------
+    >>> keyed_seed(0, "03a01Fa") == keyed_seed(0, "03a01Fa") != keyed_seed(1, "03a01Fa")
+    True
+    """
+    digest = hashlib.blake2b(f"{seed}/{stream}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def random_rows(shape, generator, keys=None, seed=0, stream=0, draw=torch.rand):
+    """``draw(shape)`` (torch.rand or torch.randn, on the CPU) for a batch ``shape[0]`` long.
+
+    From ``generator`` for the whole batch if ``keys`` is None; otherwise row
+    ``i`` from its own generator seeded by ``(seed, keys[i], stream)``, so that
+    it does not depend on the other rows. ``draw`` may be a list of such
+    functions with a list of shapes: each row's generator then serves them in turn.
+    """
+    draws, shapes = (draw, shape) if isinstance(draw, list) else ([draw], [shape])
+    if keys is None or len(keys) == 0:
+        out = [d(s, generator=generator) for d, s in zip(draws, shapes)]
+    else:
+        rows = []
+        for key in keys:
+            own = torch.Generator().manual_seed(keyed_seed(seed, key, stream))
+            rows.append([d(s[1:], generator=own) for d, s in zip(draws, shapes)])
+        out = [torch.stack(parts) for parts in zip(*rows)]
+    return out if isinstance(draw, list) else out[0]
 
 
 def class_names_of(label_set):
@@ -192,12 +231,13 @@ class Attack:
             model.train(train)
             yield
 
-    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
         """Returns adversarial inputs.
 
         ``eps`` overrides the attack's own budget; ``gradient``, if given, is
         the input gradient at ``inputs`` of the attack's loss, already
-        computed by the caller (the training step gets it for free).
+        computed by the caller (the training step gets it for free); ``keys``
+        (one per utterance) seed a random attack's draws per utterance.
         """
         raise NotImplementedError
 

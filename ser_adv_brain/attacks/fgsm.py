@@ -32,8 +32,8 @@ class FGSM(GradientAttack):
         check_non_negative(eps=eps)
         return self.project(inputs + eps * grad.sign(), inputs).detach()
 
-    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
-        """One gradient (unless given), one signed step."""
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
+        """One gradient (unless given), one signed step (no random draws: ``keys`` do not matter)."""
         if gradient is None:
             gradient, _ = self.input_gradient(model, inputs, targets, loss_scale=loss_scale)
         return self.step(inputs, gradient, eps)

@@ -2,7 +2,7 @@
 
 import torch
 
-from ser_adv_brain.attacks.base import GradientAttack, check_choice, check_non_negative, check_positive_int
+from ser_adv_brain.attacks.base import GradientAttack, check_choice, check_non_negative, check_positive_int, random_rows
 
 PGD_NORMS = ("linf", "l2")
 
@@ -54,10 +54,16 @@ class PGD(GradientAttack):
     seed : int
         Seed of the attack's own random generator (random starts only): the
         same calls in the same order give the same results, and torch's
-        global random stream is never touched. The generator advances with
-        every call, and each call draws the starts of its whole batch, so an
-        utterance's start depends on its place in the batch and on the
-        calls before.
+        global random stream is never touched. Without ``keys`` the generator
+        advances with every call, and each call draws the starts of its whole
+        batch, so an utterance's start depends on its place in the batch and
+        on the calls before; with ``keys`` (see ``perturb``) it depends on the
+        seed and the utterance's key only.
+    stop_when_fooled : bool
+        An utterance whose iterate already succeeds keeps it and takes no
+        more steps (its gradient pass showed the success): an evaluation gets
+        the same verdict or a stronger one (a success on the way is kept) for
+        fewer passes. Off by default: training attacks take every step.
     eta, label_source, model_mode, target_class, class_names :
         See ``GradientAttack``. ``eta`` (0.1 by default, as FGSM's) clips every
         feature on top of the ball, for either norm; None: the ball alone.
@@ -84,6 +90,7 @@ class PGD(GradientAttack):
         random_start=True,
         restarts=1,
         seed=0,
+        stop_when_fooled=False,
         eta=0.1,
         label_source="predicted",
         model_mode="eval",
@@ -103,6 +110,7 @@ class PGD(GradientAttack):
         self.random_start = bool(random_start)
         self.restarts = restarts
         self.seed = seed
+        self.stop_when_fooled = bool(stop_when_fooled)
         self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -113,7 +121,8 @@ class PGD(GradientAttack):
     def __repr__(self):
         return (
             f"{super().__repr__()[:-1]}, steps={self.steps}, rel_step_size={self.rel_step_size}, "
-            f"norm={self.norm!r}, random_start={self.random_start}, restarts={self.restarts}, seed={self.seed})"
+            f"norm={self.norm!r}, random_start={self.random_start}, restarts={self.restarts}, seed={self.seed}"
+            + (", stop_when_fooled=True)" if self.stop_when_fooled else ")")
         )
 
     @property
@@ -147,46 +156,50 @@ class PGD(GradientAttack):
             adversarial = torch.addcmul(inputs, delta, (radius / l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0))
         return self.project(adversarial, inputs)
 
-    def random_point(self, inputs, radius, mask=None):
-        """A uniform point of the Linf ball, or a point of the L2 ball at a uniform radius (CPU generator)."""
+    def random_point(self, inputs, radius, mask=None, keys=None, restart=0):
+        """A uniform point of the Linf ball, or a point of the L2 ball at a uniform radius (CPU generators).
+
+        ``keys``: see ``random_rows``; ``restart`` picks each utterance's stream.
+        """
+        draw = dict(generator=self.generator, keys=keys, seed=self.seed, stream=restart)
         if self.norm == "linf":
-            noise = torch.rand(inputs.shape, generator=self.generator) * 2 - 1
+            noise = random_rows(inputs.shape, **draw) * 2 - 1
         else:
-            direction = torch.randn(inputs.shape, generator=self.generator)
-            scale = torch.rand(inputs.shape[0], generator=self.generator).view(-1, *[1] * (inputs.dim() - 1))
-            noise = direction / l2_norms(direction).clamp_min(1e-12) * scale
+            direction, scale = random_rows([inputs.shape, inputs.shape[:1]], draw=[torch.randn, torch.rand], **draw)
+            noise = direction / l2_norms(direction).clamp_min(1e-12) * scale.view(-1, *[1] * (inputs.dim() - 1))
         noise = noise.to(device=inputs.device, dtype=inputs.dtype)
         return self.project_ball(inputs + radius * noise, inputs, radius, mask)
 
-    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
         """Adversarial inputs within ``eps`` (the attack's own if None).
 
         ``gradient``, the input gradient of the attack's loss at ``inputs``,
         replaces the first step's gradient when the attack starts from the
-        inputs (no random start); it is ignored otherwise.
+        inputs (no random start); it is ignored otherwise. ``keys`` (one per
+        utterance) make each utterance's random starts its own (see ``random_rows``).
         """
         radius = self.radius(inputs, self.eps if eps is None else eps)
-        return self.attack(model, inputs.detach(), targets, radius, loss_scale, gradient)
+        return self.attack(model, inputs.detach(), targets, radius, loss_scale, gradient, keys=keys)
 
-    def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None, mask=None):
+    def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None, mask=None, keys=None):
         """PGD with restarts within per-utterance ``radius``; the worst restart per utterance.
 
-        ``mask``: see ``project_ball`` (None: no padding).
+        ``mask``: see ``project_ball`` (None: no padding); ``keys``: see ``perturb``.
         """
         step = radius * self.rel_step_size
         first_gradient = None if self.random_start else gradient
         with self.generation_mode(model):
             # From the clean input, the first gradient pass finds the labels; otherwise they are found first.
             labels = None if self.start_is_clean(first_gradient) else self.clean_labels(model, inputs, targets)
-            start = self.random_point(inputs, radius, mask) if self.random_start else inputs
+            start = self.random_point(inputs, radius, mask, keys) if self.random_start else inputs
             best, labels = self.descend(
                 model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask
             )
             if self.restarts > 1:
                 best_loss, best_success = self.score(model, best, labels)
-            for _ in range(1, self.restarts):
+            for restart in range(1, self.restarts):
                 # Drawn for the whole batch, so that an utterance's start does not depend on the others' results.
-                start = self.random_point(inputs, radius, mask)
+                start = self.random_point(inputs, radius, mask, keys, restart)
                 todo = (~best_success).nonzero().view(-1)
                 if len(todo) == 0:
                     continue
@@ -214,6 +227,8 @@ class PGD(GradientAttack):
 
     def descend(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
         """``steps`` projected steps from ``start``; returns the end point and the labels attacked."""
+        if self.stop_when_fooled:
+            return self.descend_until_fooled(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask)
         adversarial = start
         for index in range(self.steps):
             if index == 0 and first_gradient is not None:
@@ -224,6 +239,33 @@ class PGD(GradientAttack):
                 grad = grad * mask  # the L2 direction is that of the real samples' gradient
             adversarial = self.project_ball(self.ascend(adversarial.detach(), grad, step), inputs, radius, mask)
         return adversarial.detach(), labels
+
+    def descend_until_fooled(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
+        """``descend``, where an utterance whose iterate succeeds (seen in the gradient pass at it) keeps that
+        iterate and takes no more steps. Rows do not interact (eval mode), so an utterance never fooled on
+        the way ends where ``descend`` would have taken it."""
+        adversarial = start.detach().clone()
+        active = torch.arange(len(start), device=start.device)
+        for index in range(self.steps):
+            current = adversarial[active]
+            if index == 0 and first_gradient is not None:
+                grad = first_gradient
+            else:
+                current.requires_grad_(True)
+                logits, _ = model(current)
+                if labels is None:
+                    labels = self.labels(logits, targets)
+                grad = self.gradient_from_logits(logits, current, labels[active], loss_scale)
+                going = ~self.succeeded(logits.detach(), labels[active])
+                active, current, grad = active[going], current[going], grad[going]
+                if len(active) == 0:
+                    break
+            active_mask = rows(mask, active)
+            if active_mask is not None:
+                grad = grad * active_mask
+            stepped = self.ascend(current.detach(), grad, rows(step, active))
+            adversarial[active] = self.project_ball(stepped, inputs[active], rows(radius, active), active_mask)
+        return adversarial, labels
 
     def score(self, model, adversarial, labels):
         """Per-utterance loss and success at an end point (one forward without autograd)."""

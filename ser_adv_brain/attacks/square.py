@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ser_adv_brain.attacks.base import Attack, check_positive_int
+from ser_adv_brain.attacks.base import Attack, check_positive_int, random_rows
 
 # Iterations (out of 10 000, rescaled to the query budget) after which the
 # square's area p is halved again: the schedule of the paper's code.
@@ -113,11 +113,11 @@ class SquareAttack(Attack):
             with torch.no_grad():
                 yield lambda feats: log_probabilities(scores(feats))
 
-    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
         """The adversarial features of ``run`` (``loss_scale`` and ``gradient`` do not apply: no gradients here)."""
-        return self.run(model, inputs, targets, eps).adversarial
+        return self.run(model, inputs, targets, eps, keys).adversarial
 
-    def run(self, scores, inputs, targets, eps=None):
+    def run(self, scores, inputs, targets, eps=None, keys=None):
         """Attacks a batch of features under the query budget.
 
         Arguments
@@ -132,6 +132,10 @@ class SquareAttack(Attack):
             True labels (for ``label_source="target"``).
         eps : float or None
             Overrides the attack's budget.
+        keys : list or None
+            One per utterance (its ID): each utterance's squares are then
+            drawn from its own generator (see ``random_rows``), so they do not
+            depend on the rest of the batch. None: from the attack's generator.
 
         Returns
         -------
@@ -142,6 +146,12 @@ class SquareAttack(Attack):
         radius = eps if self.eta is None else min(eps, self.eta)
         x = inputs.detach()
         batch, frames, n_mels = x.shape
+        # Every draw up front, per utterance: the stripes' signs, then per iteration a sign, a top and a left.
+        stripes, draws = random_rows(
+            [(batch, n_mels), (batch, max(self.max_queries - 2, 0), 3)], self.generator, keys, self.seed,
+            draw=[torch.rand, torch.rand],
+        )  # fmt: skip
+        stripes, draws = stripes.to(x.device), draws.to(x.device)
         with self.scorer(scores) as score:
             log_probs = score(x)
             labels = self.labels(log_probs, targets)
@@ -153,27 +163,31 @@ class SquareAttack(Attack):
                 todo = (best_margin >= 0).nonzero().view(-1)
                 if radius == 0 or len(todo) == 0:
                     break
-                candidate = self.candidate(best_delta, iteration, radius)
-                log_probs = score(x[todo] + candidate[todo])
+                if iteration == 0:
+                    candidate = self.vertices(radius, stripes[todo]).to(x.dtype).unsqueeze(1).expand(-1, frames, -1)
+                else:
+                    candidate = self.square(best_delta[todo], iteration, radius, draws[todo, iteration - 1])
+                log_probs = score(x[todo] + candidate)
                 queries[todo] += 1
                 margin = margins(log_probs, labels[todo])
                 # The stripes are the starting point, taken whatever their margin.
                 improved = margin < best_margin[todo] if iteration > 0 else torch.ones_like(margin, dtype=torch.bool)
                 keep = todo[improved]
-                best_delta[keep], best_margin[keep] = candidate[keep], margin[improved]
+                best_delta[keep], best_margin[keep] = candidate[improved], margin[improved]
                 predictions[keep] = log_probs.argmax(dim=-1)[improved]
         return SquareResult(self.project(x + best_delta, x), queries, best_margin < 0, labels, predictions)
 
-    def candidate(self, delta, iteration, radius):
-        """The next perturbation for every utterance: stripes first, then one random square each."""
+    def square(self, delta, iteration, radius, draws):
+        """``delta`` with one random square set to one random vertex value, per utterance.
+
+        ``draws`` holds each utterance's three uniform numbers for this iteration: the sign, the top, the left.
+        """
         batch, frames, n_mels = delta.shape
-        if iteration == 0:
-            return self.vertices(radius, delta, batch, 1, n_mels).expand_as(delta).clone()
-        signs = self.vertices(radius, delta, batch, 1, 1)
+        signs = self.vertices(radius, draws[:, 0]).to(delta.dtype).view(-1, 1, 1)
         p = p_schedule(self.p_init, iteration, self.max_queries)
         side = min(max(int(round(math.sqrt(p * frames * n_mels))), 1), frames, n_mels)
-        top = (self.uniform(delta, batch) * (frames - side + 1)).long().view(-1, 1, 1)
-        left = (self.uniform(delta, batch) * (n_mels - side + 1)).long().view(-1, 1, 1)
+        top = (draws[:, 1] * (frames - side + 1)).long().view(-1, 1, 1)
+        left = (draws[:, 2] * (n_mels - side + 1)).long().view(-1, 1, 1)
         rows = torch.arange(frames, device=delta.device).view(1, -1, 1)
         cols = torch.arange(n_mels, device=delta.device).view(1, 1, -1)
         window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
@@ -182,10 +196,7 @@ class SquareAttack(Attack):
         signs = torch.where(unchanged, -signs, signs)
         return torch.where(window, signs, delta)
 
-    def uniform(self, like, *shape):
-        """Uniform draws from the attack's own (CPU) generator, on ``like``'s device."""
-        return torch.rand(shape, generator=self.generator).to(like.device)
-
-    def vertices(self, radius, like, *shape):
-        """Random values of +-radius, of ``like``'s dtype and device."""
-        return torch.where(self.uniform(like, *shape) < 0.5, -radius, radius).to(like.dtype)
+    @staticmethod
+    def vertices(radius, uniform):
+        """``+-radius`` from uniform draws in [0, 1) (below one half: ``-radius``)."""
+        return torch.where(uniform < 0.5, -radius, radius)

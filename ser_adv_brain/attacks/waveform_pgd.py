@@ -96,7 +96,8 @@ class WaveformPGD(PGD):
     norm : str
         ``"snr"`` or ``"linf"``.
     steps, rel_step_size, random_start, restarts, seed, label_source, model_mode, target_class, class_names :
-        See ``PGD``.
+        See ``PGD``. (No ``stop_when_fooled``: an iterate that fools the model may not once its
+        perturbation is rounded to 16-bit PCM, so every step is taken.)
 
     Example
     -------
@@ -127,7 +128,7 @@ class WaveformPGD(PGD):
     ):
         eta = None  # the features' clip has no meaning on the samples
         super().__init__(
-            eps, steps, rel_step_size, norm, random_start, restarts, seed, eta,
+            eps, steps, rel_step_size, norm, random_start, restarts, seed, False, eta,
             label_source, model_mode, target_class, class_names,
         )
 
@@ -150,7 +151,7 @@ class WaveformPGD(PGD):
             return float(eps)
         return l2_norms(inputs if mask is None else inputs * mask) / 10 ** (float(eps) / 20)
 
-    def run(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None):
+    def run(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None, keys=None):
         """Adversarial audio within ``eps`` (the attack's own if None), and its realised SNR.
 
         Arguments
@@ -163,6 +164,8 @@ class WaveformPGD(PGD):
             See ``PGD.perturb``.
         wav_lens : torch.Tensor or None
             Relative lengths; None: no padding.
+        keys : list or None
+            One per utterance: see ``PGD.perturb``.
 
         Returns
         -------
@@ -172,11 +175,11 @@ class WaveformPGD(PGD):
         clean = quantize_pcm16(inputs.detach())
         mask = length_mask(clean, wav_lens)
         radius = self.radius(clean, self.eps if eps is None else eps, mask)
-        adversarial = self.attack(model, clean, targets, radius, loss_scale, gradient, mask)
+        adversarial = self.attack(model, clean, targets, radius, loss_scale, gradient, mask, keys)
         delta = torch.trunc((adversarial - clean) * PCM16_SCALE) / PCM16_SCALE  # towards zero: stays in budget
         wavs = (clean + delta).clamp(-1.0, (PCM16_SCALE - 1) / PCM16_SCALE)
         return AdversarialAudio(wavs, snr_db(clean, wavs, wav_lens))
 
-    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None):
+    def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None, keys=None):
         """The adversarial audio of ``run``, without the SNR."""
-        return self.run(model, inputs, targets, eps, loss_scale, gradient, wav_lens).wavs
+        return self.run(model, inputs, targets, eps, loss_scale, gradient, wav_lens, keys).wavs

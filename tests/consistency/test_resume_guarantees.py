@@ -6,19 +6,12 @@ share their code paths, so what can still differ is what each file declares: the
 what it saves. Checked here for all of them, in seconds.
 """
 
-import glob
-import os
 
 import pytest
 
-from helpers import REPO_ROOT, load_hparams, tiny
+from helpers import RECIPE_HPARAMS_FILES, load_hparams, tiny
 from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
 
-HPARAMS_FILES = sorted(
-    os.path.relpath(path, REPO_ROOT)
-    for pattern in ("hparams/*.yaml", "recipes/*/hparams/*.yaml")
-    for path in glob.glob(os.path.join(REPO_ROOT, pattern))
-)
 RESUMED = "hparams/cnn4_vanilla.yaml"  # the one test_faults.py kills and resumes
 
 
@@ -38,6 +31,6 @@ def resumed(tmp_path_factory):
     return expected
 
 
-@pytest.mark.parametrize("hparams_file", [f for f in HPARAMS_FILES if f != RESUMED])
+@pytest.mark.parametrize("hparams_file", [f for f in RECIPE_HPARAMS_FILES if f != RESUMED])
 def test_every_yaml_saves_what_the_resumed_one_saves(hparams_file, resumed, tmp_path):
     assert recoverables(hparams_file, tmp_path) == resumed

@@ -9,7 +9,6 @@
 - every module the Brains use is declared in each yaml's ``modules``.
 """
 
-import glob
 import os
 import re
 
@@ -18,18 +17,12 @@ import ruamel.yaml
 import torch
 from speechbrain.utils.run_opts import RunOptions
 
-from helpers import RECIPE_CSV_COLUMNS, REPO_ROOT, files_to_check, recipe_csv_files, recipe_rows
+from helpers import (
+    RECIPE_CSV_COLUMNS, RECIPE_HPARAMS_FILES, REPO_ROOT, SECOND_STAGE_FILES, files_to_check, recipe_csv_files, recipe_rows,
+)
 
 ROWS = recipe_rows()
 IDS = [recipe_id for recipe_id, _ in ROWS]
-HPARAMS_FILES = sorted(
-    os.path.relpath(path, REPO_ROOT)
-    for pattern in ("hparams/**/*.yaml", "recipes/*/hparams/**/*.yaml")
-    for path in glob.glob(os.path.join(REPO_ROOT, pattern), recursive=True)
-)
-# Second-stage yaml files, run by a command of the package on a trained output folder, not by a recipe:
-# no recipe row; the command's module is their script.
-SECOND_STAGE_FILES = {"hparams/detector.yaml": "ser_adv_brain/train_detector.py"}
 
 
 def read(path):
@@ -77,8 +70,8 @@ def test_csv_files_have_speechbrains_columns():
 
 def test_every_hparams_file_is_listed_in_a_recipe_csv():
     listed = {row["Hparam_file"] for _, row in ROWS}
-    assert HPARAMS_FILES, "no hparams files found"
-    unlisted = sorted(set(HPARAMS_FILES) - listed - set(SECOND_STAGE_FILES))
+    assert RECIPE_HPARAMS_FILES, "no hparams files found"
+    unlisted = sorted(set(RECIPE_HPARAMS_FILES) - listed)
     assert not unlisted, f"hparams files without a row in tests/recipes/*.csv: {unlisted}"
 
 
@@ -143,7 +136,7 @@ def test_hparams_files_do_not_drift_apart():
     loaders, logger and checkpointer (with its exact-resume guarantees), key for key."""
     seen = {}  # (key, kind or None) -> (file, value)
     drifted = []
-    for path in HPARAMS_FILES:
+    for path in RECIPE_HPARAMS_FILES:
         kind = os.path.splitext(os.path.basename(path))[0].split("_", 1)[-1]
         for key, node in load_yaml_tree(path).items():
             if key in EXPERIMENT_KEYS:

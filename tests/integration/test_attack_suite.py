@@ -14,9 +14,10 @@ import torch
 
 from helpers import TINY, evaluation_brain, flags, run_command, run_recipe
 from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, WaveformPGD
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
+from ser_adv_brain.suite_report import write_suite_report
 
 HPARAMS = "hparams/cnn4_single.yaml"
 # Wider, longer clips and 6 epochs: a tiny model that is right more often than chance, so attacks have work to do.
@@ -81,9 +82,14 @@ def test_robust_uar_is_at_most_every_single_attacks_uar(single_run):
 
 
 def test_early_exit_changes_no_result_only_the_cost(single_run):
-    attacks = [fgsm(), bim()]  # BIM fools more than FGSM: its share of the work must be right
-    lazy, plan = run_suite(single_run, attacks, early_exit=True)
-    full, _ = run_suite(single_run, attacks, early_exit=False)
+    # BIM fools more than FGSM: its share of the work must be right. PGD's random starts and restarts and
+    # Square's squares are drawn per utterance, so the batches the early exit leaves change none of them.
+    random_pgd = PGD(eps=0.05, steps=2, restarts=2, eta=None, label_source="target", seed=3)
+    square = SquareAttack(eps=0.05, max_queries=15, p_init=0.3, eta=None, label_source="target", seed=4)
+    attacks = [square, random_pgd, fgsm(), bim()]
+    budgets = {"features_linf": [0.005, 0.02]}  # at .02 Square fools some utterances, not all
+    lazy, plan = run_suite(single_run, attacks, early_exit=True, budgets=budgets)
+    full, _ = run_suite(single_run, attacks, early_exit=False, budgets=budgets)
     assert lazy.ids == full.ids and torch.equal(lazy.clean, full.clean)
     still_correct = lazy.clean_correct  # the plan holds one threat model, smallest budget first
     for group, budget, entries in plan:
@@ -146,6 +152,20 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
         white_box = outcomes.uar(outcomes.predictions[("features_linf", eps, "FGSM")] == outcomes.targets)
         assert matrix[(str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))] == pytest.approx(white_box, abs=1e-4)
     assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
+    # The suite's transfer plug-in, with the second model as source, finds the matrix's cell and counts in robust UAR.
+    transfer = TransferAttack(source=second, attack=fgsm())
+    outcomes, plan = run_suite(single_run, [fgsm(), transfer], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
+    for eps in (0.05, 0.2):
+        key = ("features_linf", eps, "Transfer FGSM")
+        alone = outcomes.uar(outcomes.clean_correct & ~outcomes.fooled(key))
+        unattacked = outcomes.uar(outcomes.predictions[key] == outcomes.targets)
+        assert unattacked == pytest.approx(matrix[(str(eps), os.path.normpath(second), os.path.normpath(single_run["out"]))], abs=1e-4)
+        assert outcomes.uar(outcomes.robust_after("features_linf", eps)) <= alone + 1e-12
+        assert torch.equal(outcomes.robust_after("features_linf", eps), outcomes.robust_after("features_linf", eps, "FGSM") & ~outcomes.fooled(key))
+    with pytest.raises(ValueError, match="not a training output folder"):
+        TransferAttack(source=str(single_run["tmp"]), attack=fgsm())
+    with pytest.raises(ValueError, match="white-box Linf feature attack"):
+        TransferAttack(source=second, attack=WaveformPGD(eps=30.0))
 
 
 class ZeroGradient(torch.nn.Module):
@@ -183,7 +203,7 @@ def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(sin
 
         black_box = True
 
-        def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None):
+        def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
             direction = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
             return inputs + eps * direction.sign()
 
@@ -200,10 +220,12 @@ def test_no_masking_check_fires_on_the_normal_model(single_run):
 def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
     outcomes = SplitOutcomes([("features_linf", 0.1, "FGSM")], n_classes=3)
     key = ("features_linf", 0.1, "FGSM")
-    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])})
+    details = {"queries": {key: torch.tensor([3.0, float("nan")])}, "snr_db": {key: torch.tensor([float("nan")] * 2)}}
+    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])}, details)
     outcomes.gather()
     assert outcomes.ids == ["a", "b"] and outcomes.targets.tolist() == [0, 1]
     assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
+    assert outcomes.details["queries"][key][0].isnan() and outcomes.details["queries"][key][1] == 3.0
 
 
 def test_attack_file_writes_a_wav_within_its_snr_budget(single_run):
@@ -230,3 +252,24 @@ def test_success_matrix_command(single_run):
                  "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
     rows = read_csv(os.path.join(single_run["out"], "success_matrix.csv"))
     assert len(rows) == single_run["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
+
+
+def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, tmp_path):
+    square = SquareAttack(eps=0.02, max_queries=20, p_init=0.3, eta=None, label_source="target")
+    attacks = [square, fgsm(), WaveformPGD(eps=30.0, steps=1, label_source="target")]  # Square first: it has work
+    outcomes, plan = run_suite(single_run, attacks, early_exit=True, budgets={"features_linf": [0.05], "waveform_snr": [30]})
+    write_suite_report({"test": outcomes}, plan, [], str(tmp_path), "suite", early_exit=True)
+    curve = [(int(r["queries"]), float(r["UAR"])) for r in read_csv(tmp_path / "square_queries.csv")]
+    assert [q for q, _ in curve] == [1, 2, 5, 10, 20]
+    key = ("features_linf", 0.05, "SquareAttack")
+    # One query (the clean input) fools nothing; the full budget is the suite's worst case after Square.
+    assert curve[0][1] == pytest.approx(outcomes.uar(outcomes.robust_before(*key)))
+    assert curve[-1][1] == pytest.approx(outcomes.uar(outcomes.robust_after(*key)))
+    assert all(later <= earlier + 1e-12 for (_, earlier), (_, later) in zip(curve, curve[1:]))
+    assert curve[-1][1] < curve[0][1]  # at .05 Square fools some utterances within 20 queries
+    snrs = read_csv(tmp_path / "waveform_snr.csv")
+    attacked = outcomes.predictions[("waveform_snr", 30.0, "WaveformPGD")] >= 0
+    assert sorted(r["id"] for r in snrs) == sorted(i for i, a in zip(outcomes.ids, attacked) if a)
+    assert all(float(r["snr_db"]) >= 30.0 for r in snrs)
+    report = open(tmp_path / "robustness.md", encoding="utf-8").read()
+    assert "SquareAttack: UAR against the number of queries" in report and "Realised SNR" in report
