@@ -18,6 +18,7 @@ from ser_adv_brain.distributed import set_collective_timeout
 from ser_adv_brain.inference import export_interface
 from ser_adv_brain.masking_checks import destroy_plan
 from ser_adv_brain.model_card import write_model_card
+from ser_adv_brain.plots import draw_run_pictures
 from ser_adv_brain.robustness import write_robustness_report
 from ser_adv_brain.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.validation import validate_inputs
@@ -116,7 +117,8 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
         for split in splits
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
-    table = write_robustness_report(fgsm, hparams["output_folder"], f"{hparams['experiment_name']}: attack {hparams['attack']!r}", labels)
+    title = f"{hparams['experiment_name']}: attack {hparams['attack']!r}"
+    table = write_robustness_report(fgsm, hparams["output_folder"], title, labels, fake_eps=hparams["attack"].eps)
     entries = suite_entries(hparams["attack_suite"])
     plan = suite_plan(entries, hparams["suite_budgets"])
     checks = destroy_plan(entries, hparams["masking_check_eps"])
@@ -132,6 +134,7 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
     logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]]])
     return fgsm, suite
 
 
