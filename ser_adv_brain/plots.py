@@ -89,7 +89,7 @@ def plot_robustness(folder):
         for row, group in enumerate(groups):
             ax = axes[row][col]
             if group == "features_linf":
-                ax.plot(*zip(*curve), marker="o", color="black", label="FGSM, the paper's report")
+                ax.plot(*zip(*curve), marker="o", color="black", label="FGSM as the paper reports it (robustness.csv)")
             by_attack = {}
             for r in suite:
                 if r["split"] == split and r["threat_model"] == group:
@@ -97,10 +97,11 @@ def plot_robustness(folder):
                     by_attack.setdefault(r["attack"], []).append((float(r["budget"]), float(value)))
             for name, points in by_attack.items():
                 points = sorted(points)
-                if name == "robust":
-                    ax.plot(*zip(*points), marker="s", color="crimson", linewidth=2.5, label="robust UAR (worst case)")
+                if name == "robust":  # under the attacks' lines, which it often equals
+                    ax.plot(*zip(*points), marker="s", markersize=9, color="crimson", linewidth=4, alpha=0.45,
+                            zorder=1, label="robust UAR (worst case per utterance)")  # fmt: skip
                 else:
-                    ax.plot(*zip(*points), marker=".", linestyle="-", alpha=0.85, label=name)
+                    ax.plot(*zip(*points), marker="o", markersize=4, label=f"{name} (attack suite)")
             reference_lines(ax, real, n_classes)
             ax.set_ylim(0, 1)
             if group == "features_linf":
@@ -109,13 +110,14 @@ def plot_robustness(folder):
                 ax.set_xlabel("SNR of the perturbation (dB; smaller = larger budget)")
                 ax.invert_xaxis()
             ax.set_ylabel("UAR")
-            ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {'features' if row == 0 else group.replace('_', ' ')}")
+            what = "log-Mel features, Linf" if group == "features_linf" else "waveform, SNR budget"
+            ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {what}", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper right")
-    if suite and any(not r["UAR_alone"] for r in suite if r["attack"] != "robust"):
-        fig.text(0.5, -0.01, "Attack suite with early exit: each attack's line is the worst case of it and the attacks "
-                 "before it.", ha="center", fontsize=8)  # fmt: skip
-    fig.suptitle(f"Robustness: {os.path.basename(os.path.normpath(folder))}")
+    title = f"Robustness of {os.path.basename(os.path.normpath(folder))}"
+    if any(not r["UAR_alone"] for r in suite if r["attack"] != "robust"):
+        title += "\n(attack suite with early exit: a line is the worst case of its attack and those above it in the legend)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, os.path.join(folder, "robustness.png"))
 
@@ -151,7 +153,8 @@ def plot_confusion(csv_path):
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     eps = re.search(r"_eps([0-9.]+)$", stem)
     data = f"fake data, FGSM eps {eps.group(1)}" if eps else "real data"
-    ax.set_title(f"{stem.split('_')[1]}, {data}: UAR {float(uar):.3f}" if uar else data, fontsize=9)
+    split = stem.split("_")[1]
+    ax.set_title(f"{SPLIT_TITLES.get(split, split)}, {data}: UAR {float(uar):.3f}" if uar else data, fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the true class (recall on the diagonal)", shrink=0.8)
     return save(fig, os.path.splitext(csv_path)[0] + ".png")
 
@@ -189,16 +192,18 @@ def plot_training(train_log):
     x = [e["epoch"] for e in epochs]
     fig, (loss_ax, uar_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     keys = list(dict.fromkeys(k for e in epochs for k in e))
+    names = {"train loss": "train objective", "train real_loss": "train loss, real", "train fake_loss": "train loss, fake",
+             "train distance": "train embedding distance", "valid loss": "dev loss"}  # fmt: skip
     for key in keys:
         points = [(e["epoch"], e[key]) for e in epochs if key in e]
-        if key.endswith("loss"):
+        if key.startswith("train ") or key == "valid loss":
             style = "--" if key.startswith("valid") else "-"
-            loss_ax.plot(*zip(*points), style, marker=".", label=key.replace("_", " "))
-        elif key.startswith("valid ") and key != "valid loss":
-            uar_ax.plot(*zip(*points), marker=".", label=key)
+            loss_ax.plot(*zip(*points), style, marker=".", label=names.get(key, key.replace("_", " ")))
+        elif key.startswith("valid "):
+            uar_ax.plot(*zip(*points), marker=".", label=key.replace("valid", "dev"))
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("negative log-likelihood")
-    loss_ax.set_title("Losses (train: real / fake parts where adversarial)", fontsize=9)
+    loss_ax.set_title("Training objective and its parts; dev loss", fontsize=9)
     uar_ax.set_xlabel("epoch")
     uar_ax.set_ylim(0, 1)
     uar_ax.set_title("Dev (validation) metrics", fontsize=9)
@@ -265,15 +270,15 @@ def plot_triptych(npz_path):
     return save(fig, os.path.splitext(npz_path)[0] + ".png")
 
 
-def heatmap(matrix, rows, cols, title, xlabel, ylabel, path, colour_label, diagonal=False):
-    """A 0-1 heatmap with the values written in the cells (three decimals)."""
+def heatmap(matrix, rows, cols, title, xlabel, ylabel, path, colour_label, bold=None):
+    """A 0-1 heatmap with the values written in the cells; ``bold``: a boolean mask of cells to stress."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 0.8 * len(cols), 1.0 + 0.5 * len(rows)))
     image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(matrix[i, j]):
-                weight = "bold" if diagonal and rows[i].endswith(cols[j]) else "normal"
+                weight = "bold" if bold is not None and bold[i][j] else "normal"
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8, fontweight=weight,
                         color="black" if matrix[i, j] > 0.6 else "white")  # fmt: skip
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
@@ -300,9 +305,10 @@ def plot_transfer(csv_path):
     matrix = np.array(
         [[uar[("real", "", t)] for t in folders]] + [[uar[(e, s, t)] for t in folders] for e in grid for s in folders]
     )
-    return heatmap(matrix, labels, [short[f] for f in folders], "Transfer: UAR of the target on the source's fake data",
-                   "target model (scores the fake data)", "source of the fake data", os.path.splitext(csv_path)[0] + ".png",
-                   "UAR", diagonal=True)  # fmt: skip
+    white_box = [[False] * len(folders)] + [[s == t for t in folders] for _ in grid for s in folders]
+    return heatmap(matrix, labels, [short[f] for f in folders], "Transfer: UAR of the target on the source's fake data\n"
+                   "(bold: source = target, the white-box attack)", "target model (scores the fake data)",
+                   "source of the fake data", os.path.splitext(csv_path)[0] + ".png", "UAR", bold=white_box)  # fmt: skip
 
 
 def plot_success_matrix(csv_path):
