@@ -92,17 +92,19 @@ class GridRun:
 
 
 def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS):
-    """The runs of the selection, in the paper's order; every missing yaml is named before any run."""
+    """The runs of the selection; every missing yaml is named before any run."""
     runs, missing = [], []
-    for model in models:
-        for mode in modes:
-            hparams_file = os.path.join(hparams_dir, f"{model}_{mode}.yaml")
-            if not os.path.isfile(hparams_file):
-                missing.append(hparams_file)
-                continue
-            for eps in [None] if mode == "single" else eps_grid:
-                run = GridRun(model, mode, eps, hparams_file, "")
-                runs.append(GridRun(model, mode, eps, hparams_file, os.path.join(output_folder, run.name)))
+    # Single training first, then eps by eps: a partial grid already holds whole lines of the table.
+    for eps in [None, *eps_grid]:
+        for model in models:
+            for mode in modes:
+                hparams_file = os.path.join(hparams_dir, f"{model}_{mode}.yaml")
+                if not os.path.isfile(hparams_file):
+                    missing.append(hparams_file)
+                elif (mode == "single") == (eps is None):
+                    run = GridRun(model, mode, eps, hparams_file, "")
+                    runs.append(GridRun(model, mode, eps, hparams_file, os.path.join(output_folder, run.name)))
+    missing = list(dict.fromkeys(missing))
     if missing:
         have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
         raise FileNotFoundError(f"No yaml for {', '.join(missing)} (--models / --modes); {hparams_dir} has {have}.")
