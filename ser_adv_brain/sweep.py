@@ -211,7 +211,7 @@ def markdown_table(rows, models, title):
     # Single's real row first, then per eps: single's fake row, vanilla and similarity (real, fake).
     lines_keys.sort(key=lambda k: (-1 if k[2] == "real" and k[0] == "single" else float(k[1] or k[3]), order[k[0]], k[2] == "fake"))
     header = "| training | data | " + " | ".join(
-        f"{MODEL_TITLES.get(m, m)} dev / test | paper | robust UAR" for m in models
+        f"{MODEL_TITLES.get(m, m)} dev / test | paper (DEMoS) | robust UAR" for m in models
     ) + " |"
     lines = [f"### {title}", "", "UAR, dev / test. *fake*: FGSM data at the training eps (the paper's report: "
              "predicted labels, eta clip); *robust UAR*: the attack suite's worst case per utterance (Linf on "
