@@ -60,7 +60,9 @@ def read_csv(path):
 def reference_lines(ax, real, n_classes):
     """Real-data UAR (dashed) and chance (dotted)."""
     if real is not None:
-        ax.axhline(real, color="grey", linestyle="--", linewidth=1, label=f"real data ({real:.3f})")
+        ax.axhline(real, color="grey", linestyle="--", linewidth=1, label="real data (eps 0)")
+        ax.annotate(f"{real:.3f}", (1, real), xycoords=("axes fraction", "data"), xytext=(-2, 2), textcoords="offset points",
+                    ha="right", fontsize=7, color="grey")  # fmt: skip
     if n_classes:
         ax.axhline(1 / n_classes, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{n_classes})")
 
@@ -90,11 +92,16 @@ def plot_robustness(folder):
             ax = axes[row][col]
             if group == "features_linf":
                 ax.plot(*zip(*curve), marker="o", color="black", label="FGSM as the paper reports it (robustness.csv)")
-            by_attack = {}
+            # An attack's own line needs its UAR at every budget: with early exit each attack ran
+            # only on what the others left, and the robust UAR line is their joint worst case.
+            by_attack, partial = {}, set()
             for r in suite:
                 if r["split"] == split and r["threat_model"] == group:
+                    if not (r["UAR_alone"] or r["attack"] == "robust"):
+                        partial.add(r["attack"])
                     value = r["UAR_alone"] or r["UAR_worst_so_far"]
                     by_attack.setdefault(r["attack"], []).append((float(r["budget"]), float(value)))
+            by_attack = {name: points for name, points in by_attack.items() if name not in partial}
             for name, points in by_attack.items():
                 points = sorted(points)
                 if name == "robust":  # under the attacks' lines, which it often equals
@@ -104,19 +111,23 @@ def plot_robustness(folder):
                     ax.plot(*zip(*points), marker="o", markersize=4, label=f"{name} (attack suite)")
             reference_lines(ax, real, n_classes)
             ax.set_ylim(0, 1)
+            budgets = {b for points in by_attack.values() for b, _ in points}
+            ax.set_xticks(sorted(budgets | ({eps for eps, _ in curve} if group == "features_linf" else set())))
             if group == "features_linf":
                 ax.set_xlabel("eps (Linf, normalised log-Mel features)")
             else:
-                ax.set_xlabel("SNR of the perturbation (dB; smaller = larger budget)")
+                ax.set_xlabel("SNR, dB (smaller = larger budget)")
                 ax.invert_xaxis()
             ax.set_ylabel("UAR")
             what = "log-Mel features, Linf" if group == "features_linf" else "waveform, SNR budget"
             ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {what}", fontsize=10)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper right")
+            if col == len(splits) - 1:
+                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     title = f"Robustness of {os.path.basename(os.path.normpath(folder))}"
-    if any(not r["UAR_alone"] for r in suite if r["attack"] != "robust"):
-        title += "\n(attack suite with early exit: a line is the worst case of its attack and those above it in the legend)"
+    if any(r["attack"] != "robust" and not r["UAR_alone"] for r in suite):
+        attacks = ", ".join(dict.fromkeys(r["attack"] for r in suite if r["attack"] != "robust"))
+        title += f"\n(attack suite with early exit: {attacks} ran in turn on what was left; robust UAR is their worst case)"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, os.path.join(folder, "robustness.png"))
@@ -192,7 +203,7 @@ def plot_training(train_log):
     x = [e["epoch"] for e in epochs]
     fig, (loss_ax, uar_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     keys = list(dict.fromkeys(k for e in epochs for k in e))
-    names = {"train loss": "train objective", "train real_loss": "train loss, real", "train fake_loss": "train loss, fake",
+    names = {"train loss": "train loss (the objective)", "train real_loss": "train loss, real", "train fake_loss": "train loss, fake",
              "train distance": "train embedding distance", "valid loss": "dev loss"}  # fmt: skip
     for key in keys:
         points = [(e["epoch"], e[key]) for e in epochs if key in e]
@@ -215,30 +226,41 @@ def plot_training(train_log):
     return save(fig, os.path.splitext(train_log)[0] + ".png")
 
 
-def write_triptych(brain, hparams, dataset, folder):
-    """``spectrogram_triptych.npz``: one test utterance's features, the training attack's perturbation, its fake.
+def write_triptych(brain, hparams, dataset, folder, max_utterances=64):
+    """``spectrogram_triptych.npz``: a test utterance's features, the training attack's perturbation, its fake.
 
-    The attack is the run's ``hparams['attack']`` (FGSM at the training eps), against the
-    model as it stands (evaluations restore the tested checkpoint). Returns the path.
+    The utterance is the first of ``dataset`` that the model gets right and the attack turns
+    wrong, among the first ``max_utterances`` (else the first one). The attack is the run's
+    ``hparams['attack']`` (FGSM at the training eps), against the model as it stands
+    (evaluations restore the tested checkpoint). Returns the path.
     """
     import speechbrain as sb
     import torch
 
-    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1)
-    batch = next(iter(loader)).to(brain.device)
-    targets = brain.targets(batch)
     model, attack = brain.model, hparams["attack"]
     brain.modules.eval()
-    with torch.no_grad():
-        real = brain.compute_features(batch.sig.data)
-    fake = attack.perturb(model, real, targets).detach()
-    with torch.no_grad():
-        predicted = [int(model(x)[0].argmax(dim=-1)) for x in (real, fake)]
-    names = hparams["label_encoder"].decode_ndim([int(targets[0]), *predicted])
+    chosen = None
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=hparams["batch_size"])
+    for start, batch in zip(range(0, max_utterances, hparams["batch_size"]), loader):
+        batch = batch.to(brain.device)
+        targets = brain.targets(batch)
+        with torch.no_grad():
+            real = brain.compute_features(batch.sig.data)
+        fake = attack.perturb(model, real, targets).detach()
+        with torch.no_grad():
+            predicted = [model(x)[0].argmax(dim=-1) for x in (real, fake)]
+        fooled = ((predicted[0] == targets) & (predicted[1] != targets)).nonzero().flatten().tolist()
+        if fooled or chosen is None:
+            i = fooled[0] if fooled else 0
+            chosen = (batch.id[i], real[i], fake[i], [int(targets[i]), int(predicted[0][i]), int(predicted[1][i])])
+        if fooled:
+            break
+    utterance, real, fake, labels = chosen
+    names = hparams["label_encoder"].decode_ndim(labels)
     path = os.path.join(folder, "spectrogram_triptych.npz")
     np.savez_compressed(
-        path, real=real[0].float().cpu().numpy(), fake=fake[0].float().cpu().numpy(), eps=float(attack.eps),
-        utterance=str(batch.id[0]), true=names[0], predicted_real=names[1], predicted_fake=names[2],
+        path, real=real.float().cpu().numpy(), fake=fake.float().cpu().numpy(), eps=float(attack.eps),
+        utterance=str(utterance), true=names[0], predicted_real=names[1], predicted_fake=names[2],
     )  # fmt: skip
     return path
 

@@ -18,6 +18,7 @@ A run is finished when its output folder holds the model card of its exported in
 any other run is started with the same command, which resumes it from its last checkpoint.
 So a killed sweep, rerun with the same command, goes on where it stopped.
 
+``--report_only`` starts no run: it writes the table and the curves of the runs finished so far.
 With ``--gpus``, runs go one per GPU at a time (``CUDA_VISIBLE_DEVICES``; a plain process
 pool); without, one after the other. At the end, from every finished run of the grid:
 ``paper_table.md`` / ``paper_table.csv`` (the paper's layout, its numbers beside ours, with
@@ -263,6 +264,7 @@ def parse_arguments(argv):
     parser.add_argument("--output_folder", default=None, help="the grid's folder (default: results/<recipe name>_grid)")
     parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
     parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
+    parser.add_argument("--report_only", action="store_true", help="start no run: the table and curves of the finished runs")
     args, overrides = parser.parse_known_args(argv)
     for option in overrides:
         if option.split("=")[0] in OWN_OPTIONS:
@@ -284,7 +286,7 @@ def main(argv=None):
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps)
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
-    failed = run_grid(runs, train_script, overrides, args.gpus)
+    failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     table = write_tables(runs, args.output_folder, f"{corpus}: the paper's grid")
     logger.info(f"Paper table ({os.path.join(args.output_folder, 'paper_table.md')}):\n{table}")

@@ -9,6 +9,7 @@ shared tiny run of the DEMoS recipe (``exported_run``).
 import csv
 import json
 import os
+import shutil
 import sys
 import textwrap
 
@@ -97,7 +98,14 @@ def test_sweep_skips_finished_runs_and_resumes_half_finished_ones(stub_recipe):
         os.path.join(stub_recipe["recipe"], "hparams", "cnn4_vanilla.yaml"), f"--output_folder={half}",
         "--attack_eps=0.02", "--base_channels=16",
     ]  # fmt: skip
-    # Rerun with the same command: nothing left to run.
+    # --report_only starts nothing (a run removed meanwhile stays missing); without it, only that run runs.
+    shutil.rmtree(os.path.join(out, "cnn4_vanilla_eps0.04"))
+    stub_recipe["log"].unlink()
+    run_sweep(stub_recipe, *options, "--report_only")
+    assert calls(stub_recipe) == []
+    assert len(list(csv.DictReader(open(os.path.join(out, "paper_table.csv"))))) == 2 * (1 + 2 + 3 * 2)
+    run_sweep(stub_recipe, *options)
+    assert called_runs(stub_recipe) == ["cnn4_vanilla_eps0.04"]
     stub_recipe["log"].unlink()
     run_sweep(stub_recipe, *options)
     assert calls(stub_recipe) == []
