@@ -171,7 +171,8 @@ def robust_uar(folder):
 
 
 def table_rows(runs):
-    """Rows of ``paper_table.csv`` from the finished runs: real data, and fake data at the training eps.
+    """Rows of ``paper_table.csv`` from the finished runs: real data, and fake data at the training eps
+    (UAR as the runs wrote them, unrounded).
 
     A single-training run gives real data and, for comparison, fake data at each eps of the grid.
     """
@@ -190,9 +191,9 @@ def table_rows(runs):
                     continue
                 rows.append({
                     "model": run.model, "training": run.mode, "train_eps": "" if run.eps is None else run.eps,
-                    "data": data, "eps": eps, "split": split, "UAR": f"{uar:.4f}",
+                    "data": data, "eps": eps, "split": split, "UAR": uar,
                     "paper_UAR": "" if paper is None else paper[i],
-                    "robust_UAR": "" if data == "real" or (split, round(eps, 6)) not in robust else f"{robust[(split, round(eps, 6))]:.4f}",
+                    "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
                     "run": os.path.basename(run.folder),
                 })  # fmt: skip
     return rows
@@ -248,7 +249,7 @@ def write_tables(runs, output_folder, title):
         for run in runs:
             if run.finished:
                 for (split, eps), uar in sorted(fgsm_uar(run.folder).items()):
-                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, f"{uar:.4f}"])
+                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, uar])
     plot_grid_curves(grid_csv)
     return table
 
