@@ -3,8 +3,9 @@
 - ``robustness.png`` (from ``robustness.csv`` and ``attack_suite.csv``): UAR against the
   budget, eps on the features and SNR on the waveform, one line per attack, real-data UAR
   and chance as reference lines; dev and test side by side.
-- ``confusion_<split>.png`` / ``confusion_<split>_eps<eps>.png``: confusion matrices on
-  real and fake data (rows normalised to recall; the counts written in the cells).
+- ``confusion_test.png`` / ``confusion_test_eps<eps>.png``: confusion matrices on real and
+  fake data (rows normalised to recall; the counts written in the cells); ``plot_confusion``
+  draws the dev ones (``confusion_valid*.csv``) on demand.
 - ``train_log.png`` (from ``train_log.txt``): losses and dev UAR per epoch.
 - ``spectrogram_triptych.png`` (from ``spectrogram_triptych.npz``): real log-Mel,
   perturbation, fake log-Mel of one test utterance, as in the paper's figures.
@@ -398,7 +399,8 @@ def draw_run(folder):
         (plot_triptych, os.path.join(folder, "spectrogram_triptych.npz"), None),
         (plot_success_matrix, os.path.join(folder, "success_matrix.csv"), None),
     ]
-    sources += [(plot_confusion, path, None) for path in sorted(glob.glob(os.path.join(folder, "confusion_*.csv")))]
+    # Test split only: a run's pictures cost seconds of every run, in the tests too.
+    sources += [(plot_confusion, path, None) for path in sorted(glob.glob(os.path.join(folder, "confusion_test*.csv")))]
     paths = []
     for plot, argument, source in sources:
         if os.path.exists(source or argument):

@@ -258,7 +258,7 @@ def test_without_matplotlib_a_message_instead_of_a_crash(run_folder, monkeypatch
 
 def test_the_recipe_draws_the_pictures_of_its_run(exported_run):
     out = exported_run["out"]
-    for name in ["robustness.png", "train_log.png", "spectrogram_triptych.png", "confusion_test.png", "confusion_valid.png"]:
+    for name in ["robustness.png", "train_log.png", "spectrogram_triptych.png", "confusion_test.png"]:
         assert is_png(os.path.join(out, name)), name
     triptych = np.load(os.path.join(out, "spectrogram_triptych.npz"))
     assert triptych["real"].shape == triptych["fake"].shape
