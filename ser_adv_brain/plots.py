@@ -347,7 +347,11 @@ def plot_success_matrix(csv_path):
 
 
 def plot_grid_curves(grid_csv):
-    """``robustness_<model>.png`` beside the sweep's ``grid_robustness.csv``: test and dev UAR vs FGSM eps per training."""
+    """``robustness_<model>.png`` beside the sweep's ``grid_robustness.csv``: dev and test UAR vs FGSM eps per training.
+
+    Single training in black, vanilla in blues (solid), similarity in oranges (dashed), darker
+    for a larger training eps; a star marks each model's training eps (the paper's "fake" cell).
+    """
     plt = pyplot()
     if plt is None:
         return []
@@ -356,34 +360,38 @@ def plot_grid_curves(grid_csv):
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         splits = sorted(dict.fromkeys(r["split"] for r in mine), key=lambda s: list(SPLIT_TITLES).index(s) if s in SPLIT_TITLES else 9)
-        fig, axes = plt.subplots(1, len(splits), figsize=(5.6 * len(splits), 4), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(1, len(splits), figsize=(4.6 * len(splits) + 2.2, 4), squeeze=False, sharey=True)
         runs = list(dict.fromkeys((r["training"], r["train_eps"]) for r in mine))
-        shades = {mode: [run for run in runs if run[0] == mode] for mode in MODE_COLOURS}
         for ax, split in zip(axes[0], splits):
             real_single = None
             for mode, train_eps in runs:
                 points = sorted((float(r["eps"]), float(r["UAR"])) for r in mine
                                 if (r["training"], r["train_eps"], r["split"]) == (mode, train_eps, split))  # fmt: skip
+                style = {"color": "black", "linewidth": 2.2, "label": mode}
                 if mode == "single":
-                    colour, label = "black", "single"
                     real_single = next((u for e, u in points if e == 0), None)
                 else:
-                    rank = shades[mode].index((mode, train_eps))
-                    colour = plt.get_cmap(MODE_COLOURS.get(mode, "Greys"))(0.45 + 0.55 * rank / max(1, len(shades[mode]) - 1))
-                    label = f"{mode}, trained at eps {float(train_eps):g}"
-                ax.plot(*zip(*points), marker="o", markersize=3, color=colour, label=label, linewidth=2 if mode == "single" else 1.3)
-                if train_eps:  # the point at the training eps: the paper's "fake" cell
+                    same = [run for run in runs if run[0] == mode]
+                    shade = 0.4 + 0.6 * same.index((mode, train_eps)) / max(1, len(same) - 1)
+                    style = {"color": plt.get_cmap(MODE_COLOURS.get(mode, "Greys"))(shade), "linewidth": 1.4,
+                             "linestyle": "--" if mode == "similarity" else "-",
+                             "label": f"{mode}, trained at eps {float(train_eps):g}"}  # fmt: skip
+                ax.plot(*zip(*points), marker="o", markersize=3, **style)
+                if train_eps:
                     at = [u for e, u in points if abs(e - float(train_eps)) < 1e-9]
-                    ax.plot([float(train_eps)] * len(at), at, marker="*", markersize=9, color=colour, linestyle="none")
-            if real_single is not None:
-                ax.axhline(real_single, color="grey", linestyle="--", linewidth=1, label=f"single, real data ({real_single:.3f})")
-            ax.set_title(f"{SPLIT_TITLES.get(split, split)} UAR")
+                    ax.plot([float(train_eps)] * len(at), at, marker="*", markersize=10, color=style["color"], linestyle="none")
+            reference_lines(ax, real_single, None)
+            ax.set_title(f"{SPLIT_TITLES.get(split, split)} UAR", fontsize=10)
             ax.set_xlabel("eps of the FGSM test data (0 = real data)")
+            ax.set_xticks(sorted({float(r["eps"]) for r in mine}))
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("UAR")
-        axes[0][-1].legend(fontsize=7, loc="upper right", title="star: at the training eps", title_fontsize=7)
-        fig.suptitle(f"{model}: UAR on FGSM data, per training")
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        labels = [label.replace("real data (eps 0)", "single, real data") for label in labels]
+        axes[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1),
+                           title="star: the training eps", title_fontsize=8)  # fmt: skip
+        fig.suptitle(f"{model}: UAR on FGSM fake data, by training", fontsize=11)
         fig.tight_layout()
         paths.append(save(fig, os.path.join(os.path.dirname(grid_csv), f"robustness_{model}.png")))
     return paths
