@@ -71,17 +71,21 @@ TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR",
 
 @dataclass(frozen=True)
 class GridRun:
-    """One run of the grid: ``eps`` is the training eps (None for single training)."""
+    """One run of the grid: ``eps`` is the training eps (None for single training); it runs in ``<grid>/<name>``."""
 
     model: str
     mode: str
     eps: float
     hparams_file: str
-    folder: str
+    grid: str
 
     @property
     def name(self):
         return f"{self.model}_{self.mode}" + ("" if self.eps is None else f"_eps{self.eps:g}")
+
+    @property
+    def folder(self):
+        return os.path.join(self.grid, self.name)
 
     @property
     def finished(self):
@@ -103,8 +107,7 @@ def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=P
                 if not os.path.isfile(hparams_file):
                     missing.append(hparams_file)
                 elif (mode == "single") == (eps is None):
-                    run = GridRun(model, mode, eps, hparams_file, "")
-                    runs.append(GridRun(model, mode, eps, hparams_file, os.path.join(output_folder, run.name)))
+                    runs.append(GridRun(model, mode, eps, hparams_file, output_folder))
     missing = list(dict.fromkeys(missing))
     if missing:
         have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
