@@ -227,7 +227,8 @@ def markdown_table(rows, models, title):
         what = "real" if data == "real" else f"fake, eps {float(eps):.2f}"
         cells = []
         for model in models:
-            mine = [r for r in rows if (r["model"], r["training"], r["train_eps"], r["data"], r["eps"]) == (model, training, train_eps, data, eps)]
+            key = (model, training, train_eps, data, eps)
+            mine = [r for r in rows if (r["model"], r["training"], r["train_eps"], r["data"], r["eps"]) == key]
             cells += [pair(mine, "UAR"), pair(mine, "paper_UAR"), pair(mine, "robust_UAR")]
         lines.append(f"| {name} | {what} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -216,8 +216,8 @@ def run_folder(tmp_path):
     real = rng.normal(size=(40, 16)).astype("float32")
     np.savez(tmp_path / "spectrogram_triptych.npz", real=real, fake=real + 0.02 * np.sign(rng.normal(size=real.shape)),
              eps=0.02, utterance="03a01Fa", true="happiness", predicted_real="happiness", predicted_fake="anger")  # fmt: skip
-    write(tmp_path / "success_matrix.csv", "true \\ target," + ",".join(LABELS) + "\n"
-          + "".join(f"{label}," + ",".join("1.0000" if i == j else "0.2500" for j in range(7)) + "\n" for i, label in enumerate(LABELS)))  # fmt: skip
+    rates = [f"{label}," + ",".join("1.0000" if i == j else "0.2500" for j in range(7)) for i, label in enumerate(LABELS)]
+    write(tmp_path / "success_matrix.csv", "\n".join(["true \\ target," + ",".join(LABELS), *rates]) + "\n")
     return tmp_path
 
 
@@ -239,9 +239,10 @@ def test_every_plot_writes_a_png_beside_its_csv(run_folder, tmp_path):
     transfer += ["real,,runs/a,0.8", "real,,runs/b,0.7"]
     assert is_png(plots.plot_transfer(write(tmp_path / "transfer.csv", "\n".join(transfer) + "\n")))
     grid = ["model,training,train_eps,split,eps,UAR"]
-    grid += [f"cnn4,{m},{t},{s},{e},{0.8 - e * (3 if m == 'single' else 2)}" for m, t in [("single", ""), ("vanilla", 0.02), ("similarity", 0.02)]
-             for s in ("valid", "test") for e in (0.0, 0.02, 0.1)]  # fmt: skip
-    assert [os.path.basename(p) for p in plots.plot_grid_curves(write(tmp_path / "grid_robustness.csv", "\n".join(grid) + "\n"))] == ["robustness_cnn4.png"]
+    for mode, train_eps in [("single", ""), ("vanilla", 0.02), ("similarity", 0.02)]:
+        grid += [f"cnn4,{mode},{train_eps},{s},{e},{0.8 - e * (3 if mode == 'single' else 2)}" for s in ("valid", "test") for e in (0.0, 0.02, 0.1)]
+    drawn = plots.plot_grid_curves(write(tmp_path / "grid_robustness.csv", "\n".join(grid) + "\n"))
+    assert [os.path.basename(p) for p in drawn] == ["robustness_cnn4.png"]
     assert is_png(tmp_path / "robustness_cnn4.png")
 
 
