@@ -102,6 +102,7 @@ def report_robustness(brain, hparams, datasets, splits=("valid", "test")):
     attack of ``hparams['attack_suite']`` at ``hparams['suite_budgets']``, robust UAR
     and the gradient-masking checks (see ``ser_adv_brain.attack_suite``). The
     checkpoint attacked is the one ``hparams['select_checkpoint']`` selects.
+    Then the run's pictures (``ser_adv_brain.plots``) are drawn.
 
     Returns
     -------
