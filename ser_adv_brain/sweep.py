@@ -131,6 +131,9 @@ def run_grid(runs, train_script, overrides, gpus=()):
     def launch(run):
         device = devices.get()
         try:
+            if run.finished:  # by another sweep over the same folder since this one started
+                logger.info(f"{run.name}: finished meanwhile, skipped")
+                return None
             env = dict(os.environ)
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(device)

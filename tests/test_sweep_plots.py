@@ -33,6 +33,9 @@ STUB_TRAIN = textwrap.dedent('''
         f.write(json.dumps(call) + "\\n")
     if name in os.environ.get("STUB_FAIL", "").split(","):
         sys.exit(1)
+    if os.environ.get("STUB_ALSO_FINISH"):  # another sweep finishing a run of this one's list
+        os.makedirs(os.environ["STUB_ALSO_FINISH"])
+        open(os.path.join(os.environ["STUB_ALSO_FINISH"], "README.md"), "w").close()
 
     def uar(*key):
         return int(hashlib.md5(repr((name, *key)).encode()).hexdigest()[:4], 16) / 65535
@@ -122,6 +125,13 @@ def test_failed_run_is_reported_and_rerun_later(stub_recipe, monkeypatch):
     stub_recipe["log"].unlink()
     run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02", "0.04")
     assert called_runs(stub_recipe) == ["cnn4_vanilla_eps0.02"]
+
+
+def test_a_run_finished_meanwhile_by_another_sweep_is_not_started_again(stub_recipe, monkeypatch):
+    monkeypatch.setenv("STUB_ALSO_FINISH", os.path.join(stub_recipe["out"], "cnn4_vanilla_eps0.02", "interface"))
+    with pytest.raises(FileNotFoundError):  # the table finds that run's model card but not its CSVs
+        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02")
+    assert called_runs(stub_recipe) == ["cnn4_single"]
 
 
 def test_one_run_per_gpu_at_a_time(stub_recipe, monkeypatch):
