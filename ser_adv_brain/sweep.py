@@ -45,6 +45,7 @@ MODEL_TITLES = {"cnn4": "CNN-4", "resnet50": "ResNet-50", "vgg16": "VGG-16"}
 MODES = ("single", "vanilla", "similarity")
 PAPER_EPS = (0.02, 0.04, 0.06, 0.08, 0.10)
 FINISHED_MARKER = os.path.join("interface", "README.md")  # written last by train.py (the model card)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_OPTIONS = ("--attack_eps",)  # set per run by the sweep (from --eps)
 
 # The paper's Table (UAR on DEMoS, dev / test): (model, mode, training eps, data) -> (dev, test).
@@ -135,6 +136,8 @@ def run_grid(runs, train_script, overrides, gpus=()):
                 logger.info(f"{run.name}: finished meanwhile, skipped")
                 return None
             env = dict(os.environ)
+            # The runs import the ser_adv_brain this sweep imports (train.py's folder, not the cwd, is on their path).
+            env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(device)
             state = "resumed" if os.path.isdir(run.folder) else "started"

@@ -26,6 +26,7 @@ STUB_TRAIN = textwrap.dedent('''
     out = args["output_folder"]
     name = os.path.basename(out)
     call = {"argv": sys.argv[1:], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
+            "pythonpath": os.environ.get("PYTHONPATH", ""),
             "found_checkpoint": os.path.exists(os.path.join(out, "save", "CKPT"))}
     time.sleep(float(os.environ.get("STUB_SLEEP", "0")))
     call["end"] = time.time()
@@ -97,6 +98,7 @@ def test_sweep_skips_finished_runs_and_resumes_half_finished_ones(stub_recipe):
     # The half-finished run got the same command as a fresh one, in its own folder, its checkpoint still there.
     resumed = started["cnn4_vanilla_eps0.02"]
     assert resumed["found_checkpoint"]
+    assert resumed["pythonpath"].split(os.pathsep)[0] == os.path.dirname(os.path.dirname(sweep.__file__))
     assert resumed["argv"] == [
         os.path.join(stub_recipe["recipe"], "hparams", "cnn4_vanilla.yaml"), f"--output_folder={half}",
         "--attack_eps=0.02", "--base_channels=16",
