@@ -23,9 +23,9 @@ setup(
         "librosa==0.11.0",
         "soundfile==0.14.0",
         "numpy>=1.26,<3",
+        "matplotlib==3.11.2",  # the pictures every run draws (ser_adv_brain/plots.py)
     ],
     extras_require={
         "dev": ["pytest==9.2.0", "hypothesis==6.170.17"],
-        "plots": ["matplotlib>=3.8"],
     },
 )

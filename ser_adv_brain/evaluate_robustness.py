@@ -17,8 +17,8 @@ It reloads the experiment's own ``hyperparams.yaml`` and manifests, restores
 the checkpoint its ``select_checkpoint`` names (best dev UAR by default), and
 rewrites ``robustness.csv`` (FGSM), ``attack_suite.csv`` (UAR per attack and
 budget, robust UAR), ``robustness.md`` (both, and the gradient-masking checks),
-the confusion matrices and a few real / adversarial wav pairs
-(``adversarial_wavs/``) in that folder.
+the confusion matrices, a few real / adversarial wav pairs
+(``adversarial_wavs/``) and the pictures (``ser_adv_brain.plots``) in that folder.
 """
 
 import logging

@@ -34,8 +34,9 @@ def markdown_table(results, title):
     return "\n".join(lines) + "\n"
 
 
-def write_fgsm_report(results, output_folder, title, labels):
-    """Writes ``robustness.csv``, ``robustness.md`` and per-split confusion matrices on real data.
+def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
+    """Writes ``robustness.csv``, ``robustness.md`` and per-split confusion matrices on real data
+    (``confusion_<split>.csv``) and on fake data at ``fake_eps`` (``confusion_<split>_eps<eps>.csv``).
 
     Arguments
     ---------
@@ -46,6 +47,8 @@ def write_fgsm_report(results, output_folder, title, labels):
         Heading of the markdown table (the experiment).
     labels : list of str
         Class names in index order.
+    fake_eps : float, optional
+        The budget whose fake-data confusion matrices are written too (the training eps).
 
     Returns
     -------
@@ -62,7 +65,9 @@ def write_fgsm_report(results, output_folder, title, labels):
     with open(os.path.join(output_folder, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(table)
     for split, curve in results.items():
-        real = curve.get(0.0, curve.get(0))
-        if real is not None:
-            real.write(os.path.join(output_folder, f"confusion_{split}.csv"), labels)
+        for eps, confusion in curve.items():
+            if eps == 0:
+                confusion.write(os.path.join(output_folder, f"confusion_{split}.csv"), labels)
+            elif fake_eps is not None and abs(eps - fake_eps) < 1e-9:
+                confusion.write(os.path.join(output_folder, f"confusion_{split}_eps{eps:g}.csv"), labels)
     return table

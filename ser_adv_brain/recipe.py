@@ -22,6 +22,7 @@ from ser_adv_brain.inference import export_interface
 from ser_adv_brain.masking_checks import destroy_plan
 from ser_adv_brain.model_card import write_model_card
 from ser_adv_brain.fgsm_report import write_fgsm_report
+from ser_adv_brain.plots import draw_run_pictures
 from ser_adv_brain.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.validation import validate_inputs
 
@@ -120,6 +121,7 @@ def report_attacks(
     attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
     gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.attack_suite``).
     The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
+    Then the run's pictures (``ser_adv_brain.plots``) are drawn.
 
     Returns
     -------
@@ -134,7 +136,8 @@ def report_attacks(
         for split in splits
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
-    table = write_fgsm_report(fgsm, hparams["output_folder"], f"{hparams['experiment_name']}: attack {attack!r}", labels)
+    title = f"{hparams['experiment_name']}: attack {attack!r}"
+    table = write_fgsm_report(fgsm, hparams["output_folder"], title, labels, fake_eps=attack.eps)
     entries = suite_entries(attack_suite)
     plan = suite_plan(entries, suite_budgets)
     checks = destroy_plan(entries, masking_check_eps)
@@ -150,6 +153,7 @@ def report_attacks(
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
     logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack])
     return fgsm, suite
 
 

@@ -6,8 +6,8 @@ Usage:
 
 Every utterance of the split is attacked once per emotion with the attack aimed
 at it (``targeted_success_matrix``; default attack: PGD-10, Linf eps 0.04, on
-the features); ``success_matrix.csv`` and ``success_matrix.md`` in the folder
-give, per true emotion (rows), the share the model then calls each target
+the features); ``success_matrix.csv``, ``success_matrix.md`` and
+``success_matrix.png`` (a heatmap) in the folder give, per true emotion (rows), the share the model then calls each target
 emotion (columns). The model is the checkpoint ``select_checkpoint`` names.
 """
 
@@ -19,6 +19,7 @@ import os
 import torch
 
 from ser_adv_brain.attacks import targeted_success_matrix
+from ser_adv_brain.plots import plot_success_matrix
 from ser_adv_brain.transfer import TransferModel, load_attack
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def main(argv=None):
     title = f"{trained.hparams['experiment_name']}: targeted {attack!r}, {args.split} (share forced into each target)"
     table = write_success_matrix(rates, labels, args.folder, title)
     logger.info(f"Targeted success matrix ({args.folder}/success_matrix.md):\n{table}")
+    plot_success_matrix(os.path.join(args.folder, "success_matrix.csv"))
     return rates
 
 

@@ -13,8 +13,8 @@ threat model's ``suite_budgets`` in the first folder), ``--split`` (``test``),
 
 Each folder's model is the checkpoint its ``select_checkpoint`` names. Each
 source's fake data are made once per budget, on the split's utterances (true
-labels), and every target scores them: ``transfer.csv`` and ``transfer.md``
-give the N x N UAR matrix per budget (rows: source, columns: target; the
+labels), and every target scores them: ``transfer.csv``, ``transfer.md`` and
+``transfer.png`` (a heatmap) give the N x N UAR matrix per budget (rows: source, columns: target; the
 diagonal is the white-box attack). Feature-domain fake data go from one model
 to another as log-Mel features (each model's own normaliser applies), so the
 folders must share their feature settings and the split's utterances.
@@ -35,6 +35,7 @@ from ser_adv_brain.attack_suite import suite_entries
 from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
 from ser_adv_brain.masking_checks import attack_kind
 from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.plots import plot_transfer
 from ser_adv_brain.recipe import load_trained, selection_key
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def main(argv=None):
     matrices, real = transfer_matrix(models, attack, [float(e) for e in eps_grid], args.split)
     table = write_transfer_report(matrices, real, attack, args.folders, args.output_folder, args.split)
     logger.info(f"Transfer matrix ({args.output_folder}/transfer.md):\n{table}")
+    plot_transfer(os.path.join(args.output_folder, "transfer.csv"))
     return matrices, real
 
 

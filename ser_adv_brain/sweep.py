@@ -1,0 +1,310 @@
+"""The paper's grid from one command: every model x training mode x eps, resumable, with the paper's table.
+
+Usage (from the repository root; every option it does not know goes to each run's ``train.py``):
+
+    python -m ser_adv_brain.sweep recipes/DEMoS --data_folder=/path/to/DEMoS
+    python -m ser_adv_brain.sweep recipes/EmoDB --models cnn4 --data_folder=/path/to/emodb/wav --base_channels=16
+    python -m ser_adv_brain.sweep recipes/DEMoS --models vgg16 --modes vanilla --eps 0.02 0.04 \\
+        --data_folder=/path/to/DEMoS --precision=bf16 --gpus 0 1 2 3
+
+Ren et al. (ICASSP 2020) train CNN-4, ResNet-50 and VGG-16 once on real data (single) and
+then adversarially (vanilla and similarity) at each eps from .02 to .10, and test each
+adversarially trained model on real data and on fake (FGSM) data at its own training eps,
+dev and test. Each run is ``python <recipe>/train.py <hparams>/<model>_<mode>.yaml
+--output_folder=<output_folder>/<run> [--attack_eps=<eps>] <your options>``.
+
+A run is finished when its output folder holds the model card of its exported interface
+(``interface/README.md``), the last thing ``train.py`` writes. Finished runs are skipped;
+any other run is started with the same command, which resumes it from its last checkpoint.
+So a killed sweep, rerun with the same command, goes on where it stopped.
+
+``--report_only`` starts no run: it writes the table and the curves of the runs finished so far.
+With ``--gpus``, runs go one per GPU at a time (``CUDA_VISIBLE_DEVICES``; a plain process
+pool); without, one after the other. At the end, from every finished run of the grid:
+``paper_table.md`` / ``paper_table.csv`` (the paper's layout, its numbers beside ours, with
+the attack suite's robust UAR), ``grid_robustness.csv`` (every run's FGSM curve) and one
+figure of robustness curves per model beside it (``robustness_<model>.png``).
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import logging
+import os
+import queue
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from ser_adv_brain.plots import plot_grid_curves
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("cnn4", "resnet50", "vgg16")
+MODEL_TITLES = {"cnn4": "CNN-4", "resnet50": "ResNet-50", "vgg16": "VGG-16"}
+MODES = ("single", "vanilla", "similarity")
+PAPER_EPS = (0.02, 0.04, 0.06, 0.08, 0.10)
+FINISHED_MARKER = os.path.join("interface", "README.md")  # written last by train.py (the model card)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OWN_OPTIONS = ("--attack_eps",)  # set per run by the sweep (from --eps)
+
+# The paper's Table (UAR on DEMoS, dev / test): (model, mode, training eps, data) -> (dev, test).
+PAPER_UAR = {
+    ("cnn4", "single", None, "real"): (0.826, 0.836),
+    ("resnet50", "single", None, "real"): (0.719, 0.813),
+    ("vgg16", "single", None, "real"): (0.798, 0.836),
+    ("cnn4", "vanilla", 0.02, "real"): (0.825, 0.856),
+    ("cnn4", "vanilla", 0.02, "fake"): (0.744, 0.800),
+    ("resnet50", "vanilla", 0.02, "real"): (0.699, 0.817),
+    ("resnet50", "vanilla", 0.02, "fake"): (0.620, 0.774),
+    ("vgg16", "vanilla", 0.02, "real"): (0.850, 0.847),
+    ("vgg16", "vanilla", 0.02, "fake"): (0.794, 0.806),
+    ("cnn4", "similarity", 0.02, "real"): (0.844, 0.797),
+    ("cnn4", "similarity", 0.02, "fake"): (0.827, 0.784),
+    ("resnet50", "similarity", 0.02, "real"): (0.743, 0.798),
+    ("resnet50", "similarity", 0.02, "fake"): (0.732, 0.771),
+    ("vgg16", "similarity", 0.02, "real"): (0.847, 0.823),
+    ("vgg16", "similarity", 0.02, "fake"): (0.839, 0.821),
+}
+SPLITS = ("valid", "test")
+TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR", "paper_UAR", "robust_UAR", "run"]
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of the grid: ``eps`` is the training eps (None for single training); it runs in ``<grid>/<name>``."""
+
+    model: str
+    mode: str
+    eps: float
+    hparams_file: str
+    grid: str
+
+    @property
+    def name(self):
+        return f"{self.model}_{self.mode}" + ("" if self.eps is None else f"_eps{self.eps:g}")
+
+    @property
+    def folder(self):
+        return os.path.join(self.grid, self.name)
+
+    @property
+    def finished(self):
+        return os.path.isfile(os.path.join(self.folder, FINISHED_MARKER))
+
+    def command(self, train_script, overrides):
+        eps = [] if self.eps is None else [f"--attack_eps={self.eps:g}"]
+        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *overrides]
+
+
+def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS):
+    """The runs of the selection; every missing yaml is named before any run."""
+    runs, missing = [], []
+    # Single training first, then eps by eps: a partial grid already holds whole lines of the table.
+    for eps in [None, *eps_grid]:
+        for model in models:
+            for mode in modes:
+                hparams_file = os.path.join(hparams_dir, f"{model}_{mode}.yaml")
+                if not os.path.isfile(hparams_file):
+                    missing.append(hparams_file)
+                elif (mode == "single") == (eps is None):
+                    runs.append(GridRun(model, mode, eps, hparams_file, output_folder))
+    missing = list(dict.fromkeys(missing))
+    if missing:
+        have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
+        raise FileNotFoundError(f"No yaml for {', '.join(missing)} (--models / --modes); {hparams_dir} has {have}.")
+    return runs
+
+
+def run_grid(runs, train_script, overrides, gpus=()):
+    """Runs every unfinished run (one per GPU at a time with ``gpus``); returns the names of the failed ones.
+
+    A run's output goes to ``<its folder>/sweep_log.txt`` (appended: a resumed run keeps its history).
+    """
+    todo = [run for run in runs if not run.finished]
+    for run in runs:
+        if run.finished:
+            logger.info(f"{run.name}: finished, skipped")
+    devices = queue.Queue()
+    for gpu in gpus or [None]:
+        devices.put(gpu)
+
+    def launch(run):
+        device = devices.get()
+        try:
+            if run.finished:  # by another sweep over the same folder since this one started
+                logger.info(f"{run.name}: finished meanwhile, skipped")
+                return None
+            env = dict(os.environ)
+            # The runs import the ser_adv_brain this sweep imports (train.py's folder, not the cwd, is on their path).
+            env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
+            if device is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(device)
+            state = "resumed" if os.path.isdir(run.folder) else "started"
+            logger.info(f"{run.name}: {state}" + ("" if device is None else f" on GPU {device}"))
+            os.makedirs(run.folder, exist_ok=True)
+            with open(os.path.join(run.folder, "sweep_log.txt"), "a", encoding="utf-8") as log:
+                code = subprocess.call(run.command(train_script, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
+            if code != 0 or not run.finished:
+                logger.error(f"{run.name}: failed (exit code {code}); see {os.path.join(run.folder, 'sweep_log.txt')}")
+                return run.name
+            logger.info(f"{run.name}: finished")
+            return None
+        finally:
+            devices.put(device)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool:
+        return [name for name in pool.map(launch, todo) if name]
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def fgsm_uar(folder):
+    """``robustness.csv`` of a run as ``{(split, eps): UAR}``."""
+    return {(r["split"], round(float(r["eps"]), 6)): float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))}
+
+
+def robust_uar(folder):
+    """Robust UAR (Linf on the features) of a run's attack suite as ``{(split, eps): UAR}``; empty without the suite."""
+    path = os.path.join(folder, "attack_suite.csv")
+    if not os.path.isfile(path):
+        return {}
+    return {
+        (r["split"], round(float(r["budget"]), 6)): float(r["UAR_worst_so_far"])
+        for r in read_csv(path)
+        if r["threat_model"] == "features_linf" and r["attack"] == "robust"
+    }
+
+
+def table_rows(runs):
+    """Rows of ``paper_table.csv`` from the finished runs: real data, and fake data at the training eps
+    (UAR as the runs wrote them, unrounded).
+
+    A single-training run gives real data and, for comparison, fake data at each eps of the grid.
+    """
+    grid = sorted({run.eps for run in runs if run.eps is not None})
+    rows = []
+    for run in runs:
+        if not run.finished:
+            continue
+        fgsm, robust = fgsm_uar(run.folder), robust_uar(run.folder)
+        cells = [("real", 0.0)] + ([("fake", eps) for eps in grid] if run.eps is None else [("fake", run.eps)])
+        for data, eps in cells:
+            paper = PAPER_UAR.get((run.model, run.mode, run.eps, data)) if data == "real" or eps == run.eps else None
+            for i, split in enumerate(SPLITS):
+                uar = fgsm.get((split, round(eps, 6)))
+                if uar is None:
+                    continue
+                rows.append({
+                    "model": run.model, "training": run.mode, "train_eps": "" if run.eps is None else run.eps,
+                    "data": data, "eps": eps, "split": split, "UAR": uar,
+                    "paper_UAR": "" if paper is None else paper[i],
+                    "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
+                    "run": os.path.basename(run.folder),
+                })  # fmt: skip
+    return rows
+
+
+def markdown_table(rows, models, title):
+    """The paper's layout: one line per training and data, dev / test per model, the paper's and robust UAR beside."""
+
+    def pair(cells, key):
+        values = {r["split"]: r[key] for r in cells}
+        if all(values.get(s, "") == "" for s in SPLITS):
+            return "-"
+        return " / ".join(f"{float(values[s]):.3f}".replace("0.", ".", 1) if values.get(s, "") != "" else "-" for s in SPLITS)
+
+    lines_keys = list(dict.fromkeys((r["training"], r["train_eps"], r["data"], r["eps"]) for r in rows))
+    order = {mode: i for i, mode in enumerate(MODES)}
+    # Single's real row first, then per eps: single's fake row, vanilla and similarity (real, fake).
+    lines_keys.sort(key=lambda k: (-1 if k[2] == "real" and k[0] == "single" else float(k[1] or k[3]), order[k[0]], k[2] == "fake"))
+    header = "| training | data | " + " | ".join(
+        f"{MODEL_TITLES.get(m, m)} dev / test | paper (DEMoS) | robust UAR" for m in models
+    ) + " |"
+    lines = [f"### {title}", "", "UAR, dev / test. *fake*: FGSM data at the training eps (the paper's report: "
+             "predicted labels, eta clip); *robust UAR*: the attack suite's worst case per utterance (Linf on "
+             "the features, true labels) at that eps, where the suite ran that budget.", "", header,
+             "|---|---|" + "---|---|---|" * len(models)]  # fmt: skip
+    for training, train_eps, data, eps in lines_keys:
+        name = training if train_eps == "" else f"{training}, eps {float(train_eps):.2f}"
+        what = "real" if data == "real" else f"fake, eps {float(eps):.2f}"
+        cells = []
+        for model in models:
+            key = (model, training, train_eps, data, eps)
+            mine = [r for r in rows if (r["model"], r["training"], r["train_eps"], r["data"], r["eps"]) == key]
+            cells += [pair(mine, "UAR"), pair(mine, "paper_UAR"), pair(mine, "robust_UAR")]
+        lines.append(f"| {name} | {what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(runs, output_folder, title):
+    """Writes ``paper_table.csv`` / ``.md`` and ``grid_robustness.csv`` and draws the per-model curves; returns the markdown."""
+    os.makedirs(output_folder, exist_ok=True)
+    rows = table_rows(runs)
+    with open(os.path.join(output_folder, "paper_table.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    models = list(dict.fromkeys(run.model for run in runs))
+    table = markdown_table(rows, models, title)
+    with open(os.path.join(output_folder, "paper_table.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    grid_csv = os.path.join(output_folder, "grid_robustness.csv")
+    with open(grid_csv, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "training", "train_eps", "split", "eps", "UAR"])
+        for run in runs:
+            if run.finished:
+                for (split, eps), uar in sorted(fgsm_uar(run.folder).items()):
+                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, uar])
+    plot_grid_curves(grid_csv)
+    return table
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("recipe", help="recipe folder holding train.py (recipes/DEMoS, recipes/EmoDB)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="default: all three")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="default: all three")
+    parser.add_argument("--eps", nargs="+", type=float, default=list(PAPER_EPS), help="training eps (default .02 ... .10)")
+    parser.add_argument("--output_folder", default=None, help="the grid's folder (default: results/<recipe name>_grid)")
+    parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
+    parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
+    parser.add_argument("--report_only", action="store_true", help="start no run: the table and curves of the finished runs")
+    args, overrides = parser.parse_known_args(argv)
+    for option in overrides:
+        if option.split("=")[0] in OWN_OPTIONS:
+            parser.error(f"{option.split('=')[0]} is set per run by the sweep (use --eps)")
+    train_script = os.path.join(args.recipe, "train.py")
+    if not os.path.isfile(train_script):
+        parser.error(f"{args.recipe} has no train.py")
+    if args.hparams_dir is None:
+        own = os.path.join(args.recipe, "hparams")
+        args.hparams_dir = own if os.path.isdir(own) else os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "hparams")
+    if args.output_folder is None:
+        args.output_folder = os.path.join("results", os.path.basename(os.path.normpath(args.recipe)) + "_grid")
+    return args, train_script, overrides
+
+
+def main(argv=None):
+    """Runs the selected grid, then writes the table and the curves; exits 1 if a run failed."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
+    args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
+    runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps)
+    logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
+    failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus)
+    corpus = os.path.basename(os.path.normpath(args.recipe))
+    table = write_tables(runs, args.output_folder, f"{corpus}: the paper's grid")
+    logger.info(f"Paper table ({os.path.join(args.output_folder, 'paper_table.md')}):\n{table}")
+    if failed:
+        logger.error(f"Failed: {', '.join(failed)}. Run the same command again to resume them.")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
