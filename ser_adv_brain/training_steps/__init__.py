@@ -34,7 +34,7 @@ Adding a way to train
   computes something else subclasses ``TrainingStep``. Either is named in
   the yaml as ``training_step: !new:...``; the Brain is not touched.
 
-What a step must keep (``tests/test_brain.py`` and ``tests/test_ddp.py`` check it):
+What a step must keep (``tests/unit/test_brain.py`` and ``tests/integration/test_ddp.py`` check it):
 
 - one forward through the DDP-wrapped ``brain.modules.model`` per step, so
   that DDP all-reduces once per optimiser step; every other pass uses the
