@@ -215,8 +215,13 @@ def completed_run(folder, data_folder, **kwargs):
 
 
 def checkpoints(save_folder):
-    """Complete checkpoint folders, oldest first."""
-    return sorted(path for path in pathlib.Path(save_folder).glob("CKPT+*") if (path / "CKPT.yaml").exists())
+    """Complete checkpoint folders, oldest first.
+
+    By the time each was saved, as SpeechBrain orders them: not by name, since a name freed by a
+    deleted checkpoint is reused by a later one saved within the same second.
+    """
+    complete = [path for path in pathlib.Path(save_folder).glob("CKPT+*") if (path / "CKPT.yaml").exists()]
+    return sorted(complete, key=lambda path: yaml.safe_load((path / "CKPT.yaml").read_text())["unixtime"])
 
 
 def run_outcome(folder):

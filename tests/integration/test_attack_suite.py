@@ -257,11 +257,11 @@ def test_success_matrix_command(single_run):
 def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, tmp_path):
     square = SquareAttack(eps=0.02, max_queries=20, p_init=0.3, eta=None, label_source="target")
     attacks = [square, fgsm(), WaveformPGD(eps=30.0, steps=1, label_source="target")]  # Square first: it has work
-    outcomes, plan = run_suite(single_run, attacks, early_exit=True, budgets={"features_linf": [0.05], "waveform_snr": [30]})
+    outcomes, plan = run_suite(single_run, attacks, early_exit=True, budgets={"features_linf": [0.2], "waveform_snr": [30]})
     write_suite_report({"test": outcomes}, plan, [], str(tmp_path), "suite", early_exit=True)
     curve = [(int(r["queries"]), float(r["UAR"])) for r in read_csv(tmp_path / "square_queries.csv")]
     assert [q for q, _ in curve] == [1, 2, 5, 10, 20]
-    key = ("features_linf", 0.05, "SquareAttack")
+    key = ("features_linf", 0.2, "SquareAttack")
     # One query (the clean input) fools nothing; the full budget is the suite's worst case after Square.
     assert curve[0][1] == pytest.approx(outcomes.uar(outcomes.robust_before(*key)))
     assert curve[-1][1] == pytest.approx(outcomes.uar(outcomes.robust_after(*key)))
