@@ -100,7 +100,15 @@ def load_trained(folder, argv=(), extra_overrides=""):
         hparams = load_hyperpyyaml(fin, overrides)
     datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     set_collective_timeout(hparams["ddp_timeout_minutes"])
-    return hparams, datasets, build_brain(hparams, run_opts)
+    brain = build_brain(hparams, run_opts)
+    # Without a checkpoint an evaluation would attack the untrained model, with only an INFO line.
+    if brain.checkpointer.find_checkpoint() is None:
+        raise FileNotFoundError(
+            f"{folder!r} has no checkpoint in {brain.checkpointer.checkpoints_dir}: train it first. (Its "
+            "hyperparams.yaml names the folders of the run as it was trained; if the folder was moved since, "
+            "change those paths in it.)"
+        )
+    return hparams, datasets, brain
 
 
 def attack_settings(hparams):

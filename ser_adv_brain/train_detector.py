@@ -262,8 +262,6 @@ def frozen_classifier(folder, run_argv):
     hparams, datasets, brain = load_trained(folder, run_argv)
     max_key = selection_key(hparams["select_checkpoint"])
     checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{folder!r} has no checkpoint in {brain.checkpointer.checkpoints_dir}: train it first.")
     brain.on_evaluate_start(max_key=max_key)
     classifier = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model).eval()
     classifier.requires_grad_(False)

@@ -266,7 +266,7 @@ def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, t
     assert curve[0][1] == pytest.approx(outcomes.uar(outcomes.robust_before(*key)))
     assert curve[-1][1] == pytest.approx(outcomes.uar(outcomes.robust_after(*key)))
     assert all(later <= earlier + 1e-12 for (_, earlier), (_, later) in zip(curve, curve[1:]))
-    assert curve[-1][1] < curve[0][1]  # at .05 Square fools some utterances within 20 queries
+    assert curve[-1][1] < curve[0][1]  # at .2 Square fools some utterances within 20 queries
     snrs = read_csv(tmp_path / "waveform_snr.csv")
     attacked = outcomes.predictions[("waveform_snr", 30.0, "WaveformPGD")] >= 0
     assert sorted(r["id"] for r in snrs) == sorted(i for i, a in zip(outcomes.ids, attacked) if a)
