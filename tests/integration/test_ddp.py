@@ -210,9 +210,9 @@ def configuration_result(name, request):
 def test_every_step_configuration_all_reduces_once_per_optimizer_step(name, request):
     result = configuration_result(name, request)
     assert_ranks_agree(result["ranks"])
-    # Only rank 0 prepared the data, validated it, and exported the interface and its model card.
+    # Only rank 0 prepared the data, validated it, drew the pictures, and exported the interface and its model card.
     preparation = ["generate_synthetic_demos", "prepare_demos"] if name == "similarity_coupled_eval" else ["prepare_demos"]
-    assert result["ranks"][0]["ran_here"] == [*preparation, "validate_inputs", "export_interface", "write_model_card"]
+    assert result["ranks"][0]["ran_here"] == [*preparation, "validate_inputs", "draw_run_pictures", "export_interface", "write_model_card"]
     assert result["ranks"][1]["ran_here"] == []
     header = read_log(result["out"])[0]
     if name == "single":
