@@ -17,6 +17,7 @@ import ruamel.yaml
 from ser_adv_brain import PAPER
 from ser_adv_brain.audio import frames_to_samples
 from ser_adv_brain.fgsm_report import REPORT_CSV, REPORT_MD
+from ser_adv_brain.training_steps import AdversarialStep, NoiseStep
 
 CARD_FILE = "README.md"
 SPLIT_NAMES = {"train": "Train", "valid": "Dev", "test": "Test"}
@@ -204,6 +205,27 @@ def front_matter(meta):
     return f"---\n{stream.getvalue()}---\n"
 
 
+def training_summary(step, attack):
+    """What the model was trained on, from its training step (the yaml's ``attack`` makes the report only).
+
+    Returns
+    -------
+    (str, str)
+        The card's training sentence and its headline.
+    """
+    if isinstance(step, NoiseStep):  # before AdversarialStep: the noise steps derive from it
+        return (
+            f"noise augmentation, `{step.noise!r}`, with `{step.objective!r}`",
+            f"trained on noisy copies ({type(step.noise).__name__}), attacked with {attack}",
+        )
+    if isinstance(step, AdversarialStep):
+        return (
+            f"adversarial training against `{step.attack!r}`, with `{step.objective!r}`",
+            f"adversarially trained against {type(step.attack).__name__}",
+        )
+    return "clean training (no adversarial term)", f"clean training, attacked with {attack}"
+
+
 def model_card(hparams, corpus=None):
     """The ``README.md`` of the interface exported by a run.
 
@@ -224,11 +246,7 @@ def model_card(hparams, corpus=None):
     splits = manifest_summary(hparams)
     model, attack = type(hparams["model"]).__name__, type(hparams["attack"]).__name__
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
-    objective = hparams.get("objective")
-    if objective:
-        training, headline = f"adversarial training with `{objective!r}`", f"adversarially trained against {attack}"
-    else:
-        training, headline = "clean training (no adversarial term)", f"clean training, attacked with {attack}"
+    training, headline = training_summary(hparams["training_step"], attack)
     epochs = hparams["number_of_epochs"]
     seconds = frames_to_samples(hparams["n_frames"], hparams["hop_length"]) / hparams["sample_rate"]
     eval_eps = ", ".join(f"{eps:g}" for eps in hparams["eval_eps"])
@@ -248,7 +266,7 @@ ser_adv_brain toolkit on [SpeechBrain](https://speechbrain.github.io), following
 {PAPER}. It was trained on {corpus.name} (see Limitations).
 
 It classifies an utterance into one of {len(labels)} emotions: {", ".join(labels)}.
-Training: {training}, against `{hparams["attack"]!r}`;
+Training: {training};
 {epochs} epoch{"s" if epochs != 1 else ""}, batch {hparams["batch_size"]}; the exported weights
 are the run's `{checkpoint}` checkpoint.
 

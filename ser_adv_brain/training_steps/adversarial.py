@@ -22,6 +22,8 @@ from ser_adv_brain.objectives.base import AdversarialObjective, classification_l
 from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
 
 CLEAN_STEP = CleanStep()
+# The yaml key behind the step's attack: the paper's yaml files train on the report's FGSM
+TRAINING_ATTACK = "the training step's attack (hparams 'training_attack', or 'attack' where the yaml has no training_attack)"
 
 
 def detached(outputs):
@@ -31,9 +33,9 @@ def detached(outputs):
 def check_arguments(attack, objective, warmup_steps):
     """Raises an error naming the yaml key of a wrong argument."""
     if not isinstance(attack, Attack):
-        raise TypeError(f"hparams 'attack' must be an Attack, got {attack!r}")
+        raise TypeError(f"{TRAINING_ATTACK} must be an Attack, got {attack!r}")
     if attack.domain != "features":
-        raise TypeError(f"hparams 'attack' must perturb the features to train on them, got {attack!r}")
+        raise TypeError(f"{TRAINING_ATTACK} must perturb the features to train on them, got {attack!r}")
     if not isinstance(objective, AdversarialObjective):
         raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {objective!r}")
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:

@@ -13,8 +13,12 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import foreign_class
 
 from helpers import LEARNING_CORPUS, load_hparams
+from ser_adv_brain.attacks import PGD
+from ser_adv_brain.feature_noise import GaussianFeatureNoise
 from ser_adv_brain.inference import EmotionRecognizer
 from ser_adv_brain.model_card import model_card
+from ser_adv_brain.objectives import VanillaAdversarialObjective
+from ser_adv_brain.training_steps import CleanStep, FeatureNoiseStep, adversarial_step
 
 
 def metadata_and_body(card):
@@ -112,3 +116,22 @@ def test_a_copy_of_the_folder_loads_offline_through_foreign_class(trained, tmp_p
     wav = torch.randn(1, 16000)
     reference = EmotionRecognizer.from_hparams(source=original, savedir=str(tmp_path / "reference"))
     torch.testing.assert_close(recognizer.classify_batch(wav)[0], reference.classify_batch(wav)[0])
+
+
+def test_card_names_what_the_model_was_trained_on(run_hparams):
+    """The training step's own attack or noise, not the report's FGSM (which makes the report only)."""
+    objective = VanillaAdversarialObjective(0.5)
+    pgd = PGD(eps=0.02, steps=3, label_source="target")
+    steps = {
+        "adversarially trained against PGD": adversarial_step(pgd, objective, 0),
+        "trained on noisy copies (GaussianFeatureNoise), attacked with FGSM": FeatureNoiseStep(
+            GaussianFeatureNoise(std=0.02), objective
+        ),
+        "clean training, attacked with FGSM": CleanStep(),
+    }
+    for headline, step in steps.items():
+        _, body = metadata_and_body(model_card({**run_hparams, "training_step": step}))
+        assert headline in body.splitlines()[1]
+        if step.__class__ is not CleanStep:
+            assert f"`{objective!r}`" in body
+    assert f"against `{pgd!r}`" in model_card({**run_hparams, "training_step": steps["adversarially trained against PGD"]})

@@ -3,6 +3,7 @@
 import csv
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -275,6 +276,14 @@ def test_model_must_be_a_module(hparams):
 def test_invalid_attack_and_objective_fail_at_load(tmp_path, overrides, error, words):
     with pytest.raises(error, match=words.replace("+", r"\+")):
         load(tmp_path, name="cnn4_similarity", **overrides)
+
+
+def test_a_training_attack_off_the_features_names_its_key(tmp_path):
+    text = helpers.hparams_path("cnn4_pgd").read_text()
+    block = re.compile(r"^training_attack: !new:ser_adv_brain.attacks.PGD\n(?:    .*\n)+", re.MULTILINE)
+    text = block.sub("training_attack: !new:ser_adv_brain.attacks.WaveformPGD {eps: 30, steps: 2}\n", text, count=1)
+    with pytest.raises(TypeError, match="hparams 'training_attack'.* must perturb the features"):
+        load_hyperpyyaml(text, {"output_folder": str(tmp_path)})
 
 
 def test_unknown_model_class_is_named(tmp_path):
