@@ -15,6 +15,7 @@ import argparse
 import csv
 import logging
 import os
+import sys
 
 import torch
 
@@ -49,7 +50,10 @@ def main(argv=None):
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    trained = TransferModel(args.folder, args.device)
+    try:
+        trained = TransferModel(args.folder, args.device)
+    except FileNotFoundError as error:  # load_trained names the folder without a run
+        sys.exit(f"targeted_success: {error}")
     encoder = trained.hparams["label_encoder"]
     attack = load_attack(args.attack).set_class_names(encoder)
     labels = encoder.decode_ndim(list(range(trained.hparams["n_classes"])))

@@ -1,8 +1,8 @@
 """Transfer attacks (black box): fake data made on each source model, scored by every target model.
 
 Usage:
-    python -m ser_adv_brain.transfer results/EmoDB/cnn4_single/final results/EmoDB/cnn4_vanilla/final \
-        results/EmoDB/cnn4_similarity/final --output_folder=results/EmoDB/transfer
+    python -m ser_adv_brain.transfer results/EmoDB/cnn4_single/1234 results/EmoDB/cnn4_vanilla/1234 \\
+        results/EmoDB/cnn4_similarity/1234 --output_folder=results/EmoDB/transfer
     ... --attack="!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}" --eps="[0.02, 0.1]"
 
 Options (after the folders): ``--attack`` (a yaml attack plug-in, inline or a
@@ -168,7 +168,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if len(args.folders) < 2:
         parser.error("give at least two training output folders")
-    models = [TransferModel(folder, args.device) for folder in args.folders]
+    try:
+        models = [TransferModel(folder, args.device) for folder in args.folders]
+    except FileNotFoundError as error:  # load_trained names the folder without a run
+        sys.exit(f"transfer: {error}")
     first = models[0].hparams
     if args.attack is None:
         entries = [e for e in suite_entries(first["attack_suite"]) if attack_kind(e.attack) != "black-box"]

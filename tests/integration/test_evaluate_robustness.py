@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from helpers import run_command, valid_uars
+from ser_adv_brain import targeted_success, transfer
 
 
 def report(folder):
@@ -49,3 +50,10 @@ def test_it_attacks_the_checkpoint_select_checkpoint_names(copied_run):
 def test_a_folder_without_a_run_is_named(tmp_path):
     with pytest.raises(AssertionError, match=f"{str(tmp_path)!r} is not a training output folder"):
         run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", str(tmp_path)])
+
+
+@pytest.mark.parametrize("command, folders", [(transfer.main, 2), (targeted_success.main, 1)])
+def test_the_other_commands_name_a_folder_without_a_run_too(tmp_path, command, folders):
+    """A one-line message, as evaluate_robustness gives, not a traceback."""
+    with pytest.raises(SystemExit, match=f"{str(tmp_path)!r} is not a training output folder"):
+        command([str(tmp_path)] * folders)
