@@ -1,6 +1,7 @@
 """The robustness evaluation command: the paper's FGSM report and the attack suite, for a trained output folder.
 
-Usage (any yaml key or run option can follow, as for train.py):
+Usage (any yaml key or run option can follow, as for train.py, but ``--output_folder``:
+the results go into the folder evaluated; copy it to keep its present ones):
     python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234
     python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234 \
         --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
@@ -55,7 +56,7 @@ def main(argv=None):
     rest, suite_override = attacks_override(argv[1:])
     try:
         hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
-    except FileNotFoundError as error:  # load_trained names a folder without hyperparams.yaml
+    except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run, or --output_folder
         sys.exit(str(error))
     return report_attacks(brain, hparams, datasets, selection_key(hparams["select_checkpoint"]), **attack_settings(hparams))
 

@@ -89,6 +89,11 @@ def load_trained(folder, argv=(), extra_overrides=""):
     ``extra_overrides`` is yaml appended to them. The Brain is built, not yet
     restored: evaluations restore the checkpoint ``select_checkpoint`` names.
     """
+    if any(arg.split("=", 1)[0] == "--output_folder" for arg in argv):
+        raise ValueError(
+            f"--output_folder: the results are written into {folder!r} itself; to keep its present ones, "
+            "copy the folder and give the copy."
+        )
     hparams_file = os.path.join(folder, "hyperparams.yaml")
     if not os.path.isfile(hparams_file):
         raise FileNotFoundError(f"{folder!r} is not a training output folder: it has no hyperparams.yaml.")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from helpers import run_command, valid_uars
-from ser_adv_brain import targeted_success, transfer
+from ser_adv_brain import evaluate_robustness, targeted_success, transfer
 
 
 def report(folder):
@@ -50,6 +50,12 @@ def test_it_attacks_the_checkpoint_select_checkpoint_names(copied_run):
 def test_a_folder_without_a_run_is_named(tmp_path):
     with pytest.raises(AssertionError, match=f"{str(tmp_path)!r} is not a training output folder"):
         run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", str(tmp_path)])
+
+
+def test_output_folder_is_refused_before_anything_is_loaded(tmp_path):
+    """The evaluation writes into the folder it evaluates: another output folder is a duplicate key."""
+    with pytest.raises(SystemExit, match="--output_folder: the results are written into .* copy the folder"):
+        evaluate_robustness.main([str(tmp_path), f"--output_folder={tmp_path / 'elsewhere'}"])
 
 
 @pytest.mark.parametrize("command, folders", [(transfer.main, 2), (targeted_success.main, 1)])
