@@ -34,6 +34,7 @@ On a GPU, at the paper's width:
     PYTHONPATH=. python bench/step_cost.py --device cuda --precision bf16
 """
 
+import os
 import statistics
 
 from common import (
@@ -118,6 +119,8 @@ def measure_model(args, model, folder):
                 args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
             )
     for label, suffix, overrides, modes in STRONGER:
+        if not os.path.isfile(os.path.join(args.hparams_dir, f"{model}_{suffix}.yaml")):
+            continue  # these yaml files ship for CNN-4 only (docs/defences.md)
         for mode in modes:
             brains[(label, mode)], _ = make_brain(
                 args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
