@@ -127,8 +127,10 @@ class PGD(GradientAttack):
 
     @property
     def uses_given_gradient(self):
-        """Only a start at the clean inputs uses the caller's gradient there."""
-        return not self.random_start
+        """Only a start at the clean inputs uses the caller's gradient there, and only without
+        ``stop_when_fooled``: stopping needs the logits of the first gradient pass, to leave an
+        utterance the clean input already fools where it is."""
+        return not (self.random_start or self.stop_when_fooled)
 
     def radius(self, inputs, eps, mask=None):
         """The ball's radius for each utterance (here eps for all)."""
@@ -187,7 +189,7 @@ class PGD(GradientAttack):
         ``mask``: see ``project_ball`` (None: no padding); ``keys``: see ``perturb``.
         """
         step = radius * self.rel_step_size
-        first_gradient = None if self.random_start else gradient
+        first_gradient = gradient if self.uses_given_gradient else None
         with self.generation_mode(model):
             # From the clean input, the first gradient pass finds the labels; otherwise they are found first.
             labels = None if self.start_is_clean(first_gradient) else self.clean_labels(model, inputs, targets)
@@ -228,7 +230,7 @@ class PGD(GradientAttack):
     def descend(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
         """``steps`` projected steps from ``start``; returns the end point and the labels attacked."""
         if self.stop_when_fooled:
-            return self.descend_until_fooled(model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask)
+            return self.descend_until_fooled(model, inputs, start, targets, labels, radius, step, loss_scale, mask)
         adversarial = start
         for index in range(self.steps):
             if index == 0 and first_gradient is not None:
@@ -240,26 +242,22 @@ class PGD(GradientAttack):
             adversarial = self.project_ball(self.ascend(adversarial.detach(), grad, step), inputs, radius, mask)
         return adversarial.detach(), labels
 
-    def descend_until_fooled(self, model, inputs, start, targets, labels, radius, step, loss_scale, first_gradient, mask=None):
+    def descend_until_fooled(self, model, inputs, start, targets, labels, radius, step, loss_scale, mask=None):
         """``descend``, where an utterance whose iterate succeeds (seen in the gradient pass at it) keeps that
         iterate and takes no more steps. Rows do not interact (eval mode), so an utterance never fooled on
         the way ends where ``descend`` would have taken it."""
         adversarial = start.detach().clone()
         active = torch.arange(len(start), device=start.device)
-        for index in range(self.steps):
-            current = adversarial[active]
-            if index == 0 and first_gradient is not None:
-                grad = first_gradient
-            else:
-                current.requires_grad_(True)
-                logits, _ = model(current)
-                if labels is None:
-                    labels = self.labels(logits, targets)
-                grad = self.gradient_from_logits(logits, current, labels[active], loss_scale)
-                going = ~self.succeeded(logits.detach(), labels[active])
-                active, current, grad = active[going], current[going], grad[going]
-                if len(active) == 0:
-                    break
+        for _ in range(self.steps):
+            current = adversarial[active].requires_grad_(True)
+            logits, _ = model(current)
+            if labels is None:
+                labels = self.labels(logits, targets)
+            grad = self.gradient_from_logits(logits, current, labels[active], loss_scale)
+            going = ~self.succeeded(logits.detach(), labels[active])
+            active, current, grad = active[going], current[going], grad[going]
+            if len(active) == 0:
+                break
             active_mask = rows(mask, active)
             if active_mask is not None:
                 grad = grad * active_mask

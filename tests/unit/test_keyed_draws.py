@@ -60,3 +60,31 @@ def test_keys_seed_the_draws_and_no_keys_advance_the_attacks_generator(model):
     assert not torch.equal(keyed, attack.perturb(model, inputs, targets, keys=KEYS[2:]))
     # Without keys (training), each call draws new starts.
     assert not torch.equal(attack.perturb(model, inputs, targets), attack.perturb(model, inputs, targets))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: PGD(eps=0.1, steps=1, eta=None, label_source="target", seed=seed),
+        lambda seed: SquareAttack(eps=0.1, max_queries=10, p_init=0.3, eta=None, label_source="target", seed=seed),
+    ],
+    ids=["pgd", "square"],
+)
+def test_keyed_draws_follow_the_attacks_seed(make, model):
+    """Same seed, same draws; another seed, other draws (an evaluation's seed is part of its result)."""
+    inputs, targets = torch.randn(2, 20, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1])
+    first = make(5).perturb(model, inputs, targets, keys=KEYS[:2])
+    assert torch.equal(first, make(5).perturb(model, inputs, targets, keys=KEYS[:2]))
+    assert not torch.equal(first, make(6).perturb(model, inputs, targets, keys=KEYS[:2]))
+
+
+def test_each_restart_starts_from_its_own_uniform_point_of_the_ball():
+    """Restarts draw from separate keyed streams, each uniform over the whole Linf ball."""
+    attack = PGD(eps=0.1, steps=1, restarts=2, eta=None, label_source="target", seed=5)
+    inputs = torch.zeros(1, 40, 8)
+    starts = [attack.random_point(inputs, 0.1, keys=KEYS[:1], restart=restart) for restart in range(2)]
+    assert not torch.equal(starts[0], starts[1])
+    for start in starts:
+        assert float(start.abs().max()) <= 0.1 + 1e-7
+        assert float(start.min()) < -0.09 and float(start.max()) > 0.09  # it reaches both faces
+        assert abs(float(start.mean())) < 0.02  # centred on the input

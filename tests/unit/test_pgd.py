@@ -170,3 +170,18 @@ def test_pgd_runs_the_brains_fgsm_curve_costuation(tiny_hparams):
     assert int(clean.sum()) == int(attacked.sum()) == len(datasets["test"])
     recognised = clean.diagonal() > 0  # (the untrained model calls everything one emotion)
     assert (attacked.diagonal()[recognised] == 0).all()  # the attack moved each recognised utterance off its label
+
+
+def test_stopping_early_takes_its_own_first_gradient(model):
+    """``stop_when_fooled`` needs the logits of the first pass, to leave an utterance that the clean input
+    already fools where it is: a gradient given by the caller would step it all the same."""
+    x, targets = torch.randn(4, 20, 8, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 1, 2, 0])
+    attack = PGD(eps=0.05, steps=4, random_start=False, stop_when_fooled=True, eta=None, label_source="target")
+    assert not attack.uses_given_gradient
+    with torch.no_grad():
+        already_fooled = model(x)[0].argmax(-1) != targets
+    assert already_fooled.any()  # the case at stake
+    gradient, _ = attack.input_gradient(model, x, targets)
+    given = attack.perturb(model, x, targets, gradient=gradient)
+    assert torch.equal(given, attack.perturb(model, x, targets))
+    assert torch.equal(given[already_fooled], x[already_fooled])

@@ -58,6 +58,10 @@ def test_unknown_emotion_is_named():
         FGSM(0.1, target_class=5).set_class_names(["anger", "sadness"])
     with pytest.raises(ValueError, match="set_class_names"):
         FGSM(0.1, target_class="joy").labels(torch.zeros(1, 2), None)
+    # An index given without a label set is checked against the model's classes, the last one included.
+    assert FGSM(0.1, target_class=2).labels(torch.zeros(1, 3), None).tolist() == [2]
+    with pytest.raises(ValueError, match="target_class 3 is out of range for 3 classes"):
+        FGSM(0.1, target_class=3).labels(torch.zeros(1, 3), None)
 
 
 def test_the_recipe_checks_the_target_before_training(tiny_hparams):

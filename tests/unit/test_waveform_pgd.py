@@ -51,6 +51,13 @@ def test_amplitude_budget_holds_after_16_bit_rounding(classifier, wavs):
     assert torch.allclose(out.snr_db, snr_db(quantize_pcm16(wavs), out.wavs))
 
 
+def test_loud_audio_stays_within_what_16_bit_pcm_holds(classifier):
+    loud = torch.linspace(-1.0, 32767 / 32768, 4000).repeat(2, 1)  # every sample near or at full scale
+    out = WaveformPGD(eps=0.05, norm="linf", steps=2).run(classifier, loud, None)
+    assert float(out.wavs.min()) == -1.0 and float(out.wavs.max()) == 32767 / 32768  # pushed onto both rails
+    assert on_pcm16_grid(out.wavs)
+
+
 def test_padding_is_left_alone_and_not_counted(classifier, wavs):
     wav_lens = torch.tensor([1.0, 0.5, 0.75, 0.25])
     padded = wavs  # samples after each length stand for padding (non-zero, so that counting them would show)
