@@ -118,3 +118,25 @@ def test_margin():
 def test_invalid_options_are_named(kwargs, culprit):
     with pytest.raises(ValueError, match=culprit):
         SquareAttack(**{"eps": 0.1, **kwargs})
+
+
+def test_each_square_covers_the_share_p_of_the_input_and_can_lie_anywhere_inside_it():
+    """A side of round(sqrt(p * frames * n_mels)) (Andriushchenko et al.), its corner uniform over
+    every position that keeps the square inside: the first and the last row and column included."""
+    attack = SquareAttack(eps=0.1, max_queries=10, p_init=0.05, eta=None, label_source="target")
+    frames, n_mels = 20, 10
+    side = round((p_schedule(0.05, 0, 10) * frames * n_mels) ** 0.5)
+    assert side == 3
+    corners = torch.tensor([0.0, 0.5, 0.9999])
+    top, left = torch.meshgrid(corners, corners, indexing="ij")
+    draws = torch.stack([torch.full_like(top.flatten(), 0.9), top.flatten(), left.flatten()], dim=1)
+    out = attack.square(torch.zeros(len(draws), frames, n_mels), 0, 0.1, draws)
+    for square, (_, row, col) in zip(out, draws.tolist()):
+        cells = (square == 0.1).nonzero()
+        assert len(cells) == side * side and float(square.abs().sum()) == pytest.approx(0.1 * side * side)
+        first_row, first_col = int(row * (frames - side + 1)), int(col * (n_mels - side + 1))
+        assert cells[:, 0].min() == first_row and cells[:, 0].max() == first_row + side - 1
+        assert cells[:, 1].min() == first_col and cells[:, 1].max() == first_col + side - 1
+    rows_reached = {int(c) for square in out for c in (square != 0).nonzero()[:, 0]}
+    cols_reached = {int(c) for square in out for c in (square != 0).nonzero()[:, 1]}
+    assert {0, frames - 1} <= rows_reached and {0, n_mels - 1} <= cols_reached
