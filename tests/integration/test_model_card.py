@@ -129,9 +129,9 @@ def test_card_names_what_the_model_was_trained_on(run_hparams):
         ),
         "clean training, attacked with FGSM": CleanStep(),
     }
-    for headline, step in steps.items():
-        _, body = metadata_and_body(model_card({**run_hparams, "training_step": step}))
+    bodies = {headline: metadata_and_body(model_card({**run_hparams, "training_step": step}))[1] for headline, step in steps.items()}
+    for headline, body in bodies.items():
         assert headline in body.splitlines()[1]
-        if step.__class__ is not CleanStep:
+        if not isinstance(steps[headline], CleanStep):
             assert f"`{objective!r}`" in body
-    assert f"against `{pgd!r}`" in model_card({**run_hparams, "training_step": steps["adversarially trained against PGD"]})
+    assert f"against `{pgd!r}`" in bodies["adversarially trained against PGD"]
