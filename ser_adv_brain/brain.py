@@ -12,6 +12,7 @@ import logging
 import speechbrain as sb
 import torch
 
+from ser_adv_brain.checkpoints import GeneratorStates
 from ser_adv_brain.distributed import out_of_step_errors
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.training_steps import TrainingStep
@@ -73,6 +74,9 @@ class EmotionBrain(sb.Brain):
         self.loss_parts = RunningMeans()
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
+            generators = training_step.generators()
+            if generators:  # a training attack's random starts, drawn from its own generator
+                self.checkpointer.add_recoverable("training_generators", GeneratorStates(generators), optional_load=True)
 
     @property
     def training_step(self):

@@ -11,6 +11,7 @@ Everything here is saved as tensors and plain Python values, so it loads
 with ``torch.load(weights_only=True)``, which cannot run code.
 """
 
+import functools
 import logging
 import pathlib
 import random
@@ -25,21 +26,59 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only
+from speechbrain.utils.distributed import ddp_barrier, get_rank, if_main_process, main_process_only
 
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = "saving-"
 
 
-@register_checkpoint_hooks
+def rank_file(path, rank=None):
+    """Where DDP rank ``rank`` (this process's by default) keeps its own copy of a checkpoint file.
+
+    Rank 0 (and a run without DDP) uses ``path`` itself; rank N ``<stem>.rankN<suffix>`` beside it.
+    SpeechBrain lists a checkpoint's files by their ``.ckpt`` suffix, so these names must not end with it.
+
+    Example
+    -------
+    >>> rank_file("CKPT+1/random_state.ckpt", rank=0), rank_file("CKPT+1/random_state.ckpt", rank=2)
+    (PosixPath('CKPT+1/random_state.ckpt'), PosixPath('CKPT+1/random_state.ckpt.rank2'))
+    """
+    path = pathlib.Path(path)
+    rank = get_rank() or 0 if rank is None else rank
+    return path if rank == 0 else path.with_name(f"{path.name}.rank{rank}")
+
+
+def load_own_file(path):
+    """This rank's copy of a per-rank checkpoint file (``rank_file``), loaded weights-only.
+
+    A rank without a copy of its own (the checkpoint was written by fewer
+    DDP processes) gets rank 0's, with a warning: the run goes on, but its
+    random draws differ from an uninterrupted run's.
+    """
+    own = rank_file(path)
+    if not own.exists():
+        logger.warning(f"{own} does not exist (the checkpoint was written by fewer DDP processes): rank {get_rank()} "
+                       "resumes with rank 0's random state, so its random draws differ from an uninterrupted run's.")
+        own = pathlib.Path(path)
+    return torch.load(own, weights_only=True)
+
+
+# Every process saves its own state (SpeechBrain's default hooks save on the main process only).
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class RandomState:
-    """The states of torch's (CPU and CUDA), numpy's and Python's global random generators.
+    """The states of torch's (CPU and CUDA), numpy's and Python's global random generators, per DDP rank.
 
     Random crops in the data pipeline and dropout draw from these
     generators: a run resumed from an intra-epoch checkpoint draws exactly
     what the interrupted run would have drawn only if they are restored
     with the model. Declare it among the checkpointer's recoverables.
+
+    Under DDP every rank draws the crops of its own shard of the data, so
+    the ranks' states differ: each rank writes and reads its own file
+    (``rank_file``). A rank that finds no file of its own (the checkpoint
+    was written by fewer processes) takes rank 0's state and says so:
+    the run goes on, but no longer as the uninterrupted one would.
 
     Example
     -------
@@ -62,12 +101,12 @@ class RandomState:
             "numpy": (torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
             "python": random.getstate(),
         }
-        torch.save(state, path)
+        torch.save(state, rank_file(path))
 
     @mark_as_loader
     def load(self, path, end_of_epoch):
         del end_of_epoch  # the state is restored wherever the checkpoint was taken
-        state = torch.load(path, weights_only=True)
+        state = load_own_file(path)
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -77,6 +116,48 @@ class RandomState:
         np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, internal, gauss_next = state["python"]
         random.setstate((version, tuple(internal), gauss_next))
+
+
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
+class GeneratorStates:
+    """The states of given ``torch.Generator``s, per DDP rank (see ``RandomState``).
+
+    A training attack with random starts draws from a generator of its own
+    (never torch's global one); the Brain declares the training step's
+    generators with this recoverable, so that a resumed run draws the
+    starts an uninterrupted one would.
+
+    Arguments
+    ---------
+    generators : list of torch.Generator
+
+    Example
+    -------
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> states, path = GeneratorStates([generator]), getfixture("tmp_path") / "generators.ckpt"
+    >>> states.save(path)
+    >>> first = torch.rand(2, generator=generator)
+    >>> states.load(path, end_of_epoch=False)
+    >>> bool((torch.rand(2, generator=generator) == first).all())
+    True
+    """
+
+    def __init__(self, generators):
+        self.generators = list(generators)
+
+    @mark_as_saver
+    def save(self, path):
+        torch.save([generator.get_state() for generator in self.generators], rank_file(path))
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch):
+        del end_of_epoch
+        states = load_own_file(path)
+        if len(states) != len(self.generators):
+            raise ValueError(f"{path} holds {len(states)} generator states, but the training step has "
+                             f"{len(self.generators)} generators: was it saved by a run of another yaml?")
+        for generator, state in zip(self.generators, states):
+            generator.set_state(state)
 
 
 class AtomicCheckpointer(Checkpointer):

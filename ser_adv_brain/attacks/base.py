@@ -169,6 +169,7 @@ class Attack:
 
     domain = None  # "features" or "waveform": see the module docstring
     norm = None  # "linf", "l2" or "snr"
+    generator = None  # a random attack's own torch.Generator: training checkpoints save its state
 
     def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
         self.check_budget(eps)

@@ -67,6 +67,10 @@ class AdversarialStep(TrainingStep):
     def at(self, optimizer_step):
         return CLEAN_STEP if optimizer_step < self.warmup_steps else self
 
+    def generators(self):
+        """The attack's own generator, if it draws random starts."""
+        return [] if self.attack.generator is None else [self.attack.generator]
+
     def forward(self, brain, batch):
         """The real forward, outside DDP; the features require grad where the attack's gradient comes from it."""
         feats = brain.compute_features(batch.sig.data).detach()

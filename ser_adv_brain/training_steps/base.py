@@ -10,11 +10,15 @@ class TrainingStep:
     and ``embedding``; ``loss(brain, predictions, batch)`` returns a dict with
     the ``loss`` the Brain backpropagates and, for the training log, its parts.
     ``at(optimizer_step)`` is the step to run at that point of training (a
-    warm-up runs another).
+    warm-up runs another); ``generators()`` the random generators of its own.
     """
 
     def at(self, optimizer_step):
         return self
+
+    def generators(self):
+        """The ``torch.Generator``s the step draws from besides the global ones (a checkpoint saves their state)."""
+        return []
 
     def forward(self, brain, batch):
         raise NotImplementedError

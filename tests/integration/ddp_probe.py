@@ -3,7 +3,7 @@
 Usage (one process per rank, as torchrun starts them)::
 
     python -m torch.distributed.run --nproc_per_node=2 tests/integration/ddp_probe.py PROBE_DIR [--slow_rename] \\
-        recipes/DEMoS/train.py hparams/cnn4_vanilla.yaml --distributed_backend=gloo ... \\
+        [--kill_after=N] recipes/DEMoS/train.py hparams/cnn4_vanilla.yaml --distributed_backend=gloo ... \\
         [--- hparams/cnn4_single.yaml --distributed_backend=gloo ...]
 
 The recipe runs exactly as typed after ``PROBE_DIR``; each further argument
@@ -14,21 +14,28 @@ tiny run). Run ``i`` of rank ``N`` writes ``PROBE_DIR/run<i>/rank<N>.pt``.
 The probes observe:
 
 - a DDP communication hook that counts the reducer's gradient all-reduces;
-- every rank's modules (parameters and buffers) as training ends, before
-  evaluation reloads the best checkpoint;
+- every rank's modules (parameters and buffers) and random states as
+  training ends, before evaluation reloads the best checkpoint;
 - the training batches, optimizer steps and checkpoint saves of this run;
 - every rank's evaluation statistics, as ``EmotionBrain.eval_stats`` returns them;
 - which functions given to ``run_on_main`` (data preparation, export) ran on each rank.
 
 ``--slow_rename`` also delays rank 0 in one place, to pin down an
-interleaving: see ``slow_down_checkpoint_renames``.
+interleaving: see ``slow_down_checkpoint_renames``. ``--kill_after=N`` kills
+every rank with SIGKILL right after the N-th intra-epoch checkpoint is complete,
+as a scheduler ending the job would.
 """
 
 import os
+import random
 import runpy
+import signal
 import sys
 import time
 
+import numpy as np
+
+import speechbrain.core
 import speechbrain.utils.checkpoints
 import speechbrain.utils.distributed
 import torch
@@ -52,6 +59,25 @@ def unwrapped_state(brain):
         module = getattr(module, "module", module)
         state[name] = {key: value.detach().clone() for key, value in module.state_dict().items()}
     return state
+
+
+def random_states():
+    """This process's torch, numpy and Python global random states, comparable with ``==``."""
+    return {"torch": torch.get_rng_state().tolist(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()}
+
+
+def kill_after_intra_epoch_checkpoint(n):
+    """Every rank SIGKILLs itself once the ``n``-th intra-epoch checkpoint is complete (the save ends in a barrier)."""
+    save, count = speechbrain.core.Brain._save_intra_epoch_ckpt, 0
+
+    def save_then_kill(self):
+        nonlocal count
+        save(self)
+        count += 1
+        if count == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    speechbrain.core.Brain._save_intra_epoch_ckpt = save_then_kill
 
 
 def attach_probes(brain, record):
@@ -82,6 +108,7 @@ def attach_probes(brain, record):
         fit(*args, **kwargs)
         record["optimizer_step_counter"] = brain.optimizer_step  # restored from the checkpoint on resume
         record["state_after_fit"] = unwrapped_state(brain)
+        record["random_state_after_fit"] = random_states()
 
     def counted_fit_batch(batch):
         record["batches"] += 1
@@ -164,9 +191,14 @@ def slow_down_checkpoint_renames(probe_dir, rank):
 def main(probe_dir, argv):
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     os.makedirs(probe_dir, exist_ok=True)
-    if argv[0] == "--slow_rename":
-        slow_down_checkpoint_renames(probe_dir, rank)
-        argv = argv[1:]
+    while argv[0].startswith("--"):
+        option, argv = argv[0], argv[1:]
+        if option == "--slow_rename":
+            slow_down_checkpoint_renames(probe_dir, rank)
+        elif option.startswith("--kill_after="):
+            kill_after_intra_epoch_checkpoint(int(option.split("=")[1]))
+        else:
+            raise SystemExit(f"ddp_probe.py: unknown option {option}")
     script, *argv = argv
     runs = [[]]
     for arg in argv:

@@ -8,6 +8,8 @@ launches are shared by all the tests (module-scoped fixtures):
 - ``long_run``: 3 epochs, then the same command with 7 epochs, which resumes:
   checkpoints are deleted, and the best one, not the latest, is tested;
 - ``interval_run``: checkpoints every 2 batches, with gradient accumulation;
+  ``resumed_interval_run`` is the same command killed after its second
+  checkpoint and run again, which must end as ``interval_run`` on every rank;
 - ``configurations_run``: the other step configurations, one epoch each, one
   after the other in the same two processes.
 
@@ -24,12 +26,14 @@ import csv
 import glob
 import os
 import re
+import signal
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import DEMOS_TRAIN, REPO_ROOT, capture_eval_stats, evaluation_brain, run_command
+from helpers import DEMOS_TRAIN, REPO_ROOT, capture_eval_stats, evaluation_brain, run_command, subprocess_env
 from ser_adv_brain.synthetic import generate_synthetic_demos
 
 CORPUS = {"n_speakers": 6, "utterances_per_emotion": 3, "neutral_per_speaker": 0, "seed": 1}
@@ -72,6 +76,7 @@ CONFIGURATIONS = {
 }
 # The configurations launch checks training steps, not the evaluation: its suite is one FGSM budget.
 SMALL_SUITE = ["--attack_suite=\n  - !new:ser_adv_brain.attacks.FGSM\n      eps: 0.1", "--suite_budgets={features_linf: [0.1]}"]
+INTERVAL_FLAGS = ["--number_of_epochs=1", "--grad_accumulation_factor=2", "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2"]
 CORPUS_FLAG = "--synthetic_corpus={" + ", ".join(f"{k}: {v}" for k, v in CORPUS.items()) + "}"
 
 
@@ -81,12 +86,17 @@ def torchrun_probe(probe_dir, *probe_options):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", probe, probe_dir, *probe_options]
 
 
-def launch(probe_dir, runs, *probe_options):
-    """Runs the DEMoS recipe once per ``(hparams_file, flags)`` in one torchrun launch; each run's records per rank."""
+def launch_command(probe_dir, runs, *probe_options):
+    """The torchrun command that runs the DEMoS recipe once per ``(hparams_file, flags)``, one after the other."""
     args = torchrun_probe(probe_dir, *probe_options) + [DEMOS_TRAIN]
     for index, (hparams_file, flags) in enumerate(runs):
         args += (["---"] if index else []) + [os.path.join(REPO_ROOT, hparams_file), *flags]
-    run_command(args)
+    return args
+
+
+def launch(probe_dir, runs, *probe_options):
+    """Runs the DEMoS recipe once per ``(hparams_file, flags)`` in one torchrun launch; each run's records per rank."""
+    run_command(launch_command(probe_dir, runs, *probe_options))
     return [[torch.load(os.path.join(probe_dir, f"run{i}", f"rank{r}.pt")) for r in (0, 1)] for i in range(len(runs))]
 
 
@@ -128,16 +138,28 @@ def interval_run(tmp_path_factory, corpus):
     """One epoch with a checkpoint every 2 batches and gradients accumulated over 2 batches."""
     tmp = tmp_path_factory.mktemp("interval")
     hparams_file, flags = configuration_flags("vanilla_fused")
-    flags += [
-        f"--data_folder={corpus}",
-        f"--output_folder={tmp / 'run'}",
-        "--number_of_epochs=1",
-        "--grad_accumulation_factor=2",
-        "--ckpt_interval_minutes=0",
-        "--ckpt_interval_steps=2",
-    ]
+    flags += [f"--data_folder={corpus}", f"--output_folder={tmp / 'run'}", *INTERVAL_FLAGS]
     (ranks,) = launch(str(tmp / "probe"), [(hparams_file, flags)], "--slow_rename")
     return {"hparams_file": hparams_file, "flags": flags, "out": str(tmp / "run"), "ranks": ranks}
+
+
+@pytest.fixture(scope="module")
+def resumed_interval_run(tmp_path_factory, corpus):
+    """``interval_run``'s command, SIGKILLed on every rank after its second checkpoint (4 of 6 batches), then rerun.
+
+    Returns the resumed launch's records and, read before it, both ranks' random-state files of the
+    checkpoint it resumes from.
+    """
+    tmp = tmp_path_factory.mktemp("resumed_interval")
+    hparams_file, flags = configuration_flags("vanilla_fused")
+    flags += [f"--data_folder={corpus}", f"--output_folder={tmp / 'run'}", *INTERVAL_FLAGS]
+    killed = subprocess.run(launch_command(str(tmp / "killed"), [(hparams_file, flags)], "--slow_rename", "--kill_after=2"),
+                            cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert killed.returncode != 0 and f"Signal {int(signal.SIGKILL)} (SIGKILL)" in killed.stderr, killed.stderr[-3000:]
+    (checkpoint,) = checkpoint_dirs(str(tmp / "run"))
+    random_states = [open(os.path.join(checkpoint, name), "rb").read() for name in ("random_state.ckpt", "random_state.ckpt.rank1")]
+    (ranks,) = launch(str(tmp / "resumed"), [(hparams_file, flags)], "--slow_rename")
+    return {"out": str(tmp / "run"), "ranks": ranks, "random_state_files": random_states}
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +258,22 @@ def test_interval_checkpoints_survive_a_slow_rename(interval_run):
     # The end-of-epoch checkpoint replaced the last interval one.
     (checkpoint,) = checkpoint_dirs(interval_run["out"])
     assert "brain_intra_epoch_ckpt" not in open(os.path.join(checkpoint, "CKPT.yaml"), encoding="utf-8").read()
+
+
+def test_a_killed_run_resumes_on_every_rank_as_if_never_killed(interval_run, resumed_interval_run):
+    """Each rank draws the random crops of its own shard: each must resume from its own random state."""
+    rank0_file, rank1_file = resumed_interval_run["random_state_files"]
+    assert rank0_file != rank1_file  # the ranks' states differ where the run was killed: the case at stake
+    for reference, resumed in zip(interval_run["ranks"], resumed_interval_run["ranks"]):
+        assert resumed["saves"] == ["intra-epoch", "end-of-epoch"]  # batches 5 and 6 only
+        assert resumed["random_state_after_fit"] == reference["random_state_after_fit"], f"rank {reference['rank']}"
+        for module, state in reference["state_after_fit"].items():
+            for key, value in state.items():
+                assert torch.equal(resumed["state_after_fit"][module][key], value), f"rank {reference['rank']}: {module}.{key}"
+    for name in ("train_log.txt", "robustness.csv"):
+        with open(os.path.join(interval_run["out"], name), encoding="utf-8") as f, \
+                open(os.path.join(resumed_interval_run["out"], name), encoding="utf-8") as g:
+            assert g.read() == f.read(), name
 
 
 def test_end_of_epoch_checkpoints_survive_a_slow_rename_and_the_best_is_tested(long_run):

@@ -8,7 +8,8 @@ run saves. Each run here adds what no other test resumes:
 - ``cnn4_similarity.yaml``: the similarity objective's own loss part (the embedding distance), kept
   mid-epoch in the running means of the loss parts;
 - the EmoDB recipe (its own ``train.py`` and data preparation, on real speech), with single training
-  (a Brain without adversarial state).
+  (a Brain without adversarial state);
+- ``cnn4_pgd.yaml``: a training attack with random starts, drawn from the attack's own generator.
 """
 
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 import helpers
 
-@pytest.mark.parametrize("yaml", ["cnn4_similarity.yaml", "recipes/EmoDB/hparams/cnn4_single.yaml"])
+@pytest.mark.parametrize("yaml", ["cnn4_similarity.yaml", "recipes/EmoDB/hparams/cnn4_single.yaml", "cnn4_pgd.yaml"])
 def test_killed_run_resumes_exactly(yaml, resume_corpus, tmp_path):
     """Killed right after its 5th step, in epoch 2 (one intra-epoch checkpoint a step), then resumed: the same logs,
     robustness table and parameters as an uninterrupted run with the same seed."""
