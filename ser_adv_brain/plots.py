@@ -351,6 +351,7 @@ def plot_grid_curves(grid_csv):
 
     Single training in black, vanilla in blues (solid), similarity in oranges (dashed), darker
     for a larger training eps; a star marks each model's training eps (the paper's "fake" cell).
+    With replicates (seeds, CPU kernel settings), each line is their mean and a band their range.
     """
     plt = pyplot()
     if plt is None:
@@ -365,8 +366,11 @@ def plot_grid_curves(grid_csv):
         for ax, split in zip(axes[0], splits):
             real_single = None
             for mode, train_eps in runs:
-                points = sorted((float(r["eps"]), float(r["UAR"])) for r in mine
-                                if (r["training"], r["train_eps"], r["split"]) == (mode, train_eps, split))  # fmt: skip
+                replicates = {}
+                for r in mine:
+                    if (r["training"], r["train_eps"], r["split"]) == (mode, train_eps, split):
+                        replicates.setdefault(float(r["eps"]), []).append(float(r["UAR"]))
+                points = [(eps, sum(uars) / len(uars)) for eps, uars in sorted(replicates.items())]
                 style = {"color": "black", "linewidth": 2.2, "label": mode}
                 if mode == "single":
                     real_single = next((u for e, u in points if e == 0), None)
@@ -377,6 +381,9 @@ def plot_grid_curves(grid_csv):
                              "linestyle": "--" if mode == "similarity" else "-",
                              "label": f"{mode}, trained at eps {float(train_eps):g}"}  # fmt: skip
                 ax.plot(*zip(*points), marker="o", markersize=3, **style)
+                if any(len(uars) > 1 for uars in replicates.values()):
+                    ax.fill_between(sorted(replicates), [min(replicates[e]) for e in sorted(replicates)],
+                                    [max(replicates[e]) for e in sorted(replicates)], color=style["color"], alpha=0.15)  # fmt: skip
                 if train_eps:
                     at = [u for e, u in points if abs(e - float(train_eps)) < 1e-9]
                     ax.plot([float(train_eps)] * len(at), at, marker="*", markersize=10, color=style["color"], linestyle="none")

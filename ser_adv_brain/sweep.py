@@ -18,6 +18,16 @@ A run is finished when its output folder holds the model card of its exported in
 any other run is started with the same command, which resumes it from its last checkpoint.
 So a killed sweep, rerun with the same command, goes on where it stopped.
 
+Replicates: ``--seeds 1234 1 2`` runs every run once per seed (``--seed``), and ``--cpu_kernels native
+avx2`` once per CPU kernel setting (``CPU_KERNELS``: the environment variables that make this host
+compute what a host with other CPU kernels computes); each replicate runs in ``<run>/<replicate>``
+(``seed1234-avx2``), and the table gives every cell as the mean with its range over the replicates:
+how far a figure moves between the seeds and CPUs a user can meet. For example, the README's
+main-command table:
+
+    python -m ser_adv_brain.sweep recipes/DEMoS --models vgg16 --eps 0.02 --seeds 1234 1 2 \\
+        --cpu_kernels native avx2 --base_channels=16 --number_of_epochs=20 --warmup_steps=20
+
 ``--report_only`` starts no run: it writes the table and the curves of the runs finished so far.
 With ``--gpus``, runs go one per GPU at a time (``CUDA_VISIBLE_DEVICES``; a plain process
 pool); without, one after the other. At the end, from every finished run of the grid:
@@ -44,9 +54,17 @@ MODELS = ("cnn4", "resnet50", "vgg16")
 MODEL_TITLES = {"cnn4": "CNN-4", "resnet50": "ResNet-50", "vgg16": "VGG-16"}
 MODES = ("single", "vanilla", "similarity")
 PAPER_EPS = (0.02, 0.04, 0.06, 0.08, 0.10)
+# CPU kernel settings: what a run computes depends on the kernels torch picks for the CPU (ATen's
+# vector kernels, oneDNN's convolutions, MKL's BLAS); these variables make this host pick those of
+# another. "native" sets none (this host's own). Only kernels the CPU has can be chosen.
+CPU_KERNELS = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
 FINISHED_MARKER = os.path.join("interface", "README.md")  # written last by train.py (the model card)
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OWN_OPTIONS = ("--attack_eps",)  # set per run by the sweep (from --eps)
+OWN_OPTIONS = {"--attack_eps": "--eps", "--seed": "--seeds"}  # set per run by the sweep, from its own option
 
 # The paper's Table (UAR on DEMoS, dev / test): (model, mode, training eps, data) -> (dev, test).
 PAPER_UAR = {
@@ -67,26 +85,39 @@ PAPER_UAR = {
     ("vgg16", "similarity", 0.02, "fake"): (0.839, 0.821),
 }
 SPLITS = ("valid", "test")
-TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR", "paper_UAR", "robust_UAR", "run"]
+TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR", "paper_UAR", "robust_UAR", "run", "replicate"]
 
 
 @dataclass(frozen=True)
 class GridRun:
-    """One run of the grid: ``eps`` is the training eps (None for single training); it runs in ``<grid>/<name>``."""
+    """One run of the grid: ``eps`` is the training eps (None for single training); it runs in ``<grid>/<name>``,
+    or ``<grid>/<name>/<replicate>`` for one of several seeds (``seed``) or CPU kernel settings (``kernels``)."""
 
     model: str
     mode: str
     eps: float
     hparams_file: str
     grid: str
+    seed: int = None
+    kernels: str = None
 
     @property
     def name(self):
         return f"{self.model}_{self.mode}" + ("" if self.eps is None else f"_eps{self.eps:g}")
 
     @property
+    def replicate(self):
+        """``seed1234-avx2``, ``seed1234`` or ``avx2``; empty for a run without replicates."""
+        return "-".join(([] if self.seed is None else [f"seed{self.seed}"]) + ([] if self.kernels is None else [self.kernels]))
+
+    @property
+    def label(self):
+        """The run's name in the log and the table: its folder under the grid."""
+        return os.path.join(self.name, self.replicate) if self.replicate else self.name
+
+    @property
     def folder(self):
-        return os.path.join(self.grid, self.name)
+        return os.path.join(self.grid, self.label)
 
     @property
     def finished(self):
@@ -94,11 +125,16 @@ class GridRun:
 
     def command(self, train_script, overrides):
         eps = [] if self.eps is None else [f"--attack_eps={self.eps:g}"]
-        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *overrides]
+        seed = [] if self.seed is None else [f"--seed={self.seed}"]
+        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *seed, *overrides]
+
+    def environment(self):
+        """The variables of the run's CPU kernel setting (none without one)."""
+        return CPU_KERNELS[self.kernels] if self.kernels else {}
 
 
-def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS):
-    """The runs of the selection; every missing yaml is named before any run."""
+def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS, seeds=(None,), kernels=(None,)):
+    """The runs of the selection, each once per seed and kernel setting; every missing yaml is named before any run."""
     runs, missing = [], []
     # Single training first, then eps by eps: a partial grid already holds whole lines of the table.
     for eps in [None, *eps_grid]:
@@ -108,7 +144,8 @@ def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=P
                 if not os.path.isfile(hparams_file):
                     missing.append(hparams_file)
                 elif (mode == "single") == (eps is None):
-                    runs.append(GridRun(model, mode, eps, hparams_file, output_folder))
+                    runs += [GridRun(model, mode, eps, hparams_file, output_folder, seed, kernel)
+                             for seed in seeds for kernel in kernels]  # fmt: skip
     missing = list(dict.fromkeys(missing))
     if missing:
         have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
@@ -124,7 +161,7 @@ def run_grid(runs, train_script, overrides, gpus=()):
     todo = [run for run in runs if not run.finished]
     for run in runs:
         if run.finished:
-            logger.info(f"{run.name}: finished, skipped")
+            logger.info(f"{run.label}: finished, skipped")
     devices = queue.Queue()
     for gpu in gpus or [None]:
         devices.put(gpu)
@@ -133,22 +170,23 @@ def run_grid(runs, train_script, overrides, gpus=()):
         device = devices.get()
         try:
             if run.finished:  # by another sweep over the same folder since this one started
-                logger.info(f"{run.name}: finished meanwhile, skipped")
+                logger.info(f"{run.label}: finished meanwhile, skipped")
                 return None
             env = dict(os.environ)
             # The runs import the ser_adv_brain this sweep imports (train.py's folder, not the cwd, is on their path).
             env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
+            env.update(run.environment())
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(device)
             state = "resumed" if os.path.isdir(run.folder) else "started"
-            logger.info(f"{run.name}: {state}" + ("" if device is None else f" on GPU {device}"))
+            logger.info(f"{run.label}: {state}" + ("" if device is None else f" on GPU {device}"))
             os.makedirs(run.folder, exist_ok=True)
             with open(os.path.join(run.folder, "sweep_log.txt"), "a", encoding="utf-8") as log:
                 code = subprocess.call(run.command(train_script, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
             if code != 0 or not run.finished:
-                logger.error(f"{run.name}: failed (exit code {code}); see {os.path.join(run.folder, 'sweep_log.txt')}")
-                return run.name
-            logger.info(f"{run.name}: finished")
+                logger.error(f"{run.label}: failed (exit code {code}); see {os.path.join(run.folder, 'sweep_log.txt')}")
+                return run.label
+            logger.info(f"{run.label}: finished")
             return None
         finally:
             devices.put(device)
@@ -203,19 +241,35 @@ def table_rows(runs):
                     "data": data, "eps": eps, "split": split, "UAR": uar,
                     "paper_UAR": "" if paper is None else paper[i],
                     "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
-                    "run": os.path.basename(run.folder),
+                    "run": run.label, "replicate": run.replicate,
                 })  # fmt: skip
     return rows
+
+
+def spread_text(values):
+    """``.614`` for one value; ``.602 [.571, .640]``, the mean and the range, for several.
+
+    Example
+    -------
+    >>> spread_text([0.6]), spread_text([0.5, 0.6, 0.7])
+    ('.600', '.600 [.500, .700]')
+    """
+
+    def short(value):
+        return f"{value:.3f}".replace("0.", ".", 1)
+
+    mean = sum(values) / len(values)
+    return short(mean) if len(values) == 1 else f"{short(mean)} [{short(min(values))}, {short(max(values))}]"
 
 
 def markdown_table(rows, models, title):
     """The paper's layout: one line per training and data, dev / test per model, the paper's and robust UAR beside."""
 
     def pair(cells, key):
-        values = {r["split"]: r[key] for r in cells}
-        if all(values.get(s, "") == "" for s in SPLITS):
+        values = {s: [float(r[key]) for r in cells if r["split"] == s and r[key] != ""] for s in SPLITS}
+        if not any(values.values()):
             return "-"
-        return " / ".join(f"{float(values[s]):.3f}".replace("0.", ".", 1) if values.get(s, "") != "" else "-" for s in SPLITS)
+        return " / ".join(spread_text(values[s]) if values[s] else "-" for s in SPLITS)
 
     lines_keys = list(dict.fromkeys((r["training"], r["train_eps"], r["data"], r["eps"]) for r in rows))
     order = {mode: i for i, mode in enumerate(MODES)}
@@ -224,9 +278,12 @@ def markdown_table(rows, models, title):
     header = "| training | data | " + " | ".join(
         f"{MODEL_TITLES.get(m, m)} dev / test | paper (DEMoS) | robust UAR" for m in models
     ) + " |"
+    replicates = sorted({r["replicate"] for r in rows if r["replicate"]})
+    spread = (f" Each cell: the mean over {len(replicates)} replicates ({', '.join(replicates)}) and, in "
+              "brackets, their range." if len(replicates) > 1 else "")  # fmt: skip
     lines = [f"### {title}", "", "UAR, dev / test. *fake*: FGSM data at the training eps (the paper's report: "
              "predicted labels, eta clip); *robust UAR*: the attack suite's worst case per utterance (Linf on "
-             "the features, true labels) at that eps, where the suite ran that budget.", "", header,
+             "the features, true labels) at that eps, where the suite ran that budget." + spread, "", header,
              "|---|---|" + "---|---|---|" * len(models)]  # fmt: skip
     for training, train_eps, data, eps in lines_keys:
         name = training if train_eps == "" else f"{training}, eps {float(train_eps):.2f}"
@@ -255,11 +312,11 @@ def write_tables(runs, output_folder, title):
     grid_csv = os.path.join(output_folder, "grid_robustness.csv")
     with open(grid_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["model", "training", "train_eps", "split", "eps", "UAR"])
+        writer.writerow(["model", "training", "train_eps", "split", "eps", "UAR", "replicate"])
         for run in runs:
             if run.finished:
                 for (split, eps), uar in sorted(fgsm_uar(run.folder).items()):
-                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, uar])
+                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, uar, run.replicate])
     plot_grid_curves(grid_csv)
     return table
 
@@ -274,12 +331,16 @@ def parse_arguments(argv):
     parser.add_argument("--eps", nargs="+", type=float, default=list(PAPER_EPS), help="training eps (default .02 ... .10)")
     parser.add_argument("--output_folder", default=None, help="the grid's folder (default: results/<recipe name>_grid)")
     parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[None], help="replicates: one run per seed (default: the yaml's)")
+    parser.add_argument("--cpu_kernels", nargs="+", default=[None], choices=list(CPU_KERNELS),
+                        help="replicates: one run per CPU kernel setting (default: this host's own, in the run's folder)")
     parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
     parser.add_argument("--report_only", action="store_true", help="start no run: the table and curves of the finished runs")
     args, overrides = parser.parse_known_args(argv)
     for option in overrides:
-        if option.split("=")[0] in OWN_OPTIONS:
-            parser.error(f"{option.split('=')[0]} is set per run by the sweep (use --eps)")
+        key = option.split("=")[0]
+        if key in OWN_OPTIONS and (key != "--seed" or args.seeds != [None]):
+            parser.error(f"{key} is set per run by the sweep (use {OWN_OPTIONS[key]})")
     train_script = os.path.join(args.recipe, "train.py")
     if not os.path.isfile(train_script):
         parser.error(f"{args.recipe} has no train.py")
@@ -295,7 +356,8 @@ def main(argv=None):
     """Runs the selected grid, then writes the table and the curves; exits 1 if a run failed."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps)
+    runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps,
+                     args.seeds, args.cpu_kernels)  # fmt: skip
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
     failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus)
     corpus = os.path.basename(os.path.normpath(args.recipe))

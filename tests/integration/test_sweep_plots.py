@@ -26,6 +26,7 @@ STUB_TRAIN = textwrap.dedent('''
     out = args["output_folder"]
     name = os.path.basename(out)
     call = {"argv": sys.argv[1:], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
+            "kernels": {k: v for k, v in os.environ.items() if k.endswith(("CPU_CAPABILITY", "CPU_ISA", "INSTRUCTIONS"))},
             "pythonpath": os.environ.get("PYTHONPATH", ""),
             "found_checkpoint": os.path.exists(os.path.join(out, "save", "CKPT"))}
     time.sleep(float(os.environ.get("STUB_SLEEP", "0")))
@@ -39,7 +40,7 @@ STUB_TRAIN = textwrap.dedent('''
         open(os.path.join(os.environ["STUB_ALSO_FINISH"], "README.md"), "w").close()
 
     def uar(*key):
-        return int(hashlib.md5(repr((name, *key)).encode()).hexdigest()[:4], 16) / 65535
+        return int(hashlib.md5(repr((out, *key)).encode()).hexdigest()[:4], 16) / 65535
 
     with open(os.path.join(out, "robustness.csv"), "w") as f:
         f.write("split,eps,data,UAR,accuracy,n\\n")
@@ -183,6 +184,26 @@ def test_paper_table_matches_the_runs_csv_files(stub_recipe):
     dev, test = (f"{float(vanilla[s]['UAR']):.3f}".replace("0.", ".", 1) for s in ("valid", "test"))
     assert line.split(" | ")[2] == f"{dev} / {test}" and line.split(" | ")[3] == ".744 / .800"
     assert os.path.getsize(os.path.join(out, "robustness_cnn4.png")) > 1000
+
+
+def test_replicates_run_once_per_seed_and_kernel_setting_and_the_table_gives_their_mean_and_range(stub_recipe, monkeypatch):
+    for variable in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(variable, raising=False)
+    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "8", "--cpu_kernels", "native", "avx2")
+    done = {os.path.relpath(c["argv"][1].split("=", 1)[1], stub_recipe["out"]): c for c in calls(stub_recipe)}
+    assert sorted(done) == [os.path.join("cnn4_single", r) for r in ("seed7-avx2", "seed7-native", "seed8-avx2", "seed8-native")]
+    for replicate, call in done.items():
+        seed, kernels = replicate.split(os.sep)[1][len("seed"):].split("-")
+        assert call["argv"][2:] == [f"--seed={seed}", "--base_channels=16"]
+        assert call["kernels"] == sweep.CPU_KERNELS[kernels]
+    rows = list(csv.DictReader(open(os.path.join(stub_recipe["out"], "paper_table.csv"), encoding="utf-8")))
+    real = {r["split"]: [float(x["UAR"]) for x in rows if x["split"] == r["split"] and x["data"] == "real"] for r in rows}
+    assert all(len(values) == 4 for values in real.values())
+    line = next(li for li in open(os.path.join(stub_recipe["out"], "paper_table.md"), encoding="utf-8") if li.startswith("| single | real"))
+    assert line.split(" | ")[2] == " / ".join(sweep.spread_text(real[s]) for s in ("valid", "test"))
+    assert "[" in line.split(" | ")[2]  # a mean and its range
+    with pytest.raises(SystemExit):  # the seed is the sweep's to set
+        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "--seed=3")
 
 
 # Hand-made CSVs as the runs write them (7 classes).
