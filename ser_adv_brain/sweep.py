@@ -1,6 +1,7 @@
 """The paper's grid from one command: every model x training mode x eps, resumable, with the paper's table.
 
-Usage (from the repository root; every option it does not know goes to each run's ``train.py``):
+Usage (from the repository root; every option it does not know goes to each run's ``train.py``, a
+yaml key only to the runs whose yaml has it, e.g. ``--warmup_steps`` to the adversarial ones):
 
     python -m ser_adv_brain.sweep recipes/DEMoS --data_folder=/path/to/DEMoS
     python -m ser_adv_brain.sweep recipes/EmoDB --models cnn4 --data_folder=/path/to/emodb/wav --base_channels=16
@@ -45,6 +46,9 @@ import queue
 import subprocess
 import sys
 from dataclasses import dataclass
+
+import speechbrain as sb
+import yaml
 
 from ser_adv_brain.plots import plot_grid_curves
 
@@ -124,13 +128,34 @@ class GridRun:
         return os.path.isfile(os.path.join(self.folder, FINISHED_MARKER))
 
     def command(self, train_script, overrides):
+        """``train.py`` with the run's own options, then ``overrides`` but the yaml keys its yaml lacks."""
         eps = [] if self.eps is None else [f"--attack_eps={self.eps:g}"]
         seed = [] if self.seed is None else [f"--seed={self.seed}"]
-        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *seed, *overrides]
+        keys, own = yaml_override_keys(overrides), top_level_keys(self.hparams_file)
+        passed = [option for option in overrides if option_key(option) not in keys - own]
+        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *seed, *passed]
 
     def environment(self):
         """The variables of the run's CPU kernel setting (none without one)."""
         return CPU_KERNELS[self.kernels] if self.kernels else {}
+
+
+def option_key(option):
+    """``base_channels`` for ``--base_channels=16``."""
+    return option.split("=", 1)[0].lstrip("-")
+
+
+def yaml_override_keys(overrides):
+    """The keys of the yaml overrides among command-line options (the others are SpeechBrain's run options)."""
+    _, _, text = sb.parse_arguments(["hparams.yaml", *overrides])
+    return set(yaml.safe_load(text) or {})
+
+
+def top_level_keys(hparams_file):
+    """The keys a yaml file defines, read without loading it (nothing of it runs)."""
+    with open(hparams_file, encoding="utf-8") as f:
+        node = yaml.compose(f)
+    return {key.value for key, _ in node.value} if node is not None else set()
 
 
 def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS, seeds=(None,), kernels=(None,)):
@@ -358,6 +383,9 @@ def main(argv=None):
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps,
                      args.seeds, args.cpu_kernels)  # fmt: skip
+    unknown = yaml_override_keys(overrides) - set().union(*(top_level_keys(f) for f in {run.hparams_file for run in runs}))
+    if unknown:
+        sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
     failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus)
     corpus = os.path.basename(os.path.normpath(args.recipe))

@@ -66,7 +66,8 @@ def stub_recipe(tmp_path, monkeypatch):
     (recipe / "train.py").write_text(STUB_TRAIN)
     for model in sweep.MODELS:
         for mode in sweep.MODES:
-            (recipe / "hparams" / f"{model}_{mode}.yaml").write_text("")
+            keys = "base_channels: 64\n" + ("" if mode == "single" else "warmup_steps: 1000\n")
+            (recipe / "hparams" / f"{model}_{mode}.yaml").write_text(keys)
     monkeypatch.setenv("STUB_LOG", str(tmp_path / "calls.jsonl"))
     return {"recipe": str(recipe), "out": str(tmp_path / "grid"), "log": tmp_path / "calls.jsonl"}
 
@@ -154,7 +155,17 @@ def test_unknown_model_and_sweep_owned_option_are_refused_before_any_run(stub_re
         run_sweep(stub_recipe, "--models", "cnn5")
     with pytest.raises(SystemExit):
         run_sweep(stub_recipe, "--attack_eps=0.02")
+    with pytest.raises(SystemExit, match="base_chanels"):  # a key no yaml of the grid has: a typo
+        run_sweep(stub_recipe, "--models", "cnn4", "--base_chanels=8")
     assert calls(stub_recipe) == []
+
+
+def test_a_yaml_key_goes_to_the_runs_whose_yaml_has_it_run_options_to_all(stub_recipe):
+    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02", "--warmup_steps=20",
+              "--device=cpu")  # fmt: skip
+    argv = {run: call["argv"][2:] for run, call in zip(called_runs(stub_recipe), calls(stub_recipe))}
+    assert argv == {"cnn4_single": ["--device=cpu", "--base_channels=16"],
+                    "cnn4_vanilla_eps0.02": ["--attack_eps=0.02", "--warmup_steps=20", "--device=cpu", "--base_channels=16"]}
 
 
 def test_paper_table_matches_the_runs_csv_files(stub_recipe):
