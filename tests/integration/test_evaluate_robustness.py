@@ -40,10 +40,10 @@ def test_it_redoes_the_recipes_report_and_clips_to_eta(trained, copied_run):
 
 
 def test_it_attacks_the_checkpoint_select_checkpoint_names(copied_run):
-    """``final``: the last epoch's model, whose dev UAR the training log gives (not the best one's)."""
+    """``final``: the last epoch's model, whose dev UAR the training log gives. (Whether it is another than
+    the best depends on the host's floats; ``tests/unit/test_brain.py`` tells them apart on scripted UARs.)"""
     rows = evaluate(copied_run, "--select_checkpoint=final", "--eval_eps=[0.0]")
     uars = valid_uars(open(os.path.join(copied_run, "train_log.txt"), encoding="utf-8").read())
-    assert uars[-1] != max(uars)
     assert rows[("valid", 0.0)] == pytest.approx(uars[-1], abs=5e-3)
 
 

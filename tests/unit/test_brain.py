@@ -14,7 +14,7 @@ from helpers import REPO_ROOT, RecipeBrain
 
 from ser_adv_brain.dataio import dataio_prep, manifests_of
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.recipe import build_brain, export_checkpoint, selection_key
 from ser_adv_brain.synthetic import generate_synthetic_demos
 from ser_adv_brain.training_steps import FusedAdversarialStep
 
@@ -323,6 +323,31 @@ def test_sync_batchnorm_is_ignored_on_cpu(tiny_hparams, tmp_path, monkeypatch):
         assert all(not torch.equal(before[n], p) for n, p in parameters(brain).items())
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_the_best_dev_epoch_is_kept_and_tested_and_the_final_one_on_request(tiny_hparams):
+    """Scripted dev UARs .3, .5, .4 (a trained model's depend on the host's floats): epochs 2 (best) and 3
+    (latest) are kept; ``best_dev`` tests and exports epoch 2, ``final`` tests epoch 3."""
+    hparams = tiny_hparams("cnn4_single", number_of_epochs=3)
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, RUN_OPTS, RecipeBrain)
+    scripted, eval_stats = iter([0.3, 0.5, 0.4]), brain.eval_stats
+
+    def scripted_stats(stage_loss):
+        stats = eval_stats(stage_loss)
+        return {**stats, "UAR": next(scripted)} if brain.stage_name.startswith("VALID") else stats
+
+    brain.eval_stats = scripted_stats
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"], train_loader_kwargs={"batch_size": 4})
+    kept = [int((c.path / "counter.ckpt").read_text()) for c in brain.checkpointer.list_checkpoints()]
+    assert sorted(kept) == [2, 3]
+    for choice, epoch in [("best_dev", 2), ("final", 3)]:
+        brain.evaluate(datasets["test"], max_key=selection_key(choice), test_loader_kwargs={"batch_size": 4})
+        assert hparams["epoch_counter"].current == epoch, choice
+    (second,) = [c for c in brain.checkpointer.list_checkpoints() if (c.path / "counter.ckpt").read_text() == "2"]
+    interface = export_checkpoint(brain, hparams, selection_key("best_dev"))
+    assert open(f"{interface}/model.ckpt", "rb").read() == (second.path / "model.ckpt").read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["single", "vanilla", "similarity"])
