@@ -69,10 +69,11 @@ def snr_db(clean, adversarial, wav_lens=None):
     return 10 * torch.log10(signal / noise)
 
 
-class WaveformPGD(PGD):
-    """PGD whose perturbation lives on the samples (Madry et al., 2018, in the waveform domain).
+class WaveformBudget:
+    """The waveform threat model of a PGD-type attack (``PGD``, ``APGD``): budget, radius, 16-bit PCM rounding.
 
-    The gradient flows through the differentiable log-Mel and normaliser
+    A mixin before the attack class (``class WaveformPGD(WaveformBudget, PGD)``): the perturbation lives
+    on the samples, and the gradient flows through the differentiable log-Mel and normaliser
     (``WaveformClassifier``). The budget ``eps`` is, by ``norm``:
 
     - ``"snr"``: a signal-to-noise ratio in dB for each utterance: the L2
@@ -88,49 +89,9 @@ class WaveformPGD(PGD):
 
     Padding: with ``wav_lens`` (relative lengths), the perturbation is zero
     on each signal's padding, and norms and SNRs count the real samples only.
-
-    Arguments
-    ---------
-    eps : float
-        The budget in the norm's unit (dB for ``"snr"``).
-    norm : str
-        ``"snr"`` or ``"linf"``.
-    steps, rel_step_size, random_start, restarts, seed, label_source, model_mode, target_class, class_names :
-        See ``PGD``. (No ``stop_when_fooled``: an iterate that fools the model may not once its
-        perturbation is rounded to 16-bit PCM, so every step is taken.)
-
-    Example
-    -------
-    >>> from ser_adv_brain.features import FeatureNormalizer, LogMel
-    >>> from ser_adv_brain.models import CNN4
-    >>> classifier = WaveformClassifier(LogMel(n_mels=20), FeatureNormalizer(20), CNN4(base_channels=2))
-    >>> wavs = 0.1 * torch.randn(2, 4000)
-    >>> out = WaveformPGD(eps=30.0, steps=2).run(classifier, wavs, targets=None)
-    >>> bool((out.snr_db >= 30.0).all())
-    True
     """
 
     domain = "waveform"
-
-    def __init__(
-        self,
-        eps,
-        steps=10,
-        rel_step_size=None,
-        norm="snr",
-        random_start=True,
-        restarts=1,
-        seed=0,
-        label_source="predicted",
-        model_mode="eval",
-        target_class=None,
-        class_names=None,
-    ):
-        eta = None  # the features' clip has no meaning on the samples
-        super().__init__(
-            eps, steps, rel_step_size, norm, random_start, restarts, seed, False, eta,
-            label_source, model_mode, target_class, class_names,
-        )
 
     @staticmethod
     def norms():
@@ -183,3 +144,51 @@ class WaveformPGD(PGD):
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None, keys=None):
         """The adversarial audio of ``run``, without the SNR."""
         return self.run(model, inputs, targets, eps, loss_scale, gradient, wav_lens, keys).wavs
+
+
+class WaveformPGD(WaveformBudget, PGD):
+    """PGD whose perturbation lives on the samples (Madry et al., 2018, in the waveform domain).
+
+    The budget, its units and the 16-bit rounding are ``WaveformBudget``'s.
+
+    Arguments
+    ---------
+    eps : float
+        The budget in the norm's unit (dB for ``"snr"``).
+    norm : str
+        ``"snr"`` or ``"linf"``.
+    steps, rel_step_size, random_start, restarts, seed, label_source, model_mode, target_class, class_names :
+        See ``PGD``. (No ``stop_when_fooled``: an iterate that fools the model may not once its
+        perturbation is rounded to 16-bit PCM, so every step is taken.)
+
+    Example
+    -------
+    >>> from ser_adv_brain.features import FeatureNormalizer, LogMel
+    >>> from ser_adv_brain.models import CNN4
+    >>> classifier = WaveformClassifier(LogMel(n_mels=20), FeatureNormalizer(20), CNN4(base_channels=2))
+    >>> wavs = 0.1 * torch.randn(2, 4000)
+    >>> out = WaveformPGD(eps=30.0, steps=2).run(classifier, wavs, targets=None)
+    >>> bool((out.snr_db >= 30.0).all())
+    True
+    """
+
+    def __init__(
+        self,
+        eps,
+        steps=10,
+        rel_step_size=None,
+        norm="snr",
+        random_start=True,
+        restarts=1,
+        seed=0,
+        label_source="predicted",
+        model_mode="eval",
+        target_class=None,
+        class_names=None,
+    ):
+        # No eta: the features' clip has no meaning on the samples.
+        super().__init__(
+            eps=eps, steps=steps, rel_step_size=rel_step_size, norm=norm, random_start=random_start,
+            restarts=restarts, seed=seed, stop_when_fooled=False, eta=None, label_source=label_source,
+            model_mode=model_mode, target_class=target_class, class_names=class_names,
+        )  # fmt: skip

@@ -1,0 +1,217 @@
+"""APGD and the DLR loss: the formulas, the step-size schedule, the targets, the budgets, the class-count limits."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ser_adv_brain.attacks import APGD, PGD, WaveformAPGD, WaveformClassifier
+from ser_adv_brain.attacks.apgd import checkpoint_iterations
+from ser_adv_brain.attacks.dlr import dlr_loss, targeted_dlr_loss
+from ser_adv_brain.features import FeatureNormalizer, LogMel
+from ser_adv_brain.models import CNN4
+
+
+class Linear(torch.nn.Module):
+    """``logits = x . W`` summed over frames: a model whose gradient never vanishes (and a fixed one for ``constant``)."""
+
+    def __init__(self, n_classes=5, n_mels=8, constant=False):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(n_mels, n_classes, generator=torch.Generator().manual_seed(0)))
+        self.constant = constant
+
+    def forward(self, feats):
+        logits = feats.sum(dim=1) @ self.weight
+        return (logits * 0 + self.weight.sum(0) if self.constant else logits), feats
+
+
+class Rising(Linear):
+    """Class 0 first, class 1's logit one higher at every call: the loss of class 0 rises whatever the input."""
+
+    calls = 0
+
+    def forward(self, feats):
+        self.calls += 1
+        logits = 1e-3 * super().forward(feats)[0] + torch.tensor([5.0, 0, 0, 0, 0]) + self.calls * torch.tensor([0, 1.0, 0, 0, 0])
+        return logits, feats
+
+
+class Sawtooth(Rising):
+    """Class 1's logit climbs for 9 calls, then falls back: the loss rises at 90% of the steps, its best never again."""
+
+    def forward(self, feats):
+        logits, _ = super().forward(feats)
+        return logits - (self.calls - self.calls % 10) * torch.tensor([0, 1.0, 0, 0, 0]), feats
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    model = CNN4(n_classes=5, base_channels=2)
+    model.train()
+    model(torch.randn(8, 20, 8))  # non-trivial running statistics
+    return model.eval()
+
+
+def test_dlr_is_its_formula():
+    z = torch.tensor([[1.0, 5.0, 2.0, 4.0, 0.0], [3.0, 0.0, 1.0, 2.0, 6.0]])
+    labels, aimed = torch.tensor([1, 0]), torch.tensor([3, 2])
+    # Sorted: [5, 4, 2, 1, 0] and [6, 3, 2, 1, 0].
+    assert dlr_loss(z, labels).tolist() == pytest.approx([-(5 - 4) / (5 - 2), -(3 - 6) / (6 - 2)])
+    assert targeted_dlr_loss(z, labels, aimed).tolist() == pytest.approx([-(5 - 4) / (5 - 1.5), -(3 - 1) / (6 - 1.5)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(shift=st.floats(-50, 50), scale=st.floats(0.01, 100), seed=st.integers(0, 10**6))
+def test_dlr_ignores_a_shift_and_a_positive_scale_of_the_logits(shift, scale, seed):
+    z = torch.randn(4, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    labels, aimed = torch.tensor([0, 2, 5, 1]), torch.tensor([3, 3, 0, 4])
+    moved = z * scale + shift  # in float64, where the invariance holds to rounding
+    torch.testing.assert_close(dlr_loss(moved, labels), dlr_loss(z, labels))
+    torch.testing.assert_close(targeted_dlr_loss(moved, labels, aimed), targeted_dlr_loss(z, labels, aimed))
+
+
+@pytest.mark.parametrize("n_classes, targets", [(2, 0), (3, 2)])
+def test_too_few_classes_for_the_dlr_loss_are_refused_naming_the_attack(n_classes, targets):
+    needed = 3 if not targets else 4
+    attack = APGD(eps=0.1, loss="dlr", targets=targets)
+    with pytest.raises(ValueError, match=f"APGD.*needs at least {needed} classes, the model has {n_classes}"):
+        attack.set_class_names([f"emotion{i}" for i in range(n_classes)])
+    with pytest.raises(ValueError, match=f"needs at least {needed} classes"):
+        attack.perturb(Linear(n_classes=n_classes), torch.randn(2, 4, 8), None)
+    APGD(eps=0.1, loss="ce").set_class_names(["a", "b"])  # the cross-entropy has no such limit
+
+
+def test_targets_need_the_dlr_loss():
+    with pytest.raises(ValueError, match="targets=3 needs loss='dlr'"):
+        APGD(eps=0.1, loss="ce", targets=3)
+
+
+def test_checkpoints_follow_autoattacks_schedule():
+    assert checkpoint_iterations(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoint_iterations(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # gaps of at least one iteration
+
+
+def step_sizes(attack, model, x, labels):
+    """The step size of each iteration (first utterance), as APGD hands it to its ascent."""
+    seen, ascend = [], attack.ascend
+
+    def recording(adversarial, grad, step):
+        seen.append(float(step.flatten()[0]) if torch.is_tensor(step) else float(step))
+        return ascend(adversarial, grad, step)
+
+    attack.ascend = recording
+    attack.perturb(model, x, labels)
+    return seen
+
+
+def test_the_step_size_starts_at_twice_eps_and_halves_where_the_loss_stalls():
+    x = torch.randn(3, 4, 8)
+    # A loss that never moves (zero gradient; every utterance correct): every checkpoint halves the step size.
+    constant = Linear(constant=True)
+    labels = constant(x)[0].argmax(dim=-1)
+    flat = step_sizes(APGD(eps=0.1, steps=100, eta=None, label_source="target"), constant, x, labels)
+    assert flat[:22] == [pytest.approx(0.2)] * 22  # 22 iterations before the first checkpoint
+    assert flat[22:41] == [pytest.approx(0.1)] * 19 and flat[41] == pytest.approx(0.05)
+    # A loss that rises at most steps but whose best stalls: the second checkpoint halves, as the first did not.
+    sawtooth = step_sizes(APGD(eps=0.1, steps=100, eta=None), Sawtooth(), x, None)
+    assert sawtooth[:41] == [pytest.approx(0.2)] * 41 and sawtooth[41] == pytest.approx(0.1)
+    # A loss that rises at every step: the step size stays.
+    rising = step_sizes(APGD(eps=0.1, steps=100, eta=None), Rising(), x, None)
+    assert rising == [pytest.approx(0.2)] * 100
+
+
+def test_one_apgd_step_from_the_clean_input_is_fgsm_projected(model):
+    """Step size 2 eps, no momentum on the first step, then the projection: ``x + eps * sign(g)``, FGSM's point."""
+    x = torch.randn(6, 20, 8)
+    labels = model(x)[0].argmax(dim=-1)  # every utterance correct: none is left out of the attack
+    apgd = APGD(eps=0.05, steps=1, random_start=False, eta=None, label_source="target")
+    fgsm_point = PGD(eps=0.05, steps=1, rel_step_size=1.0, random_start=False, eta=None, label_source="target")
+    expected = fgsm_point.perturb(model, x, labels)
+    loss = apgd.apgd_loss(model(expected)[0], labels) > apgd.apgd_loss(model(x)[0], labels)
+    result = apgd.perturb(model, x, labels)
+    # Per utterance the higher-loss point of the two (or the one that fools).
+    assert torch.equal(result[loss], expected[loss])
+
+
+@pytest.mark.parametrize("norm, eps, eta", [("linf", 0.07, None), ("linf", 0.3, 0.1), ("l2", 0.5, None)])
+@pytest.mark.parametrize("loss, targets", [("ce", 0), ("dlr", 0), ("dlr", 2)])
+def test_every_output_lies_inside_its_budget(model, norm, eps, eta, loss, targets):
+    x, labels = 3 * torch.randn(6, 20, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    delta = APGD(eps=eps, steps=6, norm=norm, eta=eta, loss=loss, targets=targets, label_source="target").perturb(model, x, labels) - x
+    size = delta.flatten(1).abs().amax(dim=1) if norm == "linf" else delta.flatten(1).norm(dim=1)
+    assert (size <= eps * (1 + 1e-5)).all()
+    if eta is not None:
+        assert (delta.abs() <= eta + 1e-6).all()
+
+
+def test_apgd_t_aims_at_the_most_likely_other_classes_in_turn_on_what_is_still_correct():
+    model = Linear(n_classes=5)
+    x = torch.randn(4, 4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        order = model(x)[0].argsort(dim=-1, descending=True)
+    labels = order[:, 0]  # the predictions: all correct
+    aimed, apgd_loss = [], APGD.apgd_loss
+
+    def recording(self, logits, labels, target=None):
+        aimed.append(None if target is None else target.clone())
+        return apgd_loss(self, logits, labels, target)
+
+    attack = APGD(eps=1e-6, steps=2, loss="dlr", targets=9, eta=None, label_source="target")  # too small to fool
+    attack.apgd_loss = recording.__get__(attack)
+    attack.perturb(model, x, labels)
+    per_pass = aimed[:: 3]  # a pass: the start and 2 steps, each computing the loss once
+    assert len(aimed) == 4 * 3  # min(9, 5 - 1) = 4 target classes
+    for rank, target in enumerate(per_pass, start=1):
+        assert torch.equal(target, order[:, rank])
+
+
+def test_eot_averages_each_gradient_over_its_passes(model):
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, feats):
+            calls.append(len(feats))
+            return model(feats)
+
+    x = torch.randn(2, 20, 8)
+    APGD(eps=1e-6, steps=3, eot_iter=4, eta=None).perturb(Counting(), x, None)  # its predictions, too close to leave
+    assert len(calls) == 1 + 4 * (1 + 3)  # the clean pass, then 4 passes per gradient: the start's and 3 steps'
+
+
+def test_keyed_random_starts_do_not_depend_on_the_rest_of_the_batch(model):
+    x, labels, keys = torch.randn(6, 20, 8), torch.tensor([0, 1, 2, 3, 4, 0]), [f"utt{i}" for i in range(6)]
+    attack = APGD(eps=0.05, steps=4, restarts=2, eta=None, label_source="target", seed=3)
+    whole = attack.perturb(model, x, labels, keys=keys)
+    half = attack.perturb(model, x[3:], labels[3:], keys=keys[3:])
+    torch.testing.assert_close(whole[3:], half)
+
+
+def test_waveform_apgd_keeps_its_snr_budget_after_16_bit_rounding():
+    classifier = WaveformClassifier(LogMel(n_mels=20), FeatureNormalizer(20), CNN4(n_classes=5, base_channels=2)).eval()
+    wavs = 0.1 * torch.randn(3, 4000, generator=torch.Generator().manual_seed(0))
+    for loss, targets in [("ce", 0), ("dlr", 3)]:
+        out = WaveformAPGD(eps=35.0, steps=4, loss=loss, targets=targets).run(classifier, wavs, targets=None)
+        assert (out.snr_db >= 35.0).all() and (out.snr_db < 60.0).all()
+        assert torch.equal(out.wavs, torch.round(out.wavs * 32768) / 32768)
+
+
+def test_the_second_step_is_the_momentum_formula(model):
+    """``z = P(x_1 + eta d(g_1))``, ``x_2 = P(x_1 + 0.75 (z - x_1) + 0.25 (x_1 - x_0))``, from the clean ``x_0``.
+
+    (10 steps: the first checkpoint, which may move the iterate, comes after the second.)
+    """
+    x = torch.randn(4, 20, 8)
+    attack = APGD(eps=0.5, steps=10, norm="l2", random_start=False, eta=None)
+    iterates, gradient = [], attack.gradient
+
+    def recording(model, inputs, labels, aimed, loss_scale):
+        iterates.append(inputs.detach().clone())
+        return gradient(model, inputs, labels, aimed, loss_scale)
+
+    attack.gradient = recording
+    attack.perturb(model, x, None)
+    x0, x1, x2 = iterates[:3]
+    grad1, _, _ = gradient(model, x1, model(x)[0].argmax(dim=-1), None, 1.0)
+    z = attack.project_ball(attack.ascend(x1, grad1, 2 * 0.5), x, 0.5)
+    torch.testing.assert_close(x2, attack.project_ball(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0), x, 0.5))
