@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 PAPER_SPLIT_RATIO = (24, 22, 22)  # DEMoS speakers in train / dev / test (Ren et al., 2020)
 MANIFEST_COLUMNS = ("ID", "duration", "wav", "emo", "spk_id", "gender")
+SPLIT_FILE = "speaker_split.csv"  # beside the manifests: which split each speaker went to
 
 
 def split_sizes(n_items, ratio):
@@ -98,6 +99,56 @@ def speaker_independent_split(speaker_genders, ratio=PAPER_SPLIT_RATIO, seed=123
     return assignment
 
 
+def speaker_folds(speaker_genders, n_folds):
+    """Deals the speakers into ``n_folds`` disjoint groups, each gender in turn from the first group.
+
+    Within a gender the speakers go in sorted order to groups 0, 1, ...,
+    ``n_folds - 1``, 0, ...: a deterministic function of the speaker IDs, with
+    every group holding each gender's speakers in the corpus's proportion
+    within one. EmoDB's 5 women and 5 men make 5 groups of one woman and one man.
+
+    Example
+    -------
+    >>> speaker_folds({"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "13": "f"}, 3)
+    [['03', '08'], ['09', '10'], ['11', '13']]
+    """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 3:
+        raise ValueError(f"n_folds must be an integer >= 3 (a test, a dev and a training group), got {n_folds!r}")
+    by_gender = collections.defaultdict(list)
+    for speaker in sorted(speaker_genders):
+        by_gender[speaker_genders[speaker]].append(speaker)
+    groups = [[] for _ in range(n_folds)]
+    for gender in sorted(by_gender):
+        for index, speaker in enumerate(by_gender[gender]):
+            groups[index % n_folds].append(speaker)
+    empty = [index for index, group in enumerate(groups) if not group]
+    if empty:
+        raise ValueError(f"n_folds={n_folds} leaves fold(s) {empty} without speakers: the corpus has "
+                         f"{len(speaker_genders)} speakers, at most {max(map(len, by_gender.values()))} of one gender.")
+    return [sorted(group) for group in groups]
+
+
+def fold_split(speaker_genders, n_folds, fold):
+    """Speaker fold ``fold`` of ``n_folds``: its group is tested, the next one (cyclically) is the dev set,
+    the others train (``speaker_folds``), so that over the folds every speaker is tested once.
+
+    Returns
+    -------
+    dict
+        Speaker ID -> ``"train"``, ``"valid"`` or ``"test"``.
+
+    Example
+    -------
+    >>> fold_split({"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "13": "f"}, 3, 2)
+    {'03': 'valid', '08': 'valid', '09': 'train', '10': 'train', '11': 'test', '13': 'test'}
+    """
+    groups = speaker_folds(speaker_genders, n_folds)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be an integer from 0 to n_folds - 1 = {n_folds - 1}, got {fold!r}")
+    roles = {fold: "test", (fold + 1) % n_folds: "valid"}
+    return {speaker: roles.get(index, "train") for index, group in enumerate(groups) for speaker in group}
+
+
 def read_split_file(path):
     """Reads a user-given speaker split: a CSV with columns ``spk_id`` and ``split``."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -165,8 +216,11 @@ def manifests_up_to_date(save_folder, options):
         return json.load(f) == json.loads(json.dumps(options))
 
 
-def write_split_manifests(records, save_folder, options, ratio=PAPER_SPLIT_RATIO, seed=1234, split_file=None, title="corpus"):
-    """Splits ``records`` by speaker and writes ``{train,valid,test}.csv`` and ``data_summary.md``.
+def write_split_manifests(
+    records, save_folder, options, ratio=PAPER_SPLIT_RATIO, seed=1234, split_file=None, title="corpus", fold=None,
+    n_folds=5,
+):  # fmt: skip
+    """Splits ``records`` by speaker and writes ``{train,valid,test}.csv``, ``speaker_split.csv`` and ``data_summary.md``.
 
     Arguments
     ---------
@@ -182,13 +236,19 @@ def write_split_manifests(records, save_folder, options, ratio=PAPER_SPLIT_RATIO
         A CSV (``spk_id,split``) to use instead of a random split.
     title : str
         Names the corpus in the summary.
+    fold, n_folds : int or None, int
+        Speaker fold ``fold`` of ``n_folds`` (``fold_split``) instead of a random split.
     """
     speakers = {r["spk_id"]: r["gender"] for r in records}
+    if split_file and fold is not None:
+        raise ValueError(f"Give either split_file ({split_file!r}) or fold ({fold}), not both.")
     if split_file:
         assignment = read_split_file(split_file)
         unknown = sorted(set(speakers) - set(assignment))
         if unknown:
             raise ValueError(f"Split file {split_file} assigns no split to speaker(s) {unknown}.")
+    elif fold is not None:
+        assignment = fold_split(speakers, n_folds, fold)
     else:
         assignment = speaker_independent_split(speakers, ratio, seed)
     split_records = {s: [] for s in SPLITS}
@@ -201,9 +261,14 @@ def write_split_manifests(records, save_folder, options, ratio=PAPER_SPLIT_RATIO
     os.makedirs(save_folder, exist_ok=True)
     for split in SPLITS:
         write_manifest(os.path.join(save_folder, f"{split}.csv"), split_records[split])
+    with open(os.path.join(save_folder, SPLIT_FILE), "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["spk_id", "split"])
+        writer.writerows(sorted(assignment.items()))
     summary = summary_table(split_records)
+    how = f"speaker fold {fold} of {n_folds}" if fold is not None else "speaker-independent split"
     with open(os.path.join(save_folder, "data_summary.md"), "w", encoding="utf-8") as f:
-        f.write(f"# {title}: speaker-independent split\n\n{summary}")
+        f.write(f"# {title}: {how}\n\n{summary}")
     with open(os.path.join(save_folder, "prepare_options.json"), "w", encoding="utf-8") as f:
         json.dump(options, f, indent=1, sort_keys=True)
     logger.info(f"Wrote {title} manifests to {save_folder}:\n{summary}")

@@ -61,6 +61,8 @@ def prepare_demos(
     include_neutral=False,
     prototypical_only=False,
     skip_bad_files=False,
+    fold=None,
+    n_folds=5,
 ):
     """Writes speaker-independent ``train/valid/test.csv`` manifests for DEMoS.
 
@@ -85,6 +87,9 @@ def prepare_demos(
     skip_bad_files : bool
         Leave out ``.wav`` files whose names are not DEMoS stems, with a
         warning, instead of stopping.
+    fold, n_folds : int or None, int
+        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.manifests.fold_split``) instead of the
+        paper's split; None for the paper's.
 
     Raises
     ------
@@ -100,6 +105,8 @@ def prepare_demos(
         "include_neutral": include_neutral,
         "prototypical_only": prototypical_only,
         "skip_bad_files": skip_bad_files,
+        "fold": fold,
+        "n_folds": n_folds,
     }
     if manifests_up_to_date(save_folder, options):
         logger.info(f"DEMoS manifests in {save_folder} are up to date, preparation skipped.")
@@ -135,4 +142,4 @@ def prepare_demos(
     if not records:
         raise DataValidationError([Problem(data_folder, "no utterance is left with these options "
                                                         "(include_neutral, prototypical_only)")])
-    write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, title="DEMoS")
+    write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, "DEMoS", fold, n_folds)

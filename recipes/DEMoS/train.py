@@ -107,6 +107,8 @@ if __name__ == "__main__":
                 "split_file": hparams["split_file"],
                 "prototypical_only": hparams["prototypical_only"],
                 "skip_bad_files": hparams["skip_bad_files"],
+                "fold": hparams["fold"],
+                "n_folds": hparams["n_folds"],
             },
         )
 

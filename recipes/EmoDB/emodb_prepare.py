@@ -14,7 +14,7 @@ import logging
 import os
 import re
 
-from ser_adv_brain.manifests import manifests_up_to_date, write_split_manifests
+from ser_adv_brain.manifests import SPLIT_FILE, manifests_up_to_date, write_split_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ SPEAKER_GENDERS = {
     "12": "m", "13": "f", "14": "f", "15": "m", "16": "f",
 }  # fmt: skip
 EMODB_STEM = re.compile(r"^(?P<spk_id>\d\d)(?P<text>[ab]\d\d)(?P<letter>[A-Z])(?P<version>[a-z])$")
-SPLIT_FILE_NAME = "speaker_split.csv"
 
 
 def parse_emodb_stem(stem):
@@ -96,6 +95,8 @@ def prepare_emodb(
     test_speakers=None,
     valid_speakers=None,
     include_neutral=True,
+    fold=None,
+    n_folds=5,
 ):
     """Writes speaker-independent ``train/valid/test.csv`` manifests for EmoDB.
 
@@ -118,12 +119,17 @@ def prepare_emodb(
         They are written to ``<save_folder>/speaker_split.csv`` and used as the split file.
     include_neutral : bool
         EmoDB's seven classes include neutral (unlike the paper's DEMoS setup).
+    fold, n_folds : int or None, int
+        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.manifests.fold_split``; with 5 folds one
+        woman and one man are tested, the next pair is the dev set); None for the other ways.
     """
     explicit = test_speakers is not None or valid_speakers is not None
     if explicit and (test_speakers is None or valid_speakers is None):
         raise ValueError("Give both test_speakers and valid_speakers (or neither, for a random split).")
     if explicit and split_file:
         raise ValueError(f"Give either split_file ({split_file!r}) or test_speakers/valid_speakers, not both.")
+    if explicit and fold is not None:
+        raise ValueError(f"Give either fold ({fold}) or test_speakers/valid_speakers, not both (set fold to null).")
     options = {
         "data_folder": os.path.abspath(data_folder),
         "split_ratio": list(split_ratio),
@@ -132,6 +138,8 @@ def prepare_emodb(
         "test_speakers": None if test_speakers is None else [str(s) for s in test_speakers],
         "valid_speakers": None if valid_speakers is None else [str(s) for s in valid_speakers],
         "include_neutral": include_neutral,
+        "fold": fold,
+        "n_folds": n_folds,
     }
     if manifests_up_to_date(save_folder, options):
         logger.info(f"EmoDB manifests in {save_folder} are up to date, preparation skipped.")
@@ -150,6 +158,6 @@ def prepare_emodb(
     if explicit:
         speakers = {r["spk_id"] for r in records}
         split_file = write_speaker_split_file(
-            os.path.join(save_folder, SPLIT_FILE_NAME), speakers, test_speakers, valid_speakers
+            os.path.join(save_folder, SPLIT_FILE), speakers, test_speakers, valid_speakers
         )
-    write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, title="EmoDB")
+    write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, "EmoDB", fold, n_folds)

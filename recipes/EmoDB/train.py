@@ -93,6 +93,8 @@ if __name__ == "__main__":
                 "split_file": hparams["split_file"],
                 "test_speakers": hparams["test_speakers"],
                 "valid_speakers": hparams["valid_speakers"],
+                "fold": hparams["fold"],
+                "n_folds": hparams["n_folds"],
             },
         )
 

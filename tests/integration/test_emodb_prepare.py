@@ -82,6 +82,20 @@ def test_prepare_with_explicit_speakers(fake_emodb, tmp_path):
     assert {r["spk_id"] for r in read_manifest(os.path.join(save, "train.csv"))} == {"08", "09", "10", "13"}
 
 
+def test_prepare_a_speaker_fold(fake_emodb, tmp_path):
+    """3 folds of one woman and one man: fold 2 tests 11 and 13, on dev speakers 03 and 08 (the next fold, wrapping)."""
+    save = tmp_path / "fold2"
+    prepare_emodb(fake_emodb, str(save), fold=2, n_folds=3)
+    speakers = {s: {r["spk_id"] for r in read_manifest(save / f"{s}.csv")} for s in ("train", "valid", "test")}
+    assert speakers == {"test": {"11", "13"}, "valid": {"03", "08"}, "train": {"09", "10"}}
+    assert "# EmoDB: speaker fold 2 of 3" in (save / "data_summary.md").read_text()
+    with open(save / "speaker_split.csv", newline="", encoding="utf-8") as f:
+        assert {r["spk_id"]: r["split"] for r in csv.DictReader(f)} == {
+            "03": "valid", "08": "valid", "09": "train", "10": "train", "11": "test", "13": "test"}  # fmt: skip
+    with pytest.raises(ValueError, match=r"Give either fold \(2\) or test_speakers/valid_speakers"):
+        prepare_emodb(fake_emodb, str(tmp_path / "both"), fold=2, n_folds=3, test_speakers=["03"], valid_speakers=["09"])
+
+
 def test_prepare_random_split_and_errors(fake_emodb, tmp_path):
     prepare_emodb(fake_emodb, str(tmp_path / "random"), split_ratio=(2, 2, 2), seed=3)
     speakers = [
@@ -104,7 +118,8 @@ def test_emodb_vanilla_recipe_end_to_end(fake_emodb, tmp_path):
     command = [
         sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", "cnn4_vanilla.yaml"),
         f"--data_folder={fake_emodb}", f"--output_folder={out}",
-        *flags(**{**TINY, "number_of_epochs": 2, "warmup_steps": 2}),  # 2 epochs: adversarial from step 3 on
+        # 2 epochs: adversarial from step 3 on; 3 folds of one woman and one man (fold 0: test 03 and 08)
+        *flags(**{**TINY, "number_of_epochs": 2, "warmup_steps": 2, "n_folds": 3}),
     ]  # fmt: skip
     result = subprocess.run(command, cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

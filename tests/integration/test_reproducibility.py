@@ -22,12 +22,13 @@ import helpers
 def test_killed_run_resumes_exactly(yaml, resume_corpus, tmp_path):
     """Killed right after its 5th step, in epoch 2 (one intra-epoch checkpoint a step), then resumed: the same logs,
     robustness table and parameters as an uninterrupted run with the same seed."""
-    data = helpers.EMODB_SAMPLES if yaml.startswith("recipes/EmoDB") else resume_corpus
-    reference = helpers.completed_run(tmp_path / "reference", data, hparams_file=yaml)
+    emodb = yaml.startswith("recipes/EmoDB")
+    data, folds = (helpers.EMODB_SAMPLES, helpers.EMODB_SAMPLE_FOLDS) if emodb else (resume_corpus, {})
+    reference = helpers.completed_run(tmp_path / "reference", data, hparams_file=yaml, **folds)
     output = tmp_path / "killed"
-    killed = helpers.run_training(output, data, hparams_file=yaml, kill="after:5")
+    killed = helpers.run_training(output, data, hparams_file=yaml, kill="after:5", **folds)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed = helpers.run_training(output, data, hparams_file=yaml)
+    resumed = helpers.run_training(output, data, hparams_file=yaml, **folds)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Going into epoch 1" not in resumed.stderr + resumed.stdout
     helpers.assert_same_outcome(helpers.run_outcome(reference), helpers.run_outcome(output))

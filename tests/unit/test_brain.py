@@ -353,7 +353,7 @@ def test_the_best_dev_epoch_is_kept_and_tested_and_the_final_one_on_request(tiny
 @pytest.mark.parametrize("kind", ["single", "vanilla", "similarity"])
 def test_emodb_yaml_holds_the_documented_values(tmp_path, kind):
     """recipes/EmoDB/README.md: the paper's settings with EmoDB's 7 classes, 188 frames, 15 epochs,
-    a 33-step warm-up and the final checkpoint; checkpoints atomic, with the random state."""
+    a 33-step warm-up and the final checkpoint, on speaker fold 0; checkpoints atomic, with the random state."""
     from hyperpyyaml import load_hyperpyyaml
 
     from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
@@ -364,6 +364,8 @@ def test_emodb_yaml_holds_the_documented_values(tmp_path, kind):
     assert (hparams["n_classes"], hparams["n_frames"], hparams["number_of_epochs"]) == (7, 188, 15)
     assert (hparams["base_channels"], hparams["n_mels"], hparams["lr"], hparams["batch_size"]) == (64, 64, 0.001, 16)
     assert hparams["select_checkpoint"] == "final" and hparams["ckpt_interval_minutes"] == 15
+    # The split: speaker fold 0 of 5 (test 03 and 08, dev 09 and 10), the lists unused.
+    assert (hparams["fold"], hparams["n_folds"], hparams["test_speakers"], hparams["valid_speakers"]) == (0, 5, None, None)
     assert isinstance(hparams["checkpointer"], AtomicCheckpointer)
     assert isinstance(hparams["checkpointer"].recoverables["random_state"], RandomState)
     if kind != "single":

@@ -10,6 +10,8 @@ from ser_adv_brain.manifests import (
     MANIFEST_COLUMNS,
     PAPER_SPLIT_RATIO,
     SPLITS,
+    fold_split,
+    speaker_folds,
     speaker_independent_split,
     split_sizes,
 )
@@ -153,6 +155,42 @@ def test_split_is_deterministic_in_the_seed():
     genders = corpus_speakers(23, 45)
     assert speaker_independent_split(genders, seed=3) == speaker_independent_split(dict(reversed(genders.items())), seed=3)
     assert speaker_independent_split(genders, seed=3) != speaker_independent_split(genders, seed=4)
+
+
+# ---------------------------------------------------------------- speaker folds
+
+
+@pytest.mark.parametrize("n_female, n_male, n_folds", [(5, 5, 5), (23, 45, 5), (3, 3, 3), (4, 9, 4)])
+def test_every_speaker_is_tested_once_and_a_dev_speaker_once_over_the_folds(n_female, n_male, n_folds):
+    genders = corpus_speakers(n_female, n_male)
+    splits = [fold_split(genders, n_folds, fold) for fold in range(n_folds)]
+    for role in ("test", "valid"):
+        assert sorted(s for split in splits for s, r in split.items() if r == role) == sorted(genders)
+    for split in splits:
+        assert set(split) == set(genders)
+        for role in ("test", "valid"):  # each gender in its share, within one speaker
+            women = sum(genders[s] == "f" for s, r in split.items() if r == role)
+            assert n_female // n_folds <= women <= -(-n_female // n_folds)
+
+
+def test_emodb_folds_are_a_woman_and_a_man_and_fold_0_is_the_former_default_split():
+    genders = {"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "12": "m", "13": "f", "14": "f", "15": "m", "16": "f"}
+    assert speaker_folds(genders, 5) == [["03", "08"], ["09", "10"], ["11", "13"], ["12", "14"], ["15", "16"]]
+    first = fold_split(genders, 5, 0)
+    assert sorted(s for s, r in first.items() if r == "test") == ["03", "08"]
+    assert sorted(s for s, r in first.items() if r == "valid") == ["09", "10"]
+    last = fold_split(genders, 5, 4)  # the dev set wraps around to the first fold
+    assert sorted(s for s, r in last.items() if r == "valid") == ["03", "08"]
+    assert speaker_folds(dict(reversed(genders.items())), 5) == speaker_folds(genders, 5)  # the IDs decide, not the order
+
+
+@pytest.mark.parametrize("n_folds, fold, message", [
+    (2, 0, "n_folds must be an integer >= 3"), (5, 5, "fold must be an integer from 0 to n_folds - 1 = 4"),
+    (5, -1, "fold must be"), (6, 0, r"n_folds=6 leaves fold\(s\) \[5\] without speakers"),
+])  # fmt: skip
+def test_impossible_folds_are_named(n_folds, fold, message):
+    with pytest.raises(ValueError, match=message):
+        fold_split(corpus_speakers(5, 5), n_folds, fold)
 
 
 # ---------------------------------------------------------------- manifests
