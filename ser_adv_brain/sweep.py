@@ -14,13 +14,11 @@ adversarially trained model on real data and on fake (FGSM) data at its own trai
 dev and test. Each run is ``python <recipe>/train.py <hparams>/<model>_<mode>.yaml
 --output_folder=<output_folder>/<run> [--attack_eps=<eps>] <your options>``.
 
-A run is finished when its output folder holds the model card of its exported interface
-(``interface/README.md``), the last thing ``train.py`` writes. Finished runs are skipped;
-any other run is started with the same command, which resumes it from its last checkpoint.
-So a killed sweep, rerun with the same command, goes on where it stopped.
+Finished runs are skipped and the others resumed from their checkpoints (``ser_adv_brain.grid``),
+so a killed sweep, rerun with the same command, goes on where it stopped.
 
 Replicates: ``--seeds 1234 1 2`` runs every run once per seed (``--seed``), and ``--cpu_kernels native
-avx2`` once per CPU kernel setting (``CPU_KERNELS``: the environment variables that make this host
+avx2`` once per CPU kernel setting (``grid.CPU_KERNELS``: the environment variables that make this host
 compute what a host with other CPU kernels computes); each replicate runs in ``<run>/<replicate>``
 (``seed1234-avx2``), and the table gives every cell as the mean with its range over the replicates:
 how far a figure moves between the seeds and CPUs a user can meet. For example, the README's
@@ -38,18 +36,13 @@ figure of robustness curves per model beside it (``robustness_<model>.png``).
 """
 
 import argparse
-import concurrent.futures
 import csv
 import logging
 import os
-import queue
-import subprocess
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
-import speechbrain as sb
-import yaml
-
+from ser_adv_brain.grid import CPU_KERNELS, GridRun, replicates, run_grid, unknown_override_keys
 from ser_adv_brain.plots import plot_grid_curves
 
 logger = logging.getLogger(__name__)
@@ -58,16 +51,6 @@ MODELS = ("cnn4", "resnet50", "vgg16")
 MODEL_TITLES = {"cnn4": "CNN-4", "resnet50": "ResNet-50", "vgg16": "VGG-16"}
 MODES = ("single", "vanilla", "similarity")
 PAPER_EPS = (0.02, 0.04, 0.06, 0.08, 0.10)
-# CPU kernel settings: what a run computes depends on the kernels torch picks for the CPU (ATen's
-# vector kernels, oneDNN's convolutions, MKL's BLAS); these variables make this host pick those of
-# another. "native" sets none (this host's own). Only kernels the CPU has can be chosen.
-CPU_KERNELS = {
-    "native": {},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-}
-FINISHED_MARKER = os.path.join("interface", "README.md")  # written last by train.py (the model card)
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_OPTIONS = {"--attack_eps": "--eps", "--seed": "--seeds"}  # set per run by the sweep, from its own option
 
 # The paper's Table (UAR on DEMoS, dev / test): (model, mode, training eps, data) -> (dev, test).
@@ -92,74 +75,19 @@ SPLITS = ("valid", "test")
 TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR", "paper_UAR", "robust_UAR", "run", "replicate"]
 
 
-@dataclass(frozen=True)
-class GridRun:
-    """One run of the grid: ``eps`` is the training eps (None for single training); it runs in ``<grid>/<name>``,
-    or ``<grid>/<name>/<replicate>`` for one of several seeds (``seed``) or CPU kernel settings (``kernels``)."""
+class PaperCell(NamedTuple):
+    """What a run of the grid stands for in the paper's table: ``eps`` is the training eps (None for single)."""
 
     model: str
     mode: str
     eps: float
-    hparams_file: str
-    grid: str
-    seed: int = None
-    kernels: str = None
-
-    @property
-    def name(self):
-        return f"{self.model}_{self.mode}" + ("" if self.eps is None else f"_eps{self.eps:g}")
-
-    @property
-    def replicate(self):
-        """``seed1234-avx2``, ``seed1234`` or ``avx2``; empty for a run without replicates."""
-        return "-".join(([] if self.seed is None else [f"seed{self.seed}"]) + ([] if self.kernels is None else [self.kernels]))
-
-    @property
-    def label(self):
-        """The run's name in the log and the table: its folder under the grid."""
-        return os.path.join(self.name, self.replicate) if self.replicate else self.name
-
-    @property
-    def folder(self):
-        return os.path.join(self.grid, self.label)
-
-    @property
-    def finished(self):
-        return os.path.isfile(os.path.join(self.folder, FINISHED_MARKER))
-
-    def command(self, train_script, overrides):
-        """``train.py`` with the run's own options, then ``overrides`` but the yaml keys its yaml lacks."""
-        eps = [] if self.eps is None else [f"--attack_eps={self.eps:g}"]
-        seed = [] if self.seed is None else [f"--seed={self.seed}"]
-        keys, own = yaml_override_keys(overrides), top_level_keys(self.hparams_file)
-        passed = [option for option in overrides if option_key(option) not in keys - own]
-        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *eps, *seed, *passed]
-
-    def environment(self):
-        """The variables of the run's CPU kernel setting (none without one)."""
-        return CPU_KERNELS[self.kernels] if self.kernels else {}
-
-
-def option_key(option):
-    """``base_channels`` for ``--base_channels=16``."""
-    return option.split("=", 1)[0].lstrip("-")
-
-
-def yaml_override_keys(overrides):
-    """The keys of the yaml overrides among command-line options (the others are SpeechBrain's run options)."""
-    _, _, text = sb.parse_arguments(["hparams.yaml", *overrides])
-    return set(yaml.safe_load(text) or {})
-
-
-def top_level_keys(hparams_file):
-    """The keys a yaml file defines, read without loading it (nothing of it runs)."""
-    with open(hparams_file, encoding="utf-8") as f:
-        node = yaml.compose(f)
-    return {key.value for key, _ in node.value} if node is not None else set()
 
 
 def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS, seeds=(None,), kernels=(None,)):
-    """The runs of the selection, each once per seed and kernel setting; every missing yaml is named before any run."""
+    """The runs of the selection, each once per seed and kernel setting; every missing yaml is named before any run.
+
+    A run is named ``<model>_<mode>`` (single training) or ``<model>_<mode>_eps<eps>``.
+    """
     runs, missing = [], []
     # Single training first, then eps by eps: a partial grid already holds whole lines of the table.
     for eps in [None, *eps_grid]:
@@ -169,55 +97,16 @@ def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=P
                 if not os.path.isfile(hparams_file):
                     missing.append(hparams_file)
                 elif (mode == "single") == (eps is None):
-                    runs += [GridRun(model, mode, eps, hparams_file, output_folder, seed, kernel)
-                             for seed in seeds for kernel in kernels]  # fmt: skip
+                    name, options = f"{model}_{mode}", ()
+                    if eps is not None:
+                        name, options = f"{name}_eps{eps:g}", (f"--attack_eps={eps:g}",)
+                    runs += [GridRun(name, hparams_file, output_folder, options, replicate, PaperCell(model, mode, eps))
+                             for replicate in replicates(seeds=seeds, kernels=kernels)]  # fmt: skip
     missing = list(dict.fromkeys(missing))
     if missing:
         have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
         raise FileNotFoundError(f"No yaml for {', '.join(missing)} (--models / --modes); {hparams_dir} has {have}.")
     return runs
-
-
-def run_grid(runs, train_script, overrides, gpus=()):
-    """Runs every unfinished run (one per GPU at a time with ``gpus``); returns the names of the failed ones.
-
-    A run's output goes to ``<its folder>/sweep_log.txt`` (appended: a resumed run keeps its history).
-    """
-    todo = [run for run in runs if not run.finished]
-    for run in runs:
-        if run.finished:
-            logger.info(f"{run.label}: finished, skipped")
-    devices = queue.Queue()
-    for gpu in gpus or [None]:
-        devices.put(gpu)
-
-    def launch(run):
-        device = devices.get()
-        try:
-            if run.finished:  # by another sweep over the same folder since this one started
-                logger.info(f"{run.label}: finished meanwhile, skipped")
-                return None
-            env = dict(os.environ)
-            # The runs import the ser_adv_brain this sweep imports (train.py's folder, not the cwd, is on their path).
-            env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
-            env.update(run.environment())
-            if device is not None:
-                env["CUDA_VISIBLE_DEVICES"] = str(device)
-            state = "resumed" if os.path.isdir(run.folder) else "started"
-            logger.info(f"{run.label}: {state}" + ("" if device is None else f" on GPU {device}"))
-            os.makedirs(run.folder, exist_ok=True)
-            with open(os.path.join(run.folder, "sweep_log.txt"), "a", encoding="utf-8") as log:
-                code = subprocess.call(run.command(train_script, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
-            if code != 0 or not run.finished:
-                logger.error(f"{run.label}: failed (exit code {code}); see {os.path.join(run.folder, 'sweep_log.txt')}")
-                return run.label
-            logger.info(f"{run.label}: finished")
-            return None
-        finally:
-            devices.put(device)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool:
-        return [name for name in pool.map(launch, todo) if name]
 
 
 def read_csv(path):
@@ -248,25 +137,26 @@ def table_rows(runs):
 
     A single-training run gives real data and, for comparison, fake data at each eps of the grid.
     """
-    grid = sorted({run.eps for run in runs if run.eps is not None})
+    grid = sorted({run.cell.eps for run in runs if run.cell.eps is not None})
     rows = []
     for run in runs:
         if not run.finished:
             continue
+        model, mode, train_eps = run.cell
         fgsm, robust = fgsm_uar(run.folder), robust_uar(run.folder)
-        cells = [("real", 0.0)] + ([("fake", eps) for eps in grid] if run.eps is None else [("fake", run.eps)])
+        cells = [("real", 0.0)] + ([("fake", eps) for eps in grid] if train_eps is None else [("fake", train_eps)])
         for data, eps in cells:
-            paper = PAPER_UAR.get((run.model, run.mode, run.eps, data)) if data == "real" or eps == run.eps else None
+            paper = PAPER_UAR.get((model, mode, train_eps, data)) if data == "real" or eps == train_eps else None
             for i, split in enumerate(SPLITS):
                 uar = fgsm.get((split, round(eps, 6)))
                 if uar is None:
                     continue
                 rows.append({
-                    "model": run.model, "training": run.mode, "train_eps": "" if run.eps is None else run.eps,
+                    "model": model, "training": mode, "train_eps": "" if train_eps is None else train_eps,
                     "data": data, "eps": eps, "split": split, "UAR": uar,
                     "paper_UAR": "" if paper is None else paper[i],
                     "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
-                    "run": run.label, "replicate": run.replicate,
+                    "run": run.label, "replicate": run.replicate.name,
                 })  # fmt: skip
     return rows
 
@@ -330,7 +220,7 @@ def write_tables(runs, output_folder, title):
         writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    models = list(dict.fromkeys(run.model for run in runs))
+    models = list(dict.fromkeys(run.cell.model for run in runs))
     table = markdown_table(rows, models, title)
     with open(os.path.join(output_folder, "paper_table.md"), "w", encoding="utf-8") as f:
         f.write(table)
@@ -340,8 +230,9 @@ def write_tables(runs, output_folder, title):
         writer.writerow(["model", "training", "train_eps", "split", "eps", "UAR", "replicate"])
         for run in runs:
             if run.finished:
+                model, mode, train_eps = run.cell
                 for (split, eps), uar in sorted(fgsm_uar(run.folder).items()):
-                    writer.writerow([run.model, run.mode, "" if run.eps is None else run.eps, split, eps, uar, run.replicate])
+                    writer.writerow([model, mode, "" if train_eps is None else train_eps, split, eps, uar, run.replicate.name])
     plot_grid_curves(grid_csv)
     return table
 
@@ -383,7 +274,7 @@ def main(argv=None):
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps,
                      args.seeds, args.cpu_kernels)  # fmt: skip
-    unknown = yaml_override_keys(overrides) - set().union(*(top_level_keys(f) for f in {run.hparams_file for run in runs}))
+    unknown = unknown_override_keys(runs, overrides)
     if unknown:
         sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
