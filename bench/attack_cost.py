@@ -47,9 +47,11 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
-from ser_adv_brain.attack_suite import evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.attacks import FGSM, PGD, WaveformClassifier, WaveformPGD
-from ser_adv_brain.recipe import load_trained, selection_key
+from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.models import WaveformClassifier
+from ser_adv_brain.runs import load_trained
+from ser_adv_brain.training.checkpoints import selection_key
 
 # (ratio name, workload, baseline workload, target)
 RATIOS = [

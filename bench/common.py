@@ -20,9 +20,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.brain import EmotionBrain
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.training.brain import EmotionBrain
+from ser_adv_brain.training.brain import build_brain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -80,6 +80,20 @@ class ConfusionMatrix:
             writer.writerow(["UAR", *[""] * len(labels), int(self.counts.sum()), f"{self.uar():.4f}"])
 
 
+def uar_of_correct(correct, targets, n_classes):
+    """UAR of a per-utterance correct/incorrect vector: the mean over present classes of the correct share.
+
+    Example
+    -------
+    >>> uar_of_correct(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1]), 3)
+    0.75
+    """
+    # Only the diagonal matters for UAR: a wrong utterance is booked under the next class.
+    confusion = ConfusionMatrix(n_classes)
+    confusion.append(torch.where(correct, targets, (targets + 1) % n_classes), targets)
+    return confusion.uar()
+
+
 @register_checkpoint_hooks
 class RunningMeans:
     """Means of named scalars over an epoch (the parts of a training loss), checkpointable.

@@ -27,7 +27,7 @@ from helpers import (
     run_recipe,
     tiny,
 )
-from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 # Test tensors are tiny: extra threads only add synchronisation, and the cores are shared.
 torch.set_num_threads(1)

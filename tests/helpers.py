@@ -15,8 +15,8 @@ import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-from ser_adv_brain.dataio import dataio_prep, manifests_of
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.training.brain import build_brain
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMOS_TRAIN = REPO_ROOT / "recipes" / "DEMoS" / "train.py"
@@ -26,8 +26,8 @@ EMODB_SAMPLES = REPO_ROOT / "tests" / "samples" / "emodb" / "wav"  # 42 EmoDB-na
 EMODB_SAMPLE_FOLDS = {"n_folds": 4}
 KILLED_RUN = REPO_ROOT / "tests" / "integration" / "killed_run.py"
 # Second-stage yaml files, read by a command of the package on a trained output folder, not by a
-# recipe (no recipe row): file -> that command's module.
-SECOND_STAGE_FILES = {"hparams/detector.yaml": "ser_adv_brain/train_detector.py"}
+# recipe (no recipe row): file -> that command's module and the Brain it hands the yaml to.
+SECOND_STAGE_FILES = {"hparams/detector.yaml": ("ser_adv_brain/commands/detector.py", "ser_adv_brain/training/detector_brain.py")}
 # The recipes' yaml files, relative to the repository root.
 RECIPE_HPARAMS_FILES = sorted(
     {str(path.relative_to(REPO_ROOT)) for pattern in ("hparams/*.yaml", "recipes/*/hparams/*.yaml")

@@ -13,8 +13,8 @@ import logging
 import os
 import re
 
-from ser_adv_brain.manifests import PAPER_SPLIT_RATIO, manifests_up_to_date, write_split_manifests
-from ser_adv_brain.validation import DataValidationError, Problem
+from ser_adv_brain.data.manifests import PAPER_SPLIT_RATIO, manifests_up_to_date, write_split_manifests
+from ser_adv_brain.data.validation import DataValidationError, Problem
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.logger import get_logger
 
-from ser_adv_brain.brain import EmotionBrain
-from ser_adv_brain.distributed import set_collective_timeout
+from ser_adv_brain.training.brain import EmotionBrain
+from ser_adv_brain.training.distributed import set_collective_timeout
 from ser_adv_brain.objectives.base import classification_loss
-from ser_adv_brain.recipe import checked_datasets, export_checkpoint, report_attacks, selection_key
-from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.runs import checked_datasets, export_checkpoint, report_attacks
+from ser_adv_brain.training.checkpoints import selection_key
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 logger = get_logger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 
-from ser_adv_brain.manifests import SPLIT_FILE, manifests_up_to_date, write_split_manifests
+from ser_adv_brain.data.manifests import SPLIT_FILE, manifests_up_to_date, write_split_manifests
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,11 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
-from ser_adv_brain.brain import EmotionBrain
-from ser_adv_brain.distributed import set_collective_timeout
+from ser_adv_brain.training.brain import EmotionBrain
+from ser_adv_brain.training.distributed import set_collective_timeout
 from ser_adv_brain.objectives.base import classification_loss
-from ser_adv_brain.recipe import checked_datasets, export_checkpoint, report_attacks, selection_key
+from ser_adv_brain.runs import checked_datasets, export_checkpoint, report_attacks
+from ser_adv_brain.training.checkpoints import selection_key
 
 
 class EmotionRecognitionBrain(EmotionBrain):

@@ -2,7 +2,7 @@
 
 import torch
 
-from ser_adv_brain.attacks.base import check_choice, check_non_negative, check_positive_int
+from ser_adv_brain.checks import check_choice, check_non_negative, check_positive_int
 from ser_adv_brain.attacks.dlr import check_classes, dlr_loss, targeted_dlr_loss
 from ser_adv_brain.attacks.pgd import PGD, rows
 

@@ -46,31 +46,13 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from ser_adv_brain.checks import check_choice, check_non_negative
+
 LABEL_SOURCES = ("predicted", "target")
 MODEL_MODES = ("eval", "train")
 DOMAINS = ("features", "waveform")
 NORMS = ("linf", "l2", "snr")
 LEAST_LIKELY = "least_likely"
-
-
-def check_non_negative(**values):
-    """Raises a ``ValueError`` naming the first argument that is negative or not finite."""
-    for name, value in values.items():
-        if value is not None and not (0.0 <= float(value) < float("inf")):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def check_positive_int(**values):
-    """Raises a ``ValueError`` naming the first argument that is not an integer >= 1."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def check_choice(name, value, choices):
-    """Raises a ``ValueError`` naming ``name`` if ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def keyed_seed(seed, key, stream=0):
@@ -170,6 +152,7 @@ class Attack:
     domain = None  # "features" or "waveform": see the module docstring
     norm = None  # "linf", "l2" or "snr"
     generator = None  # a random attack's own torch.Generator: training checkpoints save its state
+    needs_source_model = False  # a transfer attack runs on another model, which must be attached first
 
     def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
         self.check_budget(eps)

@@ -1,6 +1,7 @@
 """Fast Gradient Sign Method on the model input (Goodfellow et al., 2015; Ren et al., 2020)."""
 
-from ser_adv_brain.attacks.base import GradientAttack, check_non_negative
+from ser_adv_brain.attacks.base import GradientAttack
+from ser_adv_brain.checks import check_non_negative
 
 
 class FGSM(GradientAttack):

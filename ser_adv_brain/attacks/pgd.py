@@ -2,7 +2,8 @@
 
 import torch
 
-from ser_adv_brain.attacks.base import GradientAttack, check_choice, check_non_negative, check_positive_int, random_rows
+from ser_adv_brain.attacks.base import GradientAttack, random_rows
+from ser_adv_brain.checks import check_choice, check_non_negative, check_positive_int
 
 PGD_NORMS = ("linf", "l2")
 

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ser_adv_brain.attacks.base import Attack, check_positive_int, random_rows
+from ser_adv_brain.attacks.base import Attack, random_rows
+from ser_adv_brain.checks import check_positive_int
 
 # Iterations (out of 10 000, rescaled to the query budget) after which the
 # square's area p is halved again: the schedule of the paper's code.

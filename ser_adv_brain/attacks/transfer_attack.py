@@ -14,7 +14,7 @@ class TransferAttack(Attack):
     output folder: its checkpoint ``select_checkpoint`` names, its own
     normaliser ``N_s``); ``N_t`` is the attacked model's normaliser. The fake
     data go from one model to the other as log-Mel features, as in
-    ``python -m ser_adv_brain.transfer``, and are clipped to the attacked
+    ``ser-adv transfer``, and are clipped to the attacked
     model's Linf ball of radius ``eps`` (a no-op when both models share their
     normaliser statistics, as models trained on the same split do). The
     attacked model is never run, so it is a black box: the gradient-masking
@@ -22,7 +22,11 @@ class TransferAttack(Attack):
 
     In the attack suite it belongs to the Linf feature threat model, so robust
     UAR counts it. The source folder must share the feature settings and hold
-    the utterances' labels (true labels are attacked on the source).
+    the utterances' labels (true labels are attacked on the source). It
+    declares ``needs_source_model``: whoever runs it first gives it the
+    source folder's restored model (``attach_source``; the end-of-run reports
+    and ``ser-adv evaluate`` load it as a ``ser_adv_brain.runs.TrainedModel``)
+    and the attacked model's normaliser (``set_target_normalizer``; the suite does).
 
     Arguments
     ---------
@@ -43,6 +47,7 @@ class TransferAttack(Attack):
     domain = "features"
     norm = "linf"
     black_box = True  # it never queries the attacked model
+    needs_source_model = True
 
     def __init__(self, source, attack):
         if not os.path.isfile(os.path.join(source, "hyperparams.yaml")):
@@ -51,7 +56,7 @@ class TransferAttack(Attack):
             raise ValueError(f"TransferAttack attack must be a white-box Linf feature attack, got {attack!r}")
         super().__init__(attack.eps, eta=None, label_source=attack.label_source)
         self.source, self.source_attack = source, attack
-        self.source_model = None  # loaded on first use: a yaml that names it need not load a model
+        self.source_model = None  # attached by whoever runs the attack: a yaml that names it need not load a model
         self.target_normalizer = None
 
     def __repr__(self):
@@ -67,14 +72,10 @@ class TransferAttack(Attack):
         self.target_normalizer = normalizer
         return self
 
-    def load_source(self, device):
-        """The source folder's restored model, once (``TransferModel`` of the transfer command)."""
-        if self.source_model is None:
-            # Imported here: ser_adv_brain.transfer imports the recipe, which imports the attacks.
-            from ser_adv_brain.transfer import TransferModel
-
-            self.source_model = TransferModel(self.source, str(device))
-        return self.source_model
+    def attach_source(self, source_model):
+        """The source folder's restored model: ``model`` and ``normalizer`` (a ``ser_adv_brain.runs.TrainedModel``)."""
+        self.source_model = source_model
+        return self
 
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, keys=None):
         """The source attack's fake data for ``inputs``, moved into the attacked model's ball (``model`` is unused)."""
@@ -82,7 +83,9 @@ class TransferAttack(Attack):
             raise ValueError("TransferAttack needs the attacked model's normaliser: call set_target_normalizer first.")
         eps = self.eps if eps is None else eps
         self.check_budget(eps)
-        source = self.load_source(inputs.device)
+        source = self.source_model
+        if source is None:
+            raise ValueError(f"TransferAttack needs its source model: call attach_source with {self.source!r} restored.")
         target_norm, source_norm = self.target_normalizer, source.normalizer
         with torch.no_grad():
             log_mel = inputs * target_norm.std + target_norm.mean

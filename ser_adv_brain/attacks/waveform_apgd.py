@@ -1,7 +1,7 @@
 """Auto-PGD on the audio samples, under a per-utterance SNR or amplitude budget, scored as 16-bit PCM."""
 
 from ser_adv_brain.attacks.apgd import APGD
-from ser_adv_brain.attacks.waveform_pgd import WaveformBudget
+from ser_adv_brain.attacks.waveform_budget import WaveformBudget
 
 
 class WaveformAPGD(WaveformBudget, APGD):
@@ -25,9 +25,8 @@ class WaveformAPGD(WaveformBudget, APGD):
     Example
     -------
     >>> import torch
-    >>> from ser_adv_brain.attacks import WaveformClassifier
     >>> from ser_adv_brain.features import FeatureNormalizer, LogMel
-    >>> from ser_adv_brain.models import CNN4
+    >>> from ser_adv_brain.models import CNN4, WaveformClassifier
     >>> classifier = WaveformClassifier(LogMel(n_mels=20), FeatureNormalizer(20), CNN4(base_channels=2))
     >>> out = WaveformAPGD(eps=30.0, steps=3, loss="dlr").run(classifier, 0.1 * torch.randn(2, 4000), targets=None)
     >>> bool((out.snr_db >= 30.0).all())

@@ -40,6 +40,10 @@ class NoiseStep(AdversarialStep):
     def __repr__(self):
         return f"{type(self).__name__}(noise={self.noise!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps})"
 
+    def generators(self):
+        """None of its own: the noise draws from the global generators, which ``RandomState`` saves."""
+        return []
+
     def forward(self, brain, batch):
         """The real forward, outside DDP."""
         feats = brain.compute_features(batch.sig.data).detach()

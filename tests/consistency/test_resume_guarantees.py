@@ -10,7 +10,7 @@ what it saves. Checked here for all of them, in seconds.
 import pytest
 
 from helpers import RECIPE_HPARAMS_FILES, load_hparams, tiny
-from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
+from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState
 
 RESUMED = "hparams/cnn4_vanilla.yaml"  # the one test_faults.py kills and resumes
 

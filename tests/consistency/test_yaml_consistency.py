@@ -96,14 +96,14 @@ def test_every_yaml_key_is_read_by_the_script_as_speechbrain_checks(row):
 @pytest.mark.parametrize("hparams_file", sorted(SECOND_STAGE_FILES))
 def test_every_second_stage_yaml_key_is_read_by_its_command(hparams_file):
     """The recipes' check, for a yaml that a package command reads: a key nothing reads is a trap."""
-    script = read(SECOND_STAGE_FILES[hparams_file])
+    script = "".join(read(path) for path in SECOND_STAGE_FILES[hparams_file])
     unused = [key for key in keys_speechbrain_checks(hparams_file) if not read_in_script(key, script)]
     assert not unused, f"{hparams_file}: keys not used in {SECOND_STAGE_FILES[hparams_file]}: {unused}"
 
 
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=IDS)
 def test_modules_the_brains_use_are_declared(row):
-    brain_source = read(os.path.join("ser_adv_brain", "brain.py")) + read(row["Script_file"])
+    brain_source = read(os.path.join("ser_adv_brain", "training", "brain.py")) + read(row["Script_file"])
     used = set(re.findall(r"self\.modules\.(\w+)", brain_source)) - set(dir(torch.nn.ModuleDict))
     declared = set(load_yaml_tree(row["Hparam_file"])["modules"])
     assert used and used <= declared, f"{row['Hparam_file']}: modules {sorted(used - declared)} are not declared"
@@ -112,7 +112,7 @@ def test_modules_the_brains_use_are_declared(row):
 # The keys that say which experiment a file is (corpus, model, length of training); every other
 # key two files share must hold the same value in both, so that the files cannot drift apart.
 EXPERIMENT_KEYS = {
-    "experiment_name", "output_folder", "data_folder", "split_ratio", "n_frames", "model",
+    "experiment_name", "output_folder", "data_folder", "split_ratio", "fold", "n_frames", "model",
     "number_of_epochs", "select_checkpoint", "warmup_steps",
 }  # fmt: skip
 # Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).

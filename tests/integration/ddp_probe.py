@@ -41,9 +41,10 @@ import speechbrain.utils.distributed
 import torch
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-import ser_adv_brain.checkpoints
-import ser_adv_brain.brain
-import ser_adv_brain.recipe
+import ser_adv_brain.runs.datasets
+import ser_adv_brain.runs.finish
+import ser_adv_brain.training.brain
+import ser_adv_brain.training.checkpoints
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for helpers
 from helpers import capture_eval_stats  # noqa: E402
 
@@ -133,7 +134,8 @@ def record_main_only_runs(current):
 
         return run_on_main(ran, *args, **kwargs)
 
-    speechbrain.utils.distributed.run_on_main = ser_adv_brain.recipe.run_on_main = recording_run_on_main
+    speechbrain.utils.distributed.run_on_main = recording_run_on_main
+    ser_adv_brain.runs.datasets.run_on_main = ser_adv_brain.runs.finish.run_on_main = recording_run_on_main
 
 
 def share_one_process_group():
@@ -170,7 +172,7 @@ def slow_down_checkpoint_renames(probe_dir, rank):
 
         speechbrain.utils.checkpoints.ddp_barrier = marking_barrier
     elif rank == 0:
-        staging, replace_directory = ser_adv_brain.checkpoints.AtomicCheckpointer._staging, ser_adv_brain.checkpoints.replace_directory
+        staging, replace_directory = ser_adv_brain.training.checkpoints.AtomicCheckpointer._staging, ser_adv_brain.training.checkpoints.replace_directory
 
         def staging_after_clearing_the_mark(self, final_path):
             # Called on rank 0 before the save's first collective: rank 1 cannot mark this save yet.
@@ -184,8 +186,8 @@ def slow_down_checkpoint_renames(probe_dir, rank):
                 time.sleep(0.02)
             replace_directory(source, target)
 
-        ser_adv_brain.checkpoints.AtomicCheckpointer._staging = staging_after_clearing_the_mark
-        ser_adv_brain.checkpoints.replace_directory = slow_replace_directory
+        ser_adv_brain.training.checkpoints.AtomicCheckpointer._staging = staging_after_clearing_the_mark
+        ser_adv_brain.training.checkpoints.replace_directory = slow_replace_directory
 
 
 def main(probe_dir, argv):
@@ -210,13 +212,13 @@ def main(probe_dir, argv):
     current = {}
     record_main_only_runs(current)
     destroy_group = share_one_process_group()
-    init = ser_adv_brain.brain.EmotionBrain.__init__
+    init = ser_adv_brain.training.brain.EmotionBrain.__init__
 
     def probed_init(brain, *args, **kwargs):
         init(brain, *args, **kwargs)
         attach_probes(brain, current["record"])
 
-    ser_adv_brain.brain.EmotionBrain.__init__ = probed_init  # the recipe's Brain subclasses it
+    ser_adv_brain.training.brain.EmotionBrain.__init__ = probed_init  # the recipe's Brain subclasses it
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as python does for a script it runs
     for index, run_argv in enumerate(runs):
         current["record"] = record = {"rank": rank, "world_size": world_size, "ran_here": []}

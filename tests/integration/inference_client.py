@@ -16,7 +16,7 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.inference.interfaces import foreign_class
 
-from ser_adv_brain.inference import EmotionRecognizer
+from ser_adv_brain.interface import EmotionRecognizer
 
 
 def raw_classification(recognizer, wav):

@@ -13,11 +13,12 @@ import soundfile
 import torch
 
 from helpers import TINY, evaluation_brain, flags, run_command, run_recipe
-from ser_adv_brain.attack_suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, WaveformPGD
-from ser_adv_brain.inference import EmotionRecognizer
-from ser_adv_brain.masking_checks import NONE_FIRED, destroy_plan, masking_report
-from ser_adv_brain.suite_report import write_suite_report
+from ser_adv_brain.interface import EmotionRecognizer
+from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_report
+from ser_adv_brain.reports.suite_report import write_suite_report
+from ser_adv_brain.runs.reload import TrainedModel
 
 HPARAMS = "hparams/cnn4_single.yaml"
 # Wider, longer clips and 6 epochs: a tiny model that is right more often than chance, so attacks have work to do.
@@ -153,7 +154,7 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
         assert matrix[(str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))] == pytest.approx(white_box, abs=1e-4)
     assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
     # The suite's transfer plug-in, with the second model as source, finds the matrix's cell and counts in robust UAR.
-    transfer = TransferAttack(source=second, attack=fgsm())
+    transfer = TransferAttack(source=second, attack=fgsm()).attach_source(TrainedModel(second, "cpu"))
     outcomes, plan = run_suite(single_run, [fgsm(), transfer], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
     for eps in (0.05, 0.2):
         key = ("features_linf", eps, "Transfer FGSM")

@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from helpers import DEMOS_TRAIN, REPO_ROOT, capture_eval_stats, evaluation_brain, run_command, subprocess_env
-from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 CORPUS = {"n_speakers": 6, "utterances_per_emotion": 3, "neutral_per_speaker": 0, "seed": 1}
 SPLIT_SIZE = 21  # utterances in dev and in test: one speaker each

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import REPO_ROOT, run_command
-from ser_adv_brain.attacks import PGD, DetectedClassifier, DetectorAwarePGD
+from ser_adv_brain.attacks import DetectorAwarePGD, PGD
+from ser_adv_brain.detectors import DetectedClassifier
 from ser_adv_brain.detectors import EmbeddingDetector
-from ser_adv_brain.inference import EmotionRecognizer
+from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.metrics import detection_threshold, roc_auc, tpr_at_fpr
 from ser_adv_brain.models import CNN4
-from ser_adv_brain.train_detector import detector_overrides, load_detector_hparams, main
+from ser_adv_brain.commands.detector import detector_overrides, load_detector_hparams, main
 
 DETECTOR_YAML = os.path.join(REPO_ROOT, "hparams", "detector.yaml")
 # The shipped yaml at test size: a budget the tiny model's detector can learn in seconds, few steps and

@@ -5,14 +5,14 @@ import sys
 import textwrap
 
 from helpers import REPO_ROOT, load_hparams, subprocess_env
-from ser_adv_brain.validation import hyperparameter_problems
+from ser_adv_brain.data.validation import hyperparameter_problems
 
 # Rank 0 broadcasts while rank 1 waits in a barrier: the desynchronisation of issue 12.
 DESYNCHRONISED = textwrap.dedent(
     """
     import speechbrain as sb
     import torch
-    from ser_adv_brain.distributed import out_of_step_errors, set_collective_timeout
+    from ser_adv_brain.training.distributed import out_of_step_errors, set_collective_timeout
 
     sb.utils.distributed.ddp_init_group({"distributed_backend": "gloo"})  # SpeechBrain's 2-hour timeout
     set_collective_timeout(0.05)

@@ -134,7 +134,7 @@ def test_emodb_vanilla_recipe_end_to_end(fake_emodb, tmp_path):
 
 
 def test_select_checkpoint_is_checked():
-    from ser_adv_brain.recipe import selection_key
+    from ser_adv_brain.training.checkpoints import selection_key
 
     assert selection_key("best_dev") == "UAR" and selection_key("final") is None
     with pytest.raises(ValueError, match="select_checkpoint must be one of"):

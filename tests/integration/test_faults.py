@@ -10,9 +10,9 @@ import soundfile
 import torch
 
 import helpers
-from ser_adv_brain.checkpoints import STAGING_PREFIX
-from ser_adv_brain.dataio import dataio_prep, manifests_of
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.training.checkpoints import STAGING_PREFIX
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.training.brain import build_brain
 
 
 def test_sigkilled_run_resumes_to_the_same_results(reference_run, resume_corpus, tmp_path):

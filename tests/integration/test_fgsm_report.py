@@ -7,10 +7,12 @@ import torch
 
 from ser_adv_brain.metrics import ConfusionMatrix
 from helpers import RecipeBrain
-from ser_adv_brain.dataio import manifests_of
-from ser_adv_brain.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
-from ser_adv_brain.recipe import build_brain, checked_datasets, selection_key
-from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.data.dataio import manifests_of
+from ser_adv_brain.reports.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
+from ser_adv_brain.runs import checked_datasets
+from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training.checkpoints import selection_key
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 
 def confusion(correct, total, n_classes=2):

@@ -15,8 +15,8 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from helpers import REPO_ROOT, run_command
-from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.dataio import audio_pipeline
+from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.data.dataio import audio_pipeline
 
 EPS = 0.05
 
@@ -117,7 +117,7 @@ def test_attack_batch_is_the_brain_attack(trained, client_results):
 
 
 def test_interface_refuses_audio_over_its_limit(trained):
-    from ser_adv_brain.inference import EmotionRecognizer
+    from ser_adv_brain.interface import EmotionRecognizer
 
     folder = os.path.join(trained["out"], "interface")
     long_wav = trained["wavs"][0]
@@ -146,7 +146,7 @@ class OpensAFile:
 def test_from_hparams_loads_weights_only(trained, name):
     """An exported folder whose checkpoint would run code when unpickled is refused by
     ``from_hparams`` itself, and the code never runs."""
-    from ser_adv_brain.inference import EmotionRecognizer
+    from ser_adv_brain.interface import EmotionRecognizer
 
     folder = trained["tmp"] / f"trapped_{name}"
     shutil.copytree(os.path.join(trained["out"], "interface"), folder)

@@ -14,9 +14,9 @@ from speechbrain.inference.interfaces import foreign_class
 
 from helpers import LEARNING_CORPUS, load_hparams
 from ser_adv_brain.attacks import PGD
-from ser_adv_brain.feature_noise import GaussianFeatureNoise
-from ser_adv_brain.inference import EmotionRecognizer
-from ser_adv_brain.model_card import model_card
+from ser_adv_brain.features import GaussianFeatureNoise
+from ser_adv_brain.interface import EmotionRecognizer
+from ser_adv_brain.reports.model_card import model_card
 from ser_adv_brain.objectives import VanillaAdversarialObjective
 from ser_adv_brain.training_steps import CleanStep, FeatureNoiseStep, adversarial_step
 

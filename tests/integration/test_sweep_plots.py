@@ -16,7 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ser_adv_brain import plots, sweep
+from ser_adv_brain.commands import sweep
+from ser_adv_brain.reports import plots
 
 STUB_TRAIN = textwrap.dedent('''
     """A stand-in for recipes/<corpus>/train.py: the outputs of a finished run, made up but distinct."""

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ser_adv_brain.audio import frames_to_samples
+from ser_adv_brain.audio.loading import frames_to_samples
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4
 

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ser_adv_brain.attacks import APGD, PGD, WaveformAPGD, WaveformClassifier
+from ser_adv_brain.attacks import APGD, PGD, WaveformAPGD
+from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.attacks.apgd import checkpoint_iterations
 from ser_adv_brain.attacks.dlr import dlr_loss, targeted_dlr_loss
 from ser_adv_brain.features import FeatureNormalizer, LogMel

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformClassifier, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
+from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4
 

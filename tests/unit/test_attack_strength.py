@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from helpers_attacks import CLASS_NAMES, N_CLASSES, trained_classifier
-from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformClassifier, WaveformPGD, targeted_success_matrix
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
+from ser_adv_brain.evaluation.targeted import targeted_success_matrix
+from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.attacks.base import predict
 from ser_adv_brain.metrics import ConfusionMatrix
 

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 import torch
 
-from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio
+from ser_adv_brain.audio.loading import fix_length, frames_to_samples, load_audio
 
 
 def tone(rate, seconds=0.5, freq=440.0):

@@ -12,10 +12,12 @@ from speechbrain.dataio.dataloader import make_dataloader
 
 from helpers import REPO_ROOT, RecipeBrain
 
-from ser_adv_brain.dataio import dataio_prep, manifests_of
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
-from ser_adv_brain.recipe import build_brain, export_checkpoint, selection_key
-from ser_adv_brain.synthetic import generate_synthetic_demos
+from ser_adv_brain.runs import export_checkpoint
+from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training.checkpoints import selection_key
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 from ser_adv_brain.training_steps import FusedAdversarialStep
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -356,7 +358,7 @@ def test_emodb_yaml_holds_the_documented_values(tmp_path, kind):
     a 33-step warm-up and the final checkpoint, on speaker fold 0; checkpoints atomic, with the random state."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from ser_adv_brain.checkpoints import AtomicCheckpointer, RandomState
+    from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState
 
     path = f"{REPO_ROOT}/recipes/EmoDB/hparams/cnn4_{kind}.yaml"
     with open(path, encoding="utf-8") as f:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from ser_adv_brain.checkpoints import STAGING_PREFIX, AtomicCheckpointer, RandomState
+from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState, STAGING_PREFIX
 from ser_adv_brain.metrics import RunningMeans
 
 

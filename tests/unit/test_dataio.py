@@ -10,9 +10,9 @@ import torch
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.dataio import dataio_prep, manifests_of
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.training.brain import build_brain
 from helpers import RecipeBrain
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.features import FeatureNormalizer, LogMel, StftMagnitude
+from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.features import FeatureNormalizer, LogMel
+from ser_adv_brain.features.log_mel import StftMagnitude
 
 
 def test_paper_settings_by_default():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ser_adv_brain.attacks import PGD, SquareAttack, WaveformPGD
-from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
+from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4
 

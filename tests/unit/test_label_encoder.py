@@ -2,7 +2,7 @@
 
 import logging
 
-from ser_adv_brain.dataio import dataio_prep, manifests_of
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 
 
 def test_label_encoder_expects_the_class_count(tiny_hparams, caplog):

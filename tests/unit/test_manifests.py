@@ -6,15 +6,7 @@ import os
 import pytest
 import soundfile
 
-from ser_adv_brain.manifests import (
-    MANIFEST_COLUMNS,
-    PAPER_SPLIT_RATIO,
-    SPLITS,
-    fold_split,
-    speaker_folds,
-    speaker_independent_split,
-    split_sizes,
-)
+from ser_adv_brain.data.manifests import MANIFEST_COLUMNS, PAPER_SPLIT_RATIO, SPLITS, fold_split, speaker_folds, speaker_independent_split, split_sizes
 
 
 def read_csv(path):
@@ -227,7 +219,7 @@ def test_neutral_and_prototypical_options(demos_prepare, tiny_corpus, tmp_path):
     assert sum(r["emo"] == "neutral" for r in rows) == 6 and len(rows) == 90
 
     # Only PR utterances: give each speaker three per emotion, so one is PR.
-    from ser_adv_brain.synthetic import generate_synthetic_demos
+    from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
     corpus = generate_synthetic_demos(
         str(tmp_path / "pr_corpus"), n_speakers=3, utterances_per_emotion=3, neutral_per_speaker=0,

@@ -12,17 +12,10 @@ from hypothesis import strategies as st
 from speechbrain.dataio.dataio import load_data_csv
 
 from demos_prepare import EMOTION_CODES, parse_demos_stem
-from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio
+from ser_adv_brain.audio.loading import fix_length, frames_to_samples, load_audio
 from ser_adv_brain.features import FeatureNormalizer, LogMel
-from ser_adv_brain.manifests import MANIFEST_COLUMNS, write_manifest
-from ser_adv_brain.validation import (
-    AudioScan,
-    audio_problem,
-    decode_facts,
-    minimum_n_frames,
-    read_manifest,
-    row_problems,
-)
+from ser_adv_brain.data.manifests import MANIFEST_COLUMNS, write_manifest
+from ser_adv_brain.data.validation import AudioScan, audio_problem, decode_facts, minimum_n_frames, read_manifest, row_problems
 
 SMALL = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

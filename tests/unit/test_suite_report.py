@@ -4,9 +4,9 @@ import csv
 
 import torch
 
-from ser_adv_brain.attack_suite import SplitOutcomes, SuiteEntry
+from ser_adv_brain.evaluation.suite import SplitOutcomes, SuiteEntry
 from ser_adv_brain.attacks import SquareAttack, WaveformPGD
-from ser_adv_brain.suite_report import query_rows, write_suite_report
+from ser_adv_brain.reports.suite_report import query_rows, write_suite_report
 
 SQUARE = ("features_linf", 0.1, "SquareAttack")
 WAVEFORM = ("waveform_snr", 30.0, "WaveformPGD")

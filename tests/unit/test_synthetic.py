@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ser_adv_brain.synthetic import EMOTION_CODES, _speaker_voices, generate_synthetic_demos
+from ser_adv_brain.data.synthetic import EMOTION_CODES, _speaker_voices, generate_synthetic_demos
 
 SMALL = dict(n_speakers=3, utterances_per_emotion=1, neutral_per_speaker=1, min_duration=0.3, max_duration=0.5)
 

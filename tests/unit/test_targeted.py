@@ -4,9 +4,10 @@ import pytest
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from ser_adv_brain.attacks import FGSM, PGD, targeted_success_matrix
-from ser_adv_brain.dataio import manifests_of
-from ser_adv_brain.recipe import checked_datasets
+from ser_adv_brain.attacks import FGSM, PGD
+from ser_adv_brain.evaluation.targeted import targeted_success_matrix
+from ser_adv_brain.data.dataio import manifests_of
+from ser_adv_brain.runs import checked_datasets
 from test_attacks import TwoClassLinear, expected_direction, predicted_class_and_input
 
 

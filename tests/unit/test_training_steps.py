@@ -5,7 +5,7 @@ import torch
 
 from ser_adv_brain.attacks import FGSM, PGD
 from ser_adv_brain.objectives import VanillaAdversarialObjective
-from ser_adv_brain.recipe import build_brain
+from ser_adv_brain.training.brain import build_brain
 from ser_adv_brain.training_steps import (
     CleanStep,
     CoupledAdversarialStep,

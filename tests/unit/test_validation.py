@@ -13,11 +13,12 @@ from hyperpyyaml import load_hyperpyyaml
 
 import helpers
 from demos_prepare import prepare_demos
-from ser_adv_brain import validation
+from ser_adv_brain.data import validation
 from helpers import RecipeBrain
-from ser_adv_brain.dataio import manifests_of
-from ser_adv_brain.recipe import build_brain, checked_datasets
-from ser_adv_brain.validation import DataValidationError, validate_inputs
+from ser_adv_brain.data.dataio import manifests_of
+from ser_adv_brain.runs import checked_datasets
+from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.data.validation import DataValidationError, validate_inputs
 
 
 @pytest.fixture

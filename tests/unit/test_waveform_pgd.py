@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from ser_adv_brain.attacks import PGD, WaveformClassifier, WaveformPGD, quantize_pcm16, snr_db
+from ser_adv_brain.attacks import PGD, WaveformPGD
+from ser_adv_brain.audio.pcm import quantize_pcm16, snr_db
+from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4
 

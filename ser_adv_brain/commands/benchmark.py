@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from ser_adv_brain.grid import GridRun, replicates, run_grid, unknown_override_keys
+from ser_adv_brain.commands.grid import GridRun, replicates, run_grid, unknown_override_keys
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import speechbrain as sb
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from ser_adv_brain.audio import fix_length, frames_to_samples, load_audio
+from ser_adv_brain.audio.loading import fix_length, frames_to_samples, load_audio
 
 
 def audio_pipeline(sample_rate, num_samples, random_crop):

@@ -15,8 +15,8 @@ import os
 import ruamel.yaml
 
 from ser_adv_brain import PAPER
-from ser_adv_brain.audio import frames_to_samples
-from ser_adv_brain.fgsm_report import REPORT_CSV, REPORT_MD
+from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.reports.fgsm_report import REPORT_CSV, REPORT_MD
 from ser_adv_brain.training_steps import AdversarialStep, NoiseStep
 
 CARD_FILE = "README.md"
@@ -315,7 +315,7 @@ print(text_lab)
 or, with ser_adv_brain imported, attack it too (the run's attack and budget; pass `eps=` to change it):
 
 ```python
-from ser_adv_brain.inference import EmotionRecognizer
+from ser_adv_brain.interface import EmotionRecognizer
 
 recognizer = EmotionRecognizer.from_hparams(
     source="<this repository>", savedir="pretrained_models/{hparams["experiment_name"]}"

@@ -6,8 +6,8 @@ import os
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from ser_adv_brain.attack_suite import BUDGET_TITLES, budget_text
-from ser_adv_brain.masking_checks import masking_report
+from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
+from ser_adv_brain.evaluation.masking import masking_report
 
 CSV_FIELDS = ["split", "threat_model", "budget", "attack", "UAR_alone", "UAR_worst_so_far", "attacked", "fooled"]
 

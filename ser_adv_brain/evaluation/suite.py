@@ -36,9 +36,9 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
-from ser_adv_brain.attacks.waveform_pgd import WaveformClassifier
-from ser_adv_brain.brain import broadcast_buffers
-from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.models import WaveformClassifier
+from ser_adv_brain.training.brain import broadcast_buffers
+from ser_adv_brain.metrics import uar_of_correct
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +55,6 @@ BUDGET_TITLES = {
 # What attacks' ``run`` results report per utterance, beyond the adversarial input, and the suite keeps:
 # Square Attack's queries (until fooled or out of budget) and the waveform attack's realised SNR in dB.
 DETAILS = ("queries", "snr_db")
-
-
-def uar_of_correct(correct, targets, n_classes):
-    """UAR of a per-utterance correct/incorrect vector: the mean over present classes of the correct share.
-
-    Example
-    -------
-    >>> uar_of_correct(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1]), 3)
-    0.75
-    """
-    # Only the diagonal matters for UAR: a wrong utterance is booked under the next class.
-    confusion = ConfusionMatrix(n_classes)
-    confusion.append(torch.where(correct, targets, (targets + 1) % n_classes), targets)
-    return confusion.uar()
 
 
 def attack_label(attack):
@@ -290,7 +276,7 @@ def evaluate_suite(
     waveform_model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model).eval()
     for _, _, entries in plan:
         for entry in entries:
-            if hasattr(entry.attack, "set_target_normalizer"):  # a transfer attack maps its fake data to our features
+            if entry.attack.needs_source_model:  # a transfer attack maps its fake data to our features
                 entry.attack.set_target_normalizer(brain.modules.normalizer)
     loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)

@@ -15,7 +15,7 @@ as the suite runs white-box iterative attacks before FGSM, and black-box ones
 last (the default suite's order).
 """
 
-from ser_adv_brain.attack_suite import budget_text
+from ser_adv_brain.evaluation.suite import budget_text
 from ser_adv_brain.attacks import SquareAttack
 
 # A share of utterances that a masking check calls notable (Carlini et al. 2019 give no number).

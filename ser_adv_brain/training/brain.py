@@ -12,8 +12,8 @@ import logging
 import speechbrain as sb
 import torch
 
-from ser_adv_brain.checkpoints import GeneratorStates
-from ser_adv_brain.distributed import out_of_step_errors
+from ser_adv_brain.training.checkpoints import GeneratorStates
+from ser_adv_brain.training.distributed import out_of_step_errors
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.training_steps import TrainingStep
 
@@ -295,3 +295,19 @@ class EmotionBrain(sb.Brain):
             confusion.all_reduce(self.device)
         return confusions
 
+
+def build_brain(hparams, run_opts, brain_class=EmotionBrain):
+    """Instantiates ``brain_class`` with the yaml's modules, optimiser and checkpointer.
+
+    The default ``EmotionBrain`` evaluates under attack but has no
+    ``compute_forward``: training needs a recipe's Brain.
+    """
+    return brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        training_step=hparams["training_step"],
+        sync_batchnorm=hparams["sync_batchnorm"],
+    )

@@ -27,7 +27,7 @@ import torch
 from speechbrain.dataio import audio_io
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from ser_adv_brain.manifests import SPLITS
+from ser_adv_brain.data.manifests import SPLITS
 
 logger = logging.getLogger(__name__)
 

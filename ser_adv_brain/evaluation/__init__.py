@@ -1,0 +1,1 @@
+"""Evaluation under attack: the attack suite and robust UAR, masking checks, transfer, targeted success, detection."""

@@ -1,0 +1,1 @@
+"""Reports: tables and CSV files of every evaluation, the pictures, the model card."""

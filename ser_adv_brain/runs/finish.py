@@ -1,0 +1,99 @@
+"""What ends every training run: the robustness reports (the paper's FGSM and the attack suite), the pictures
+and the export of the pretrained interface with its model card."""
+
+import logging
+import os
+
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from ser_adv_brain.evaluation.masking import destroy_plan
+from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.interface import export_interface
+from ser_adv_brain.reports.fgsm_report import write_fgsm_report
+from ser_adv_brain.reports.model_card import write_model_card
+from ser_adv_brain.reports.plots import draw_run_pictures
+from ser_adv_brain.reports.suite_report import fgsm_beside_robust, write_suite_report
+from ser_adv_brain.runs.reload import TrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+def attach_sources(entries, device):
+    """Gives every attack that runs on another model (a transfer attack) that folder's restored model, once."""
+    for entry in entries:
+        if entry.attack.needs_source_model and entry.attack.source_model is None:
+            entry.attack.attach_source(TrainedModel(entry.attack.source, str(device)))
+
+
+def attack_settings(hparams):
+    """The yaml's settings of the attack reports, as ``report_attacks`` takes them."""
+    keys = ("attack", "eval_eps", "attack_suite", "suite_budgets", "suite_early_exit", "masking_check_eps")
+    return {key: hparams[key] for key in keys}
+
+
+def report_attacks(
+    brain, hparams, datasets, max_key, attack, eval_eps, attack_suite, suite_budgets, suite_early_exit,
+    masking_check_eps, splits=("valid", "test"),
+):  # fmt: skip
+    """The paper's FGSM report and the attack suite's, for dev and test; writes and logs both.
+
+    The FGSM report (``robustness.csv``, the first table of ``robustness.md``) gives
+    UAR on real data and on ``attack``'s over ``eval_eps``, as the paper does; the
+    suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
+    attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
+    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.attack_suite``).
+    The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
+    Then the run's pictures (``ser_adv_brain.plots``) are drawn.
+
+    Returns
+    -------
+    fgsm : dict
+        split -> eps -> ``ConfusionMatrix``.
+    suite : dict
+        split -> ``SplitOutcomes``.
+    """
+    loader_kwargs = hparams["test_dataloader_options"]
+    fgsm = {
+        split: brain.evaluate_under_attack(datasets[split], attack, eval_eps, max_key=max_key, loader_kwargs=loader_kwargs)
+        for split in splits
+    }
+    labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
+    title = f"{hparams['experiment_name']}: attack {attack!r}"
+    table = write_fgsm_report(fgsm, hparams["output_folder"], title, labels, fake_eps=attack.eps)
+    entries = suite_entries(attack_suite)
+    attach_sources(entries, brain.device)
+    plan = suite_plan(entries, suite_budgets)
+    checks = destroy_plan(entries, masking_check_eps)
+    wavs = os.path.join(hparams["output_folder"], "adversarial_wavs")
+    suite = {
+        split: evaluate_suite(
+            brain, datasets[split], plan + checks, suite_early_exit, loader_kwargs, max_key,
+            wav_pairs=(wavs, 3) if split == splits[-1] and if_main_process() else None,
+        )
+        for split in splits
+    }  # fmt: skip
+    report = write_suite_report(suite, plan, checks, hparams["output_folder"], f"{hparams['experiment_name']}: attack suite", suite_early_exit)
+    logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
+    logger.info(f"Attack suite:\n{report}")
+    logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack])
+    return fgsm, suite
+
+
+def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
+    """Exports a checkpoint (the best by ``max_key``; the latest if None) as a
+    pretrained interface in ``<output_folder>/interface`` (main process), with its
+    model card (``ser_adv_brain.model_card``; ``corpus`` is a key of its ``CORPORA``)."""
+    folder = os.path.join(hparams["output_folder"], "interface")
+    run_on_main(
+        export_interface,
+        kwargs={
+            "checkpoint": brain.checkpointer.find_checkpoint(max_key=max_key),
+            "label_encoder": hparams["label_encoder"],
+            "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
+            "folder": folder,
+            "title": f"{hparams['experiment_name']}: {hparams['select_checkpoint']} checkpoint",
+        },
+    )
+    run_on_main(write_model_card, args=[hparams, folder, corpus])
+    return folder
