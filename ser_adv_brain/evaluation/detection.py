@@ -22,7 +22,7 @@ def score_split(brain, dataset, attacks, loader_kwargs):
     brain.modules.eval()
     named = {name_of(attack, attacks): attack for attack in [None, *attacks]}
     for attack in named.values():
-        if hasattr(attack, "generator"):  # the same evaluation twice gives the same result
+        if attack is not None and attack.generator is not None:  # the same evaluation twice gives the same result
             attack.generator.manual_seed(attack.seed)
     parts = {name: ([], []) for name in named}
     targets = []
