@@ -68,21 +68,26 @@ def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None, eps
 
 def test_the_builtin_corpus_run_learns_and_tests_its_best_dev_epoch(trained):
     """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder, and a
-    tiny model learns it clearly above chance (1/7); best_dev tests an epoch before the last; FGSM
-    lowers UAR."""
+    tiny model learns it clearly above chance (1/7); best_dev tests the epoch with the best dev UAR; FGSM
+    lowers UAR.
+
+    Which epoch is best depends on the host's floats: it is read from the run's own log, the latest of
+    equals as SpeechBrain breaks ties (that the best, not the latest, is tested: ``tests/unit/test_brain.py``).
+    The thresholds keep a margin over the lowest figures measured on every kernel setting and seed
+    (best dev UAR .55, test UAR .50: ``docs/testing.md``).
+    """
     folder, output = trained["out"], trained["output"]
     assert "SYNTHETIC" in output
     assert os.path.isfile(os.path.join(folder, "synthetic_demos", ".complete"))
     assert len(os.listdir(os.path.join(folder, "synthetic_demos", "DEMOS"))) == 6 * 7 * 3
     log = open(os.path.join(folder, "train_log.txt"), encoding="utf-8").read()
     uars = valid_uars(log)
-    best = max(uars)
-    assert len(uars) == 12 and best >= 0.5 and uars.count(best) == 1
-    best_epoch = uars.index(best) + 1
-    assert best_epoch < 12 and f"Epoch loaded: {best_epoch} - " in log
+    assert len(uars) == 12 and max(uars) >= 0.4
+    best_epoch = max(range(1, 13), key=lambda epoch: (uars[epoch - 1], epoch))
+    assert f"Epoch loaded: {best_epoch} - " in log
     check_outputs(folder, output, epochs=12, loaded=best_epoch, eps_grid=[0.0, 0.1])
     rows = {(r["split"], float(r["eps"])): float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))}
-    assert rows[("valid", 0.0)] == pytest.approx(best, abs=5e-3) and rows[("test", 0.0)] >= 0.4
+    assert rows[("valid", 0.0)] == pytest.approx(max(uars), abs=5e-3) and rows[("test", 0.0)] >= 0.4
     assert rows[("valid", 0.1)] < rows[("valid", 0.0)] and rows[("test", 0.1)] < rows[("test", 0.0)]
 
 
