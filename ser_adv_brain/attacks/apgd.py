@@ -122,6 +122,12 @@ class APGD(PGD):
     def uses_given_gradient(self):
         return False  # every pass starts where the attack chooses, and takes its own gradients
 
+    @property
+    def name(self):
+        """``APGD-CE``, ``APGD-DLR`` or ``APGD-T`` (AutoAttack's names), after the class (``WaveformAPGD-CE``)."""
+        loss = "T" if self.targets else self.loss_name.upper()
+        return f"{type(self).__name__}-{loss}"
+
     def apgd_loss(self, logits, labels, aimed=None):
         """Per-utterance loss to raise: the cross-entropy, the DLR loss, or the targeted DLR towards ``aimed``."""
         if self.loss_name == "ce":

@@ -4,12 +4,31 @@ Attacks work on the model's input, the normalised log-Mel features (or, for
 waveform attacks, the samples). Nothing is clamped to [0, 1]: z-scored
 features take any value.
 
+What an attack declares
+-----------------------
+An evaluation never probes an attack for what it can do: every attack
+declares it in attributes of its class (or of its instance, where an option
+decides), and ``Attack`` gives the defaults.
+
+- ``threat_model`` (from ``domain`` and ``norm``, below): the attacks of one
+  threat model are compared per utterance (robust UAR takes the worst case
+  over them at each budget);
+- ``black_box``: it never asks the attacked model for a gradient (Square
+  Attack queries scores only; a transfer attack runs on another model);
+- ``steps``: gradient steps per run (1: a single-step attack);
+- ``kind``: ``"black-box"``, ``"iterative"`` or ``"single-step"``, what the
+  gradient-masking checks compare;
+- ``random`` and ``generator``: it draws random numbers, from its own generator;
+- ``needs_source_model``: it runs on another trained model, which must be
+  given to it first (``TransferAttack.attach_source``);
+- ``max_queries``: its query budget (score-based attacks), None otherwise;
+- ``reports``: the per-utterance fields its ``run`` returns beside the
+  adversarial input (the queries used, the realised SNR); ``run`` exists only
+  where ``reports`` is not empty;
+- ``name``: its name in reports (``PGD-10``, ``APGD-T``).
+
 Threat models
 -------------
-Every attack class says what it perturbs and how its budget is measured, in
-two class attributes, so that an evaluation can group attacks into threat
-models (robust UAR takes, per utterance, the worst case over the attacks of
-one threat model at each budget):
 
 - ``domain``: ``"features"`` (the normalised log-Mel input of the model) or
   ``"waveform"`` (the audio samples, before the log-Mel and the normaliser).
@@ -151,10 +170,17 @@ class Attack:
 
     domain = None  # "features" or "waveform": see the module docstring
     norm = None  # "linf", "l2" or "snr"
+    black_box = False
+    steps = 1
     generator = None  # a random attack's own torch.Generator: training checkpoints save its state
-    needs_source_model = False  # a transfer attack runs on another model, which must be attached first
+    needs_source_model = False
+    max_queries = None
+    reports = ()
 
-    def __init__(self, eps, eta=0.1, label_source="predicted", model_mode="eval"):
+    def __init__(self, eps, *, eta=0.1, label_source="predicted", model_mode="eval", norm=None):
+        if norm is not None:  # an attack with a choice of norms (the class's own otherwise)
+            check_choice("norm", norm, self.norms())
+            self.norm = norm
         self.check_budget(eps)
         check_non_negative(eta=eta)
         check_choice("label_source", label_source, LABEL_SOURCES)
@@ -165,9 +191,31 @@ class Attack:
         self.model_mode = model_mode
         self.class_names = None
 
+    @staticmethod
+    def norms():
+        """The norms an attack with a ``norm`` argument accepts."""
+        return ("linf",)
+
     def check_budget(self, eps):
         """Raises a ``ValueError`` naming ``eps`` if it is not a budget of this attack's norm."""
         check_non_negative(eps=eps)
+
+    @property
+    def kind(self):
+        """``"black-box"``, ``"iterative"`` (white-box, several steps) or ``"single-step"``."""
+        if self.black_box:
+            return "black-box"
+        return "iterative" if self.steps > 1 else "single-step"
+
+    @property
+    def random(self):
+        """Whether the attack draws random numbers (from its own ``generator``)."""
+        return self.generator is not None
+
+    @property
+    def name(self):
+        """Its name in reports: the class name, with its number of steps if it iterates (``PGD-10``)."""
+        return f"{type(self).__name__}-{self.steps}" if self.steps > 1 else type(self).__name__
 
     def set_class_names(self, class_names):
         """Gives the label set (a ``CategoricalEncoder`` or names in index order); returns the attack.
@@ -179,8 +227,8 @@ class Attack:
 
     @property
     def threat_model(self):
-        """``(domain, norm)``: attacks with the same pair and eps are compared per utterance."""
-        return (self.domain, self.norm)
+        """``"<domain>_<norm>"`` (``"features_linf"``): attacks with the same one and budget are compared per utterance."""
+        return f"{self.domain}_{self.norm}"
 
     def __repr__(self):
         return (
@@ -252,9 +300,9 @@ class GradientAttack(Attack):
     """
 
     def __init__(
-        self, eps, eta=0.1, label_source="predicted", model_mode="eval", target_class=None, class_names=None
+        self, eps, *, eta=0.1, label_source="predicted", model_mode="eval", target_class=None, class_names=None, norm=None
     ):
-        super().__init__(eps, eta, label_source, model_mode)
+        super().__init__(eps, eta=eta, label_source=label_source, model_mode=model_mode, norm=norm)
         self.set_target(target_class)
         if class_names is not None:
             self.set_class_names(class_names)

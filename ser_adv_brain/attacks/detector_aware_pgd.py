@@ -50,6 +50,11 @@ class DetectorAwarePGD(PGD):
     def __repr__(self):
         return f"{super().__repr__()[:-1]}, detector_weight={self.detector_weight})"
 
+    @property
+    def name(self):
+        """``DetectorAwarePGD-10 (adaptive)``: the detector report tells it from the attacks that ignore the detector."""
+        return f"{super().name} (adaptive)"
+
     @staticmethod
     def check_model(model):
         if not isinstance(model, DetectedClassifier):

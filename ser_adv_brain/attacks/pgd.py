@@ -3,7 +3,7 @@
 import torch
 
 from ser_adv_brain.attacks.base import GradientAttack, random_rows
-from ser_adv_brain.checks import check_choice, check_non_negative, check_positive_int
+from ser_adv_brain.checks import check_non_negative, check_positive_int
 
 PGD_NORMS = ("linf", "l2")
 
@@ -98,9 +98,10 @@ class PGD(GradientAttack):
         target_class=None,
         class_names=None,
     ):
-        check_choice("norm", norm, self.norms())
-        self.norm = norm  # before the base class checks eps, whose meaning depends on it
-        super().__init__(eps, eta, label_source, model_mode, target_class, class_names)
+        super().__init__(
+            eps, eta=eta, label_source=label_source, model_mode=model_mode, target_class=target_class,
+            class_names=class_names, norm=norm,
+        )  # fmt: skip
         check_positive_int(steps=steps, restarts=restarts)
         rel_step_size = 2.5 / steps if rel_step_size is None else rel_step_size
         check_non_negative(rel_step_size=rel_step_size)
@@ -112,7 +113,7 @@ class PGD(GradientAttack):
         self.restarts = restarts
         self.seed = seed
         self.stop_when_fooled = bool(stop_when_fooled)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed) if self.random_start else None
 
     @staticmethod
     def norms():

@@ -90,9 +90,11 @@ class SquareAttack(Attack):
 
     domain = "features"
     norm = "linf"
+    black_box = True  # scores only, no gradient
+    reports = ("queries",)
 
     def __init__(self, eps, max_queries=1000, p_init=0.05, seed=0, eta=0.1, label_source="predicted"):
-        super().__init__(eps, eta, label_source, "eval")
+        super().__init__(eps, eta=eta, label_source=label_source, model_mode="eval")
         check_positive_int(max_queries=max_queries)
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")

@@ -52,7 +52,7 @@ class TransferAttack(Attack):
     def __init__(self, source, attack):
         if not os.path.isfile(os.path.join(source, "hyperparams.yaml")):
             raise ValueError(f"TransferAttack source {source!r} is not a training output folder: no hyperparams.yaml.")
-        if getattr(attack, "threat_model", None) != ("features", "linf") or getattr(attack, "black_box", False):
+        if not isinstance(attack, Attack) or attack.threat_model != "features_linf" or attack.black_box:
             raise ValueError(f"TransferAttack attack must be a white-box Linf feature attack, got {attack!r}")
         super().__init__(attack.eps, eta=None, label_source=attack.label_source)
         self.source, self.source_attack = source, attack
@@ -61,6 +61,11 @@ class TransferAttack(Attack):
 
     def __repr__(self):
         return f"TransferAttack(source={self.source!r}, attack={self.source_attack!r})"
+
+    @property
+    def name(self):
+        """``Transfer PGD-10``: named for the attack it runs on its source."""
+        return f"Transfer {self.source_attack.name}"
 
     def set_class_names(self, class_names):
         """Gives the label set to the source attack too (a targeted one names its emotion)."""

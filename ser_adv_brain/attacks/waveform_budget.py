@@ -42,6 +42,7 @@ class WaveformBudget:
     """
 
     domain = "waveform"
+    reports = ("snr_db",)
 
     @staticmethod
     def norms():

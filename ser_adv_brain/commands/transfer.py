@@ -28,7 +28,6 @@ import sys
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-from ser_adv_brain.evaluation.masking import attack_kind
 from ser_adv_brain.evaluation.suite import suite_entries
 from ser_adv_brain.evaluation.transfer import check_compatible, transfer_matrix
 from ser_adv_brain.reports.plots import plot_transfer
@@ -65,15 +64,14 @@ def main(argv=None):
         sys.exit(f"transfer: {error}")
     first = models[0].hparams
     if args.attack is None:
-        entries = [e for e in suite_entries(first["attack_suite"]) if attack_kind(e.attack) != "black-box"]
+        entries = [e for e in suite_entries(first["attack_suite"]) if e.attack.kind != "black-box"]
         if not entries:
             sys.exit(f"{args.folders[0]}: attack_suite has no white-box attack: give --attack.")
         attack, threat = entries[0].attack, entries[0].threat_model
     else:
         attack = load_attack(args.attack)
-        threat = "_".join(attack.threat_model)
-    if hasattr(attack, "set_class_names"):  # a targeted attack names its class
-        attack.set_class_names(first["label_encoder"])
+        threat = attack.threat_model
+    attack.set_class_names(first["label_encoder"])  # a targeted attack names its class
     eps_grid = yaml.safe_load(args.eps) if args.eps else first["suite_budgets"][threat]
     try:
         check_compatible(models, args.split, attack.domain)

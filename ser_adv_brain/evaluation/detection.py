@@ -4,8 +4,7 @@ and the detection metrics of each attack (ROC AUC, TPR at a false-positive rate,
 import speechbrain as sb
 import torch
 
-from ser_adv_brain.attacks.detector_aware_pgd import DetectorAwarePGD
-from ser_adv_brain.evaluation.suite import attack_label, budget_text
+from ser_adv_brain.evaluation.suite import budget_text
 from ser_adv_brain.metrics import detection_threshold, roc_auc, tpr_at_fpr, uar_of_correct
 
 
@@ -41,8 +40,8 @@ def name_of(attack, attacks):
     """The report's name of an attack (``"real"`` for None); repeated classes are numbered."""
     if attack is None:
         return "real"
-    name = attack_label(attack) + (" (adaptive)" if isinstance(attack, DetectorAwarePGD) else "")
-    same = [a for a in attacks if attack_label(a) == attack_label(attack)]
+    name = attack.name
+    same = [a for a in attacks if a.name == attack.name]
     return name if len(same) == 1 else f"{name} ({same.index(attack) + 1})"
 
 

@@ -15,19 +15,11 @@ as the suite runs white-box iterative attacks before FGSM, and black-box ones
 last (the default suite's order).
 """
 
-from ser_adv_brain.evaluation.suite import budget_text
-from ser_adv_brain.attacks import SquareAttack
+from ser_adv_brain.evaluation.suite import PlanStep, budget_text
 
 # A share of utterances that a masking check calls notable (Carlini et al. 2019 give no number).
 NOTABLE_SHARE = 0.05
 DESTROY = "destroy"  # the plan group of the destroying-budget check
-
-
-def attack_kind(attack):
-    """``"black-box"`` (no gradients), ``"iterative"`` (white-box, several steps) or ``"single-step"``."""
-    if getattr(attack, "black_box", False) or isinstance(attack, SquareAttack):
-        return "black-box"
-    return "iterative" if getattr(attack, "steps", 1) > 1 else "single-step"
 
 
 def destroy_plan(entries, eps):
@@ -37,9 +29,9 @@ def destroy_plan(entries, eps):
     leaves unchanged in any order, and at such a budget FGSM fools nearly everything, so the iterative
     attacks after it have almost nothing left to run on.
     """
-    white_box = [e for e in entries if e.domain == "features" and attack_kind(e.attack) != "black-box"]
-    white_box.sort(key=lambda e: attack_kind(e.attack) != "single-step")
-    return [(DESTROY, float(eps), white_box)] if white_box and eps else []
+    white_box = [e for e in entries if e.domain == "features" and e.attack.kind != "black-box"]
+    white_box.sort(key=lambda e: e.attack.kind != "single-step")
+    return [PlanStep(DESTROY, float(eps), tuple(white_box))] if white_box and eps else []
 
 
 def fooled_beyond(outcomes, group, budget, later, earlier):
@@ -66,7 +58,7 @@ def masking_sentences(outcomes, plan, split):
                     "the attacks do not find the model's errors even where any input is reachable."
                 )
             continue
-        kinds = {e.name: attack_kind(e.attack) for e in entries}
+        kinds = {e.name: e.attack.kind for e in entries}
         iterative = [e for e in entries if kinds[e.name] == "iterative"]
         white_box = [e for e in entries if kinds[e.name] != "black-box"]
         where = f"On {split}, at {budget_text(group, budget)}"

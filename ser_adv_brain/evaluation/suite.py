@@ -30,12 +30,14 @@ generator seeded by the attack's seed and its ID, whatever else is in its batch.
 import dataclasses
 import logging
 import os
+from typing import NamedTuple
 
 import soundfile
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from ser_adv_brain.attacks.base import Attack
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.training.brain import broadcast_buffers
 from ser_adv_brain.metrics import uar_of_correct
@@ -52,27 +54,16 @@ BUDGET_TITLES = {
 }
 
 
-# What attacks' ``run`` results report per utterance, beyond the adversarial input, and the suite keeps:
-# Square Attack's queries (until fooled or out of budget) and the waveform attack's realised SNR in dB.
+# What attacks report per utterance beyond the adversarial input (their ``reports``), and the suite keeps:
+# Square Attack's queries (until fooled or out of budget) and the waveform attacks' realised SNR in dB.
 DETAILS = ("queries", "snr_db")
 
 
-def attack_label(attack):
-    """A short name for the report: the class name, with its number of steps if it iterates.
-
-    A transfer attack is named for the attack it runs on its source: ``Transfer PGD-10``.
-    """
-    if hasattr(attack, "source_attack"):
-        return f"Transfer {attack_label(attack.source_attack)}"
-    steps = getattr(attack, "steps", None)
-    return f"{type(attack).__name__}-{steps}" if steps and steps > 1 else type(attack).__name__
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class SuiteEntry:
-    """One attack of the suite, its name in the report, and its threat model."""
+    """One attack of the suite, its name in the report (``Attack.name``, numbered if repeated), and its threat model."""
 
-    attack: object
+    attack: Attack
     name: str
     threat_model: str
 
@@ -81,18 +72,39 @@ class SuiteEntry:
         return self.attack.domain
 
 
+class PlanStep(NamedTuple):
+    """One step of a suite's plan: the attacks of one ``group`` at one ``budget``, in run order.
+
+    A suite step's group is its threat model (``"features_linf"``); the masking check's destroying budget
+    runs in a group of its own (``masking.DESTROY``), so that it never counts in robust UAR.
+    """
+
+    group: str
+    budget: float
+    entries: tuple
+
+
+class AttackKey(NamedTuple):
+    """What an outcome is about: the ``attack`` (its report name) at ``budget`` in ``group``."""
+
+    group: str
+    budget: float
+    attack: str
+
+
 def suite_entries(attacks):
     """Names and threat models of a yaml list of attack plug-ins; checks each has a known threat model."""
     if not attacks:
         raise ValueError("The attack suite is empty: give attack_suite (or --attacks) at least one attack.")
     entries, seen = [], {}
     for attack in attacks:
-        threat = "_".join(map(str, getattr(attack, "threat_model", ())))
-        if threat not in BUDGET_TITLES:
-            raise ValueError(f"attack_suite: {attack!r} has threat model {threat!r}; the suite knows {sorted(BUDGET_TITLES)}.")
-        name = attack_label(attack)
-        seen[name] = seen.get(name, 0) + 1
-        entries.append(SuiteEntry(attack, name if seen[name] == 1 else f"{name} ({seen[name]})", threat))
+        if not isinstance(attack, Attack):
+            raise TypeError(f"attack_suite: {attack!r} is not an attack plug-in (ser_adv_brain.attacks).")
+        if attack.threat_model not in BUDGET_TITLES:
+            raise ValueError(f"attack_suite: {attack!r} has threat model {attack.threat_model!r}; the suite knows {sorted(BUDGET_TITLES)}.")
+        seen[attack.name] = seen.get(attack.name, 0) + 1
+        name = attack.name if seen[attack.name] == 1 else f"{attack.name} ({seen[attack.name]})"
+        entries.append(SuiteEntry(attack, name, attack.threat_model))
     return entries
 
 
@@ -102,7 +114,7 @@ def ball_size(group, budget):
 
 
 def suite_plan(entries, budgets):
-    """``[(threat_model, budget, [entries])]`` in run order: threat models as first met, smallest budget first.
+    """``[PlanStep(threat_model, budget, entries)]`` in run order: threat models as first met, smallest budget first.
 
     ``budgets`` maps each threat model to its grid (the yaml's ``suite_budgets``).
     """
@@ -110,9 +122,9 @@ def suite_plan(entries, budgets):
     for threat in dict.fromkeys(entry.threat_model for entry in entries):
         if threat not in budgets or not budgets[threat]:
             raise ValueError(f"suite_budgets has no budgets for {threat!r}, which attacks of the suite use.")
-        group = [entry for entry in entries if entry.threat_model == threat]
+        group = tuple(entry for entry in entries if entry.threat_model == threat)
         ordered = sorted((float(b) for b in budgets[threat]), key=lambda b: ball_size(threat, b))
-        plan.extend((threat, budget, group) for budget in ordered)
+        plan.extend(PlanStep(threat, budget, group) for budget in ordered)
     return plan
 
 
@@ -233,13 +245,13 @@ def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys)
     """Adversarial input of ``entry`` at ``budget``, the model's predictions on it, and its ``DETAILS``.
 
     ``keys``, the utterance IDs, seed each utterance's random draws (see
-    ``attacks.base.random_rows``). An attack with a ``run`` method reports
-    more than its adversarial input (its first field): the ``DETAILS`` it has.
+    ``attacks.base.random_rows``). An attack that ``reports`` more than its
+    adversarial input returns it from ``run`` (its first field), with those fields.
     """
     model, inputs = (model, feats) if entry.domain == "features" else (waveform_model, wavs)
-    if hasattr(entry.attack, "run"):
+    if entry.attack.reports:
         result = entry.attack.run(model, inputs, targets, eps=budget, keys=keys)
-        adversarial, details = result[0], {field: getattr(result, field) for field in DETAILS if hasattr(result, field)}
+        adversarial, details = result[0], {field: getattr(result, field) for field in entry.attack.reports}
     else:
         adversarial, details = entry.attack.perturb(model, inputs, targets, eps=budget, keys=keys), {}
     with torch.no_grad():
@@ -268,7 +280,7 @@ def evaluate_suite(
         Writes real and adversarial audio of up to ``n`` utterances of this
         process's first batch under each waveform attack to ``folder``.
     """
-    keys = [(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
+    keys = [AttackKey(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     broadcast_buffers(brain.modules)
@@ -294,7 +306,7 @@ def evaluate_suite(
         for group, budget, entries in plan:
             alive = still_correct[group] if early_exit else torch.ones_like(targets, dtype=torch.bool)
             for entry in entries:
-                key = (group, budget, entry.name)
+                key = AttackKey(group, budget, entry.name)
                 pred = torch.full_like(targets, -1)
                 for field in DETAILS:
                     details[field][key] = torch.full(targets.shape, float("nan"), dtype=torch.float64)

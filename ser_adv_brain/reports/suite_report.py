@@ -100,7 +100,7 @@ def query_rows(outcomes_by_split, plan, early_exit):
             for entry in entries:
                 key = (group, budget, entry.name)
                 queries = outcomes.details["queries"][key]
-                if not hasattr(entry.attack, "max_queries") or torch.isnan(queries).all():
+                if entry.attack.max_queries is None or torch.isnan(queries).all():
                     continue
                 before = outcomes.robust_before(group, budget, entry.name) if early_exit else outcomes.clean_correct
                 for limit in query_grid(entry.attack.max_queries):

@@ -109,6 +109,13 @@ class EmotionBrain(sb.Brain):
         self.confusion.append(logits.argmax(dim=-1), targets)
         self.loss_sum += float(loss) * len(targets)
 
+    def on_fit_start(self):
+        """SpeechBrain's start of training, then the training step the yaml chose, in the log."""
+        super().on_fit_start()
+        step = self.chosen_training_step
+        warmup = f", after {step.warmup_steps} clean optimizer steps (CleanStep)" if step.warmup_steps else ""
+        logger.info(f"Training step: {step!r}{warmup}")
+
     @naming_position
     def fit(self, *args, **kwargs):
         try:

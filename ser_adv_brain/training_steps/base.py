@@ -13,6 +13,8 @@ class TrainingStep:
     warm-up runs another); ``generators()`` the random generators of its own.
     """
 
+    warmup_steps = 0  # optimizer steps of clean training first (``at`` runs a CleanStep until then)
+
     def at(self, optimizer_step):
         return self
 

@@ -20,6 +20,8 @@ from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_r
 from ser_adv_brain.reports.suite_report import write_suite_report
 from ser_adv_brain.runs.reload import TrainedModel
 
+pytestmark = pytest.mark.trained  # every test attacks a model trained here
+
 HPARAMS = "hparams/cnn4_single.yaml"
 # Wider, longer clips and 6 epochs: a tiny model that is right more often than chance, so attacks have work to do.
 TRAIN_FLAGS = [*flags(**{**TINY, "base_channels": 4, "n_frames": 100, "number_of_epochs": 6}), "--eval_eps=[0.0, 0.1]",

@@ -86,6 +86,7 @@ def detector_run(trained):
     return {"out": out, "rows": rows}
 
 
+@pytest.mark.trained
 def test_detector_separates_real_from_fgsm_and_the_adaptive_attack_evades_it(detector_run):
     rows = detector_run["rows"]
     assert list(rows) == ["FGSM", "PGD-3", "WaveformPGD-2", "SquareAttack", "DetectorAwarePGD-3 (adaptive)"]

@@ -3,6 +3,7 @@
 import csv
 import os
 
+import pytest
 import torch
 
 from ser_adv_brain.metrics import ConfusionMatrix
@@ -74,6 +75,7 @@ def trained_uar_curve(hparams):
     return {eps: sum(curve[eps].uar() for curve in curves) / len(curves) for eps in hparams["eval_eps"]}
 
 
+@pytest.mark.trained
 def test_attack_works_and_adversarial_training_defends(demos_prepare, yaml_hparams, tmp_path):
     """On the built-in corpus: a single-trained CNN-4 loses UAR as eps grows; a vanilla AT one loses less.
 

@@ -66,6 +66,7 @@ def check_outputs(folder, output, epochs, adversarial_parts=(), loaded=None, eps
     assert float(logged_test.group(1)) == pytest.approx(float(rows[len(eps_grid)]["UAR"]), abs=5e-3)
 
 
+@pytest.mark.trained
 def test_the_builtin_corpus_run_learns_and_tests_its_best_dev_epoch(trained):
     """No --data_folder: the built-in SYNTHETIC corpus is generated under the output folder, and a
     tiny model learns it clearly above chance (1/7); best_dev tests the epoch with the best dev UAR; FGSM

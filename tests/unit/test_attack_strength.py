@@ -10,6 +10,8 @@ from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.attacks.base import predict
 from ser_adv_brain.metrics import ConfusionMatrix
 
+pytestmark = pytest.mark.trained  # a model trained here, then attacked
+
 EPS = 0.4  # FGSM leaves most utterances recognised here, PGD very few (see test_pgd_lowers_uar_at_least_as_much_as_fgsm)
 
 

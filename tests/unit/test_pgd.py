@@ -151,10 +151,12 @@ def test_pgd_trains_in_the_adversarial_brain(tiny_hparams, random_start, fused):
         return calls[-1][-1]
 
     hparams["attack"].perturb = recording
-    generator_state = hparams["attack"].generator.get_state()
+    generator = hparams["attack"].generator  # None without random starts
+    generator_state = None if generator is None else generator.get_state()
     assert torch.isfinite(brain.fit_batch(batch))
     (model_before, feats, targets, fake), = calls
-    hparams["attack"].generator.set_state(generator_state)
+    if generator is not None:
+        generator.set_state(generator_state)
     # The same attack computing every gradient itself, on the model as the step found it.
     assert torch.allclose(perturb(model_before, feats, targets), fake, atol=1e-6)
     assert (linf(fake - feats) <= 0.05 + 1e-6).all()

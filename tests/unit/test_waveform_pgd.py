@@ -109,6 +109,6 @@ def test_invalid_options_are_named(kwargs, culprit):
 
 
 def test_threat_models():
-    assert WaveformPGD(eps=20.0).threat_model == ("waveform", "snr")
-    assert WaveformPGD(eps=0.01, norm="linf").threat_model == ("waveform", "linf")
-    assert PGD(eps=0.1, norm="l2").threat_model == ("features", "l2")
+    assert WaveformPGD(eps=20.0).threat_model == "waveform_snr"
+    assert WaveformPGD(eps=0.01, norm="linf").threat_model == "waveform_linf"
+    assert PGD(eps=0.1, norm="l2").threat_model == "features_l2"
