@@ -12,6 +12,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ser_adv_brain", "ser_adv_brain.*"]),
+    package_data={"ser_adv_brain.evaluation.tiers": ["*.yaml"]},
+    entry_points={"console_scripts": ["ser-adv = ser_adv_brain.commands.cli:main"]},
     python_requires=">=3.10",
     # Versions verified to work together: the CUDA build of torch is the one
     # PyPI's torchaudio links against (it needs libc10_cuda), and it runs on CPU.
@@ -23,9 +25,14 @@ setup(
         "librosa==0.11.0",
         "soundfile==0.14.0",
         "numpy>=1.26,<3",
-        "matplotlib==3.11.2",  # the pictures every run draws (ser_adv_brain/plots.py)
+        "matplotlib==3.11.2",  # the pictures every run draws (ser_adv_brain/reports/plots.py)
+        "tabulate==0.10.0",  # the reports' markdown tables
+        "tqdm==4.70.1",  # progress bars of the attack suite and the FGSM report
+        "ruamel.yaml==0.18.17",  # the exported interface's yaml, comments and tags kept
+        "PyYAML==6.0.3",  # reading yaml without running it (the sweep's keys, the model card)
+        "huggingface_hub==2.4.0",  # the model card's metadata (ModelCardData, EvalResult)
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17"],
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "import-linter==2.17", "ruff==0.17.6"],
     },
 )

@@ -1,25 +1,55 @@
-"""The robustness benchmark: trainings x speaker folds x seeds, each trained and evaluated, then aggregated.
+"""``ser-adv benchmark``: trainings x speaker folds x seeds, each trained, evaluated in a tier, then aggregated.
 
-Usage (from the repository root; every option it does not know goes to each run's ``train.py``):
+Usage (from a checkout's root; every option it does not know goes to each run's ``train.py``, a yaml key
+only to the runs whose yaml has it):
 
-    python -m ser_adv_brain.benchmark recipes/EmoDB --data_folder=/path/to/emodb/wav --base_channels=16
+    ser-adv benchmark recipes/EmoDB --data_folder=/path/to/emodb/wav --base_channels=16
+    ser-adv benchmark recipes/EmoDB --trainings cnn4_single cnn4_trades --folds 0 1 --tier=quick \\
+        --data_folder=/path/to/emodb/wav --base_channels=16 --gpus 0 1
 
-Each run is ``python <recipe>/train.py <recipe>/hparams/<training>.yaml --fold=<k> --seed=<s>
---output_folder=<output_folder>/<training>/fold<k>-seed<s> <your options>``, resumable as the
-sweep's (``ser_adv_brain.grid``).
+1. Trains every run: ``python <recipe>/train.py <hparams>/<training>.yaml --fold=<k> --seed=<s>
+   --output_folder=<output_folder>/<training>/fold<k>-seed<s> <your options>``, resumable as the sweep's
+   (``ser_adv_brain.commands.grid``); folds are speaker folds (``ser_adv_brain.data.manifests.fold_split``).
+2. Evaluates every trained run on its test split in the tier (``--tier``: ``standard`` by default,
+   AutoAttack's composition; ``ser_adv_brain.evaluation.tiers``) at ``--budgets``:
+   ``ser-adv evaluate <run> --tier=<tier> --splits=test``, into ``<run>/<tier>/``, which holds the run's
+   benchmark entry ``entry.json``. An evaluation already done is skipped.
+3. From the entries: ``benchmark.md`` (the table of every training's real and robust UAR with 95%
+   intervals, the paired comparisons of every training with ``--baseline``, and the paper's three
+   findings as held, not held or not decidable), ``benchmark.csv`` and ``benchmark.png`` (UAR against
+   the budget with interval bands), ``benchmark_folds.csv`` (every run's figures) and the leaderboard
+   (``leaderboard.md``, ``leaderboard.csv``); see ``ser_adv_brain.reports.benchmark_report``.
+
+``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far (every
+training on the same folds and seeds: a training behind the others is left out, and named).
 """
 
-import argparse
 import logging
 import os
 import sys
 
-from ser_adv_brain.commands.grid import GridRun, replicates, run_grid, unknown_override_keys
+from ser_adv_brain.commands.arguments import parser_for
+from ser_adv_brain.commands.grid import (
+    GridRun,
+    Job,
+    add_grid_options,
+    check_grid_options,
+    replicates,
+    run_grid,
+    run_jobs,
+    unknown_override_keys,
+)
+from ser_adv_brain.evaluation.tiers import TIERS
+from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
+from ser_adv_brain.reports.entry import ENTRY_FILE, read_entries, result_key
+from ser_adv_brain.reports.leaderboard import write_leaderboard
+from ser_adv_brain.reports.plots import plot_benchmark
 
 logger = logging.getLogger(__name__)
 
 # The eight trainings: single, the paper's two noise baselines and two defences, and PGD, TRADES and fast training.
 TRAININGS = ("single", "raw_noise", "logmel_noise", "vanilla", "similarity", "pgd", "trades", "fast")
+DEFAULT_BUDGETS = "{features_linf: [0.02, 0.04], waveform_snr: [40]}"
 
 
 def plan_benchmark(hparams_dir, output_folder, trainings, folds, seeds):
@@ -33,36 +63,102 @@ def plan_benchmark(hparams_dir, output_folder, trainings, folds, seeds):
             for replicate in replicates(seeds=seeds, folds=folds) for training in trainings]  # fmt: skip
 
 
+def evaluation_job(run, tier, budgets, device_options):
+    """The job that evaluates a trained run's test split in ``tier`` into ``<run>/<tier>``."""
+    folder = os.path.join(run.folder, tier)
+    command = (sys.executable, "-m", "ser_adv_brain.commands.evaluate", run.folder, f"--tier={tier}", "--splits=test",
+               f"--suite_budgets={budgets}", "--noprogressbar", *device_options)  # fmt: skip
+    return Job(f"{run.label} ({tier} tier)", command, os.path.join(folder, ENTRY_FILE), os.path.join(folder, "evaluate_log.txt"),
+               tuple(run.replicate.environment.items()))  # fmt: skip
+
+
+def complete_entries(runs, tier):
+    """The entries of the evaluations done, of the trainings that have every fold and seed the others have."""
+    entries = read_entries_of(runs, tier)
+    replicates_of = {}
+    for entry in entries:
+        replicates_of.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
+    if not replicates_of:
+        return []
+    everyone = set.intersection(*replicates_of.values())
+    behind = sorted(name for name, done in replicates_of.items() if done != everyone)
+    if behind:
+        logger.warning(f"Aggregated on the {len(everyone)} fold-and-seed runs every training has; {behind} have more.")
+    return [entry for entry in entries if (entry["fold"], entry["seed"]) in everyone]
+
+
+def read_entries_of(runs, tier):
+    return [entry for run in runs for entry in read_entries(os.path.join(run.folder, tier))]
+
+
+def paper_findings(trainings, fgsm_key):
+    """The paper's three findings as claims on the benchmark's figures (skipped where a training is not benchmarked)."""
+    single, vanilla, similarity = (next((t for t in trainings if t.endswith(f"_{kind}")), None) for kind in ("single", "vanilla", "similarity"))
+    findings = []
+    if single:
+        findings.append(("The attack works: robust UAR falls below real-data UAR", single, single, REAL, fgsm_key, 1))
+    if single and vanilla and similarity:
+        findings += [
+            ("Adversarial training helps: vanilla keeps more robust UAR than single training", vanilla, single, fgsm_key, fgsm_key, 1),
+            ("Adversarial training helps: similarity keeps more robust UAR than single training", similarity, single, fgsm_key, fgsm_key, 1),
+            ("Similarity-based training is the better defence on fake data", similarity, vanilla, fgsm_key, fgsm_key, 1),
+            ("Vanilla training keeps more real-data UAR than similarity-based training", vanilla, similarity, REAL, REAL, 1),
+        ]  # fmt: skip
+    return findings
+
+
+def aggregate(runs, tier, output_folder, title, baseline):
+    """Writes the benchmark's report, figure and leaderboard from the evaluations done; returns the report."""
+    entries = complete_entries(runs, tier)
+    if not entries:
+        logger.warning("No evaluation done yet: nothing to aggregate.")
+        return None
+    os.makedirs(output_folder, exist_ok=True)
+    trainings = list(dict.fromkeys(entry["name"] for entry in entries))
+    first = entries[0]["results"][0]
+    findings = paper_findings(trainings, result_key(first["threat_model"], first["budget"]))
+    pairs = [(a, b, key) for _, a, b, key, key_b, _ in findings if key == key_b and b != baseline]
+    report = write_benchmark_report(entries, output_folder, title, baseline if baseline in trainings else trainings[0], pairs, findings)
+    plot_benchmark(os.path.join(output_folder, "benchmark.csv"))
+    write_leaderboard(entries, output_folder)
+    return report
+
+
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("recipe", help="recipe folder holding train.py and hparams/ (recipes/EmoDB)")
-    parser.add_argument("--trainings", nargs="+", default=None, help="yaml names in <recipe>/hparams (default: cnn4_ + the eight)")
+    parser = parser_for("benchmark", __doc__)
+    add_grid_options(parser, "results/<recipe name>_benchmark")
+    parser.add_argument("--trainings", nargs="+", default=None, help="yaml names in the recipe's hparams (default: cnn4_ + the eight)")
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="speaker folds (default: all 5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
-    parser.add_argument("--output_folder", default=None, help="default: results/<recipe name>_benchmark")
-    parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
+    parser.add_argument("--tier", choices=TIERS, default="standard")
+    parser.add_argument("--budgets", default=DEFAULT_BUDGETS, help=f"the evaluation's suite_budgets, a yaml mapping (default {DEFAULT_BUDGETS})")
+    parser.add_argument("--baseline", default=None, help="the training every other is compared with (default: cnn4_single)")
+    parser.add_argument("--report_only", action="store_true", help="train and evaluate nothing: aggregate what is done")
     args, overrides = parser.parse_known_args(argv)
-    for option in overrides:
-        if option.split("=")[0] in ("--fold", "--seed", "--output_folder"):
-            parser.error(f"{option.split('=')[0]} is set per run by the benchmark (use --folds, --seeds)")
-    train_script = os.path.join(args.recipe, "train.py")
-    if not os.path.isfile(train_script):
-        parser.error(f"{args.recipe} has no train.py")
+    train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
-    args.output_folder = args.output_folder or os.path.join("results", os.path.basename(os.path.normpath(args.recipe)) + "_benchmark")
+    args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
     return args, train_script, overrides
 
 
 def main(argv=None):
-    """Trains every run of the benchmark that is not finished; exits 1 if a run failed."""
+    """Trains, evaluates and aggregates the benchmark; exits 1 if a run or an evaluation failed."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    runs = plan_benchmark(os.path.join(args.recipe, "hparams"), args.output_folder, args.trainings, args.folds, args.seeds)
+    runs = plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
     unknown = unknown_override_keys(runs, overrides)
     if unknown:
         sys.exit(f"benchmark: no yaml of the benchmark has the key(s) {unknown} (from {overrides}).")
-    logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
-    failed = run_grid(runs, train_script, overrides, args.gpus)
+    failed = []
+    if not args.report_only:
+        logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already trained")
+        failed = run_grid(runs, train_script, overrides, args.gpus)
+        devices = [option for option in overrides if option.startswith("--device=")]
+        failed += run_jobs([evaluation_job(run, args.tier, args.budgets, devices) for run in runs if run.finished], args.gpus)
+    corpus = os.path.basename(os.path.normpath(args.recipe))
+    report = aggregate(runs, args.tier, args.output_folder, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
+    if report:
+        logger.info(f"Benchmark ({os.path.join(args.output_folder, 'benchmark.md')}):\n{report}")
     if failed:
         logger.error(f"Failed: {', '.join(failed)}. Run the same command again to resume them.")
         sys.exit(1)

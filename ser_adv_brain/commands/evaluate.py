@@ -1,65 +1,78 @@
-"""The robustness evaluation command: the paper's FGSM report and the attack suite, for a trained output folder.
+"""``ser-adv evaluate``: the paper's FGSM report and the attack suite, for a trained output folder.
 
-Usage (any yaml key or run option can follow, as for train.py, but ``--output_folder``:
-the results go into the folder evaluated; copy it to keep its present ones):
-    python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234
-    python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234 \
-        --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
-    python -m ser_adv_brain.evaluate_robustness results/vgg16_vanilla/1234 \
-        --attacks="[!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}]" \
+Usage (any yaml key or run option of the run can follow, as for train.py):
+    ser-adv evaluate results/vgg16_vanilla/1234
+    ser-adv evaluate results/vgg16_vanilla/1234 --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
+    ser-adv evaluate results/EmoDB_benchmark/cnn4_trades/fold0-seed1234 --tier=standard --splits=test \\
+        --suite_budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
+    ser-adv evaluate results/vgg16_vanilla/1234 \\
+        --attacks="[!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}]" \\
         --suite_budgets="{features_linf: [0.02, 0.1]}" --suite_early_exit=False
 
-``--attacks`` is a yaml list of attack plug-ins, inline or as the path of a
-yaml file holding the list; it replaces the yaml's ``attack_suite`` (the
-default suite). Each attack runs at every budget ``suite_budgets`` gives its
-threat model.
+The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``; see
+``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline or as the
+path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its threat
+model.
 
-It reloads the experiment's own ``hyperparams.yaml`` and manifests, restores
-the checkpoint its ``select_checkpoint`` names (best dev UAR by default), and
-rewrites ``robustness.csv`` (FGSM), ``attack_suite.csv`` (UAR per attack and
-budget, robust UAR), ``robustness.md`` (both, and the gradient-masking checks),
-the confusion matrices, a few real / adversarial wav pairs
-(``adversarial_wavs/``) and the pictures (``ser_adv_brain.plots``) in that folder.
+It reloads the run's own ``hyperparams.yaml`` and manifests, restores the checkpoint its
+``select_checkpoint`` names (best dev UAR by default), and writes into ``--output_folder`` (default: the
+run's folder, whose reports it rewrites; ``<run>/<tier>`` with ``--tier``): ``robustness.csv`` (FGSM),
+``attack_suite.csv`` (UAR per attack and budget, robust UAR), ``robustness.md`` (both, and the
+gradient-masking checks), the confusion matrices, a few real / adversarial wav pairs
+(``adversarial_wavs/``), the pictures (``ser_adv_brain.reports.plots``) and, with the test split, the
+model's benchmark entry ``entry.json`` (``ser_adv_brain.reports.entry``).
 """
 
 import logging
 import os
 import sys
 
+from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file
+from ser_adv_brain.evaluation.tiers import TIERS, tier_file
 from ser_adv_brain.runs import attack_settings, load_trained, report_attacks
 from ser_adv_brain.training.checkpoints import selection_key
 
-ATTACKS_FLAG = "--attacks="
+
+def suite_override(attacks_yaml):
+    """The yaml that replaces the run's ``attack_suite`` by a list of attacks (yaml text)."""
+    indented = "\n".join("    " + line for line in attacks_yaml.strip().splitlines())
+    return f"attack_suite:\n{indented}\n"
 
 
-def attacks_override(argv):
-    """Turns ``--attacks=LIST_OR_FILE`` into an ``attack_suite`` override; returns the other arguments and it."""
-    rest, override = [], ""
-    for arg in argv:
-        if not arg.startswith(ATTACKS_FLAG):
-            rest.append(arg)
-            continue
-        value = arg[len(ATTACKS_FLAG) :]
-        if os.path.isfile(value):
-            with open(value, encoding="utf-8") as f:
-                value = f.read()
-        indented = "\n".join("    " + line for line in value.strip().splitlines())
-        override = f"attack_suite:\n{indented}\n"
-    return rest, override
+def parse_arguments(argv):
+    parser = parser_for("evaluate", __doc__)
+    parser.add_argument("folder", help="a training output folder")
+    suite = parser.add_mutually_exclusive_group()
+    suite.add_argument("--tier", choices=TIERS, default=None, help="a named composition of the suite")
+    suite.add_argument("--attacks", default=None, help="a yaml list of attack plug-ins (inline or a file)")
+    parser.add_argument("--splits", default="valid,test", help="the splits to evaluate, comma-separated (default valid,test)")
+    parser.add_argument("--output_folder", default=None, help="default: the run's folder (<run>/<tier> with --tier)")
+    add_device(parser)
+    args, rest = parser.parse_known_args(argv)
+    args.splits = args.splits.split(",")
+    if not args.splits or not set(args.splits) <= {"valid", "test"}:
+        parser.error(f"--splits takes valid, test or valid,test; got {','.join(args.splits)!r}")
+    return args, rest
 
 
 def main(argv=None):
-    """Parses ``OUTPUT_FOLDER [overrides]`` and runs the robustness reports there."""
+    """Parses ``FOLDER [options] [yaml overrides]`` and runs the robustness reports."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0].startswith("-"):
-        sys.exit(__doc__)
-    rest, suite_override = attacks_override(argv[1:])
+    args, rest = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if args.tier:
+        with open(tier_file(args.tier), encoding="utf-8") as f:
+            override = f.read()
+    else:
+        override = suite_override(text_or_file(args.attacks)) if args.attacks else ""
     try:
-        hparams, datasets, brain = load_trained(argv[0], rest, suite_override)
-    except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run, or --output_folder
-        sys.exit(str(error))
-    return report_attacks(brain, hparams, datasets, selection_key(hparams["select_checkpoint"]), **attack_settings(hparams))
+        hparams, datasets, brain = load_trained(args.folder, [*rest, *device_options(args)], override)
+    except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run
+        sys.exit(f"evaluate: {error}")
+    output_folder = args.output_folder or (os.path.join(args.folder, args.tier) if args.tier else args.folder)
+    return report_attacks(
+        brain, hparams, datasets, selection_key(hparams["select_checkpoint"]), **attack_settings(hparams),
+        splits=tuple(args.splits), output_folder=output_folder, tier=args.tier,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

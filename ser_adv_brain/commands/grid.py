@@ -106,6 +106,36 @@ class GridRun:
                 *self.replicate.options, *passed]  # fmt: skip
 
 
+def hparams_folder(recipe):
+    """A recipe's yaml files: ``<recipe>/hparams``, else the repository's ``hparams/`` two levels up (DEMoS's,
+    ``recipes/DEMoS`` -> ``hparams``), found from the recipe the user gives, not from where the package lies."""
+    own = os.path.join(recipe, "hparams")
+    return own if os.path.isdir(own) else os.path.join(recipe, os.pardir, os.pardir, "hparams")
+
+
+def add_grid_options(parser, default_folder):
+    """The options every grid command shares; ``default_folder`` names the output folder's default."""
+    parser.add_argument("recipe", help="recipe folder holding train.py (recipes/DEMoS, recipes/EmoDB)")
+    parser.add_argument("--output_folder", default=None, help=f"the grid's folder (default: {default_folder})")
+    parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
+    parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
+
+
+def check_grid_options(parser, args, overrides, own_options, suffix):
+    """Refuses the run options the grid sets itself (``own_options``: option -> the grid's own option), finds
+    ``train.py`` and fills in the folders' defaults (``results/<recipe name><suffix>``); returns ``train.py``."""
+    for option in overrides:
+        key = option.split("=")[0]
+        if key in own_options:
+            parser.error(f"{key} is set per run (use {own_options[key]})")
+    train_script = os.path.join(args.recipe, "train.py")
+    if not os.path.isfile(train_script):
+        parser.error(f"{args.recipe} has no train.py")
+    args.hparams_dir = os.path.normpath(args.hparams_dir or hparams_folder(args.recipe))
+    args.output_folder = args.output_folder or os.path.join("results", os.path.basename(os.path.normpath(args.recipe)) + suffix)
+    return train_script
+
+
 def option_key(option):
     """``base_channels`` for ``--base_channels=16``."""
     return option.split("=", 1)[0].lstrip("-")
@@ -130,43 +160,71 @@ def unknown_override_keys(runs, overrides):
     return sorted(yaml_override_keys(overrides) - known)
 
 
-def run_grid(runs, train_script, overrides, gpus=()):
-    """Runs every unfinished run (one per GPU at a time with ``gpus``); returns the labels of the failed ones.
+@dataclass(frozen=True)
+class Job:
+    """A command a grid runs in a process of its own: a run's training, or its evaluation.
 
-    A run's output goes to ``<its folder>/sweep_log.txt`` (appended: a resumed run keeps its history).
+    It is done when ``done_file`` exists; its output goes to ``log_file`` (appended: a resumed job keeps its
+    history); ``environment`` adds to the parent's variables.
     """
-    todo = [run for run in runs if not run.finished]
-    for run in runs:
-        if run.finished:
-            logger.info(f"{run.label}: finished, skipped")
+
+    label: str
+    command: tuple
+    done_file: str
+    log_file: str
+    environment: tuple = ()
+
+    @property
+    def done(self):
+        return os.path.isfile(self.done_file)
+
+
+def training_job(run, train_script, overrides):
+    """The job that trains ``run`` (or resumes it) and exports its interface."""
+    return Job(run.label, tuple(run.command(train_script, overrides)), os.path.join(run.folder, FINISHED_MARKER),
+               os.path.join(run.folder, "sweep_log.txt"), tuple(run.replicate.environment.items()))  # fmt: skip
+
+
+def run_jobs(jobs, gpus=()):
+    """Runs every job not done (one per GPU at a time with ``gpus``, else one after the other); returns the
+    labels of the failed ones."""
+    for job in jobs:
+        if job.done:
+            logger.info(f"{job.label}: done, skipped")
     devices = queue.Queue()
     for gpu in gpus or [None]:
         devices.put(gpu)
 
-    def launch(run):
+    def launch(job):
         device = devices.get()
         try:
-            if run.finished:  # by another process over the same folder since this one started
-                logger.info(f"{run.label}: finished meanwhile, skipped")
+            if job.done:  # by another process over the same folder since this one started
+                logger.info(f"{job.label}: done meanwhile, skipped")
                 return None
             env = dict(os.environ)
-            # The runs import the ser_adv_brain this process imports (train.py's folder, not the cwd, is on their path).
+            # The jobs import the ser_adv_brain this process imports (train.py's folder, not the cwd, is on their path).
             env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
-            env.update(run.replicate.environment)
+            env.update(job.environment)
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(device)
-            state = "resumed" if os.path.isdir(run.folder) else "started"
-            logger.info(f"{run.label}: {state}" + ("" if device is None else f" on GPU {device}"))
-            os.makedirs(run.folder, exist_ok=True)
-            with open(os.path.join(run.folder, "sweep_log.txt"), "a", encoding="utf-8") as log:
-                code = subprocess.call(run.command(train_script, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
-            if code != 0 or not run.finished:
-                logger.error(f"{run.label}: failed (exit code {code}); see {os.path.join(run.folder, 'sweep_log.txt')}")
-                return run.label
-            logger.info(f"{run.label}: finished")
+            state = "resumed" if os.path.exists(job.log_file) else "started"
+            logger.info(f"{job.label}: {state}" + ("" if device is None else f" on GPU {device}"))
+            os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
+            with open(job.log_file, "a", encoding="utf-8") as log:
+                code = subprocess.call(list(job.command), stdout=log, stderr=subprocess.STDOUT, env=env)
+            if code != 0 or not job.done:
+                logger.error(f"{job.label}: failed (exit code {code}); see {job.log_file}")
+                return job.label
+            logger.info(f"{job.label}: done")
             return None
         finally:
             devices.put(device)
 
+    todo = [job for job in jobs if not job.done]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool:
         return [label for label in pool.map(launch, todo) if label]
+
+
+def run_grid(runs, train_script, overrides, gpus=()):
+    """Trains every unfinished run of a grid (``run_jobs``); returns the labels of the failed ones."""
+    return run_jobs([training_job(run, train_script, overrides) for run in runs], gpus)

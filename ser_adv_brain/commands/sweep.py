@@ -1,11 +1,11 @@
-"""The paper's grid from one command: every model x training mode x eps, resumable, with the paper's table.
+"""``ser-adv sweep``: the paper's grid from one command, every model x training mode x eps, resumable, with its table.
 
-Usage (from the repository root; every option it does not know goes to each run's ``train.py``, a
+Usage (from a checkout's root; every option it does not know goes to each run's ``train.py``, a
 yaml key only to the runs whose yaml has it, e.g. ``--warmup_steps`` to the adversarial ones):
 
-    python -m ser_adv_brain.sweep recipes/DEMoS --data_folder=/path/to/DEMoS
-    python -m ser_adv_brain.sweep recipes/EmoDB --models cnn4 --data_folder=/path/to/emodb/wav --base_channels=16
-    python -m ser_adv_brain.sweep recipes/DEMoS --models vgg16 --modes vanilla --eps 0.02 0.04 \\
+    ser-adv sweep recipes/DEMoS --data_folder=/path/to/DEMoS
+    ser-adv sweep recipes/EmoDB --models cnn4 --data_folder=/path/to/emodb/wav --base_channels=16
+    ser-adv sweep recipes/DEMoS --models vgg16 --modes vanilla --eps="[0.02, 0.04]" \\
         --data_folder=/path/to/DEMoS --precision=bf16 --gpus 0 1 2 3
 
 Ren et al. (ICASSP 2020) train CNN-4, ResNet-50 and VGG-16 once on real data (single) and
@@ -24,7 +24,7 @@ compute what a host with other CPU kernels computes); each replicate runs in ``<
 how far a figure moves between the seeds and CPUs a user can meet. For example, the README's
 main-command table:
 
-    python -m ser_adv_brain.sweep recipes/DEMoS --models vgg16 --eps 0.02 --seeds 1234 1 2 \\
+    ser-adv sweep recipes/DEMoS --models vgg16 --eps="[0.02]" --seeds 1234 1 2 \\
         --cpu_kernels native avx2 --base_channels=16 --number_of_epochs=20 --warmup_steps=20
 
 ``--report_only`` starts no run: it writes the table and the curves of the runs finished so far.
@@ -35,14 +35,22 @@ the attack suite's robust UAR), ``grid_robustness.csv`` (every run's FGSM curve)
 figure of robustness curves per model beside it (``robustness_<model>.png``).
 """
 
-import argparse
 import csv
 import logging
 import os
 import sys
 from typing import NamedTuple
 
-from ser_adv_brain.commands.grid import CPU_KERNELS, GridRun, replicates, run_grid, unknown_override_keys
+from ser_adv_brain.commands.arguments import parser_for, yaml_floats
+from ser_adv_brain.commands.grid import (
+    CPU_KERNELS,
+    GridRun,
+    add_grid_options,
+    check_grid_options,
+    replicates,
+    run_grid,
+    unknown_override_keys,
+)
 from ser_adv_brain.reports.plots import plot_grid_curves
 
 logger = logging.getLogger(__name__)
@@ -51,7 +59,6 @@ MODELS = ("cnn4", "resnet50", "vgg16")
 MODEL_TITLES = {"cnn4": "CNN-4", "resnet50": "ResNet-50", "vgg16": "VGG-16"}
 MODES = ("single", "vanilla", "similarity")
 PAPER_EPS = (0.02, 0.04, 0.06, 0.08, 0.10)
-OWN_OPTIONS = {"--attack_eps": "--eps", "--seed": "--seeds"}  # set per run by the sweep, from its own option
 
 # The paper's Table (UAR on DEMoS, dev / test): (model, mode, training eps, data) -> (dev, test).
 PAPER_UAR = {
@@ -238,33 +245,19 @@ def write_tables(runs, output_folder, title):
 
 
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
-    parser.add_argument("recipe", help="recipe folder holding train.py (recipes/DEMoS, recipes/EmoDB)")
+    parser = parser_for("sweep", __doc__)
+    add_grid_options(parser, "results/<recipe name>_grid")
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="default: all three")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="default: all three")
-    parser.add_argument("--eps", nargs="+", type=float, default=list(PAPER_EPS), help="training eps (default .02 ... .10)")
-    parser.add_argument("--output_folder", default=None, help="the grid's folder (default: results/<recipe name>_grid)")
-    parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
+    parser.add_argument("--eps", default=None, help='training eps, a yaml list (default "[0.02, 0.04, 0.06, 0.08, 0.1]")')
     parser.add_argument("--seeds", nargs="+", type=int, default=[None], help="replicates: one run per seed (default: the yaml's)")
     parser.add_argument("--cpu_kernels", nargs="+", default=[None], choices=list(CPU_KERNELS),
                         help="replicates: one run per CPU kernel setting (default: this host's own, in the run's folder)")
-    parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
     parser.add_argument("--report_only", action="store_true", help="start no run: the table and curves of the finished runs")
     args, overrides = parser.parse_known_args(argv)
-    for option in overrides:
-        key = option.split("=")[0]
-        if key in OWN_OPTIONS and (key != "--seed" or args.seeds != [None]):
-            parser.error(f"{key} is set per run by the sweep (use {OWN_OPTIONS[key]})")
-    train_script = os.path.join(args.recipe, "train.py")
-    if not os.path.isfile(train_script):
-        parser.error(f"{args.recipe} has no train.py")
-    if args.hparams_dir is None:
-        own = os.path.join(args.recipe, "hparams")
-        args.hparams_dir = own if os.path.isdir(own) else os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "hparams")
-    if args.output_folder is None:
-        args.output_folder = os.path.join("results", os.path.basename(os.path.normpath(args.recipe)) + "_grid")
+    own = {"--attack_eps": "--eps", **({"--seed": "--seeds"} if args.seeds != [None] else {})}
+    train_script = check_grid_options(parser, args, overrides, own, "_grid")
+    args.eps = yaml_floats(args.eps, "--eps") if args.eps else list(PAPER_EPS)
     return args, train_script, overrides
 
 
@@ -272,8 +265,7 @@ def main(argv=None):
     """Runs the selected grid, then writes the table and the curves; exits 1 if a run failed."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    runs = plan_grid(os.path.normpath(args.hparams_dir), args.output_folder, args.models, args.modes, args.eps,
-                     args.seeds, args.cpu_kernels)  # fmt: skip
+    runs = plan_grid(args.hparams_dir, args.output_folder, args.models, args.modes, args.eps, args.seeds, args.cpu_kernels)
     unknown = unknown_override_keys(runs, overrides)
     if unknown:
         sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")

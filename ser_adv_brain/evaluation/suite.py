@@ -35,6 +35,7 @@ from typing import NamedTuple
 import soundfile
 import speechbrain as sb
 import torch
+import tqdm
 import torch.nn.functional as F
 
 from ser_adv_brain.attacks.base import Attack
@@ -145,6 +146,7 @@ class SplitOutcomes:
         self.predictions = {key: [] for key in self.keys}
         self.details = {field: {key: [] for key in self.keys} for field in DETAILS}
         self.attacked_count = 0  # utterance-attacks run on this process (the cost the early exit saves)
+        self.forward_rows = {key: 0 for key in self.keys}  # utterances each attack ran through the model
 
     def append(self, ids, targets, clean, gradient_ok, predictions, details):
         self.ids.extend(ids)
@@ -181,6 +183,7 @@ class SplitOutcomes:
             field: {key: joined("details", field, key, torch.float64) for key in self.keys} for field in DETAILS
         }
         self.attacked_count = sum(part["attacked_count"] for part in parts)
+        self.forward_rows = {key: sum(part["forward_rows"][key] for part in parts) for key in self.keys}
         return self
 
     # What the report reads: everything below works on gathered tensors.
@@ -230,6 +233,11 @@ class SplitOutcomes:
     def uar(self, correct):
         return uar_of_correct(correct, self.targets, self.n_classes)
 
+    def forward_passes_per_utterance(self, group, budget):
+        """The model forwards the attacks of ``group`` at ``budget`` cost, per utterance of the split."""
+        rows = sum(count for key, count in self.forward_rows.items() if key[:2] == (group, budget))
+        return rows / max(1, len(self.ids))
+
 
 def input_gradient_ok(model, feats, targets):
     """Per utterance: whether the input gradient of the cross-entropy is finite and not all zero."""
@@ -239,6 +247,18 @@ def input_gradient_ok(model, feats, targets):
         (grad,) = torch.autograd.grad(F.cross_entropy(logits.float(), targets, reduction="sum"), inputs)
     flat = grad.flatten(1)
     return torch.isfinite(flat).all(dim=1) & (flat != 0).any(dim=1)
+
+
+class CountingForward(torch.nn.Module):
+    """The model, counting the utterances it runs forward (an attack's cost, as AutoAttack reports it)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, inputs):
+        self.rows += len(inputs)
+        return self.model(inputs)
 
 
 def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys):
@@ -284,8 +304,8 @@ def evaluate_suite(
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     broadcast_buffers(brain.modules)
-    model = brain.model
-    waveform_model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, model).eval()
+    model = CountingForward(brain.model)
+    waveform_model = CountingForward(WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)).eval()
     for _, _, entries in plan:
         for entry in entries:
             if entry.attack.needs_source_model:  # a transfer attack maps its fake data to our features
@@ -293,7 +313,8 @@ def evaluate_suite(
     loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
     outcomes = SplitOutcomes(keys, brain.hparams.n_classes)
-    for batch in loader:
+    progress = tqdm.tqdm(loader, desc=f"attack suite ({len(dataset)} utterances)", disable=brain.noprogressbar)
+    for batch in progress:
         batch = batch.to(brain.device)
         targets, wavs = brain.targets(batch), batch.sig.data
         with torch.no_grad():
@@ -312,6 +333,7 @@ def evaluate_suite(
                     details[field][key] = torch.full(targets.shape, float("nan"), dtype=torch.float64)
                 index = alive.nonzero().flatten()
                 if len(index):
+                    model.rows = waveform_model.rows = 0
                     adversarial, pred[index], reported = run_attack(
                         entry, budget, model, waveform_model, wavs[index], feats[index], targets[index],
                         [batch.id[i] for i in index],
@@ -319,6 +341,7 @@ def evaluate_suite(
                     for field, values in reported.items():
                         details[field][key][index.cpu()] = values.detach().cpu().double()
                     outcomes.attacked_count += len(index)
+                    outcomes.forward_rows[key] += model.rows + waveform_model.rows
                     if early_exit:
                         alive[index] &= pred[index] == targets[index]
                     if wav_pairs and entry.domain == "waveform":

@@ -227,45 +227,6 @@ def plot_training(train_log):
     return save(fig, os.path.splitext(train_log)[0] + ".png")
 
 
-def write_triptych(brain, hparams, dataset, attack, folder, max_utterances=64):
-    """``spectrogram_triptych.npz``: a test utterance's features, the training attack's perturbation, its fake.
-
-    The utterance is the first of ``dataset`` that the model gets right and the attack turns
-    wrong, among the first ``max_utterances`` (else the first one). The attack is the FGSM
-    report's (the run's ``attack``, at the training eps), against the model as it stands
-    (evaluations restore the tested checkpoint). Returns the path.
-    """
-    import speechbrain as sb
-    import torch
-
-    model = brain.model
-    brain.modules.eval()
-    chosen = None
-    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=hparams["batch_size"])
-    for start, batch in zip(range(0, max_utterances, hparams["batch_size"]), loader):
-        batch = batch.to(brain.device)
-        targets = brain.targets(batch)
-        with torch.no_grad():
-            real = brain.compute_features(batch.sig.data)
-        fake = attack.perturb(model, real, targets).detach()
-        with torch.no_grad():
-            predicted = [model(x)[0].argmax(dim=-1) for x in (real, fake)]
-        fooled = ((predicted[0] == targets) & (predicted[1] != targets)).nonzero().flatten().tolist()
-        if fooled or chosen is None:
-            i = fooled[0] if fooled else 0
-            chosen = (batch.id[i], real[i], fake[i], [int(targets[i]), int(predicted[0][i]), int(predicted[1][i])])
-        if fooled:
-            break
-    utterance, real, fake, labels = chosen
-    names = hparams["label_encoder"].decode_ndim(labels)
-    path = os.path.join(folder, "spectrogram_triptych.npz")
-    np.savez_compressed(
-        path, real=real.float().cpu().numpy(), fake=fake.float().cpu().numpy(), eps=float(attack.eps),
-        utterance=str(utterance), true=names[0], predicted_real=names[1], predicted_fake=names[2],
-    )  # fmt: skip
-    return path
-
-
 def plot_triptych(npz_path):
     """Real log-Mel, perturbation (fake - real) and fake log-Mel, frames x Mel bins, as the model sees them."""
     plt = pyplot()
@@ -423,12 +384,34 @@ def draw_run(folder):
     return [p for p in paths if p]
 
 
-def draw_run_pictures(brain, hparams, dataset, attack):
-    """The end-of-run hook: the triptych's data from ``dataset``, then every picture of the run's folder."""
-    folder = hparams["output_folder"]
-    if pyplot() is None:
-        return []
-    write_triptych(brain, hparams, dataset, attack, folder)
-    paths = draw_run(folder)
-    logger.info(f"Pictures: {', '.join(os.path.basename(p) for p in paths)} in {folder}")
-    return paths
+def plot_benchmark(csv_path):
+    """``benchmark.png`` beside the benchmark's ``benchmark.csv``: UAR against the budget, a panel per threat model.
+
+    Each training is a line through its mean UAR on real data and at each budget, in a band of its 95%
+    interval. Feature budgets grow to the right from real data (eps 0); SNR budgets grow to the right
+    as the SNR falls, from real data (no noise).
+    """
+    plt = pyplot()
+    if plt is None:
+        return None
+    rows = read_csv(csv_path)
+    groups = list(dict.fromkeys(r["figure"].split("@")[0] for r in rows if r["figure"] != "real"))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 2.0, 4), squeeze=False, sharey=True)
+    for ax, group in zip(axes[0], groups):
+        for name in dict.fromkeys(r["training"] for r in rows):
+            mine = {r["figure"]: r for r in rows if r["training"] == name}
+            points = [("real", mine["real"])] + [(key.split("@")[1], mine[key]) for key in mine if key.startswith(group + "@")]
+            x = range(len(points))
+            means, lows, highs = ([float(p[1][field]) for p in points] for field in ("UAR", "low", "high"))
+            line = ax.plot(x, means, marker="o", markersize=3, linewidth=1.4, label=name)[0]
+            ax.fill_between(x, lows, highs, color=line.get_color(), alpha=0.12)
+            ax.set_xticks(list(x), [label if label == "real" else f"{label} dB" if group.endswith("_snr") else label for label, _ in points])
+        ax.set_title(group.replace("_", ", "), fontsize=10)
+        ax.set_xlabel("budget (0 = real data)" if not group.endswith("_snr") else "SNR budget")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test UAR (mean over folds, 95% interval)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("Robust UAR against the budget, by training", fontsize=11)
+    fig.tight_layout()
+    return save(fig, os.path.splitext(csv_path)[0] + ".png")

@@ -9,9 +9,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from ser_adv_brain.evaluation.masking import destroy_plan
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.interface import export_interface
+from ser_adv_brain.reports.entry import make_entry, write_entry
 from ser_adv_brain.reports.fgsm_report import write_fgsm_report
 from ser_adv_brain.reports.model_card import write_model_card
-from ser_adv_brain.reports.plots import draw_run_pictures
+from ser_adv_brain.evaluation.triptych import write_triptych
+from ser_adv_brain.reports.plots import draw_run, pyplot
 from ser_adv_brain.reports.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.runs.reload import TrainedModel
 
@@ -22,7 +24,7 @@ def attach_sources(entries, device):
     """Gives every attack that runs on another model (a transfer attack) that folder's restored model, once."""
     for entry in entries:
         if entry.attack.needs_source_model and entry.attack.source_model is None:
-            entry.attack.attach_source(TrainedModel(entry.attack.source, str(device)))
+            entry.attack.attach_source(TrainedModel(entry.attack.source, [f"--device={device}"]))
 
 
 def attack_settings(hparams):
@@ -33,17 +35,26 @@ def attack_settings(hparams):
 
 def report_attacks(
     brain, hparams, datasets, max_key, attack, eval_eps, attack_suite, suite_budgets, suite_early_exit,
-    masking_check_eps, splits=("valid", "test"),
+    masking_check_eps, splits=("valid", "test"), output_folder=None, tier=None,
 ):  # fmt: skip
-    """The paper's FGSM report and the attack suite's, for dev and test; writes and logs both.
+    """The paper's FGSM report and the attack suite's, for each split; writes and logs both.
 
     The FGSM report (``robustness.csv``, the first table of ``robustness.md``) gives
     UAR on real data and on ``attack``'s over ``eval_eps``, as the paper does; the
     suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
     attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
-    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.attack_suite``).
+    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.evaluation.suite``).
     The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
-    Then the run's pictures (``ser_adv_brain.plots``) are drawn.
+    Then the pictures (``ser_adv_brain.reports.plots``) are drawn and, where the test split was
+    attacked, the benchmark entry of the model written (``entry.json``, ``ser_adv_brain.reports.entry``).
+
+    Arguments
+    ---------
+    output_folder : str or None
+        Where the reports go; the run's own folder if None.
+    tier : str or None
+        The name of the suite's composition, for the entry (``ser_adv_brain.evaluation.tiers``);
+        None: the run's own ``attack_suite`` (``"yaml"`` in the entry).
 
     Returns
     -------
@@ -52,6 +63,8 @@ def report_attacks(
     suite : dict
         split -> ``SplitOutcomes``.
     """
+    output_folder = output_folder or hparams["output_folder"]
+    os.makedirs(output_folder, exist_ok=True)
     loader_kwargs = hparams["test_dataloader_options"]
     fgsm = {
         split: brain.evaluate_under_attack(datasets[split], attack, eval_eps, max_key=max_key, loader_kwargs=loader_kwargs)
@@ -59,12 +72,12 @@ def report_attacks(
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
     title = f"{hparams['experiment_name']}: attack {attack!r}"
-    table = write_fgsm_report(fgsm, hparams["output_folder"], title, labels, fake_eps=attack.eps)
+    table = write_fgsm_report(fgsm, output_folder, title, labels, fake_eps=attack.eps)
     entries = suite_entries(attack_suite)
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
     checks = destroy_plan(entries, masking_check_eps)
-    wavs = os.path.join(hparams["output_folder"], "adversarial_wavs")
+    wavs = os.path.join(output_folder, "adversarial_wavs")
     suite = {
         split: evaluate_suite(
             brain, datasets[split], plan + checks, suite_early_exit, loader_kwargs, max_key,
@@ -72,11 +85,15 @@ def report_attacks(
         )
         for split in splits
     }  # fmt: skip
-    report = write_suite_report(suite, plan, checks, hparams["output_folder"], f"{hparams['experiment_name']}: attack suite", suite_early_exit)
+    title = f"{hparams['experiment_name']}: attack suite" + (f", {tier} tier" if tier else "")
+    report = write_suite_report(suite, plan, checks, output_folder, title, suite_early_exit)
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
     logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
-    run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack])
+    if "test" in suite:
+        entry = make_entry(hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step)
+        write_entry(output_folder, entry)
+    run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack, output_folder])
     return fgsm, suite
 
 
@@ -97,3 +114,13 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
     )
     run_on_main(write_model_card, args=[hparams, folder, corpus])
     return folder
+
+
+def draw_run_pictures(brain, hparams, dataset, attack, folder):
+    """The end-of-run pictures: the triptych's data from ``dataset``, then every picture of ``folder``."""
+    if pyplot() is None:
+        return []
+    write_triptych(brain, hparams, dataset, attack, folder)
+    paths = draw_run(folder)
+    logger.info(f"Pictures: {', '.join(os.path.basename(p) for p in paths)} in {folder}")
+    return paths

@@ -52,9 +52,10 @@ class TrainedModel:
     normaliser, its waveform pipeline and its datasets: what the transfer matrix, the targeted matrix and a
     transfer attack's source run."""
 
-    def __init__(self, folder, device):
+    def __init__(self, folder, run_options=()):
+        """``run_options``: SpeechBrain's, as on a command line (``["--device=cuda:0"]``)."""
         self.folder = folder
-        self.hparams, self.datasets, self.brain = load_trained(folder, [f"--device={device}", "--noprogressbar"])
+        self.hparams, self.datasets, self.brain = load_trained(folder, [*run_options, "--noprogressbar"])
         self.brain.on_evaluate_start(max_key=selection_key(self.hparams["select_checkpoint"]))
         self.brain.modules.eval()
         self.model = self.brain.model

@@ -161,7 +161,7 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
         assert matrix[(str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))] == pytest.approx(white_box, abs=1e-4)
     assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
     # The suite's transfer plug-in, with the second model as source, finds the matrix's cell and counts in robust UAR.
-    transfer = TransferAttack(source=second, attack=fgsm()).attach_source(TrainedModel(second, "cpu"))
+    transfer = TransferAttack(source=second, attack=fgsm()).attach_source(TrainedModel(second, ["--device=cpu"]))
     outcomes, plan = run_suite(single_run, [fgsm(), transfer], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
     for eps in (0.05, 0.2):
         key = ("features_linf", eps, "Transfer FGSM")

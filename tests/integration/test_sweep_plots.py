@@ -18,6 +18,7 @@ import pytest
 
 from ser_adv_brain.commands import sweep
 from ser_adv_brain.reports import plots
+from ser_adv_brain.runs.finish import draw_run_pictures
 
 STUB_TRAIN = textwrap.dedent('''
     """A stand-in for recipes/<corpus>/train.py: the outputs of a finished run, made up but distinct."""
@@ -94,7 +95,7 @@ def test_sweep_skips_finished_runs_and_resumes_half_finished_ones(stub_recipe):
     half = os.path.join(out, "cnn4_vanilla_eps0.02")
     os.makedirs(os.path.join(half, "save", "CKPT"))
     stub_recipe["log"].unlink()
-    options = ["--models", "cnn4", "--eps", "0.02", "0.04"]
+    options = ["--models", "cnn4", "--eps=[0.02, 0.04]"]
     run_sweep(stub_recipe, *options)
     started = dict(zip(called_runs(stub_recipe), calls(stub_recipe)))
     assert sorted(started) == ["cnn4_similarity_eps0.02", "cnn4_similarity_eps0.04", "cnn4_vanilla_eps0.02", "cnn4_vanilla_eps0.04"]
@@ -123,25 +124,25 @@ def test_sweep_skips_finished_runs_and_resumes_half_finished_ones(stub_recipe):
 def test_failed_run_is_reported_and_rerun_later(stub_recipe, monkeypatch):
     monkeypatch.setenv("STUB_FAIL", "cnn4_vanilla_eps0.02")
     with pytest.raises(SystemExit) as failure:
-        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02", "0.04")
+        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps=[0.02, 0.04]")
     assert failure.value.code == 1
     assert len(calls(stub_recipe)) == 3  # the others ran on
     monkeypatch.delenv("STUB_FAIL")
     stub_recipe["log"].unlink()
-    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02", "0.04")
+    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps=[0.02, 0.04]")
     assert called_runs(stub_recipe) == ["cnn4_vanilla_eps0.02"]
 
 
 def test_a_run_finished_meanwhile_by_another_sweep_is_not_started_again(stub_recipe, monkeypatch):
     monkeypatch.setenv("STUB_ALSO_FINISH", os.path.join(stub_recipe["out"], "cnn4_vanilla_eps0.02", "interface"))
     with pytest.raises(FileNotFoundError):  # the table finds that run's model card but not its CSVs
-        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02")
+        run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps=[0.02]")
     assert called_runs(stub_recipe) == ["cnn4_single"]
 
 
 def test_one_run_per_gpu_at_a_time(stub_recipe, monkeypatch):
     monkeypatch.setenv("STUB_SLEEP", "0.3")
-    run_sweep(stub_recipe, "--models", "cnn4", "--eps", "0.02", "0.04", "--gpus", "0", "1")
+    run_sweep(stub_recipe, "--models", "cnn4", "--eps=[0.02, 0.04]", "--gpus", "0", "1")
     done = calls(stub_recipe)
     assert len(done) == 5 and {c["gpu"] for c in done} == {"0", "1"}
     for a in done:
@@ -162,7 +163,7 @@ def test_unknown_model_and_sweep_owned_option_are_refused_before_any_run(stub_re
 
 
 def test_a_yaml_key_goes_to_the_runs_whose_yaml_has_it_run_options_to_all(stub_recipe):
-    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps", "0.02", "--warmup_steps=20",
+    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps=[0.02]", "--warmup_steps=20",
               "--device=cpu")  # fmt: skip
     argv = {run: call["argv"][2:] for run, call in zip(called_runs(stub_recipe), calls(stub_recipe))}
     assert argv == {"cnn4_single": ["--device=cpu", "--base_channels=16"],
@@ -170,7 +171,7 @@ def test_a_yaml_key_goes_to_the_runs_whose_yaml_has_it_run_options_to_all(stub_r
 
 
 def test_paper_table_matches_the_runs_csv_files(stub_recipe):
-    run_sweep(stub_recipe, "--models", "cnn4", "vgg16", "--eps", "0.02", "0.04")
+    run_sweep(stub_recipe, "--models", "cnn4", "vgg16", "--eps=[0.02, 0.04]")
     out = stub_recipe["out"]
     rows = list(csv.DictReader(open(os.path.join(out, "paper_table.csv"), encoding="utf-8")))
     assert len(rows) == 2 * 2 * (3 + 4 * 2)  # models x splits x (single: real, 2 fake; 4 AT runs: real, fake)
@@ -301,7 +302,7 @@ def test_without_matplotlib_a_message_instead_of_a_crash(run_folder, monkeypatch
     with caplog.at_level("WARNING"):
         assert plots.draw_run(str(run_folder)) == []
         assert plots.plot_confusion(str(run_folder / "confusion_test.csv")) is None
-        assert plots.draw_run_pictures(None, {"output_folder": str(run_folder)}, None, None) == []
+        assert draw_run_pictures(None, {"output_folder": str(run_folder)}, None, None, str(run_folder)) == []
     assert [r.getMessage() for r in caplog.records] == [plots.MISSING]  # said once
     assert not list(run_folder.glob("*.png"))
 

@@ -1,0 +1,40 @@
+"""``ser-adv leaderboard``: the leaderboard (markdown and CSV) of the benchmark entries under a folder.
+
+Usage:
+    ser-adv leaderboard results/EmoDB_benchmark
+    ser-adv leaderboard entries_from_other_labs/ --output_folder=leaderboard
+
+Every ``entry.json`` under the folder (``ser_adv_brain.reports.entry``: what ``ser-adv evaluate`` and
+``ser-adv benchmark`` write, or another lab's) goes into one leaderboard: per threat model and budget, the
+models ranked by robust UAR, each the mean over its folds and seeds with a 95% interval. Entries
+evaluated otherwise than the others (corpus, fold protocol, split, tier, budgets, folds) are refused,
+naming the file and what differs (``ser_adv_brain.reports.leaderboard``). Writes ``leaderboard.md`` and
+``leaderboard.csv`` into ``--output_folder`` (default: the folder).
+"""
+
+import logging
+import sys
+
+from ser_adv_brain.commands.arguments import parser_for
+from ser_adv_brain.reports.entry import read_entries
+from ser_adv_brain.reports.leaderboard import write_leaderboard
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
+    parser = parser_for("leaderboard", __doc__)
+    parser.add_argument("folder", help="a folder holding entry.json files (searched recursively)")
+    parser.add_argument("--output_folder", default=None, help="default: the folder")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        markdown = write_leaderboard(read_entries(args.folder), args.output_folder or args.folder)
+    except ValueError as error:
+        sys.exit(f"leaderboard: {error}")
+    logger.info(f"Leaderboard:\n{markdown}")
+    return markdown
+
+
+if __name__ == "__main__":
+    main()

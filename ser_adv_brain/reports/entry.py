@@ -1,0 +1,129 @@
+"""Benchmark entries: one evaluated model as a JSON file another lab can read, check and rank.
+
+After RobustBench's model records (Croce et al., NeurIPS 2021 Datasets and Benchmarks), adapted to
+speech: the corpus and its speaker-fold protocol, the fold and seed, the architecture, the training
+(its yaml and training step), the test split's size, the tier of the attack suite and its attacks, the
+clean UAR and, per threat model and budget (with its unit), the robust UAR and the forward passes the
+attacks cost per utterance; the code version and date. Every test utterance's outcome is in the entry
+too (its emotion, whether the model got it right, and whether it stayed right at each budget), so that
+the UARs, and the intervals the leaderboard and the benchmark compute, can be checked from the file.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+import ser_adv_brain
+from ser_adv_brain.data.manifests import SPLIT_FILE
+
+ENTRY_FILE = "entry.json"
+BUDGET_UNITS = {
+    "features_linf": "eps, Linf on the z-scored log-Mel features",
+    "features_l2": "eps, L2 on the z-scored log-Mel features",
+    "waveform_linf": "amplitude, Linf on the waveform (full scale 1)",
+    "waveform_l2": "L2 on the waveform",
+    "waveform_snr": "dB SNR per utterance (L2 on the 16-bit waveform)",
+}
+# What must agree for two entries to stand in one table: the data, how they were split and tested, and how hard.
+PROTOCOL_FIELDS = ("corpus", "protocol", "split", "tier", "early_exit")
+
+
+def result_key(threat_model, budget):
+    """``features_linf@0.02``: a budget's key in an entry's per-utterance outcomes."""
+    return f"{threat_model}@{budget:g}"
+
+
+def read_protocol(output_folder):
+    """The corpus and its split protocol, from what the run's data preparation wrote.
+
+    The corpus is named in the first line of ``data_summary.md`` (``# EmoDB: speaker fold 0 of 5``); the
+    protocol from ``prepare_options.json``: a speaker fold (with the number of folds), the paper's
+    random speaker split (ratio and seed), or a fixed split (its file or speaker lists). A run given
+    its own manifests (``skip_prep``) has neither: its protocol is those manifests.
+    """
+    if not os.path.isfile(os.path.join(output_folder, "prepare_options.json")):
+        return "unknown", {"kind": "given manifests"}, None
+    with open(os.path.join(output_folder, "data_summary.md"), encoding="utf-8") as f:
+        corpus = f.readline().lstrip("# ").split(":")[0].strip()
+    with open(os.path.join(output_folder, "prepare_options.json"), encoding="utf-8") as f:
+        options = json.load(f)
+    if options.get("fold") is not None:
+        protocol = {"kind": "speaker folds", "n_folds": options["n_folds"]}
+    elif options.get("split_file") or options.get("test_speakers"):
+        with open(os.path.join(output_folder, SPLIT_FILE), encoding="utf-8") as f:
+            protocol = {"kind": "fixed speaker split", "speakers": f.read()}
+    else:
+        protocol = {"kind": "random speaker split", "ratio": options["split_ratio"], "seed": options["seed"]}
+    return corpus, protocol, options.get("fold")
+
+
+def code_version():
+    """The git commit of the package's checkout (``-dirty`` with changes), or its version when installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(ser_adv_brain.__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ser_adv_brain.__version__
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
+    """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``)."""
+    corpus, protocol, fold = read_protocol(hparams["output_folder"])
+    budgets = [(step.group, step.budget) for step in plan]
+    labels = hparams["label_encoder"].decode_ndim(outcomes.targets.tolist())
+    robust = {result_key(g, b): outcomes.robust_after(g, b) for g, b in budgets}
+    return {
+        "name": hparams["experiment_name"],
+        "corpus": corpus,
+        "protocol": protocol,
+        "fold": fold,
+        "seed": hparams["seed"],
+        "architecture": {"model": type(hparams["model"]).__name__, "base_channels": hparams.get("base_channels")},
+        "training": {"yaml": f"{hparams['experiment_name']}.yaml", "step": repr(training_step)},
+        "split": split,
+        "utterances": len(outcomes.ids),
+        "tier": tier,
+        "early_exit": bool(early_exit),
+        "attacks": sorted({entry.name for step in plan for entry in step.entries}),
+        "clean_UAR": outcomes.uar(outcomes.clean_correct),
+        "results": [
+            {"threat_model": g, "budget": b, "unit": BUDGET_UNITS[g], "robust_UAR": outcomes.uar(robust[result_key(g, b)]),
+             "forward_passes_per_utterance": outcomes.forward_passes_per_utterance(g, b)}
+            for g, b in budgets
+        ],  # fmt: skip
+        "per_utterance": [
+            {"id": utterance, "emotion": label, "correct": bool(outcomes.clean_correct[i]),
+             "robust": {key: bool(value[i]) for key, value in robust.items()}}
+            for i, (utterance, label) in enumerate(zip(outcomes.ids, labels))
+        ],  # fmt: skip
+        "code_version": code_version(),
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+    }
+
+
+def write_entry(folder, entry):
+    """Writes ``entry.json`` into ``folder`` (main process); returns its path."""
+    if not if_main_process():
+        return None
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ENTRY_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(entry, f, indent=1)
+    return path
+
+
+def read_entries(folder):
+    """Every ``entry.json`` under ``folder`` (searched recursively), sorted by path, each with its ``path``."""
+    entries = []
+    for root, _, files in sorted(os.walk(folder)):
+        if ENTRY_FILE in files:
+            with open(os.path.join(root, ENTRY_FILE), encoding="utf-8") as f:
+                entries.append({**json.load(f), "path": os.path.join(root, ENTRY_FILE)})
+    return entries
