@@ -152,9 +152,12 @@ def main(argv=None):
     failed = []
     if not args.report_only:
         logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already trained")
-        failed = run_grid(runs, train_script, overrides, args.gpus)
         devices = [option for option in overrides if option.startswith("--device=")]
-        failed += run_jobs([evaluation_job(run, args.tier, args.budgets, devices) for run in runs if run.finished], args.gpus)
+        # Fold by fold, trained then evaluated: a partial benchmark already holds whole folds.
+        for replicate in dict.fromkeys(run.replicate for run in runs):
+            group = [run for run in runs if run.replicate == replicate]
+            failed += run_grid(group, train_script, overrides, args.gpus)
+            failed += run_jobs([evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished], args.gpus)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     report = aggregate(runs, args.tier, args.output_folder, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
     if report:
