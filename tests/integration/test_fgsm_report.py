@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ser_adv_brain.metrics import ConfusionMatrix
-from helpers import RecipeBrain
+from helpers import RecipeBrain, prepared_hparams
 from ser_adv_brain.data.dataio import manifests_of
 from ser_adv_brain.reports.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
 from ser_adv_brain.runs import checked_datasets
@@ -76,26 +76,31 @@ def trained_uar_curve(hparams):
 
 
 @pytest.mark.trained
-def test_attack_works_and_adversarial_training_defends(demos_prepare, yaml_hparams, tmp_path):
+def test_attack_works_and_adversarial_training_defends(demos_prepare, tmp_path):
     """On the built-in corpus: a single-trained CNN-4 loses UAR as eps grows; a vanilla AT one loses less.
 
     Small enough for seconds (width 8, 64 frames, 6 speakers), long enough
-    (30 epochs) for the defence to show with margin across seeds. The attack
-    uses the true labels (the paper's formula): at this size the models are
-    wrong often, and attacking a wrong prediction tends to undo the error.
+    (30 epochs) for the defence to show. The attack uses the true labels (the
+    paper's formula): at this size the models are wrong often, and attacking a
+    wrong prediction tends to undo the error. The curves are the mean over three
+    seeds (each its own speaker split and initialisation): one seed's margins moved
+    by up to .17 between CPU kernel settings and fell to .003; the three seeds'
+    mean kept every margin by at least .078 on every setting measured (docs/testing.md).
     """
     corpus = generate_synthetic_demos(
         str(tmp_path / "corpus"), n_speakers=6, utterances_per_emotion=6, neutral_per_speaker=0,
         min_duration=1.0, max_duration=1.5, seed=1,
     )
-    grid, train_eps = [0.0, 0.02, 0.05, 0.1], 0.05
-    common = dict(seed=1, data_folder=corpus, base_channels=8, n_frames=64, number_of_epochs=30,
-                  attack_labels="target", eval_eps=grid)
+    grid, train_eps, seeds = [0.0, 0.02, 0.05, 0.1], 0.05, (1, 2, 3)
+    common = dict(data_folder=corpus, base_channels=8, n_frames=64, number_of_epochs=30, attack_labels="target", eval_eps=grid)
     curves = {}
     for name, extra in (("cnn4_single", {}), ("cnn4_vanilla", {"attack_eps": train_eps, "warmup_steps": 0})):
-        hparams = yaml_hparams(name, **common, **extra)
-        demos_prepare.prepare_demos(corpus, hparams["output_folder"], seed=hparams["seed"])
-        curves[name] = trained_uar_curve(hparams)
+        per_seed = []
+        for seed in seeds:
+            hparams = prepared_hparams(name, output_folder=tmp_path / f"{name}_{seed}", seed=seed, **common, **extra)
+            demos_prepare.prepare_demos(corpus, hparams["output_folder"], seed=seed)
+            per_seed.append(trained_uar_curve(hparams))
+        curves[name] = {eps: sum(curve[eps] for curve in per_seed) / len(seeds) for eps in grid}
         print(name, {eps: round(uar, 3) for eps, uar in curves[name].items()})
     single, vanilla = curves["cnn4_single"], curves["cnn4_vanilla"]
 
