@@ -37,7 +37,6 @@ On a GPU, at the paper's width:
 import statistics
 
 import torch
-
 from common import (
     argument_parser,
     first_batch,
@@ -47,8 +46,9 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
-from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
+
 from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.runs import load_trained
 from ser_adv_brain.training.checkpoints import selection_key
@@ -109,10 +109,16 @@ def measure_early_exit(args):
 
     def evaluate(early_exit):
         loader_kwargs = hparams["test_dataloader_options"]
-        outcomes[early_exit] = evaluate_suite(brain, datasets["test"], plan, early_exit, loader_kwargs, selection_key(hparams["select_checkpoint"]))
+        outcomes[early_exit] = evaluate_suite(
+            brain, datasets["test"], plan, early_exit, loader_kwargs, selection_key(hparams["select_checkpoint"])
+        )
 
     times = round_robin(
-        {"early exit": lambda: evaluate(True), "no early exit": lambda: evaluate(False)}, args.exit_rounds, 0, args.device, args.clock
+        {"early exit": lambda: evaluate(True), "no early exit": lambda: evaluate(False)},
+        args.exit_rounds,
+        0,
+        args.device,
+        args.clock,
     )
     on, off = outcomes[True], outcomes[False]
     robust = {(g, b): (on.uar(on.robust_after(g, b)), off.uar(off.robust_after(g, b))) for g, b, _ in plan}
@@ -128,14 +134,19 @@ def measure_early_exit(args):
 
 def print_early_exit(row):
     on, off = row["seconds"]["early exit"], row["seconds"]["no early exit"]
-    print(f"\nEarly exit, robust-UAR evaluation of {row['folder']} (test, {row['utterances']} utterances, its yaml's suite):")
+    print(
+        f"\nEarly exit, robust-UAR evaluation of {row['folder']} "
+        f"(test, {row['utterances']} utterances, its yaml's suite):"
+    )
     print("| | seconds | utterance-attacks | robust UAR per budget |")
     print("|---|---|---|---|")
     for index, name in enumerate(("early exit", "no early exit")):
         cells = ", ".join(f"{g} {b:g}: {uars[index]:.3f}" for (g, b), uars in row["robust"].items())
         print(f"| {name} | {row['seconds'][name]:.1f} | {row['attacked'][index]} | {cells} |")
-    print(f"saving: {off / on:.2f}x the time, {row['attacked'][1] / row['attacked'][0]:.2f}x the utterance-attacks; "
-          f"robust outcome identical per utterance: {'yes' if row['same_per_utterance'] else 'no'}")
+    print(
+        f"saving: {off / on:.2f}x the time, {row['attacked'][1] / row['attacked'][0]:.2f}x the utterance-attacks; "
+        f"robust outcome identical per utterance: {'yes' if row['same_per_utterance'] else 'no'}"
+    )
 
 
 def print_table(rows):
@@ -158,12 +169,15 @@ def main(argv=None):
     parser.add_argument("--snr", type=float, default=30.0, help="waveform budget, SNR in dB")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each workload runs once per round)")
     parser.add_argument("--warmup", type=int, default=1, help="rounds discarded before timing")
-    parser.add_argument("--trained", default=None, help="a training output folder: also measure the early exit's saving")
+    parser.add_argument(
+        "--trained", default=None, help="a training output folder: also measure the early exit's saving"
+    )
     parser.add_argument("--exit-rounds", type=int, default=1, help="timed rounds of each robust-UAR evaluation")
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
-        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} clock={args.clock} malloc={args.malloc} "
+        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} "
+        f"clock={args.clock} malloc={args.malloc} "
         f"k={args.attack_steps} rounds={args.rounds} (+{args.warmup} discarded)"
     )
     rows = []

@@ -21,8 +21,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from ser_adv_brain.audio.loading import frames_to_samples
-from ser_adv_brain.training.brain import EmotionBrain
-from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training.brain import EmotionBrain, build_brain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -37,7 +36,9 @@ def add_common_arguments(parser):
     """Options every benchmark takes: where and how to run, what model width and input size."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SpeechBrain training/eval precision")
-    parser.add_argument("--models", default="cnn4,vgg16", help="comma-separated hparams prefixes (cnn4, vgg16, resnet50)")
+    parser.add_argument(
+        "--models", default="cnn4,vgg16", help="comma-separated hparams prefixes (cnn4, vgg16, resnet50)"
+    )
     parser.add_argument(
         "--base-channels",
         type=int,

@@ -23,7 +23,6 @@ On a GPU, at the paper's width:
 import statistics
 
 import torch
-
 from common import (
     argument_parser,
     first_batch,
@@ -33,6 +32,7 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
+
 from ser_adv_brain.attacks import FGSM
 from ser_adv_brain.attacks.base import GradientAttack
 
@@ -81,14 +81,18 @@ def measure_model(args, model, folder):
     results = {}
 
     def evaluate(name):
-        results[name] = brain.evaluate_under_attack(dataset, curves[name], eps_grid, loader_kwargs={"batch_size": args.batch_size})
+        results[name] = brain.evaluate_under_attack(
+            dataset, curves[name], eps_grid, loader_kwargs={"batch_size": args.batch_size}
+        )
 
     times = round_robin(
-        {name: (lambda name=name: evaluate(name)) for name in curves}, args.repeats, args.warmup, args.device, args.clock
+        {name: (lambda name=name: evaluate(name)) for name in curves},
+        args.repeats,
+        args.warmup,
+        args.device,
+        args.clock,
     )
-    same_counts = all(
-        torch.equal(results["shared"][eps].counts, results["per-eps"][eps].counts) for eps in eps_grid
-    )
+    same_counts = all(torch.equal(results["shared"][eps].counts, results["per-eps"][eps].counts) for eps in eps_grid)
     return {
         "model": model,
         "attack": repr(shared),

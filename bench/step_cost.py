@@ -46,6 +46,7 @@ from common import (
     round_robin,
     synthetic_dataset,
 )
+
 from ser_adv_brain.training_steps import FusedAdversarialStep
 
 # Attack options of the yaml files: (label source, model mode while generating).
@@ -89,7 +90,9 @@ def stronger_floor(brain):
     real forward could give them.
     """
     attack = brain.hparams.training_attack
-    needs_labels = attack.model_mode == "eval" and (attack.label_source == "predicted" or type(attack).__name__ == "KLPGD")
+    needs_labels = attack.model_mode == "eval" and (
+        attack.label_source == "predicted" or type(attack).__name__ == "KLPGD"
+    )
     return (6 + 2 * attack.steps * attack.restarts + int(needs_labels)) / 3
 
 
@@ -190,7 +193,8 @@ def main(argv=None):
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
-        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} clock={args.clock} malloc={args.malloc} "
+        f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} "
+        f"clock={args.clock} malloc={args.malloc} "
         f"rounds={args.steps} (+{args.warmup} discarded)"
     )
     rows = []
@@ -199,7 +203,10 @@ def main(argv=None):
             rows += measure_model(args, model, folder)
     print_table(rows)
     print("Targets (issue 3): " + ", ".join(f"{path} <= {target}x" for path, (_, target) in PATH_BOUNDS.items()))
-    print(f"Targets (issue 9): PGD-k, fast and TRADES steps <= {STRONGER_TARGET}x their floor (on the GPU; stated on the CPU)")
+    print(
+        f"Targets (issue 9): PGD-k, fast and TRADES steps <= {STRONGER_TARGET}x their floor "
+        "(on the GPU; stated on the CPU)"
+    )
     return rows
 
 

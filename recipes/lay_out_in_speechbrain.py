@@ -31,18 +31,26 @@ TASK = "emotion_recognition"
 # corpus -> (this repository's files, its hparams folder, the sample data its debug rows read)
 RECIPES = {
     "DEMoS": (
-        ["recipes/DEMoS/train.py", "recipes/DEMoS/demos_prepare.py", "recipes/DEMoS/README.md",
-         "recipes/DEMoS/extra_requirements.txt"],
+        [
+            "recipes/DEMoS/train.py",
+            "recipes/DEMoS/demos_prepare.py",
+            "recipes/DEMoS/README.md",
+            "recipes/DEMoS/extra_requirements.txt",
+        ],
         "hparams",
         None,
     ),
     "EmoDB": (
-        ["recipes/EmoDB/train.py", "recipes/EmoDB/emodb_prepare.py", "recipes/EmoDB/README.md",
-         "recipes/EmoDB/extra_requirements.txt"],
+        [
+            "recipes/EmoDB/train.py",
+            "recipes/EmoDB/emodb_prepare.py",
+            "recipes/EmoDB/README.md",
+            "recipes/EmoDB/extra_requirements.txt",
+        ],
         "recipes/EmoDB/hparams",
         "tests/samples/emodb",
     ),
-}  # fmt: skip
+}
 PATH_COLUMNS = ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file")
 
 
@@ -91,7 +99,10 @@ def main(argv):
         sys.exit(f"usage: python {os.path.relpath(__file__, REPO)} SPEECHBRAIN_CHECKOUT (a folder with tests/recipes/)")
     for corpus in RECIPES:
         moved = lay_out(corpus, argv[0])
-        print(f"{corpus}: {len(moved)} files in {os.path.join(argv[0], 'recipes', corpus, TASK)}, rows in tests/recipes/{corpus}.csv")
+        print(
+            f"{corpus}: {len(moved)} files in {os.path.join(argv[0], 'recipes', corpus, TASK)}, "
+            f"rows in tests/recipes/{corpus}.csv"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Unweighted average recall (UAR) and the confusion matrix it comes from; epoch means of training losses; ROC AUC and TPR at a false-positive rate, for detectors."""
-
-import csv
+"""Unweighted average recall (UAR) and the confusion matrix it comes from; epoch means of training losses; ROC AUC
+and TPR at a false-positive rate, for detectors."""
 
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import ddp_all_reduce
+
+from ser_adv_brain.tables import write_csv
 
 
 def per_class_recall(confusion):
@@ -71,13 +72,13 @@ class ConfusionMatrix:
     def write(self, path, labels):
         """Writes per-class recall and the confusion matrix as CSV (rows: true class)."""
         recall = per_class_recall(self.counts)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["true \\ predicted", *labels, "support", "recall"])
-            for i, label in enumerate(labels):
-                row = self.counts[i].tolist()
-                writer.writerow([label, *row, sum(row), f"{float(recall[i]):.4f}"])
-            writer.writerow(["UAR", *[""] * len(labels), int(self.counts.sum()), f"{self.uar():.4f}"])
+        header = ["true \\ predicted", *labels, "support", "recall"]
+        rows = [
+            [label, *self.counts[i].tolist(), int(self.counts[i].sum()), f"{float(recall[i]):.4f}"]
+            for i, label in enumerate(labels)
+        ]
+        rows.append(["UAR", *[""] * len(labels), int(self.counts.sum()), f"{self.uar():.4f}"])
+        write_csv(path, [dict(zip(header, row)) for row in rows], header)
 
 
 def uar_of_correct(correct, targets, n_classes):

@@ -12,7 +12,6 @@ import pytest
 import soundfile
 import torch
 import torchaudio.functional
-
 from helpers import (
     LEARNING,
     LEARNING_CORPUS,
@@ -27,6 +26,7 @@ from helpers import (
     run_recipe,
     tiny,
 )
+
 from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 # Test tensors are tiny: extra threads only add synchronisation, and the cores are shared.
@@ -87,14 +87,17 @@ def tiny_hparams(tiny_manifests, tmp_path):
     """Returns ``make(name, **overrides)``: a yaml file at ``TINY`` size on the tiny manifests, output in tmp_path."""
 
     def make(name, **overrides):
-        return prepared_hparams(name, **{
-            **tiny(name),
-            "output_folder": str(tmp_path / name),
-            "train_annotation": tiny_manifests["train"],
-            "valid_annotation": tiny_manifests["valid"],
-            "test_annotation": tiny_manifests["test"],
-            **overrides,
-        })
+        return prepared_hparams(
+            name,
+            **{
+                **tiny(name),
+                "output_folder": str(tmp_path / name),
+                "train_annotation": tiny_manifests["train"],
+                "valid_annotation": tiny_manifests["valid"],
+                "test_annotation": tiny_manifests["test"],
+                **overrides,
+            },
+        )
 
     return make
 
@@ -113,8 +116,13 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     out = str(tmp / "run")
     # A warm-up of half the training; eps up to the yaml's eta, so nothing is clipped.
-    run_flags = [*flags(**LEARNING, warmup_steps=6), "--eval_eps=[0.0, 0.1]", corpus_flag(LEARNING_CORPUS),
-                 f"--output_folder={out}", "--noprogressbar"]
+    run_flags = [
+        *flags(**LEARNING, warmup_steps=6),
+        "--eval_eps=[0.0, 0.1]",
+        corpus_flag(LEARNING_CORPUS),
+        f"--output_folder={out}",
+        "--noprogressbar",
+    ]
     output = run_recipe(hparams_file, *run_flags)
     brain, datasets, hparams = evaluation_brain(hparams_file, *run_flags)
     test_wavs = sorted(datasets["test"].data[i]["wav"] for i in datasets["test"].data_ids)
@@ -123,8 +131,16 @@ def trained(tmp_path_factory):
     short = torchaudio.functional.resample(torch.from_numpy(audio[:rate]), rate, 22050)
     stereo_wav = str(tmp / "stereo_22050.wav")
     soundfile.write(stereo_wav, torch.stack([short, 0.5 * short], dim=1).numpy(), 22050)
-    return {"out": out, "hparams_file": hparams_file, "flags": run_flags, "output": output, "brain": brain,
-            "hparams": hparams, "wavs": [long_wav, stereo_wav], "tmp": tmp}
+    return {
+        "out": out,
+        "hparams_file": hparams_file,
+        "flags": run_flags,
+        "output": output,
+        "brain": brain,
+        "hparams": hparams,
+        "wavs": [long_wav, stereo_wav],
+        "tmp": tmp,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -27,11 +27,17 @@ EMODB_SAMPLE_FOLDS = {"n_folds": 4}
 KILLED_RUN = REPO_ROOT / "tests" / "integration" / "killed_run.py"
 # Second-stage yaml files, read by a command of the package on a trained output folder, not by a
 # recipe (no recipe row): file -> that command's module and the Brain it hands the yaml to.
-SECOND_STAGE_FILES = {"hparams/detector.yaml": ("ser_adv_brain/commands/detector.py", "ser_adv_brain/training/detector_brain.py")}
+SECOND_STAGE_FILES = {
+    "hparams/detector.yaml": ("ser_adv_brain/commands/detector.py", "ser_adv_brain/training/detector_brain.py")
+}
 # The recipes' yaml files, relative to the repository root.
 RECIPE_HPARAMS_FILES = sorted(
-    {str(path.relative_to(REPO_ROOT)) for pattern in ("hparams/*.yaml", "recipes/*/hparams/*.yaml")
-     for path in REPO_ROOT.glob(pattern)} - set(SECOND_STAGE_FILES)
+    {
+        str(path.relative_to(REPO_ROOT))
+        for pattern in ("hparams/*.yaml", "recipes/*/hparams/*.yaml")
+        for path in REPO_ROOT.glob(pattern)
+    }
+    - set(SECOND_STAGE_FILES)
 )
 
 
@@ -50,24 +56,48 @@ RecipeBrain = recipe_brain_class(DEMOS_TRAIN)
 # code paths users run. Every attack of the suite that ends each run still runs, at one budget per threat
 # model instead of three (the suite costs more than tiny training). Tests that need more (epochs to resume
 # into, a model that learns) derive theirs from it with explicit overrides, each saying why.
-TINY = {"base_channels": 2, "n_frames": 32, "batch_size": 4, "number_of_epochs": 1,
-        "suite_budgets": {"features_linf": [0.1], "waveform_snr": [20]}}
+TINY = {
+    "base_channels": 2,
+    "n_frames": 32,
+    "batch_size": 4,
+    "number_of_epochs": 1,
+    "suite_budgets": {"features_linf": [0.1], "waveform_snr": [20]},
+}
 # The one tiny corpus (built-in synthetic DEMoS shape): 6 speakers (3 f, 3 m, 2 per split), 2 utterances
 # per emotion and 1 neutral each: 90 short clips, 30 of them for training.
-TINY_CORPUS = {"n_speakers": 6, "utterances_per_emotion": 2, "neutral_per_speaker": 1,
-               "min_duration": 0.6, "max_duration": 1.0, "seed": 7}
+TINY_CORPUS = {
+    "n_speakers": 6,
+    "utterances_per_emotion": 2,
+    "neutral_per_speaker": 1,
+    "min_duration": 0.6,
+    "max_duration": 1.0,
+    "seed": 7,
+}
 
 # The smallest runs that clearly learn (best dev UAR .55 to .64 where chance is 1/7, over the kernel settings
 # and seeds measured, in about 10 s of CPU): 3 clips per emotion, no neutral ones, 12 epochs at a higher
 # learning rate and twice the width and frames. Their dev UAR goes up and down.
-LEARNING_CORPUS = {**TINY_CORPUS, "utterances_per_emotion": 3, "neutral_per_speaker": 0,
-                   "min_duration": 0.8, "max_duration": 1.2, "seed": 1}
+LEARNING_CORPUS = {
+    **TINY_CORPUS,
+    "utterances_per_emotion": 3,
+    "neutral_per_speaker": 0,
+    "min_duration": 0.8,
+    "max_duration": 1.2,
+    "seed": 1,
+}
 LEARNING = {**TINY, "base_channels": 4, "n_frames": 64, "batch_size": 8, "number_of_epochs": 12, "lr": 0.005}
 
 # Resume tests: 3 epochs, so a run can be killed in epoch 1 or 2 and resume into the next; 4 speakers with
 # one clip per emotion (14 training clips: 4 steps an epoch), so every kill point is reached in seconds.
-RESUME_CORPUS = {**TINY_CORPUS, "n_speakers": 4, "utterances_per_emotion": 1, "neutral_per_speaker": 0,
-                 "min_duration": 0.4, "max_duration": 0.8, "seed": 1}
+RESUME_CORPUS = {
+    **TINY_CORPUS,
+    "n_speakers": 4,
+    "utterances_per_emotion": 1,
+    "neutral_per_speaker": 0,
+    "min_duration": 0.4,
+    "max_duration": 0.8,
+    "seed": 1,
+}
 RESUME = {**TINY, "number_of_epochs": 3, "seed": 7}
 EVERY_STEP = {"ckpt_interval_minutes": 0, "ckpt_interval_steps": 1}  # run options: an intra-epoch checkpoint a step
 
@@ -154,7 +184,9 @@ def run_command(args, timeout=600, cwd=REPO_ROOT):
     args = [str(arg) for arg in args]
     done = subprocess.run(args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
+        )
     return done
 
 
@@ -185,6 +217,16 @@ def capture_eval_stats(brain):
     return captured
 
 
+def markdown_rows(text):
+    """The cells of every row of the markdown tables in ``text`` (their separator rows left out), stripped."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|") and not set(line) <= set("|-: "):
+            rows.append([cell.strip() for cell in line[1:-1].split("|")])
+    return rows
+
+
 def valid_uars(train_log):
     """Dev UAR of each epoch, from a ``train_log.txt`` text."""
     return [float(m) for m in re.findall(r"^epoch: \d+,.* valid UAR: ([0-9.e+-]+)", train_log, re.M)]
@@ -204,8 +246,14 @@ def train_command(output_folder, data_folder, hparams_file="cnn4_vanilla", kill=
 
 def run_training(output_folder, data_folder, **kwargs):
     """Runs a ``RESUME``-sized training in a subprocess; returns the ``CompletedProcess``."""
-    return subprocess.run(train_command(output_folder, data_folder, **kwargs), env=subprocess_env(),
-                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    return subprocess.run(
+        train_command(output_folder, data_folder, **kwargs),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+    )
 
 
 def completed_run(folder, data_folder, **kwargs):
@@ -256,9 +304,18 @@ def assert_same_outcome(first, second):
 
 # speechbrain/tests/recipes/*.csv
 RECIPE_CSV_COLUMNS = [
-    "Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file", "Readme_file",
-    "Result_url", "HF_repo", "test_debug_flags", "test_debug_checks", "performance",
-]  # fmt: skip
+    "Task",
+    "Dataset",
+    "Script_file",
+    "Hparam_file",
+    "Data_prep_file",
+    "Readme_file",
+    "Result_url",
+    "HF_repo",
+    "test_debug_flags",
+    "test_debug_checks",
+    "performance",
+]
 
 
 def recipe_csv_files():

@@ -43,8 +43,7 @@ def parse_demos_stem(stem):
     code = stem[-6:-3]
     if code not in EMOTION_CODES:
         raise ValueError(
-            f"{stem!r}: unknown DEMoS emotion code {code!r} (stem[-6:-3]); "
-            f"known codes are {sorted(EMOTION_CODES)}."
+            f"{stem!r}: unknown DEMoS emotion code {code!r} (stem[-6:-3]); known codes are {sorted(EMOTION_CODES)}."
         )
     if not STEM_PATTERN.fullmatch(stem):
         raise ValueError(f"{stem!r} is not a DEMoS stem like 'NP_m_02_rab04b'.")
@@ -131,15 +130,22 @@ def prepare_demos(
             continue
         records.append({"ID": stem, "wav": os.path.abspath(path), **info})
     if len(problems) == len(paths):
-        problems.insert(0, Problem(data_folder, f"none of its {len(paths)} .wav files has a DEMoS name "
-                                                f"like NP_m_02_rab04b.wav; {where}"))
+        problems.insert(
+            0,
+            Problem(
+                data_folder, f"none of its {len(paths)} .wav files has a DEMoS name like NP_m_02_rab04b.wav; {where}"
+            ),
+        )
     elif problems and skip_bad_files:
-        logger.warning(f"skip_bad_files: leaving out {len(problems)} file(s) without a DEMoS name: "
-                       + ", ".join(os.path.basename(problem.where) for problem in problems))
+        logger.warning(
+            f"skip_bad_files: leaving out {len(problems)} file(s) without a DEMoS name: "
+            + ", ".join(os.path.basename(problem.where) for problem in problems)
+        )
         problems = []
     if problems:
         raise DataValidationError(problems)
     if not records:
-        raise DataValidationError([Problem(data_folder, "no utterance is left with these options "
-                                                        "(include_neutral, prototypical_only)")])
+        raise DataValidationError(
+            [Problem(data_folder, "no utterance is left with these options (include_neutral, prototypical_only)")]
+        )
     write_split_manifests(records, save_folder, options, split_ratio, seed, split_file, "DEMoS", fold, n_folds)

@@ -29,12 +29,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.logger import get_logger
 
-from ser_adv_brain.training.brain import EmotionBrain
-from ser_adv_brain.training.distributed import set_collective_timeout
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 from ser_adv_brain.objectives.base import classification_loss
 from ser_adv_brain.runs import checked_datasets, export_checkpoint, report_attacks
+from ser_adv_brain.training.brain import EmotionBrain
 from ser_adv_brain.training.checkpoints import selection_key
-from ser_adv_brain.data.synthetic import generate_synthetic_demos
+from ser_adv_brain.training.distributed import set_collective_timeout
 
 logger = get_logger(__name__)
 
@@ -114,7 +114,11 @@ if __name__ == "__main__":
         )
 
     # Every manifest row, audio file and hyperparameter is checked before any training.
-    manifests = {"train": hparams["train_annotation"], "valid": hparams["valid_annotation"], "test": hparams["test_annotation"]}
+    manifests = {
+        "train": hparams["train_annotation"],
+        "valid": hparams["valid_annotation"],
+        "test": hparams["test_annotation"],
+    }
     datasets = checked_datasets(hparams, manifests, hparams["n_frames"])
     max_key = selection_key(hparams["select_checkpoint"])  # the checkpoint tested and exported
     set_collective_timeout(hparams["ddp_timeout_minutes"])  # after the checks, which other processes wait for

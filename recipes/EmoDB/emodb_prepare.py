@@ -29,9 +29,17 @@ EMOTION_LETTERS = {
 }
 # The ten actors (the corpus documentation); the names do not carry the gender.
 SPEAKER_GENDERS = {
-    "03": "m", "08": "f", "09": "f", "10": "m", "11": "m",
-    "12": "m", "13": "f", "14": "f", "15": "m", "16": "f",
-}  # fmt: skip
+    "03": "m",
+    "08": "f",
+    "09": "f",
+    "10": "m",
+    "11": "m",
+    "12": "m",
+    "13": "f",
+    "14": "f",
+    "15": "m",
+    "16": "f",
+}
 EMODB_STEM = re.compile(r"^(?P<spk_id>\d\d)(?P<text>[ab]\d\d)(?P<letter>[A-Z])(?P<version>[a-z])$")
 
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from ser_adv_brain.checks import check_choice, check_non_negative, check_positive_int
 from ser_adv_brain.attacks.dlr import check_classes, dlr_loss, targeted_dlr_loss
 from ser_adv_brain.attacks.pgd import PGD, rows
+from ser_adv_brain.checks import check_choice, check_non_negative, check_positive_int
 
 APGD_LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75  # weight of the new step against the last one
@@ -102,10 +102,19 @@ class APGD(PGD):
             raise ValueError(f"targets={targets} needs loss='dlr': APGD-T attacks the targeted DLR loss.")
         self.loss_name, self.targets, self.eot_iter = loss, int(targets), eot_iter
         super().__init__(
-            eps=eps, steps=steps, rel_step_size=2.0, norm=norm, random_start=random_start, restarts=restarts, seed=seed,
-            stop_when_fooled=stop_when_fooled, eta=eta, label_source=label_source, model_mode=model_mode,
+            eps=eps,
+            steps=steps,
+            rel_step_size=2.0,
+            norm=norm,
+            random_start=random_start,
+            restarts=restarts,
+            seed=seed,
+            stop_when_fooled=stop_when_fooled,
+            eta=eta,
+            label_source=label_source,
+            model_mode=model_mode,
             class_names=class_names,
-        )  # fmt: skip
+        )
 
     def __repr__(self):
         head = super().__repr__()[: -len(")")].replace(f", rel_step_size={self.rel_step_size}", "")
@@ -167,9 +176,20 @@ class APGD(PGD):
                         return best.detach()
                     aimed = None if rank is None else clean_logits[todo].argsort(dim=-1, descending=True)[:, rank]
                     stream = index * self.restarts + restart
-                    start = self.random_point(inputs, radius, mask, keys, stream)[todo] if self.random_start else inputs[todo]
+                    start = (
+                        self.random_point(inputs, radius, mask, keys, stream)[todo]
+                        if self.random_start
+                        else inputs[todo]
+                    )
                     found, succeeded = self.run_pass(
-                        model, inputs[todo], start, labels[todo], aimed, rows(radius, todo), rows(mask, todo), loss_scale
+                        model,
+                        inputs[todo],
+                        start,
+                        labels[todo],
+                        aimed,
+                        rows(radius, todo),
+                        rows(mask, todo),
+                        loss_scale,
                     )
                     # A pass's highest-loss points stand until a later one fools; losses of passes are not comparable.
                     keep = torch.ones_like(succeeded) if first else succeeded
@@ -197,9 +217,13 @@ class APGD(PGD):
             x, r, m = adversarial[active], rows(radius, active), rows(mask, active)
             momentum = MOMENTUM if iteration > 0 else 1.0
             z = self.project_ball(self.ascend(x, grad[active], step[active]), inputs[active], r, m)
-            moved = self.project_ball(x + momentum * (z - x) + (1 - momentum) * (x - previous[active]), inputs[active], r, m)
+            moved = self.project_ball(
+                x + momentum * (z - x) + (1 - momentum) * (x - previous[active]), inputs[active], r, m
+            )
             previous[active], adversarial[active] = x, moved
-            grad[active], logits, loss_now = self.gradient(model, moved, labels[active], rows(aimed, active), loss_scale)
+            grad[active], logits, loss_now = self.gradient(
+                model, moved, labels[active], rows(aimed, active), loss_scale
+            )
             now = self.succeeded(logits, labels[active])
             found[active[now]], fooled[active[now]] = moved[now], True
             loss = history[-1].clone()

@@ -227,7 +227,8 @@ class Attack:
 
     @property
     def threat_model(self):
-        """``"<domain>_<norm>"`` (``"features_linf"``): attacks with the same one and budget are compared per utterance."""
+        """``"<domain>_<norm>"`` (``"features_linf"``): attacks with the same one and budget are compared
+        per utterance."""
         return f"{self.domain}_{self.norm}"
 
     def __repr__(self):
@@ -300,7 +301,15 @@ class GradientAttack(Attack):
     """
 
     def __init__(
-        self, eps, *, eta=0.1, label_source="predicted", model_mode="eval", target_class=None, class_names=None, norm=None
+        self,
+        eps,
+        *,
+        eta=0.1,
+        label_source="predicted",
+        model_mode="eval",
+        target_class=None,
+        class_names=None,
+        norm=None,
     ):
         super().__init__(eps, eta=eta, label_source=label_source, model_mode=model_mode, norm=norm)
         self.set_target(target_class)
@@ -337,9 +346,7 @@ class GradientAttack(Attack):
         super().set_class_names(class_names)
         if isinstance(self.target_class, str) and self.target_class != LEAST_LIKELY:
             if self.target_class not in self.class_names:
-                raise ValueError(
-                    f"target_class {self.target_class!r} is not in the label set {self.class_names}."
-                )
+                raise ValueError(f"target_class {self.target_class!r} is not in the label set {self.class_names}.")
             self.target_index = self.class_names.index(self.target_class)
         elif self.target_index is not None and self.target_index >= len(self.class_names):
             raise ValueError(

@@ -27,7 +27,8 @@ class DetectorAwarePGD(PGD):
     ---------
     detector_weight : float
         ``lambda`` (>= 0).
-    eps, steps, rel_step_size, norm, random_start, restarts, seed, eta, label_source, model_mode, target_class, class_names :
+    eps, steps, rel_step_size, norm, random_start, restarts, seed, eta, label_source, model_mode, target_class,
+    class_names :
         See ``PGD``.
 
     Example
@@ -52,7 +53,7 @@ class DetectorAwarePGD(PGD):
 
     @property
     def name(self):
-        """``DetectorAwarePGD-10 (adaptive)``: the detector report tells it from the attacks that ignore the detector."""
+        """``DetectorAwarePGD-10 (adaptive)``: the detector's report tells it from attacks that ignore the detector."""
         return f"{super().name} (adaptive)"
 
     @staticmethod

@@ -30,7 +30,9 @@ def check_classes(n_classes, targeted, culprit):
     needed = TARGETED_DLR_MIN_CLASSES if targeted else DLR_MIN_CLASSES
     if n_classes < needed:
         kind = "the targeted DLR loss" if targeted else "the DLR loss"
-        raise ValueError(f"{culprit}: {kind} needs at least {needed} classes, the model has {n_classes}; use loss='ce'.")
+        raise ValueError(
+            f"{culprit}: {kind} needs at least {needed} classes, the model has {n_classes}; use loss='ce'."
+        )
 
 
 def dlr_loss(logits, labels):

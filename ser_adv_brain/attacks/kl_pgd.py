@@ -32,9 +32,17 @@ class KLPGD(PGD):
 
     def __init__(self, eps, steps=10, rel_step_size=None, norm="linf", restarts=1, seed=0, eta=0.1, model_mode="eval"):
         super().__init__(
-            eps, steps=steps, rel_step_size=rel_step_size, norm=norm, random_start=True, restarts=restarts, seed=seed,
-            eta=eta, label_source="predicted", model_mode=model_mode,
-        )  # fmt: skip
+            eps,
+            steps=steps,
+            rel_step_size=rel_step_size,
+            norm=norm,
+            random_start=True,
+            restarts=restarts,
+            seed=seed,
+            eta=eta,
+            label_source="predicted",
+            model_mode=model_mode,
+        )
 
     def __repr__(self):
         return (

@@ -99,9 +99,14 @@ class PGD(GradientAttack):
         class_names=None,
     ):
         super().__init__(
-            eps, eta=eta, label_source=label_source, model_mode=model_mode, target_class=target_class,
-            class_names=class_names, norm=norm,
-        )  # fmt: skip
+            eps,
+            eta=eta,
+            label_source=label_source,
+            model_mode=model_mode,
+            target_class=target_class,
+            class_names=class_names,
+            norm=norm,
+        )
         check_positive_int(steps=steps, restarts=restarts)
         rel_step_size = 2.5 / steps if rel_step_size is None else rel_step_size
         check_non_negative(rel_step_size=rel_step_size)
@@ -208,8 +213,16 @@ class PGD(GradientAttack):
                 if len(todo) == 0:
                     continue
                 candidate, _ = self.descend(
-                    model, inputs[todo], start[todo], None, labels[todo], rows(radius, todo), rows(step, todo),
-                    loss_scale, None, rows(mask, todo),
+                    model,
+                    inputs[todo],
+                    start[todo],
+                    None,
+                    labels[todo],
+                    rows(radius, todo),
+                    rows(step, todo),
+                    loss_scale,
+                    None,
+                    rows(mask, todo),
                 )
                 loss, success = self.score(model, candidate, labels[todo])
                 keep = success | (loss > best_loss[todo])

@@ -151,9 +151,12 @@ class SquareAttack(Attack):
         batch, frames, n_mels = x.shape
         # Every draw up front, per utterance: the stripes' signs, then per iteration a sign, a top and a left.
         stripes, draws = random_rows(
-            [(batch, n_mels), (batch, max(self.max_queries - 2, 0), 3)], self.generator, keys, self.seed,
+            [(batch, n_mels), (batch, max(self.max_queries - 2, 0), 3)],
+            self.generator,
+            keys,
+            self.seed,
             draw=[torch.rand, torch.rand],
-        )  # fmt: skip
+        )
         stripes, draws = stripes.to(x.device), draws.to(x.device)
         with self.scorer(scores) as score:
             log_probs = score(x)

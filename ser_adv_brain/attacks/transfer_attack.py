@@ -90,7 +90,9 @@ class TransferAttack(Attack):
         self.check_budget(eps)
         source = self.source_model
         if source is None:
-            raise ValueError(f"TransferAttack needs its source model: call attach_source with {self.source!r} restored.")
+            raise ValueError(
+                f"TransferAttack needs its source model: call attach_source with {self.source!r} restored."
+            )
         target_norm, source_norm = self.target_normalizer, source.normalizer
         with torch.no_grad():
             log_mel = inputs * target_norm.std + target_norm.mean

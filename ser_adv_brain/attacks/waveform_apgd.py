@@ -50,7 +50,18 @@ class WaveformAPGD(WaveformBudget, APGD):
     ):
         # No eta (the features' clip), and every step taken: see WaveformBudget on the 16-bit rounding.
         super().__init__(
-            eps=eps, steps=steps, loss=loss, targets=targets, eot_iter=eot_iter, norm=norm, random_start=random_start,
-            restarts=restarts, seed=seed, stop_when_fooled=False, eta=None, label_source=label_source,
-            model_mode=model_mode, class_names=class_names,
-        )  # fmt: skip
+            eps=eps,
+            steps=steps,
+            loss=loss,
+            targets=targets,
+            eot_iter=eot_iter,
+            norm=norm,
+            random_start=random_start,
+            restarts=restarts,
+            seed=seed,
+            stop_when_fooled=False,
+            eta=None,
+            label_source=label_source,
+            model_mode=model_mode,
+            class_names=class_names,
+        )

@@ -5,9 +5,9 @@ from typing import NamedTuple
 
 import torch
 
+from ser_adv_brain.attacks.pgd import l2_norms
 from ser_adv_brain.audio.pcm import PCM16_SCALE, length_mask, quantize_pcm16, snr_db
 from ser_adv_brain.checks import check_non_negative
-from ser_adv_brain.attacks.pgd import l2_norms
 
 WAVEFORM_NORMS = ("linf", "snr")
 

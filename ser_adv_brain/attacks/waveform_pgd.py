@@ -47,7 +47,17 @@ class WaveformPGD(WaveformBudget, PGD):
     ):
         # No eta: the features' clip has no meaning on the samples.
         super().__init__(
-            eps=eps, steps=steps, rel_step_size=rel_step_size, norm=norm, random_start=random_start,
-            restarts=restarts, seed=seed, stop_when_fooled=False, eta=None, label_source=label_source,
-            model_mode=model_mode, target_class=target_class, class_names=class_names,
-        )  # fmt: skip
+            eps=eps,
+            steps=steps,
+            rel_step_size=rel_step_size,
+            norm=norm,
+            random_start=random_start,
+            restarts=restarts,
+            seed=seed,
+            stop_when_fooled=False,
+            eta=None,
+            label_source=label_source,
+            model_mode=model_mode,
+            target_class=target_class,
+            class_names=class_names,
+        )

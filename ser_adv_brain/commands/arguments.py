@@ -16,9 +16,11 @@ from hyperpyyaml import load_hyperpyyaml
 def parser_for(command, description):
     """An ``argparse`` parser for ``ser-adv <command>``, its module docstring as help, no abbreviations."""
     return argparse.ArgumentParser(
-        prog=f"ser-adv {command}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=f"ser-adv {command}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
-    )  # fmt: skip
+    )
 
 
 def add_device(parser):
@@ -47,5 +49,5 @@ def yaml_floats(text, option):
     """A yaml list of numbers (``"[0.02, 0.04]"``); a ``SystemExit`` naming ``option`` otherwise."""
     value = yaml.safe_load(text)
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise SystemExit(f"{option} must be a yaml list of numbers, like \"[0.02, 0.04]\"; got {text!r}")
+        raise SystemExit(f'{option} must be a yaml list of numbers, like "[0.02, 0.04]"; got {text!r}')
     return [float(v) for v in value]

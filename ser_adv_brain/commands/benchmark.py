@@ -57,19 +57,40 @@ def plan_benchmark(hparams_dir, output_folder, trainings, folds, seeds):
     files = {training: os.path.join(hparams_dir, f"{training}.yaml") for training in trainings}
     missing = [path for path in files.values() if not os.path.isfile(path)]
     if missing:
-        have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
+        have = (
+            sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml"))
+            if os.path.isdir(hparams_dir)
+            else []
+        )
         raise FileNotFoundError(f"No yaml for {', '.join(missing)} (--trainings); {hparams_dir} has {have}.")
-    return [GridRun(training, files[training], output_folder, replicate=replicate)
-            for replicate in replicates(seeds=seeds, folds=folds) for training in trainings]  # fmt: skip
+    return [
+        GridRun(training, files[training], output_folder, replicate=replicate)
+        for replicate in replicates(seeds=seeds, folds=folds)
+        for training in trainings
+    ]
 
 
 def evaluation_job(run, tier, budgets, device_options):
     """The job that evaluates a trained run's test split in ``tier`` into ``<run>/<tier>``."""
     folder = os.path.join(run.folder, tier)
-    command = (sys.executable, "-m", "ser_adv_brain.commands.evaluate", run.folder, f"--tier={tier}", "--splits=test",
-               f"--suite_budgets={budgets}", "--noprogressbar", *device_options)  # fmt: skip
-    return Job(f"{run.label} ({tier} tier)", command, os.path.join(folder, ENTRY_FILE), os.path.join(folder, "evaluate_log.txt"),
-               tuple(run.replicate.environment.items()))  # fmt: skip
+    command = (
+        sys.executable,
+        "-m",
+        "ser_adv_brain.commands.evaluate",
+        run.folder,
+        f"--tier={tier}",
+        "--splits=test",
+        f"--suite_budgets={budgets}",
+        "--noprogressbar",
+        *device_options,
+    )
+    return Job(
+        f"{run.label} ({tier} tier)",
+        command,
+        os.path.join(folder, ENTRY_FILE),
+        os.path.join(folder, "evaluate_log.txt"),
+        tuple(run.replicate.environment.items()),
+    )
 
 
 def complete_entries(runs, tier):
@@ -93,17 +114,47 @@ def read_entries_of(runs, tier):
 
 def paper_findings(trainings, fgsm_key):
     """The paper's three findings as claims on the benchmark's figures (skipped where a training is not benchmarked)."""
-    single, vanilla, similarity = (next((t for t in trainings if t.endswith(f"_{kind}")), None) for kind in ("single", "vanilla", "similarity"))
+    single, vanilla, similarity = (
+        next((t for t in trainings if t.endswith(f"_{kind}")), None) for kind in ("single", "vanilla", "similarity")
+    )
     findings = []
     if single:
         findings.append(("The attack works: robust UAR falls below real-data UAR", single, single, REAL, fgsm_key, 1))
     if single and vanilla and similarity:
         findings += [
-            ("Adversarial training helps: vanilla keeps more robust UAR than single training", vanilla, single, fgsm_key, fgsm_key, 1),
-            ("Adversarial training helps: similarity keeps more robust UAR than single training", similarity, single, fgsm_key, fgsm_key, 1),
-            ("Similarity-based training is the better defence on fake data", similarity, vanilla, fgsm_key, fgsm_key, 1),
-            ("Vanilla training keeps more real-data UAR than similarity-based training", vanilla, similarity, REAL, REAL, 1),
-        ]  # fmt: skip
+            (
+                "Adversarial training helps: vanilla keeps more robust UAR than single training",
+                vanilla,
+                single,
+                fgsm_key,
+                fgsm_key,
+                1,
+            ),
+            (
+                "Adversarial training helps: similarity keeps more robust UAR than single training",
+                similarity,
+                single,
+                fgsm_key,
+                fgsm_key,
+                1,
+            ),
+            (
+                "Similarity-based training is the better defence on fake data",
+                similarity,
+                vanilla,
+                fgsm_key,
+                fgsm_key,
+                1,
+            ),
+            (
+                "Vanilla training keeps more real-data UAR than similarity-based training",
+                vanilla,
+                similarity,
+                REAL,
+                REAL,
+                1,
+            ),
+        ]
     return findings
 
 
@@ -118,7 +169,9 @@ def aggregate(runs, tier, output_folder, title, baseline):
     first = entries[0]["results"][0]
     findings = paper_findings(trainings, result_key(first["threat_model"], first["budget"]))
     pairs = [(a, b, key) for _, a, b, key, key_b, _ in findings if key == key_b and b != baseline]
-    report = write_benchmark_report(entries, output_folder, title, baseline if baseline in trainings else trainings[0], pairs, findings)
+    report = write_benchmark_report(
+        entries, output_folder, title, baseline if baseline in trainings else trainings[0], pairs, findings
+    )
     plot_benchmark(os.path.join(output_folder, "benchmark.csv"))
     write_leaderboard(entries, output_folder)
     return report
@@ -127,12 +180,20 @@ def aggregate(runs, tier, output_folder, title, baseline):
 def parse_arguments(argv):
     parser = parser_for("benchmark", __doc__)
     add_grid_options(parser, "results/<recipe name>_benchmark")
-    parser.add_argument("--trainings", nargs="+", default=None, help="yaml names in the recipe's hparams (default: cnn4_ + the eight)")
+    parser.add_argument(
+        "--trainings", nargs="+", default=None, help="yaml names in the recipe's hparams (default: cnn4_ + the eight)"
+    )
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="speaker folds (default: all 5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
     parser.add_argument("--tier", choices=TIERS, default="standard")
-    parser.add_argument("--budgets", default=DEFAULT_BUDGETS, help=f"the evaluation's suite_budgets, a yaml mapping (default {DEFAULT_BUDGETS})")
-    parser.add_argument("--baseline", default=None, help="the training every other is compared with (default: cnn4_single)")
+    parser.add_argument(
+        "--budgets",
+        default=DEFAULT_BUDGETS,
+        help=f"the evaluation's suite_budgets, a yaml mapping (default {DEFAULT_BUDGETS})",
+    )
+    parser.add_argument(
+        "--baseline", default=None, help="the training every other is compared with (default: cnn4_single)"
+    )
     parser.add_argument("--report_only", action="store_true", help="train and evaluate nothing: aggregate what is done")
     args, overrides = parser.parse_known_args(argv)
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
@@ -157,7 +218,9 @@ def main(argv=None):
         for replicate in dict.fromkeys(run.replicate for run in runs):
             group = [run for run in runs if run.replicate == replicate]
             failed += run_grid(group, train_script, overrides, args.gpus)
-            failed += run_jobs([evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished], args.gpus)
+            failed += run_jobs(
+                [evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished], args.gpus
+            )
     corpus = os.path.basename(os.path.normpath(args.recipe))
     report = aggregate(runs, args.tier, args.output_folder, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
     if report:

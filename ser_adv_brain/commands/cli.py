@@ -27,7 +27,9 @@ def main(argv=None):
         return None
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        sys.exit(f"ser-adv: unknown subcommand {name!r}; the subcommands are {', '.join(SUBCOMMANDS)} (ser-adv --help).")
+        sys.exit(
+            f"ser-adv: unknown subcommand {name!r}; the subcommands are {', '.join(SUBCOMMANDS)} (ser-adv --help)."
+        )
     return importlib.import_module(f"ser_adv_brain.commands.{name}").main(rest)
 
 

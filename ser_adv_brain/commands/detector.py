@@ -67,11 +67,14 @@ REQUIRED_KEYS = {
 
 def detector_overrides(classifier_folder, embedding_dim, overrides=""):
     """The command line's yaml overrides, plus the two keys the command fills in from the classifier."""
-    return f"{overrides or ''}\nclassifier_folder: {os.path.abspath(classifier_folder)}\nembedding_dim: {embedding_dim}\n"
+    return (
+        f"{overrides or ''}\nclassifier_folder: {os.path.abspath(classifier_folder)}\nembedding_dim: {embedding_dim}\n"
+    )
 
 
 def load_detector_hparams(yaml_file, overrides):
-    """The detector yaml with its overrides (see ``detector_overrides``), checked key by key; errors name the file and the key."""
+    """The detector yaml with its overrides (see ``detector_overrides``), checked key by key; errors name the
+    file and the key."""
     try:
         with open(yaml_file, encoding="utf-8") as f:
             hparams = load_hyperpyyaml(f, overrides)
@@ -126,7 +129,11 @@ def export_with_detector(classifier_hparams, checkpoint, detector_hparams, detec
         },
     )
     classifier_card = os.path.join(classifier_hparams["output_folder"], "interface", "README.md")
-    card = open(classifier_card, encoding="utf-8").read() if os.path.isfile(classifier_card) else model_card(classifier_hparams)
+    card = (
+        open(classifier_card, encoding="utf-8").read()
+        if os.path.isfile(classifier_card)
+        else model_card(classifier_hparams)
+    )
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(card + detector_card_section(report, detector_hparams["false_positive_rate"]))
     return folder
@@ -150,7 +157,9 @@ def main(argv=None):
         overrides = detector_overrides(folder, classifier.model.embedding_dim, overrides)
         hparams = load_detector_hparams(yaml_file, overrides)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
-        sys.exit(f"train_detector: {error.args[0] if isinstance(error, KeyError) else error}")  # KeyError's str() quotes
+        sys.exit(
+            f"train_detector: {error.args[0] if isinstance(error, KeyError) else error}"
+        )  # KeyError's str() quotes
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=yaml_file, overrides=overrides
     )
@@ -185,7 +194,9 @@ def evaluate_and_export(brain, hparams, classifier_hparams, datasets, checkpoint
     targets, outcomes = score_split(brain, datasets["test"], attacks, loader_kwargs)
     n_classes = classifier_hparams["n_classes"]
     named = {name_of(attack, attacks): attack for attack in attacks}
-    rows = detection_rows(targets, outcomes, named, name_of(hparams["attack"], attacks), hparams["false_positive_rate"], n_classes)
+    rows = detection_rows(
+        targets, outcomes, named, name_of(hparams["attack"], attacks), hparams["false_positive_rate"], n_classes
+    )
     real_uar = uar_of_correct(outcomes["real"][1] == targets, targets, n_classes)
     report = detection_markdown(rows, f"{classifier_hparams['experiment_name']}: fake-data detector", real_uar)
     write_detection_report(rows, report, hparams["output_folder"])

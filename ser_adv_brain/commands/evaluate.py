@@ -2,7 +2,8 @@
 
 Usage (any yaml key or run option of the run can follow, as for train.py):
     ser-adv evaluate results/vgg16_vanilla/1234
-    ser-adv evaluate results/vgg16_vanilla/1234 --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target --device=cuda:0
+    ser-adv evaluate results/vgg16_vanilla/1234 --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target \\
+        --device=cuda:0
     ser-adv evaluate results/EmoDB_benchmark/cnn4_trades/fold0-seed1234 --tier=standard --splits=test \\
         --suite_budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
     ser-adv evaluate results/vgg16_vanilla/1234 \\
@@ -45,7 +46,9 @@ def parse_arguments(argv):
     suite = parser.add_mutually_exclusive_group()
     suite.add_argument("--tier", choices=TIERS, default=None, help="a named composition of the suite")
     suite.add_argument("--attacks", default=None, help="a yaml list of attack plug-ins (inline or a file)")
-    parser.add_argument("--splits", default="valid,test", help="the splits to evaluate, comma-separated (default valid,test)")
+    parser.add_argument(
+        "--splits", default="valid,test", help="the splits to evaluate, comma-separated (default valid,test)"
+    )
     parser.add_argument("--output_folder", default=None, help="default: the run's folder (<run>/<tier> with --tier)")
     add_device(parser)
     args, rest = parser.parse_known_args(argv)
@@ -70,9 +73,15 @@ def main(argv=None):
         sys.exit(f"evaluate: {error}")
     output_folder = args.output_folder or (os.path.join(args.folder, args.tier) if args.tier else args.folder)
     return report_attacks(
-        brain, hparams, datasets, selection_key(hparams["select_checkpoint"]), **attack_settings(hparams),
-        splits=tuple(args.splits), output_folder=output_folder, tier=args.tier,
-    )  # fmt: skip
+        brain,
+        hparams,
+        datasets,
+        selection_key(hparams["select_checkpoint"]),
+        **attack_settings(hparams),
+        splits=tuple(args.splits),
+        output_folder=output_folder,
+        tier=args.tier,
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ class Replicate:
     @property
     def options(self):
         """The run's command-line options for its seed and fold."""
-        return ([] if self.seed is None else [f"--seed={self.seed}"]) + ([] if self.fold is None else [f"--fold={self.fold}"])
+        return ([] if self.seed is None else [f"--seed={self.seed}"]) + (
+            [] if self.fold is None else [f"--fold={self.fold}"]
+        )
 
     @property
     def environment(self):
@@ -102,8 +104,15 @@ class GridRun:
         """``train.py`` with the run's own options, then ``overrides`` but the yaml keys its yaml lacks."""
         keys, own = yaml_override_keys(overrides), top_level_keys(self.hparams_file)
         passed = [option for option in overrides if option_key(option) not in keys - own]
-        return [sys.executable, train_script, self.hparams_file, f"--output_folder={self.folder}", *self.options,
-                *self.replicate.options, *passed]  # fmt: skip
+        return [
+            sys.executable,
+            train_script,
+            self.hparams_file,
+            f"--output_folder={self.folder}",
+            *self.options,
+            *self.replicate.options,
+            *passed,
+        ]
 
 
 def hparams_folder(recipe):
@@ -132,7 +141,9 @@ def check_grid_options(parser, args, overrides, own_options, suffix):
     if not os.path.isfile(train_script):
         parser.error(f"{args.recipe} has no train.py")
     args.hparams_dir = os.path.normpath(args.hparams_dir or hparams_folder(args.recipe))
-    args.output_folder = args.output_folder or os.path.join("results", os.path.basename(os.path.normpath(args.recipe)) + suffix)
+    args.output_folder = args.output_folder or os.path.join(
+        "results", os.path.basename(os.path.normpath(args.recipe)) + suffix
+    )
     return train_script
 
 
@@ -181,8 +192,13 @@ class Job:
 
 def training_job(run, train_script, overrides):
     """The job that trains ``run`` (or resumes it) and exports its interface."""
-    return Job(run.label, tuple(run.command(train_script, overrides)), os.path.join(run.folder, FINISHED_MARKER),
-               os.path.join(run.folder, "sweep_log.txt"), tuple(run.replicate.environment.items()))  # fmt: skip
+    return Job(
+        run.label,
+        tuple(run.command(train_script, overrides)),
+        os.path.join(run.folder, FINISHED_MARKER),
+        os.path.join(run.folder, "sweep_log.txt"),
+        tuple(run.replicate.environment.items()),
+    )
 
 
 def run_jobs(jobs, gpus=()):

@@ -35,7 +35,6 @@ the attack suite's robust UAR), ``grid_robustness.csv`` (every run's FGSM curve)
 figure of robustness curves per model beside it (``robustness_<model>.png``).
 """
 
-import csv
 import logging
 import os
 import sys
@@ -52,6 +51,7 @@ from ser_adv_brain.commands.grid import (
     unknown_override_keys,
 )
 from ser_adv_brain.reports.plots import plot_grid_curves
+from ser_adv_brain.tables import markdown_table, read_csv, uar_text, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,19 @@ PAPER_UAR = {
     ("vgg16", "similarity", 0.02, "fake"): (0.839, 0.821),
 }
 SPLITS = ("valid", "test")
-TABLE_FIELDS = ["model", "training", "train_eps", "data", "eps", "split", "UAR", "paper_UAR", "robust_UAR", "run", "replicate"]
+TABLE_FIELDS = [
+    "model",
+    "training",
+    "train_eps",
+    "data",
+    "eps",
+    "split",
+    "UAR",
+    "paper_UAR",
+    "robust_UAR",
+    "run",
+    "replicate",
+]
 
 
 class PaperCell(NamedTuple):
@@ -90,7 +102,9 @@ class PaperCell(NamedTuple):
     eps: float
 
 
-def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS, seeds=(None,), kernels=(None,)):
+def plan_grid(
+    hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=PAPER_EPS, seeds=(None,), kernels=(None,)
+):
     """The runs of the selection, each once per seed and kernel setting; every missing yaml is named before any run.
 
     A run is named ``<model>_<mode>`` (single training) or ``<model>_<mode>_eps<eps>``.
@@ -107,23 +121,27 @@ def plan_grid(hparams_dir, output_folder, models=MODELS, modes=MODES, eps_grid=P
                     name, options = f"{model}_{mode}", ()
                     if eps is not None:
                         name, options = f"{name}_eps{eps:g}", (f"--attack_eps={eps:g}",)
-                    runs += [GridRun(name, hparams_file, output_folder, options, replicate, PaperCell(model, mode, eps))
-                             for replicate in replicates(seeds=seeds, kernels=kernels)]  # fmt: skip
+                    runs += [
+                        GridRun(name, hparams_file, output_folder, options, replicate, PaperCell(model, mode, eps))
+                        for replicate in replicates(seeds=seeds, kernels=kernels)
+                    ]
     missing = list(dict.fromkeys(missing))
     if missing:
-        have = sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml")) if os.path.isdir(hparams_dir) else []
+        have = (
+            sorted(f[: -len(".yaml")] for f in os.listdir(hparams_dir) if f.endswith(".yaml"))
+            if os.path.isdir(hparams_dir)
+            else []
+        )
         raise FileNotFoundError(f"No yaml for {', '.join(missing)} (--models / --modes); {hparams_dir} has {have}.")
     return runs
 
 
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def fgsm_uar(folder):
     """``robustness.csv`` of a run as ``{(split, eps): UAR}``."""
-    return {(r["split"], round(float(r["eps"]), 6)): float(r["UAR"]) for r in read_csv(os.path.join(folder, "robustness.csv"))}
+    return {
+        (r["split"], round(float(r["eps"]), 6)): float(r["UAR"])
+        for r in read_csv(os.path.join(folder, "robustness.csv"))
+    }
 
 
 def robust_uar(folder):
@@ -158,13 +176,21 @@ def table_rows(runs):
                 uar = fgsm.get((split, round(eps, 6)))
                 if uar is None:
                     continue
-                rows.append({
-                    "model": model, "training": mode, "train_eps": "" if train_eps is None else train_eps,
-                    "data": data, "eps": eps, "split": split, "UAR": uar,
-                    "paper_UAR": "" if paper is None else paper[i],
-                    "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
-                    "run": run.label, "replicate": run.replicate.name,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "model": model,
+                        "training": mode,
+                        "train_eps": "" if train_eps is None else train_eps,
+                        "data": data,
+                        "eps": eps,
+                        "split": split,
+                        "UAR": uar,
+                        "paper_UAR": "" if paper is None else paper[i],
+                        "robust_UAR": "" if data == "real" else robust.get((split, round(eps, 6)), ""),
+                        "run": run.label,
+                        "replicate": run.replicate.name,
+                    }
+                )
     return rows
 
 
@@ -176,15 +202,13 @@ def spread_text(values):
     >>> spread_text([0.6]), spread_text([0.5, 0.6, 0.7])
     ('.600', '.600 [.500, .700]')
     """
-
-    def short(value):
-        return f"{value:.3f}".replace("0.", ".", 1)
-
     mean = sum(values) / len(values)
-    return short(mean) if len(values) == 1 else f"{short(mean)} [{short(min(values))}, {short(max(values))}]"
+    return (
+        uar_text(mean) if len(values) == 1 else f"{uar_text(mean)} [{uar_text(min(values))}, {uar_text(max(values))}]"
+    )
 
 
-def markdown_table(rows, models, title):
+def paper_markdown(rows, models, title):
     """The paper's layout: one line per training and data, dev / test per model, the paper's and robust UAR beside."""
 
     def pair(cells, key):
@@ -196,50 +220,69 @@ def markdown_table(rows, models, title):
     lines_keys = list(dict.fromkeys((r["training"], r["train_eps"], r["data"], r["eps"]) for r in rows))
     order = {mode: i for i, mode in enumerate(MODES)}
     # Single's real row first, then per eps: single's fake row, vanilla and similarity (real, fake).
-    lines_keys.sort(key=lambda k: (-1 if k[2] == "real" and k[0] == "single" else float(k[1] or k[3]), order[k[0]], k[2] == "fake"))
-    header = "| training | data | " + " | ".join(
-        f"{MODEL_TITLES.get(m, m)} dev / test | paper (DEMoS) | robust UAR" for m in models
-    ) + " |"
-    replicates = sorted({r["replicate"] for r in rows if r["replicate"]})
-    spread = (f" Each cell: the mean over {len(replicates)} replicates ({', '.join(replicates)}) and, in "
-              "brackets, their range." if len(replicates) > 1 else "")  # fmt: skip
-    lines = [f"### {title}", "", "UAR, dev / test. *fake*: FGSM data at the training eps (the paper's report: "
-             "predicted labels, eta clip); *robust UAR*: the attack suite's worst case per utterance (Linf on "
-             "the features, true labels) at that eps, where the suite ran that budget." + spread, "", header,
-             "|---|---|" + "---|---|---|" * len(models)]  # fmt: skip
+    lines_keys.sort(
+        key=lambda k: (-1 if k[2] == "real" and k[0] == "single" else float(k[1] or k[3]), order[k[0]], k[2] == "fake")
+    )
+    table = []
     for training, train_eps, data, eps in lines_keys:
-        name = training if train_eps == "" else f"{training}, eps {float(train_eps):.2f}"
-        what = "real" if data == "real" else f"fake, eps {float(eps):.2f}"
-        cells = []
+        cells = [
+            training if train_eps == "" else f"{training}, eps {float(train_eps):.2f}",
+            "real" if data == "real" else f"fake, eps {float(eps):.2f}",
+        ]
         for model in models:
             key = (model, training, train_eps, data, eps)
             mine = [r for r in rows if (r["model"], r["training"], r["train_eps"], r["data"], r["eps"]) == key]
             cells += [pair(mine, "UAR"), pair(mine, "paper_UAR"), pair(mine, "robust_UAR")]
-        lines.append(f"| {name} | {what} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    headers = ["training", "data"]
+    for model in models:
+        headers += [f"{MODEL_TITLES.get(model, model)} dev / test", "paper (DEMoS)", "robust UAR"]
+    replicates = sorted({r["replicate"] for r in rows if r["replicate"]})
+    spread = (
+        f" Each cell: the mean over {len(replicates)} replicates ({', '.join(replicates)}) and, in "
+        "brackets, their range."
+        if len(replicates) > 1
+        else ""
+    )
+    intro = (
+        "UAR, dev / test. *fake*: FGSM data at the training eps (the paper's report: predicted labels, eta "
+        "clip); *robust UAR*: the attack suite's worst case per utterance (Linf on the features, true labels) "
+        "at that eps, where the suite ran that budget." + spread
+    )
+    return f"### {title}\n\n{intro}\n\n{markdown_table(table, headers)}\n"
 
 
 def write_tables(runs, output_folder, title):
-    """Writes ``paper_table.csv`` / ``.md`` and ``grid_robustness.csv`` and draws the per-model curves; returns the markdown."""
+    """Writes ``paper_table.csv`` / ``.md`` and ``grid_robustness.csv``, draws the per-model curves; returns the
+    markdown."""
     os.makedirs(output_folder, exist_ok=True)
     rows = table_rows(runs)
-    with open(os.path.join(output_folder, "paper_table.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(os.path.join(output_folder, "paper_table.csv"), rows, TABLE_FIELDS)
     models = list(dict.fromkeys(run.cell.model for run in runs))
-    table = markdown_table(rows, models, title)
+    table = paper_markdown(rows, models, title)
     with open(os.path.join(output_folder, "paper_table.md"), "w", encoding="utf-8") as f:
         f.write(table)
-    grid_csv = os.path.join(output_folder, "grid_robustness.csv")
-    with open(grid_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "training", "train_eps", "split", "eps", "UAR", "replicate"])
-        for run in runs:
-            if run.finished:
-                model, mode, train_eps = run.cell
-                for (split, eps), uar in sorted(fgsm_uar(run.folder).items()):
-                    writer.writerow([model, mode, "" if train_eps is None else train_eps, split, eps, uar, run.replicate.name])
+    curves = []
+    for run in runs:
+        if run.finished:
+            model, mode, train_eps = run.cell
+            curves += [
+                {
+                    "model": model,
+                    "training": mode,
+                    "train_eps": "" if train_eps is None else train_eps,
+                    "split": split,
+                    "eps": eps,
+                    "UAR": uar,
+                    "replicate": run.replicate.name,
+                }
+                for (split, eps), uar in sorted(fgsm_uar(run.folder).items())
+            ]
+    grid_csv = write_csv(
+        os.path.join(output_folder, "grid_robustness.csv"),
+        curves,
+        ["model", "training", "train_eps", "split", "eps", "UAR", "replicate"],
+    )
     plot_grid_curves(grid_csv)
     return table
 
@@ -249,11 +292,22 @@ def parse_arguments(argv):
     add_grid_options(parser, "results/<recipe name>_grid")
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="default: all three")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="default: all three")
-    parser.add_argument("--eps", default=None, help='training eps, a yaml list (default "[0.02, 0.04, 0.06, 0.08, 0.1]")')
-    parser.add_argument("--seeds", nargs="+", type=int, default=[None], help="replicates: one run per seed (default: the yaml's)")
-    parser.add_argument("--cpu_kernels", nargs="+", default=[None], choices=list(CPU_KERNELS),
-                        help="replicates: one run per CPU kernel setting (default: this host's own, in the run's folder)")
-    parser.add_argument("--report_only", action="store_true", help="start no run: the table and curves of the finished runs")
+    parser.add_argument(
+        "--eps", default=None, help='training eps, a yaml list (default "[0.02, 0.04, 0.06, 0.08, 0.1]")'
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[None], help="replicates: one run per seed (default: the yaml's)"
+    )
+    parser.add_argument(
+        "--cpu_kernels",
+        nargs="+",
+        default=[None],
+        choices=list(CPU_KERNELS),
+        help="replicates: one run per CPU kernel setting (default: this host's own, in the run's folder)",
+    )
+    parser.add_argument(
+        "--report_only", action="store_true", help="start no run: the table and curves of the finished runs"
+    )
     args, overrides = parser.parse_known_args(argv)
     own = {"--attack_eps": "--eps", **({"--seed": "--seeds"} if args.seeds != [None] else {})}
     train_script = check_grid_options(parser, args, overrides, own, "_grid")
@@ -265,7 +319,9 @@ def main(argv=None):
     """Runs the selected grid, then writes the table and the curves; exits 1 if a run failed."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    runs = plan_grid(args.hparams_dir, args.output_folder, args.models, args.modes, args.eps, args.seeds, args.cpu_kernels)
+    runs = plan_grid(
+        args.hparams_dir, args.output_folder, args.models, args.modes, args.eps, args.seeds, args.cpu_kernels
+    )
     unknown = unknown_override_keys(runs, overrides)
     if unknown:
         sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")

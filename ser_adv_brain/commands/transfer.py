@@ -1,4 +1,4 @@
-"""``ser-adv transfer``: transfer attacks (black box), fake data made on each source model, scored by every target model.
+"""``ser-adv transfer``: transfer attacks (black box), fake data made on each source model, scored by every target.
 
 Usage:
     ser-adv transfer results/EmoDB/cnn4_single/1234 results/EmoDB/cnn4_vanilla/1234 results/EmoDB/cnn4_similarity/1234

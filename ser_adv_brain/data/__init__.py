@@ -1,1 +1,1 @@
-"""Data: corpus-independent manifests and speaker splits, SpeechBrain datasets, input validation, the synthetic corpus."""
+"""Data: manifests and speaker splits for any corpus, SpeechBrain datasets, input validation, the synthetic corpus."""

@@ -7,13 +7,15 @@ that -- the split, the manifests, the summary table -- is shared here.
 
 import collections
 import csv
+import itertools
 import json
 import logging
 import os
-import itertools
 import random
 
 import soundfile
+
+from ser_adv_brain.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +29,7 @@ def split_sizes(n_items, ratio):
     """Largest-remainder apportionment of ``n_items`` over ``ratio``, at least one each."""
     if n_items < len(ratio):
         raise ValueError(
-            f"A {len(ratio)}-way speaker-independent split needs at least {len(ratio)} speakers, "
-            f"found {n_items}."
+            f"A {len(ratio)}-way speaker-independent split needs at least {len(ratio)} speakers, found {n_items}."
         )
     if any(r <= 0 for r in ratio):
         raise ValueError(f"Every split ratio must be > 0, got {tuple(ratio)}")
@@ -123,8 +124,10 @@ def speaker_folds(speaker_genders, n_folds):
             groups[index % n_folds].append(speaker)
     empty = [index for index, group in enumerate(groups) if not group]
     if empty:
-        raise ValueError(f"n_folds={n_folds} leaves fold(s) {empty} without speakers: the corpus has "
-                         f"{len(speaker_genders)} speakers, at most {max(map(len, by_gender.values()))} of one gender.")
+        raise ValueError(
+            f"n_folds={n_folds} leaves fold(s) {empty} without speakers: the corpus has "
+            f"{len(speaker_genders)} speakers, at most {max(map(len, by_gender.values()))} of one gender."
+        )
     return [sorted(group) for group in groups]
 
 
@@ -189,20 +192,17 @@ def write_manifest(path, records):
 def summary_table(split_records):
     """A markdown table like the paper's DEMoS table: utterances per class and split, speakers, genders."""
     emotions = sorted({r["emo"] for records in split_records.values() for r in records})
-    header = "| | " + " | ".join(SPLITS) + " | Sum |"
-    lines = [header, "|---" * (len(SPLITS) + 2) + "|"]
 
     def row(name, values):
-        return f"| {name} | " + " | ".join(str(v) for v in values) + f" | {sum(values)} |"
+        return [name, *values, sum(values)]
 
-    for emotion in emotions:
-        lines.append(row(emotion, [sum(r["emo"] == emotion for r in split_records[s]) for s in SPLITS]))
-    lines.append(row("Utterances", [len(split_records[s]) for s in SPLITS]))
+    rows = [row(emotion, [sum(r["emo"] == emotion for r in split_records[s]) for s in SPLITS]) for emotion in emotions]
+    rows.append(row("Utterances", [len(split_records[s]) for s in SPLITS]))
     speakers = {s: {(r["spk_id"], r["gender"]) for r in split_records[s]} for s in SPLITS}
-    lines.append(row("Speakers", [len(speakers[s]) for s in SPLITS]))
+    rows.append(row("Speakers", [len(speakers[s]) for s in SPLITS]))
     for gender in sorted({g for s in SPLITS for _, g in speakers[s]}):
-        lines.append(row(f"Speakers ({gender})", [sum(g == gender for _, g in speakers[s]) for s in SPLITS]))
-    return "\n".join(lines) + "\n"
+        rows.append(row(f"Speakers ({gender})", [sum(g == gender for _, g in speakers[s]) for s in SPLITS]))
+    return markdown_table(rows, ["", *SPLITS, "Sum"]) + "\n"
 
 
 def manifests_up_to_date(save_folder, options):
@@ -217,10 +217,17 @@ def manifests_up_to_date(save_folder, options):
 
 
 def write_split_manifests(
-    records, save_folder, options, ratio=PAPER_SPLIT_RATIO, seed=1234, split_file=None, title="corpus", fold=None,
+    records,
+    save_folder,
+    options,
+    ratio=PAPER_SPLIT_RATIO,
+    seed=1234,
+    split_file=None,
+    title="corpus",
+    fold=None,
     n_folds=5,
-):  # fmt: skip
-    """Splits ``records`` by speaker and writes ``{train,valid,test}.csv``, ``speaker_split.csv`` and ``data_summary.md``.
+):
+    """Splits ``records`` by speaker; writes ``{train,valid,test}.csv``, ``speaker_split.csv`` and ``data_summary.md``.
 
     Arguments
     ---------
@@ -257,7 +264,9 @@ def write_split_manifests(
         split_records[assignment[record["spk_id"]]].append(record)
     empty = [s for s in SPLITS if not split_records[s]]
     if empty:
-        raise ValueError(f"The speaker split leaves {empty} without any utterance; give more speakers or another split.")
+        raise ValueError(
+            f"The speaker split leaves {empty} without any utterance; give more speakers or another split."
+        )
     os.makedirs(save_folder, exist_ok=True)
     for split in SPLITS:
         write_manifest(os.path.join(save_folder, f"{split}.csv"), split_records[split])

@@ -105,9 +105,7 @@ def synthesize_utterance(speaker, emotion, duration, rng, sample_rate=SAMPLE_RAT
     for k in range(1, int(7000 / f0.min()) + 1):
         freq = k * f0
         gain = k ** (-p["tilt"]) * (freq < 7000)
-        resonance = sum(
-            1.0 / (1.0 + ((freq - formants[:, i]) / FORMANT_BANDWIDTHS[i]) ** 2) for i in range(3)
-        )
+        resonance = sum(1.0 / (1.0 + ((freq - formants[:, i]) / FORMANT_BANDWIDTHS[i]) ** 2) for i in range(3))
         voice += gain * (0.05 + resonance) * np.sin(k * phase)
     voice /= np.abs(voice).max() + 1e-9
 

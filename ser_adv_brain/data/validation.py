@@ -228,8 +228,11 @@ def read_manifest(path, split):
     """
     if not os.path.isfile(path):
         return [], [
-            Problem(path, f"the {split} manifest does not exist; run the data preparation "
-                          f"(skip_prep: False) or fix {split}_annotation")
+            Problem(
+                path,
+                f"the {split} manifest does not exist; run the data preparation "
+                f"(skip_prep: False) or fix {split}_annotation",
+            )
         ]
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
@@ -237,8 +240,11 @@ def read_manifest(path, split):
             missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
             if missing:
                 return [], [
-                    Problem(path, f"missing column(s) {missing}; a manifest needs the columns "
-                                  f"{list(REQUIRED_COLUMNS)} (duration and gender are optional)")
+                    Problem(
+                        path,
+                        f"missing column(s) {missing}; a manifest needs the columns "
+                        f"{list(REQUIRED_COLUMNS)} (duration and gender are optional)",
+                    )
                 ]
             rows = []
             for row in reader:
@@ -257,15 +263,19 @@ def row_problems(path, split, rows, scan, sample_rate, n_fft):
         fields = sum(row[column] is not None for column in header) + len(row.get(None) or ())
         if fields != len(header):
             problems.append(
-                Problem(where, f"has {fields} fields where the header has {len(header)}; "
-                               "quote fields that contain commas")
+                Problem(
+                    where, f"has {fields} fields where the header has {len(header)}; quote fields that contain commas"
+                )
             )
             continue
         variables = sorted({match[0] for value in row.values() for match in VARIABLE.finditer(value)})
         if variables:
             problems.append(
-                Problem(where, f"contains {', '.join(variables)}, which SpeechBrain's CSV reader replaces "
-                               "as a variable; rename the file or ID without '$'")
+                Problem(
+                    where,
+                    f"contains {', '.join(variables)}, which SpeechBrain's CSV reader replaces "
+                    "as a variable; rename the file or ID without '$'",
+                )
             )
             continue
         empty = [column for column in REQUIRED_COLUMNS if not row.get(column)]
@@ -277,8 +287,11 @@ def row_problems(path, split, rows, scan, sample_rate, n_fft):
                 float(row["duration"])
             except ValueError:
                 problems.append(
-                    Problem(where, f"duration {row['duration']!r} is not a number (SpeechBrain reads the column "
-                                   "as seconds); fix it or drop the column")
+                    Problem(
+                        where,
+                        f"duration {row['duration']!r} is not a number (SpeechBrain reads the column "
+                        "as seconds); fix it or drop the column",
+                    )
                 )
         if row["ID"] in first_line:
             problems.append(
@@ -306,8 +319,11 @@ def label_problems(manifests, known_labels, n_classes, label_file):
         known_labels = set(train_labels)
         if train_rows and len(train_labels) != n_classes:
             problems.append(
-                Problem(train_path, f"has {len(train_labels)} emotion classes {train_labels}, but n_classes "
-                                    f"is {n_classes}; set --n_classes={len(train_labels)} or fix the labels")
+                Problem(
+                    train_path,
+                    f"has {len(train_labels)} emotion classes {train_labels}, but n_classes "
+                    f"is {n_classes}; set --n_classes={len(train_labels)} or fix the labels",
+                )
             )
         source = "the training set's classes"
     else:
@@ -317,9 +333,11 @@ def label_problems(manifests, known_labels, n_classes, label_file):
         for line, row in rows:
             if row.get("emo") and row["emo"] not in known_labels:
                 problems.append(
-                    Problem(f"{path} line {line} (ID {row['ID']})",
-                            f"unknown label {row['emo']!r}, not among {source} {sorted(known_labels)}; "
-                            "fix the label or remove the row")
+                    Problem(
+                        f"{path} line {line} (ID {row['ID']})",
+                        f"unknown label {row['emo']!r}, not among {source} {sorted(known_labels)}; "
+                        "fix the label or remove the row",
+                    )
                 )
     return problems
 
@@ -336,14 +354,19 @@ def cross_split_problems(manifests):
                     seen[row[column]].setdefault(split, f"{path} line {line}")
     for column, what, fix in (
         ("ID", "ID", "an utterance belongs to one split"),
-        ("spk_id", "speaker", "speaker-independent evaluation needs each speaker in one split: "
-                              "fix split_file or the manifests"),
+        (
+            "spk_id",
+            "speaker",
+            "speaker-independent evaluation needs each speaker in one split: fix split_file or the manifests",
+        ),
     ):
         for value, splits in places[column].items():
             if len(splits) > 1:
                 problems.append(
-                    Problem(f"{what} {value}", f"is in the {' and '.join(splits)} splits "
-                                               f"({', '.join(splits.values())}); {fix}")
+                    Problem(
+                        f"{what} {value}",
+                        f"is in the {' and '.join(splits)} splits ({', '.join(splits.values())}); {fix}",
+                    )
                 )
     return problems
 
@@ -359,24 +382,38 @@ def hyperparameter_problems(hparams):
     for key in ("dataloader_options", "test_dataloader_options"):
         batch_size = hparams[key].get("batch_size", 1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            problems.append(Problem(f"hyperparameter {key}: batch_size",
-                                    f"must be an integer >= 1, got {batch_size!r}; set --batch_size"))
+            problems.append(
+                Problem(
+                    f"hyperparameter {key}: batch_size",
+                    f"must be an integer >= 1, got {batch_size!r}; set --batch_size",
+                )
+            )
     for eps in hparams["eval_eps"]:
         if not (isinstance(eps, (int, float)) and 0 <= eps < math.inf):
             problems.append(Problem("hyperparameter eval_eps", f"every eps must be a finite number >= 0, got {eps!r}"))
     fewest = minimum_n_frames(hparams["n_fft"], hparams["hop_length"])
     if not isinstance(hparams["n_frames"], int) or hparams["n_frames"] < fewest:
         problems.append(
-            Problem("hyperparameter n_frames", f"must be an integer >= {fewest}, got {hparams['n_frames']!r}: "
-                                               "the centred STFT needs clips longer than half a window")
+            Problem(
+                "hyperparameter n_frames",
+                f"must be an integer >= {fewest}, got {hparams['n_frames']!r}: "
+                "the centred STFT needs clips longer than half a window",
+            )
         )
     timeout = hparams.get("ddp_timeout_minutes")  # absent from output folders older than the key: not set
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf):
-        problems.append(Problem("hyperparameter ddp_timeout_minutes", f"must be a number of minutes > 0, got {timeout!r}"))
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+    ):
+        problems.append(
+            Problem("hyperparameter ddp_timeout_minutes", f"must be a number of minutes > 0, got {timeout!r}")
+        )
     if not isinstance(hparams["modules"]["model"], torch.nn.Module):
         problems.append(
-            Problem("hyperparameter model", f"must be a torch.nn.Module built with !new: (e.g. "
-                                            f"!new:ser_adv_brain.models.CNN4), got {hparams['modules']['model']!r}")
+            Problem(
+                "hyperparameter model",
+                f"must be a torch.nn.Module built with !new: (e.g. "
+                f"!new:ser_adv_brain.models.CNN4), got {hparams['modules']['model']!r}",
+            )
         )
     return problems
 
@@ -441,8 +478,13 @@ def validate_inputs(hparams):
     for split in readable:
         path, rows = kept[split]
         if not rows:
-            problems.append(Problem(path, f"the {split} manifest has no usable rows; the split leaves this set "
-                                          "empty: give more speakers, another split or fewer bad files"))
+            problems.append(
+                Problem(
+                    path,
+                    f"the {split} manifest has no usable rows; the split leaves this set "
+                    "empty: give more speakers, another split or fewer bad files",
+                )
+            )
     report_file = os.path.join(save_folder, "data_problems.txt")
     if problems:
         os.makedirs(save_folder, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Fake-data detectors, chosen in yaml with ``!new:`` (trained by ``ser-adv detector``), and the classifier they guard."""
+"""Fake-data detectors, chosen in yaml with ``!new:`` (``ser-adv detector`` trains them), and the guarded classifier."""
 
 from ser_adv_brain.detectors.embedding_mlp import EmbeddingDetector
 from ser_adv_brain.detectors.guarded import DetectedClassifier

@@ -56,15 +56,19 @@ def detection_rows(targets, outcomes, attacks, trained_on, false_positive_rate, 
     for name, (scores, predictions) in outcomes.items():
         if name == "real":
             continue
-        rows.append({
-            "attack": name,
-            "budget": budget_text(f"{attacks[name].domain}_{attacks[name].norm}", attacks[name].eps),
-            "seen_in_training": name == trained_on,
-            "AUC": roc_auc(real_scores, scores),
-            "TPR_at_FPR": tpr_at_fpr(real_scores, scores, false_positive_rate),
-            "false_positive_rate": false_positive_rate,
-            "UAR_under_attack": uar_of_correct(predictions == targets, targets, n_classes),
-            "UAR_flagged_counted_correct": uar_of_correct((predictions == targets) | (scores > threshold), targets, n_classes),
-            "n": len(targets),
-        })  # fmt: skip
+        rows.append(
+            {
+                "attack": name,
+                "budget": budget_text(f"{attacks[name].domain}_{attacks[name].norm}", attacks[name].eps),
+                "seen_in_training": name == trained_on,
+                "AUC": roc_auc(real_scores, scores),
+                "TPR_at_FPR": tpr_at_fpr(real_scores, scores, false_positive_rate),
+                "false_positive_rate": false_positive_rate,
+                "UAR_under_attack": uar_of_correct(predictions == targets, targets, n_classes),
+                "UAR_flagged_counted_correct": uar_of_correct(
+                    (predictions == targets) | (scores > threshold), targets, n_classes
+                ),
+                "n": len(targets),
+            }
+        )
     return rows

@@ -101,6 +101,8 @@ def paired_comparison(folds_a, folds_b, n_classes, replicates=REPLICATES, seed=0
     effect = sum(fold_uar(a, n_classes) - fold_uar(b, n_classes) for a, b in zip(folds_a, folds_b)) / len(folds_a)
     means = replicate_means([folds_a, folds_b], n_classes, replicates, seed)
     differences = means[:, 0] - means[:, 1]
-    low, high = torch.quantile(differences, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)).tolist()
+    low, high = torch.quantile(
+        differences, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)
+    ).tolist()
     below, above = float((differences <= 0).double().mean()), float((differences >= 0).double().mean())
     return Comparison(effect, low, high, min(1.0, max(2 * min(below, above), 1 / replicates)))

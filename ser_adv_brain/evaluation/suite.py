@@ -35,13 +35,13 @@ from typing import NamedTuple
 import soundfile
 import speechbrain as sb
 import torch
-import tqdm
 import torch.nn.functional as F
+import tqdm
 
 from ser_adv_brain.attacks.base import Attack
+from ser_adv_brain.metrics import uar_of_correct
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.training.brain import broadcast_buffers
-from ser_adv_brain.metrics import uar_of_correct
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,10 @@ def suite_entries(attacks):
         if not isinstance(attack, Attack):
             raise TypeError(f"attack_suite: {attack!r} is not an attack plug-in (ser_adv_brain.attacks).")
         if attack.threat_model not in BUDGET_TITLES:
-            raise ValueError(f"attack_suite: {attack!r} has threat model {attack.threat_model!r}; the suite knows {sorted(BUDGET_TITLES)}.")
+            raise ValueError(
+                f"attack_suite: {attack!r} has threat model {attack.threat_model!r}; "
+                f"the suite knows {sorted(BUDGET_TITLES)}."
+            )
         seen[attack.name] = seen.get(attack.name, 0) + 1
         name = attack.name if seen[attack.name] == 1 else f"{attack.name} ({seen[attack.name]})"
         entries.append(SuiteEntry(attack, name, attack.threat_model))
@@ -279,9 +282,7 @@ def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys)
     return adversarial.detach(), logits.argmax(dim=-1), details
 
 
-def evaluate_suite(
-    brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None
-):
+def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None):
     """Runs a suite's ``plan`` (see ``suite_plan``) on one split and returns its gathered ``SplitOutcomes``.
 
     Arguments
@@ -305,7 +306,9 @@ def evaluate_suite(
     brain.modules.eval()
     broadcast_buffers(brain.modules)
     model = CountingForward(brain.model)
-    waveform_model = CountingForward(WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)).eval()
+    waveform_model = CountingForward(
+        WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)
+    ).eval()
     for _, _, entries in plan:
         for entry in entries:
             if entry.attack.needs_source_model:  # a transfer attack maps its fake data to our features
@@ -335,7 +338,13 @@ def evaluate_suite(
                 if len(index):
                     model.rows = waveform_model.rows = 0
                     adversarial, pred[index], reported = run_attack(
-                        entry, budget, model, waveform_model, wavs[index], feats[index], targets[index],
+                        entry,
+                        budget,
+                        model,
+                        waveform_model,
+                        wavs[index],
+                        feats[index],
+                        targets[index],
                         [batch.id[i] for i in index],
                     )
                     for field, values in reported.items():
@@ -347,7 +356,14 @@ def evaluate_suite(
                     if wav_pairs and entry.domain == "waveform":
                         folder, n = wav_pairs
                         ids = [batch.id[i] for i in index[:n]]
-                        write_wav_pairs(folder, ids, wavs[index], adversarial, f"{entry.name}_{group}_{budget:g}", brain.hparams.sample_rate)
+                        write_wav_pairs(
+                            folder,
+                            ids,
+                            wavs[index],
+                            adversarial,
+                            f"{entry.name}_{group}_{budget:g}",
+                            brain.hparams.sample_rate,
+                        )
                 predictions[key] = pred
         wav_pairs = None  # from the first batch only
         gradient_ok = input_gradient_ok(model, feats, targets)
@@ -359,7 +375,9 @@ def write_wav_pairs(folder, ids, real, adversarial, tag, sample_rate):
     """16-bit wav files of real and adversarial audio, to listen to."""
     os.makedirs(folder, exist_ok=True)
     for i, utterance in enumerate(ids):
-        soundfile.write(os.path.join(folder, f"{utterance}_real.wav"), real[i].cpu().numpy(), sample_rate, subtype="PCM_16")
+        soundfile.write(
+            os.path.join(folder, f"{utterance}_real.wav"), real[i].cpu().numpy(), sample_rate, subtype="PCM_16"
+        )
         path = os.path.join(folder, f"{utterance}_{tag}.wav".replace(" ", "").replace("(", "").replace(")", ""))
         soundfile.write(path, adversarial[i].cpu().numpy(), sample_rate, subtype="PCM_16")
 

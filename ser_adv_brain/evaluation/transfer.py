@@ -56,7 +56,9 @@ def check_compatible(models, split, domain):
         keys = FEATURE_KEYS if domain == "features" else ("sample_rate", "n_frames", "hop_length")
         for key in keys:
             if other.hparams[key] != first.hparams[key]:
-                raise ValueError(f"{other.folder}: {key} is {other.hparams[key]!r}, {first.folder} has {first.hparams[key]!r}.")
+                raise ValueError(
+                    f"{other.folder}: {key} is {other.hparams[key]!r}, {first.folder} has {first.hparams[key]!r}."
+                )
 
 
 def transfer_matrix(models, attack, eps_grid, split="test"):

@@ -39,7 +39,13 @@ def write_triptych(brain, hparams, dataset, attack, folder, max_utterances=64):
     names = hparams["label_encoder"].decode_ndim(labels)
     path = os.path.join(folder, TRIPTYCH_FILE)
     np.savez_compressed(
-        path, real=real.float().cpu().numpy(), fake=fake.float().cpu().numpy(), eps=float(attack.eps),
-        utterance=str(utterance), true=names[0], predicted_real=names[1], predicted_fake=names[2],
-    )  # fmt: skip
+        path,
+        real=real.float().cpu().numpy(),
+        fake=fake.float().cpu().numpy(),
+        eps=float(attack.eps),
+        utterance=str(utterance),
+        true=names[0],
+        predicted_real=names[1],
+        predicted_fake=names[2],
+    )
     return path

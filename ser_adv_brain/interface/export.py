@@ -11,8 +11,17 @@ logger = logging.getLogger(__name__)
 
 # What inference needs from a training run's hyperparameters (overrides applied, references resolved).
 INFERENCE_KEYS = (
-    "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "compute_features", "normalizer", "model", "attack"
-)  # fmt: skip
+    "sample_rate",
+    "n_fft",
+    "hop_length",
+    "n_frames",
+    "n_classes",
+    "compute_features",
+    "normalizer",
+    "model",
+    "attack",
+)
+
 
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.
@@ -23,7 +32,8 @@ def inference_plumbing(extra_modules=()):
     return (
         "\nmax_audio_seconds: 600.0  # longer audio is refused instead of exhausting memory\n"
         "\nlabel_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
-        "\nmodules:\n" + "".join(f"    {name}: !ref <{name}>\n" for name in modules)
+        "\nmodules:\n"
+        + "".join(f"    {name}: !ref <{name}>\n" for name in modules)
         + "\npretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n    loadables:\n"
         + "".join(f"        {name}: !ref <{name}>\n" for name in loadables)
     )
@@ -86,7 +96,9 @@ def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_th
     return header + stream.getvalue() + inference_plumbing(extra_modules)
 
 
-def export_interface(checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer", detector=None):
+def export_interface(
+    checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer", detector=None
+):
     """Writes a folder that ``EmotionRecognizer.from_hparams`` and ``foreign_class`` load.
 
     Arguments

@@ -5,12 +5,9 @@ folder ``ser_adv_brain.interface.export_interface`` wrote, offline, from whereve
 it has been copied or uploaded.
 """
 
-import io
 import logging
 import os
-import shutil
 
-import ruamel.yaml
 import soundfile
 import torch
 import torch.nn.functional as F
@@ -109,8 +106,15 @@ class EmotionRecognizer(Pretrained):
     """
 
     HPARAMS_NEEDED = [
-        "sample_rate", "n_fft", "hop_length", "n_frames", "n_classes", "max_audio_seconds", "label_encoder", "attack"
-    ]  # fmt: skip
+        "sample_rate",
+        "n_fft",
+        "hop_length",
+        "n_frames",
+        "n_classes",
+        "max_audio_seconds",
+        "label_encoder",
+        "attack",
+    ]
     MODULES_NEEDED = ["compute_features", "normalizer", "model"]
 
     def __init__(self, *args, **kwargs):
@@ -283,9 +287,7 @@ class EmotionRecognizer(Pretrained):
         """
         attack = self.hparams.attack
         if targets is None and attack.label_source == "target":
-            raise ValueError(
-                f"This interface's attack {attack!r} attacks the true labels: pass targets=[emotions]."
-            )
+            raise ValueError(f"This interface's attack {attack!r} attacks the true labels: pass targets=[emotions].")
         if targets is not None and not torch.is_tensor(targets):
             targets = self.hparams.label_encoder.encode_sequence_torch(list(targets))
         if targets is not None:
@@ -323,10 +325,15 @@ class EmotionRecognizer(Pretrained):
             realised SNR of the file against the clean signal).
         """
         if getattr(attack, "domain", None) != "waveform":
-            raise ValueError(f"attack_file needs a waveform-domain attack to write audio; {attack!r} perturbs the {getattr(attack, 'domain', None)}.")
+            raise ValueError(
+                f"attack_file needs a waveform-domain attack to write audio; {attack!r} perturbs the "
+                f"{getattr(attack, 'domain', None)}."
+            )
         wav = self.prepare_batch(self.load_audio(path))
         before = self.classify_batch(wav)
-        targets = before[2] if target is None else self.hparams.label_encoder.encode_sequence_torch([target]).to(self.device)
+        targets = (
+            before[2] if target is None else self.hparams.label_encoder.encode_sequence_torch([target]).to(self.device)
+        )
         model = WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model)
         # A waveform attack returns audio on the 16-bit PCM grid: the file holds exactly what is scored.
         adversarial = attack.perturb(model, wav, targets, eps=eps).detach()

@@ -87,7 +87,5 @@ class SimilarityAdversarialObjective(AdversarialObjective):
         fake_loss = classification_loss(fake[0], targets)
         anchor = real[1].detach() if self.detach_real_embedding else real[1]
         distance = embedding_distance(anchor, fake[1], self.distance)
-        loss = (
-            self.beta * real_loss + self.gamma * fake_loss + self.distance_weight * distance
-        )
+        loss = self.beta * real_loss + self.gamma * fake_loss + self.distance_weight * distance
         return {"loss": loss, "real_loss": real_loss, "fake_loss": fake_loss, "distance": distance}

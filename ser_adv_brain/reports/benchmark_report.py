@@ -11,7 +11,7 @@ import os
 from ser_adv_brain.evaluation.intervals import paired_comparison, uar_interval
 from ser_adv_brain.reports.entry import result_key
 from ser_adv_brain.reports.leaderboard import by_model, check_comparable, emotions_of, fold_outcomes, interval_text
-from ser_adv_brain.reports.tables import markdown_table, write_csv
+from ser_adv_brain.tables import markdown_table, write_csv
 
 REAL = "real"  # the figure of real data, beside the budgets' ``result_key``s
 
@@ -29,7 +29,10 @@ def figures(entries):
     emotions = emotions_of(entries)
     keys = [REAL] + [result_key(r["threat_model"], r["budget"]) for r in entries[0]["results"]]
     return {
-        name: {key: uar_interval(fold_outcomes(mine, emotions, None if key == REAL else key), len(emotions)) for key in keys}
+        name: {
+            key: uar_interval(fold_outcomes(mine, emotions, None if key == REAL else key), len(emotions))
+            for key in keys
+        }
         for name, mine in by_model(entries).items()
     }
 
@@ -39,9 +42,16 @@ def fold_rows(entries):
     rows = []
     for name, mine in by_model(entries).items():
         for entry in mine:
-            row = {"training": name, "fold": entry["fold"], "seed": entry["seed"], "utterances": entry["utterances"],
-                   "real_UAR": entry["clean_UAR"]}  # fmt: skip
-            row.update({f"robust_UAR@{result_key(r['threat_model'], r['budget'])}": r["robust_UAR"] for r in entry["results"]})
+            row = {
+                "training": name,
+                "fold": entry["fold"],
+                "seed": entry["seed"],
+                "utterances": entry["utterances"],
+                "real_UAR": entry["clean_UAR"],
+            }
+            row.update(
+                {f"robust_UAR@{result_key(r['threat_model'], r['budget'])}": r["robust_UAR"] for r in entry["results"]}
+            )
             rows.append(row)
     return rows
 
@@ -50,7 +60,9 @@ def comparison(entries, first, second, key_first, key_second=None):
     """Training ``first`` at ``key_first`` minus ``second`` at ``key_second`` (the same key if None), paired."""
     models, emotions = by_model(entries), emotions_of(entries)
     a = fold_outcomes(models[first], emotions, None if key_first == REAL else key_first)
-    b = fold_outcomes(models[second], emotions, None if (key_second or key_first) == REAL else (key_second or key_first))
+    b = fold_outcomes(
+        models[second], emotions, None if (key_second or key_first) == REAL else (key_second or key_first)
+    )
     return paired_comparison(a, b, len(emotions))
 
 
@@ -89,33 +101,49 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
     first = entries[0]
     folds = sorted({(e["fold"], e["seed"]) for e in entries})
     lines = [
-        f"### {title}", "",
+        f"### {title}",
+        "",
         f"{first['corpus']}, {first['protocol']['kind']}"
         + (f" ({first['protocol']['n_folds']} folds)" if "n_folds" in first["protocol"] else "")
         + f", {len(folds)} fold-and-seed runs per training, test split ({first['split']}), {first['tier']} tier "
         f"({', '.join(first['attacks'])}). Each cell: the mean UAR over the runs and its 95% interval "
-        "(two-level bootstrap over folds and utterances).", "",
-        markdown_table([[name, *(interval_text(*row[key]) for key in row)] for name, row in table.items()],
-                       ["training", "real data", *(f"robust, {budget_title(r)}" for r in results)]),  # fmt: skip
-        "", "#### Paired comparisons (A minus B on the same folds, seeds and utterances)", "",
-        markdown_table([[a, b, key, comparison_text(result)] for a, b, key, result in paired_rows(entries, baseline, pairs)],
-                       ["A", "B", "figure", "difference [95% interval], p"]),  # fmt: skip
-        "", "#### The paper's findings at this size", "",
-    ]  # fmt: skip
+        "(two-level bootstrap over folds and utterances).",
+        "",
+        markdown_table(
+            [[name, *(interval_text(*row[key]) for key in row)] for name, row in table.items()],
+            ["training", "real data", *(f"robust, {budget_title(r)}" for r in results)],
+        ),
+        "",
+        "#### Paired comparisons (A minus B on the same folds, seeds and utterances)",
+        "",
+        markdown_table(
+            [[a, b, key, comparison_text(result)] for a, b, key, result in paired_rows(entries, baseline, pairs)],
+            ["A", "B", "figure", "difference [95% interval], p"],
+        ),
+        "",
+        "#### The paper's findings at this size",
+        "",
+    ]
     for statement, a, b, key_a, key_b, sign in findings:
         result = comparison(entries, a, b, key_a, key_b)
-        lines.append(f"- {statement}: **{verdict(result, sign)}** ({a} at {key_a} minus {b} at {key_b}: {comparison_text(result)}).")
+        lines.append(
+            f"- {statement}: **{verdict(result, sign)}** "
+            f"({a} at {key_a} minus {b} at {key_b}: {comparison_text(result)})."
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_benchmark_report(entries, folder, title, baseline, pairs, findings):
-    """Writes ``benchmark.md``, ``benchmark_folds.csv`` and ``benchmark.csv`` (the table's figures); returns the markdown."""
+    """Writes ``benchmark.md``, ``benchmark_folds.csv`` and ``benchmark.csv`` (the table's figures); returns the
+    markdown."""
     markdown = benchmark_markdown(entries, title, baseline, pairs, findings)
     with open(os.path.join(folder, "benchmark.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     write_csv(os.path.join(folder, "benchmark_folds.csv"), fold_rows(entries))
-    rows = [{"training": name, "figure": key, "UAR": value.mean, "low": value.low, "high": value.high}
-            for name, row in figures(entries).items() for key, value in row.items()]  # fmt: skip
+    rows = [
+        {"training": name, "figure": key, "UAR": value.mean, "low": value.low, "high": value.high}
+        for name, row in figures(entries).items()
+        for key, value in row.items()
+    ]
     write_csv(os.path.join(folder, "benchmark.csv"), rows)
     return markdown
-

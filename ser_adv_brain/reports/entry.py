@@ -65,8 +65,15 @@ def code_version():
     """The git commit of the package's checkout (``-dirty`` with changes), or its version when installed."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(ser_adv_brain.__file__)))
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True)
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return ser_adv_brain.__version__
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -93,15 +100,24 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
         "attacks": sorted({entry.name for step in plan for entry in step.entries}),
         "clean_UAR": outcomes.uar(outcomes.clean_correct),
         "results": [
-            {"threat_model": g, "budget": b, "unit": BUDGET_UNITS[g], "robust_UAR": outcomes.uar(robust[result_key(g, b)]),
-             "forward_passes_per_utterance": outcomes.forward_passes_per_utterance(g, b)}
+            {
+                "threat_model": g,
+                "budget": b,
+                "unit": BUDGET_UNITS[g],
+                "robust_UAR": outcomes.uar(robust[result_key(g, b)]),
+                "forward_passes_per_utterance": outcomes.forward_passes_per_utterance(g, b),
+            }
             for g, b in budgets
-        ],  # fmt: skip
+        ],
         "per_utterance": [
-            {"id": utterance, "emotion": label, "correct": bool(outcomes.clean_correct[i]),
-             "robust": {key: bool(value[i]) for key, value in robust.items()}}
+            {
+                "id": utterance,
+                "emotion": label,
+                "correct": bool(outcomes.clean_correct[i]),
+                "robust": {key: bool(value[i]) for key, value in robust.items()},
+            }
             for i, (utterance, label) in enumerate(zip(outcomes.ids, labels))
-        ],  # fmt: skip
+        ],
         "code_version": code_version(),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,

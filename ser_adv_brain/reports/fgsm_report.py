@@ -1,9 +1,10 @@
 """The paper's FGSM report: UAR on real data and on FGSM (fake) data over a grid of budgets, per split."""
 
-import csv
 import os
 
 from speechbrain.utils.distributed import if_main_process
+
+from ser_adv_brain.tables import markdown_table, write_csv
 
 SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
 REPORT_CSV, REPORT_MD = "robustness.csv", "robustness.md"  # in the run's output folder
@@ -12,26 +13,33 @@ REPORT_CSV, REPORT_MD = "robustness.csv", "robustness.md"  # in the run's output
 def fgsm_report_rows(results):
     """Flattens ``{split: {eps: ConfusionMatrix}}`` into CSV rows."""
     return [
-        {"split": split, "eps": eps, "data": "real" if eps == 0 else "fake", "UAR": cm.uar(), "accuracy": cm.accuracy(), "n": int(cm.counts.sum())}
+        {
+            "split": split,
+            "eps": eps,
+            "data": "real" if eps == 0 else "fake",
+            "UAR": cm.uar(),
+            "accuracy": cm.accuracy(),
+            "n": int(cm.counts.sum()),
+        }
         for split, curve in results.items()
         for eps, cm in curve.items()
     ]
 
 
-def markdown_table(results, title):
+def fgsm_markdown(results, title):
     """A table laid out like the paper's: Real / Fake rows by budget, Dev / Test columns."""
     splits = list(results)
     grid = sorted({eps for curve in results.values() for eps in curve})
-    lines = [
-        f"### {title}",
-        "",
-        "| data | eps | " + " | ".join(f"{SPLIT_TITLES.get(s, s)} UAR" for s in splits) + " |",
-        "|---|---|" + "---|" * len(splits),
+    rows = [
+        [
+            "real" if eps == 0 else "fake",
+            f"{eps:.2f}",
+            *(f"{results[s][eps].uar():.3f}" if eps in results[s] else "" for s in splits),
+        ]
+        for eps in grid
     ]
-    for eps in grid:
-        cells = [f"{results[s][eps].uar():.3f}" if eps in results[s] else "" for s in splits]
-        lines.append(f"| {'real' if eps == 0 else 'fake'} | {eps:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    headers = ["data", "eps", *(f"{SPLIT_TITLES.get(s, s)} UAR" for s in splits)]
+    return f"### {title}\n\n{markdown_table(rows, headers)}\n"
 
 
 def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
@@ -55,13 +63,14 @@ def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
     str
         The markdown table.
     """
-    table = markdown_table(results, title)
+    table = fgsm_markdown(results, title)
     if not if_main_process():
         return table
-    with open(os.path.join(output_folder, REPORT_CSV), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["split", "eps", "data", "UAR", "accuracy", "n"])
-        writer.writeheader()
-        writer.writerows(fgsm_report_rows(results))
+    write_csv(
+        os.path.join(output_folder, REPORT_CSV),
+        fgsm_report_rows(results),
+        ["split", "eps", "data", "UAR", "accuracy", "n"],
+    )
     with open(os.path.join(output_folder, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(table)
     for split, curve in results.items():

@@ -13,12 +13,28 @@ import torch
 
 from ser_adv_brain.evaluation.intervals import FoldOutcomes, uar_interval
 from ser_adv_brain.reports.entry import PROTOCOL_FIELDS, result_key
-from ser_adv_brain.reports.tables import markdown_table, uar_text, write_csv
+from ser_adv_brain.tables import markdown_table, uar_text, write_csv
 
 LEADERBOARD_FIELDS = [
-    "threat_model", "budget", "unit", "rank", "name", "architecture", "training", "folds", "seeds", "clean_UAR", "clean_low",
-    "clean_high", "robust_UAR", "robust_low", "robust_high", "forward_passes_per_utterance", "corpus", "tier",
-]  # fmt: skip
+    "threat_model",
+    "budget",
+    "unit",
+    "rank",
+    "name",
+    "architecture",
+    "training",
+    "folds",
+    "seeds",
+    "clean_UAR",
+    "clean_low",
+    "clean_high",
+    "robust_UAR",
+    "robust_low",
+    "robust_high",
+    "forward_passes_per_utterance",
+    "corpus",
+    "tier",
+]
 
 
 def budgets_of(entry):
@@ -28,23 +44,31 @@ def budgets_of(entry):
 def check_comparable(entries):
     """Raises a ``ValueError`` naming the first entry whose protocol, budgets or folds differ from the first entry's."""
     if not entries:
-        raise ValueError("No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark).")
+        raise ValueError(
+            "No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark)."
+        )
     first = entries[0]
     for entry in entries[1:]:
         for field in PROTOCOL_FIELDS:
             if entry[field] != first[field]:
-                raise ValueError(f"{entry['path']}: its {field} is {entry[field]!r}, {first['path']} has {first[field]!r}; "
-                                 "a leaderboard ranks entries evaluated alike only.")  # fmt: skip
+                raise ValueError(
+                    f"{entry['path']}: its {field} is {entry[field]!r}, {first['path']} has {first[field]!r}; "
+                    "a leaderboard ranks entries evaluated alike only."
+                )
         if budgets_of(entry) != budgets_of(first):
-            raise ValueError(f"{entry['path']}: its budgets {budgets_of(entry)} differ from {first['path']}'s {budgets_of(first)}.")
+            raise ValueError(
+                f"{entry['path']}: its budgets {budgets_of(entry)} differ from {first['path']}'s {budgets_of(first)}."
+            )
     replicates = {}
     for entry in entries:
         replicates.setdefault(entry["name"], []).append((entry["fold"], entry["seed"]))
     reference_name, reference = next(iter(replicates.items()))
     for name, folds in replicates.items():
         if sorted(folds) != sorted(reference):
-            raise ValueError(f"{name} was evaluated on (fold, seed) {sorted(folds)}, {reference_name} on {sorted(reference)}: "
-                             "models are compared on the same folds and seeds only.")  # fmt: skip
+            raise ValueError(
+                f"{name} was evaluated on (fold, seed) {sorted(folds)}, {reference_name} on {sorted(reference)}: "
+                "models are compared on the same folds and seeds only."
+            )
 
 
 def by_model(entries):
@@ -52,7 +76,10 @@ def by_model(entries):
     models = {}
     for entry in entries:
         models.setdefault(entry["name"], []).append(entry)
-    return {name: sorted(group, key=lambda e: (e["fold"] if e["fold"] is not None else -1, e["seed"])) for name, group in models.items()}
+    return {
+        name: sorted(group, key=lambda e: (e["fold"] if e["fold"] is not None else -1, e["seed"]))
+        for name, group in models.items()
+    }
 
 
 def emotions_of(entries):
@@ -77,20 +104,42 @@ def leaderboard_rows(entries):
     models, emotions = by_model(entries), emotions_of(entries)
     rows = []
     for result in entries[0]["results"]:
-        group, budget, key = result["threat_model"], result["budget"], result_key(result["threat_model"], result["budget"])
+        group, budget, key = (
+            result["threat_model"],
+            result["budget"],
+            result_key(result["threat_model"], result["budget"]),
+        )
         table = []
         for name, mine in models.items():
             clean = uar_interval(fold_outcomes(mine, emotions), len(emotions))
             robust = uar_interval(fold_outcomes(mine, emotions, key), len(emotions))
-            passes = [r["forward_passes_per_utterance"] for e in mine for r in e["results"] if (r["threat_model"], r["budget"]) == (group, budget)]
-            table.append({
-                "threat_model": group, "budget": budget, "unit": result["unit"], "name": name,
-                "architecture": f"{mine[0]['architecture']['model']} (width {mine[0]['architecture']['base_channels']})",
-                "training": mine[0]["training"]["step"].split("(")[0], "folds": len({e["fold"] for e in mine}),
-                "seeds": len({e["seed"] for e in mine}), "clean_UAR": clean.mean, "clean_low": clean.low,
-                "clean_high": clean.high, "robust_UAR": robust.mean, "robust_low": robust.low, "robust_high": robust.high,
-                "forward_passes_per_utterance": sum(passes) / len(passes), "corpus": mine[0]["corpus"], "tier": mine[0]["tier"],
-            })  # fmt: skip
+            passes = [
+                r["forward_passes_per_utterance"]
+                for e in mine
+                for r in e["results"]
+                if (r["threat_model"], r["budget"]) == (group, budget)
+            ]
+            table.append(
+                {
+                    "threat_model": group,
+                    "budget": budget,
+                    "unit": result["unit"],
+                    "name": name,
+                    "architecture": "{model} (width {base_channels})".format(**mine[0]["architecture"]),
+                    "training": mine[0]["training"]["step"].split("(")[0],
+                    "folds": len({e["fold"] for e in mine}),
+                    "seeds": len({e["seed"] for e in mine}),
+                    "clean_UAR": clean.mean,
+                    "clean_low": clean.low,
+                    "clean_high": clean.high,
+                    "robust_UAR": robust.mean,
+                    "robust_low": robust.low,
+                    "robust_high": robust.high,
+                    "forward_passes_per_utterance": sum(passes) / len(passes),
+                    "corpus": mine[0]["corpus"],
+                    "tier": mine[0]["tier"],
+                }
+            )
         table.sort(key=lambda row: -row["robust_UAR"])
         rows += [{**row, "rank": rank} for rank, row in enumerate(table, start=1)]
     return rows
@@ -103,19 +152,43 @@ def interval_text(mean, low, high):
 def leaderboard_markdown(rows):
     """One table per threat model and budget."""
     first = rows[0]
-    lines = [f"### Leaderboard: {first['corpus']}, {first['tier']} tier", "",
-             "Mean over each model's folds and seeds, with its 95% interval (two-level bootstrap over folds and "
-             "utterances, `ser_adv_brain.evaluation.intervals`); ranked by robust UAR.", ""]  # fmt: skip
+    lines = [
+        f"### Leaderboard: {first['corpus']}, {first['tier']} tier",
+        "",
+        "Mean over each model's folds and seeds, with its 95% interval (two-level bootstrap over folds and "
+        "utterances, `ser_adv_brain.evaluation.intervals`); ranked by robust UAR.",
+        "",
+    ]
     for group, budget in dict.fromkeys((r["threat_model"], r["budget"]) for r in rows):
         mine = [r for r in rows if (r["threat_model"], r["budget"]) == (group, budget)]
         lines += [f"#### {group} at {budget:g} ({mine[0]['unit']})", ""]
-        lines.append(markdown_table(
-            [[r["rank"], r["name"], r["architecture"], r["training"], f"{r['folds']} x {r['seeds']}",
-              interval_text(r["clean_UAR"], r["clean_low"], r["clean_high"]),
-              interval_text(r["robust_UAR"], r["robust_low"], r["robust_high"]), f"{r['forward_passes_per_utterance']:.0f}"]
-             for r in mine],
-            ["rank", "model", "architecture", "training step", "folds x seeds", "clean UAR", "robust UAR", "forward passes / utterance"],
-        ))  # fmt: skip
+        lines.append(
+            markdown_table(
+                [
+                    [
+                        r["rank"],
+                        r["name"],
+                        r["architecture"],
+                        r["training"],
+                        f"{r['folds']} x {r['seeds']}",
+                        interval_text(r["clean_UAR"], r["clean_low"], r["clean_high"]),
+                        interval_text(r["robust_UAR"], r["robust_low"], r["robust_high"]),
+                        f"{r['forward_passes_per_utterance']:.0f}",
+                    ]
+                    for r in mine
+                ],
+                [
+                    "rank",
+                    "model",
+                    "architecture",
+                    "training step",
+                    "folds x seeds",
+                    "clean UAR",
+                    "robust UAR",
+                    "forward passes / utterance",
+                ],
+            )
+        )
         lines.append("")
     return "\n".join(lines)
 

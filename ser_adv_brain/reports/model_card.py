@@ -9,14 +9,14 @@ attack report it wrote (``robustness.csv`` / ``robustness.md``).
 
 import csv
 import dataclasses
-import io
 import os
 
-import ruamel.yaml
+from huggingface_hub import EvalResult, ModelCardData
 
 from ser_adv_brain import PAPER
 from ser_adv_brain.audio.loading import frames_to_samples
 from ser_adv_brain.reports.fgsm_report import REPORT_CSV, REPORT_MD
+from ser_adv_brain.tables import read_csv
 from ser_adv_brain.training_steps import AdversarialStep, NoiseStep
 
 CARD_FILE = "README.md"
@@ -120,14 +120,13 @@ def read_report(output_folder):
     rows, table = [], None
     csv_file, md_file = os.path.join(output_folder, REPORT_CSV), os.path.join(output_folder, REPORT_MD)
     if os.path.isfile(csv_file):
-        with open(csv_file, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                try:
-                    numbers = {key: float(row[key]) for key in ("eps", "UAR", "accuracy") if row.get(key)}
-                except ValueError:
-                    continue
-                if row.get("split") in SPLIT_NAMES and {"eps", "UAR"} <= numbers.keys():
-                    rows.append({**row, **numbers})
+        for row in read_csv(csv_file):
+            try:
+                numbers = {key: float(row[key]) for key in ("eps", "UAR", "accuracy") if row.get(key)}
+            except ValueError:
+                continue
+            if row.get("split") in SPLIT_NAMES and {"eps", "UAR"} <= numbers.keys():
+                rows.append({**row, **numbers})
     if os.path.isfile(md_file):
         with open(md_file, encoding="utf-8") as f:
             table = f.read().strip()
@@ -144,37 +143,36 @@ def manifest_summary(hparams):
     return summary
 
 
-def model_index(name, corpus, rows, attack):
-    """The ``model-index`` entry: per split, UAR on real data and on fake data at each eps, and accuracy."""
+def eval_results(corpus, rows, attack):
+    """The card's evaluation results (the hub's ``model-index``): per split, UAR on real data and on fake data
+    at each eps, and accuracy."""
     results = []
-    for split in SPLIT_NAMES:
-        split_rows = [row for row in rows if row["split"] == split]
-        if not split_rows:
-            continue
-        metrics = []
-        for row in sorted(split_rows, key=lambda row: row["eps"]):
-            data = "real data" if row["eps"] == 0 else f"{row.get('attack') or attack} data, eps {row['eps']:g}"
-            metrics.append({"type": "uar", "value": round(row["UAR"], 4), "name": f"{SPLIT_NAMES[split]} UAR, {data}"})
-            if isinstance(row.get("accuracy"), float):
-                label = f"{SPLIT_NAMES[split]} accuracy, {data}"
-                metrics.append({"type": "accuracy", "value": round(row["accuracy"], 4), "name": label})
-        results.append(
-            {
-                "task": {"type": "audio-classification", "name": "Speech emotion recognition"},
-                "dataset": {"type": corpus.hub_id, "name": corpus.name, "split": split},
-                "metrics": metrics,
-            }
+    for row in sorted(rows, key=lambda row: (list(SPLIT_NAMES).index(row["split"]), row["eps"])):
+        split = SPLIT_NAMES[row["split"]]
+        data = "real data" if row["eps"] == 0 else f"{row.get('attack') or attack} data, eps {row['eps']:g}"
+        values = [("uar", "UAR", row["UAR"])] + (
+            [("accuracy", "accuracy", row["accuracy"])] if isinstance(row.get("accuracy"), float) else []
         )
-    return [{"name": name, "results": results}]
+        results += [
+            EvalResult(
+                task_type="audio-classification",
+                task_name="Speech emotion recognition",
+                dataset_type=corpus.hub_id,
+                dataset_name=corpus.name,
+                dataset_split=row["split"],
+                metric_type=metric,
+                metric_value=round(value, 4),
+                metric_name=f"{split} {label}, {data}",
+            )
+            for metric, label, value in values
+        ]
+    return results
 
 
 def metadata(hparams, corpus, rows):
-    """The card's metadata block, as a dict."""
+    """The card's metadata, as the Hugging Face hub reads it (``huggingface_hub.ModelCardData``)."""
     model, attack = type(hparams["model"]).__name__, type(hparams["attack"]).__name__
-    meta = {}
-    if corpus.language:
-        meta["language"] = corpus.language
-    meta["tags"] = [
+    tags = [
         "audio-classification",
         "speechbrain",
         "emotion-recognition",
@@ -183,26 +181,24 @@ def metadata(hparams, corpus, rows):
         attack.lower(),
         "pytorch",
         model.lower(),
-    ] + (["synthetic-data"] if corpus is CORPORA["synthetic"] else [])
-    meta["license"] = "other"
-    meta["license_name"] = corpus.license_name
-    meta["datasets"] = [corpus.hub_id]
-    meta["metrics"] = ["uar", "accuracy"]
-    meta["library_name"] = "speechbrain"
-    meta["pipeline_tag"] = "audio-classification"
-    if rows:
-        meta["model-index"] = model_index(hparams["experiment_name"], corpus, rows, attack)
-    return meta
+    ]
+    return ModelCardData(
+        language=corpus.language,
+        license="other",
+        license_name=corpus.license_name,
+        tags=tags + (["synthetic-data"] if corpus is CORPORA["synthetic"] else []),
+        datasets=[corpus.hub_id],
+        metrics=["uar", "accuracy"],
+        library_name="speechbrain",
+        pipeline_tag="audio-classification",
+        model_name=hparams["experiment_name"],
+        eval_results=eval_results(corpus, rows, attack) or None,
+    )
 
 
 def front_matter(meta):
-    """``meta`` as a YAML front matter block."""
-    stream = io.StringIO()
-    yaml = ruamel.yaml.YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
-    yaml.dump(meta, stream)
-    return f"---\n{stream.getvalue()}---\n"
+    """``meta`` as the card's YAML front matter block."""
+    return f"---\n{meta.to_yaml()}\n---\n"
 
 
 def training_summary(step, attack):

@@ -24,9 +24,11 @@ import re
 
 import numpy as np
 
+from ser_adv_brain.tables import read_csv
+
 logger = logging.getLogger(__name__)
 
-MISSING = "matplotlib is not installed: no pictures drawn (pip install -e \".[dev]\" installs it)."
+MISSING = 'matplotlib is not installed: no pictures drawn (pip install -e ".[dev]" installs it).'
 MODE_COLOURS = {"single": "black", "vanilla": "Blues", "similarity": "Oranges"}
 SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
 
@@ -53,17 +55,20 @@ def save(fig, path):
     return path
 
 
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def reference_lines(ax, real, n_classes):
     """Real-data UAR (dashed) and chance (dotted)."""
     if real is not None:
         ax.axhline(real, color="grey", linestyle="--", linewidth=1, label="real data (eps 0)")
-        ax.annotate(f"{real:.3f}", (1, real), xycoords=("axes fraction", "data"), xytext=(-2, 2), textcoords="offset points",
-                    ha="right", fontsize=7, color="grey")  # fmt: skip
+        ax.annotate(
+            f"{real:.3f}",
+            (1, real),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, 2),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color="grey",
+        )
     if n_classes:
         ax.axhline(1 / n_classes, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{n_classes})")
 
@@ -106,8 +111,16 @@ def plot_robustness(folder):
             for name, points in by_attack.items():
                 points = sorted(points)
                 if name == "robust":  # under the attacks' lines, which it often equals
-                    ax.plot(*zip(*points), marker="s", markersize=9, color="crimson", linewidth=4, alpha=0.45,
-                            zorder=1, label="robust UAR (worst case per utterance)")  # fmt: skip
+                    ax.plot(
+                        *zip(*points),
+                        marker="s",
+                        markersize=9,
+                        color="crimson",
+                        linewidth=4,
+                        alpha=0.45,
+                        zorder=1,
+                        label="robust UAR (worst case per utterance)",
+                    )
                 else:
                     ax.plot(*zip(*points), marker="o", markersize=4, label=f"{name} (attack suite)")
             reference_lines(ax, real, n_classes)
@@ -128,7 +141,9 @@ def plot_robustness(folder):
     title = f"Robustness of {os.path.basename(os.path.normpath(folder))}"
     if any(r["attack"] != "robust" and not r["UAR_alone"] for r in suite):
         attacks = ", ".join(dict.fromkeys(r["attack"] for r in suite if r["attack"] != "robust"))
-        title += f"\n(attack suite with early exit: {attacks} ran in turn on what was left; robust UAR is their worst case)"
+        title += (
+            f"\n(attack suite with early exit: {attacks} ran in turn on what was left; robust UAR is their worst case)"
+        )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, os.path.join(folder, "robustness.png"))
@@ -156,8 +171,15 @@ def plot_confusion(csv_path):
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), [f"{label} ({counts[i].sum()})" for i, label in enumerate(labels)])
     ax.set_xlabel("predicted")
@@ -204,8 +226,13 @@ def plot_training(train_log):
     x = [e["epoch"] for e in epochs]
     fig, (loss_ax, uar_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     keys = list(dict.fromkeys(k for e in epochs for k in e))
-    names = {"train loss": "train loss (the objective)", "train real_loss": "train loss, real", "train fake_loss": "train loss, fake",
-             "train distance": "train embedding distance", "valid loss": "dev loss"}  # fmt: skip
+    names = {
+        "train loss": "train loss (the objective)",
+        "train real_loss": "train loss, real",
+        "train fake_loss": "train loss, fake",
+        "train distance": "train embedding distance",
+        "valid loss": "dev loss",
+    }
     for key in keys:
         points = [(e["epoch"], e[key]) for e in epochs if key in e]
         if key.startswith("train ") or key == "valid loss":
@@ -244,7 +271,9 @@ def plot_triptych(npz_path):
         (fake, "viridis", low, high, f"fake: predicted {data['predicted_fake']}"),
     ]
     for ax, (image, cmap, vmin, vmax, title) in zip(axes, panels):
-        shown = ax.imshow(image, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        shown = ax.imshow(
+            image, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("frame")
         fig.colorbar(shown, ax=ax, label="z-scored log-Mel" if cmap == "viridis" else "change (standard deviations)")
@@ -263,8 +292,16 @@ def heatmap(matrix, rows, cols, title, xlabel, ylabel, path, colour_label, bold=
         for j in range(len(cols)):
             if np.isfinite(matrix[i, j]):
                 weight = "bold" if bold is not None and bold[i][j] else "normal"
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8, fontweight=weight,
-                        color="black" if matrix[i, j] > 0.6 else "white")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    fontweight=weight,
+                    color="black" if matrix[i, j] > 0.6 else "white",
+                )
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(xlabel)
@@ -290,9 +327,17 @@ def plot_transfer(csv_path):
         [[uar[("real", "", t)] for t in folders]] + [[uar[(e, s, t)] for t in folders] for e in grid for s in folders]
     )
     white_box = [[False] * len(folders)] + [[s == t for t in folders] for _ in grid for s in folders]
-    return heatmap(matrix, labels, [short[f] for f in folders], "Transfer: UAR of the target on the source's fake data\n"
-                   "(bold: source = target, the white-box attack)", "target model (scores the fake data)",
-                   "source of the fake data", os.path.splitext(csv_path)[0] + ".png", "UAR", bold=white_box)  # fmt: skip
+    return heatmap(
+        matrix,
+        labels,
+        [short[f] for f in folders],
+        "Transfer: UAR of the target on the source's fake data\n(bold: source = target, the white-box attack)",
+        "target model (scores the fake data)",
+        "source of the fake data",
+        os.path.splitext(csv_path)[0] + ".png",
+        "UAR",
+        bold=white_box,
+    )
 
 
 def plot_success_matrix(csv_path):
@@ -303,8 +348,16 @@ def plot_success_matrix(csv_path):
         rows = list(csv.reader(f))
     targets, labels = rows[0][1:], [r[0] for r in rows[1:]]
     matrix = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
-    return heatmap(matrix, labels, targets, "Targeted attack: share of utterances classified as the target",
-                   "target emotion", "true emotion", os.path.splitext(csv_path)[0] + ".png", "success rate")  # fmt: skip
+    return heatmap(
+        matrix,
+        labels,
+        targets,
+        "Targeted attack: share of utterances classified as the target",
+        "target emotion",
+        "true emotion",
+        os.path.splitext(csv_path)[0] + ".png",
+        "success rate",
+    )
 
 
 def plot_grid_curves(grid_csv):
@@ -321,7 +374,10 @@ def plot_grid_curves(grid_csv):
     paths = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
-        splits = sorted(dict.fromkeys(r["split"] for r in mine), key=lambda s: list(SPLIT_TITLES).index(s) if s in SPLIT_TITLES else 9)
+        splits = sorted(
+            dict.fromkeys(r["split"] for r in mine),
+            key=lambda s: list(SPLIT_TITLES).index(s) if s in SPLIT_TITLES else 9,
+        )
         fig, axes = plt.subplots(1, len(splits), figsize=(4.6 * len(splits) + 2.2, 4), squeeze=False, sharey=True)
         runs = list(dict.fromkeys((r["training"], r["train_eps"]) for r in mine))
         for ax, split in zip(axes[0], splits):
@@ -338,16 +394,31 @@ def plot_grid_curves(grid_csv):
                 else:
                     same = [run for run in runs if run[0] == mode]
                     shade = 0.4 + 0.6 * same.index((mode, train_eps)) / max(1, len(same) - 1)
-                    style = {"color": plt.get_cmap(MODE_COLOURS.get(mode, "Greys"))(shade), "linewidth": 1.4,
-                             "linestyle": "--" if mode == "similarity" else "-",
-                             "label": f"{mode}, trained at eps {float(train_eps):g}"}  # fmt: skip
+                    style = {
+                        "color": plt.get_cmap(MODE_COLOURS.get(mode, "Greys"))(shade),
+                        "linewidth": 1.4,
+                        "linestyle": "--" if mode == "similarity" else "-",
+                        "label": f"{mode}, trained at eps {float(train_eps):g}",
+                    }
                 ax.plot(*zip(*points), marker="o", markersize=3, **style)
                 if any(len(uars) > 1 for uars in replicates.values()):
-                    ax.fill_between(sorted(replicates), [min(replicates[e]) for e in sorted(replicates)],
-                                    [max(replicates[e]) for e in sorted(replicates)], color=style["color"], alpha=0.15)  # fmt: skip
+                    ax.fill_between(
+                        sorted(replicates),
+                        [min(replicates[e]) for e in sorted(replicates)],
+                        [max(replicates[e]) for e in sorted(replicates)],
+                        color=style["color"],
+                        alpha=0.15,
+                    )
                 if train_eps:
                     at = [u for e, u in points if abs(e - float(train_eps)) < 1e-9]
-                    ax.plot([float(train_eps)] * len(at), at, marker="*", markersize=10, color=style["color"], linestyle="none")
+                    ax.plot(
+                        [float(train_eps)] * len(at),
+                        at,
+                        marker="*",
+                        markersize=10,
+                        color=style["color"],
+                        linestyle="none",
+                    )
             reference_lines(ax, real_single, None)
             ax.set_title(f"{SPLIT_TITLES.get(split, split)} UAR", fontsize=10)
             ax.set_xlabel("eps of the FGSM test data (0 = real data)")
@@ -357,8 +428,15 @@ def plot_grid_curves(grid_csv):
         axes[0][0].set_ylabel("UAR")
         handles, labels = axes[0][-1].get_legend_handles_labels()
         labels = [label.replace("real data (eps 0)", "single, real data") for label in labels]
-        axes[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1),
-                           title="star: the training eps", title_fontsize=8)  # fmt: skip
+        axes[0][-1].legend(
+            handles,
+            labels,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1),
+            title="star: the training eps",
+            title_fontsize=8,
+        )
         fig.suptitle(f"{model}: UAR on FGSM fake data, by training", fontsize=11)
         fig.tight_layout()
         paths.append(save(fig, os.path.join(os.path.dirname(grid_csv), f"robustness_{model}.png")))
@@ -400,12 +478,20 @@ def plot_benchmark(csv_path):
     for ax, group in zip(axes[0], groups):
         for name in dict.fromkeys(r["training"] for r in rows):
             mine = {r["figure"]: r for r in rows if r["training"] == name}
-            points = [("real", mine["real"])] + [(key.split("@")[1], mine[key]) for key in mine if key.startswith(group + "@")]
+            points = [("real", mine["real"])] + [
+                (key.split("@")[1], mine[key]) for key in mine if key.startswith(group + "@")
+            ]
             x = range(len(points))
             means, lows, highs = ([float(p[1][field]) for p in points] for field in ("UAR", "low", "high"))
             line = ax.plot(x, means, marker="o", markersize=3, linewidth=1.4, label=name)[0]
             ax.fill_between(x, lows, highs, color=line.get_color(), alpha=0.12)
-            ax.set_xticks(list(x), [label if label == "real" else f"{label} dB" if group.endswith("_snr") else label for label, _ in points])
+            ax.set_xticks(
+                list(x),
+                [
+                    label if label == "real" else f"{label} dB" if group.endswith("_snr") else label
+                    for label, _ in points
+                ],
+            )
         ax.set_title(group.replace("_", ", "), fontsize=10)
         ax.set_xlabel("budget (0 = real data)" if not group.endswith("_snr") else "SNR budget")
         ax.set_ylim(0, 1)

@@ -1,13 +1,13 @@
 """The attack suite's report: UAR per attack and budget, robust UAR, the masking checks, as CSV and markdown."""
 
-import csv
 import os
 
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
 from ser_adv_brain.evaluation.masking import masking_report
+from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
+from ser_adv_brain.tables import markdown_table, write_csv
 
 CSV_FIELDS = ["split", "threat_model", "budget", "attack", "UAR_alone", "UAR_worst_so_far", "attacked", "fooled"]
 
@@ -20,18 +20,30 @@ def suite_rows(outcomes_by_split, plan):
             for entry in entries:
                 key = (group, budget, entry.name)
                 alone = outcomes.clean_correct & ~outcomes.fooled(key)
-                rows.append({
-                    "split": split, "threat_model": group, "budget": budget, "attack": entry.name,
-                    "UAR_alone": outcomes.uar(alone) if outcomes.measured_alone(key) else "",
-                    "UAR_worst_so_far": outcomes.uar(outcomes.robust_after(group, budget, entry.name)),
-                    "attacked": int((outcomes.predictions[key] >= 0).sum()),
-                    "fooled": int(outcomes.fooled(key).sum()),
-                })  # fmt: skip
-            rows.append({
-                "split": split, "threat_model": group, "budget": budget, "attack": "robust",
-                "UAR_alone": "", "UAR_worst_so_far": outcomes.uar(outcomes.robust_after(group, budget)),
-                "attacked": "", "fooled": int((outcomes.clean_correct & ~outcomes.robust_after(group, budget)).sum()),
-            })  # fmt: skip
+                rows.append(
+                    {
+                        "split": split,
+                        "threat_model": group,
+                        "budget": budget,
+                        "attack": entry.name,
+                        "UAR_alone": outcomes.uar(alone) if outcomes.measured_alone(key) else "",
+                        "UAR_worst_so_far": outcomes.uar(outcomes.robust_after(group, budget, entry.name)),
+                        "attacked": int((outcomes.predictions[key] >= 0).sum()),
+                        "fooled": int(outcomes.fooled(key).sum()),
+                    }
+                )
+            rows.append(
+                {
+                    "split": split,
+                    "threat_model": group,
+                    "budget": budget,
+                    "attack": "robust",
+                    "UAR_alone": "",
+                    "UAR_worst_so_far": outcomes.uar(outcomes.robust_after(group, budget)),
+                    "attacked": "",
+                    "fooled": int((outcomes.clean_correct & ~outcomes.robust_after(group, budget)).sum()),
+                }
+            )
     return rows
 
 
@@ -48,8 +60,11 @@ def suite_markdown(outcomes_by_split, plan, title, early_exit):
             "",
         ]
     else:
-        lines += ["UAR under each attack alone; robust UAR: per utterance, the worst case over every attack of "
-                  "the threat model at that budget.", ""]  # fmt: skip
+        lines += [
+            "UAR under each attack alone; robust UAR: per utterance, the worst case over every attack of "
+            "the threat model at that budget.",
+            "",
+        ]
     for split, outcomes in outcomes_by_split.items():
         real = outcomes.uar(outcomes.clean_correct)
         groups = list(dict.fromkeys(group for group, _, _ in plan if group in BUDGET_TITLES))
@@ -57,17 +72,19 @@ def suite_markdown(outcomes_by_split, plan, title, early_exit):
             unit, what = BUDGET_TITLES[group]
             budgets = [b for g, b, _ in plan if g == group]
             names = next(entries for g, _, entries in plan if g == group)
+            table = []
+            for name in [e.name for e in names] + ["robust"]:
+                values = [
+                    rows[(split, group, b, name)][cell if name != "robust" else "UAR_worst_so_far"] for b in budgets
+                ]
+                label = "**robust UAR**" if name == "robust" else name
+                table.append([label, *(f"{v:.3f}" if v != "" else "" for v in values)])
             lines += [
                 f"{split}, {what} (real data {real:.3f}, chance {1 / outcomes.n_classes:.3f}):",
                 "",
-                "| attack | " + " | ".join(f"{unit} {b:g}" for b in budgets) + " |",
-                "|---|" + "---|" * len(budgets),
+                markdown_table(table, ["attack", *(f"{unit} {b:g}" for b in budgets)]),
+                "",
             ]
-            for name in [e.name for e in names] + ["robust"]:
-                values = [rows[(split, group, b, name)][cell if name != "robust" else "UAR_worst_so_far"] for b in budgets]
-                label = "**robust UAR**" if name == "robust" else name
-                lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" if v != "" else "" for v in values) + " |")
-            lines.append("")
     return "\n".join(lines)
 
 
@@ -105,8 +122,16 @@ def query_rows(outcomes_by_split, plan, early_exit):
                 before = outcomes.robust_before(group, budget, entry.name) if early_exit else outcomes.clean_correct
                 for limit in query_grid(entry.attack.max_queries):
                     correct = before & ~(outcomes.fooled(key) & (queries <= limit))
-                    rows.append({"split": split, "threat_model": group, "budget": budget, "attack": entry.name,
-                                 "queries": limit, "UAR": outcomes.uar(correct)})  # fmt: skip
+                    rows.append(
+                        {
+                            "split": split,
+                            "threat_model": group,
+                            "budget": budget,
+                            "attack": entry.name,
+                            "queries": limit,
+                            "UAR": outcomes.uar(correct),
+                        }
+                    )
     return rows
 
 
@@ -116,14 +141,27 @@ def query_markdown(rows, early_exit):
     for attack in dict.fromkeys(r["attack"] for r in rows):
         mine = [r for r in rows if r["attack"] == attack]
         grid = list(dict.fromkeys(r["queries"] for r in mine))
-        lines += [f"#### {attack}: UAR against the number of queries", "",
-                  "Queries per utterance, the clean input's included; "
-                  + ("on top of the attacks before it (early exit)." if early_exit else "the attack alone."), "",
-                  "| split | budget | " + " | ".join(str(q) for q in grid) + " |", "|---|---|" + "---|" * len(grid)]  # fmt: skip
-        for split, group, budget in dict.fromkeys((r["split"], r["threat_model"], r["budget"]) for r in mine):
-            cells = [f"{r['UAR']:.3f}" for r in mine if (r["split"], r["threat_model"], r["budget"]) == (split, group, budget)]
-            lines.append(f"| {split} | {budget_text(group, budget)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        table = [
+            [
+                split,
+                budget_text(group, budget),
+                *(
+                    f"{r['UAR']:.3f}"
+                    for r in mine
+                    if (r["split"], r["threat_model"], r["budget"]) == (split, group, budget)
+                ),
+            ]
+            for split, group, budget in dict.fromkeys((r["split"], r["threat_model"], r["budget"]) for r in mine)
+        ]
+        lines += [
+            f"#### {attack}: UAR against the number of queries",
+            "",
+            "Queries per utterance, the clean input's included; "
+            + ("on top of the attacks before it (early exit)." if early_exit else "the attack alone."),
+            "",
+            markdown_table(table, ["split", "budget", *(str(q) for q in grid)]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -135,9 +173,18 @@ def snr_rows(outcomes_by_split, plan):
             for entry in entries:
                 key = (group, budget, entry.name)
                 snr, fooled = outcomes.details["snr_db"][key], outcomes.fooled(key)
-                rows += [{"split": split, "id": outcomes.ids[i], "threat_model": group, "budget": budget,
-                          "attack": entry.name, "snr_db": float(snr[i]), "fooled": bool(fooled[i])}
-                         for i in (~torch.isnan(snr)).nonzero().flatten().tolist()]  # fmt: skip
+                rows += [
+                    {
+                        "split": split,
+                        "id": outcomes.ids[i],
+                        "threat_model": group,
+                        "budget": budget,
+                        "attack": entry.name,
+                        "snr_db": float(snr[i]),
+                        "fooled": bool(fooled[i]),
+                    }
+                    for i in (~torch.isnan(snr)).nonzero().flatten().tolist()
+                ]
     return rows
 
 
@@ -145,21 +192,30 @@ def snr_markdown(rows):
     """The realised SNR of the waveform attacks: per split, attack and budget, its range and median."""
     if not rows:
         return ""
-    lines = ["#### Realised SNR of the waveform attacks (after 16-bit rounding; per utterance in `waveform_snr.csv`)",
-             "", "| split | attack | budget | utterances attacked | min dB | median dB | max dB |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for split, group, budget, attack in dict.fromkeys((r["split"], r["threat_model"], r["budget"], r["attack"]) for r in rows):
-        snr = torch.tensor([r["snr_db"] for r in rows if (r["split"], r["threat_model"], r["budget"], r["attack"]) == (split, group, budget, attack)])
-        lines.append(f"| {split} | {attack} | {budget_text(group, budget)} | {len(snr)} | {snr.min():.2f} | "
-                     f"{snr.median():.2f} | {snr.max():.2f} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path, fields, rows):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = []
+    for split, group, budget, attack in dict.fromkeys(
+        (r["split"], r["threat_model"], r["budget"], r["attack"]) for r in rows
+    ):
+        mine = [
+            r
+            for r in rows
+            if (r["split"], r["threat_model"], r["budget"], r["attack"]) == (split, group, budget, attack)
+        ]
+        snr = torch.tensor([r["snr_db"] for r in mine])
+        table.append(
+            [
+                split,
+                attack,
+                budget_text(group, budget),
+                len(snr),
+                f"{snr.min():.2f}",
+                f"{snr.median():.2f}",
+                f"{snr.max():.2f}",
+            ]
+        )
+    headers = ["split", "attack", "budget", "utterances attacked", "min dB", "median dB", "max dB"]
+    title = "#### Realised SNR of the waveform attacks (after 16-bit rounding; per utterance in `waveform_snr.csv`)"
+    return f"{title}\n\n{markdown_table(table, headers)}\n"
 
 
 def fgsm_beside_robust(fgsm, suite, plan):
@@ -179,9 +235,8 @@ def fgsm_beside_robust(fgsm, suite, plan):
         return " / ".join(f"{suite[s].uar(suite[s].robust_after('features_linf', eps)):.3f}" for s in splits)
 
     names = " / ".join(splits)
-    lines = [f"| eps | FGSM, the paper's report ({names}) | robust UAR ({names}) |", "|---|---|---|"]
-    lines += [f"| {eps:g}{' (real)' if eps == 0 else ''} | {paper(eps)} | {robust(eps)} |" for eps in budgets]
-    return "\n".join(lines) + "\n"
+    rows = [[f"{eps:g}{' (real)' if eps == 0 else ''}", paper(eps), robust(eps)] for eps in budgets]
+    return markdown_table(rows, ["eps", f"FGSM, the paper's report ({names})", f"robust UAR ({names})"]) + "\n"
 
 
 def write_suite_report(suite, plan, checks, output_folder, title, early_exit):
@@ -204,17 +259,21 @@ def write_suite_report(suite, plan, checks, output_folder, title, early_exit):
         The markdown appended.
     """
     queries, snrs = query_rows(suite, plan, early_exit), snr_rows(suite, plan)
-    markdown = "\n".join([
-        suite_markdown(suite, plan, title, early_exit), query_markdown(queries, early_exit), snr_markdown(snrs),
-        masking_report(suite, plan + checks),
-    ])  # fmt: skip
+    markdown = "\n".join(
+        [
+            suite_markdown(suite, plan, title, early_exit),
+            query_markdown(queries, early_exit),
+            snr_markdown(snrs),
+            masking_report(suite, plan + checks),
+        ]
+    )
     if not if_main_process():
         return markdown
-    write_csv(os.path.join(output_folder, "attack_suite.csv"), CSV_FIELDS, suite_rows(suite, plan))
+    write_csv(os.path.join(output_folder, "attack_suite.csv"), suite_rows(suite, plan), CSV_FIELDS)
     if queries:
-        write_csv(os.path.join(output_folder, "square_queries.csv"), list(queries[0]), queries)
+        write_csv(os.path.join(output_folder, "square_queries.csv"), queries)
     if snrs:
-        write_csv(os.path.join(output_folder, "waveform_snr.csv"), list(snrs[0]), snrs)
+        write_csv(os.path.join(output_folder, "waveform_snr.csv"), snrs)
     with open(os.path.join(output_folder, "robustness.md"), "a", encoding="utf-8") as f:
         f.write("\n" + markdown)
     return markdown

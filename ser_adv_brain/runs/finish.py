@@ -8,11 +8,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.evaluation.masking import destroy_plan
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.evaluation.triptych import write_triptych
 from ser_adv_brain.interface import export_interface
 from ser_adv_brain.reports.entry import make_entry, write_entry
 from ser_adv_brain.reports.fgsm_report import write_fgsm_report
 from ser_adv_brain.reports.model_card import write_model_card
-from ser_adv_brain.evaluation.triptych import write_triptych
 from ser_adv_brain.reports.plots import draw_run, pyplot
 from ser_adv_brain.reports.suite_report import fgsm_beside_robust, write_suite_report
 from ser_adv_brain.runs.reload import TrainedModel
@@ -34,9 +34,20 @@ def attack_settings(hparams):
 
 
 def report_attacks(
-    brain, hparams, datasets, max_key, attack, eval_eps, attack_suite, suite_budgets, suite_early_exit,
-    masking_check_eps, splits=("valid", "test"), output_folder=None, tier=None,
-):  # fmt: skip
+    brain,
+    hparams,
+    datasets,
+    max_key,
+    attack,
+    eval_eps,
+    attack_suite,
+    suite_budgets,
+    suite_early_exit,
+    masking_check_eps,
+    splits=("valid", "test"),
+    output_folder=None,
+    tier=None,
+):
     """The paper's FGSM report and the attack suite's, for each split; writes and logs both.
 
     The FGSM report (``robustness.csv``, the first table of ``robustness.md``) gives
@@ -67,7 +78,9 @@ def report_attacks(
     os.makedirs(output_folder, exist_ok=True)
     loader_kwargs = hparams["test_dataloader_options"]
     fgsm = {
-        split: brain.evaluate_under_attack(datasets[split], attack, eval_eps, max_key=max_key, loader_kwargs=loader_kwargs)
+        split: brain.evaluate_under_attack(
+            datasets[split], attack, eval_eps, max_key=max_key, loader_kwargs=loader_kwargs
+        )
         for split in splits
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
@@ -80,18 +93,25 @@ def report_attacks(
     wavs = os.path.join(output_folder, "adversarial_wavs")
     suite = {
         split: evaluate_suite(
-            brain, datasets[split], plan + checks, suite_early_exit, loader_kwargs, max_key,
+            brain,
+            datasets[split],
+            plan + checks,
+            suite_early_exit,
+            loader_kwargs,
+            max_key,
             wav_pairs=(wavs, 3) if split == splits[-1] and if_main_process() else None,
         )
         for split in splits
-    }  # fmt: skip
+    }
     title = f"{hparams['experiment_name']}: attack suite" + (f", {tier} tier" if tier else "")
     report = write_suite_report(suite, plan, checks, output_folder, title, suite_early_exit)
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
     logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
     if "test" in suite:
-        entry = make_entry(hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step)
+        entry = make_entry(
+            hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step
+        )
         write_entry(output_folder, entry)
     run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack, output_folder])
     return fgsm, suite

@@ -60,7 +60,9 @@ class TrainedModel:
         self.brain.modules.eval()
         self.model = self.brain.model
         self.normalizer = self.brain.modules.normalizer
-        self.waveform_model = WaveformClassifier(self.brain.modules.compute_features, self.normalizer, self.model).eval()
+        self.waveform_model = WaveformClassifier(
+            self.brain.modules.compute_features, self.normalizer, self.model
+        ).eval()
 
     def batches(self, split):
         """``(ids, wavs, targets)`` of the split, in the order of its manifest."""

@@ -11,10 +11,11 @@ import logging
 
 import speechbrain as sb
 import torch
+import tqdm
 
+from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.training.checkpoints import GeneratorStates
 from ser_adv_brain.training.distributed import out_of_step_errors
-from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.training_steps import TrainingStep
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class EmotionBrain(sb.Brain):
             self.checkpointer.add_recoverable("loss_parts", self.loss_parts, optional_load=True)
             generators = training_step.generators()
             if generators:  # a training attack's random starts, drawn from its own generator
-                self.checkpointer.add_recoverable("training_generators", GeneratorStates(generators), optional_load=True)
+                self.checkpointer.add_recoverable(
+                    "training_generators", GeneratorStates(generators), optional_load=True
+                )
 
     @property
     def training_step(self):
@@ -289,7 +292,7 @@ class EmotionBrain(sb.Brain):
         loader = self.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
         confusions = {eps: ConfusionMatrix(self.hparams.n_classes) for eps in eps_grid}
         loss_scale = 1024.0 if self.eval_precision == "fp16" else 1.0
-        for batch in loader:
+        for batch in tqdm.tqdm(loader, desc=f"FGSM report ({len(dataset)} utterances)", disable=self.noprogressbar):
             batch = batch.to(self.device)
             targets = self.targets(batch)
             with self.evaluation_ctx:

@@ -39,7 +39,8 @@ CHECKPOINT_SELECTION = {"best_dev": "UAR", "final": None}
 
 
 def selection_key(choice):
-    """The key that selects the checkpoint to test (yaml ``select_checkpoint``): best dev UAR or the final one (the authors' code).
+    """The key that selects the checkpoint to test (yaml ``select_checkpoint``): best dev UAR or the final one
+    (the authors' code).
 
     Example
     -------
@@ -76,8 +77,10 @@ def load_own_file(path):
     """
     own = rank_file(path)
     if not own.exists():
-        logger.warning(f"{own} does not exist (the checkpoint was written by fewer DDP processes): rank {get_rank()} "
-                       "resumes with rank 0's random state, so its random draws differ from an uninterrupted run's.")
+        logger.warning(
+            f"{own} does not exist (the checkpoint was written by fewer DDP processes): rank {get_rank()} "
+            "resumes with rank 0's random state, so its random draws differ from an uninterrupted run's."
+        )
         own = pathlib.Path(path)
     return torch.load(own, weights_only=True)
 
@@ -172,8 +175,10 @@ class GeneratorStates:
         del end_of_epoch
         states = load_own_file(path)
         if len(states) != len(self.generators):
-            raise ValueError(f"{path} holds {len(states)} generator states, but the training step has "
-                             f"{len(self.generators)} generators: was it saved by a run of another yaml?")
+            raise ValueError(
+                f"{path} holds {len(states)} generator states, but the training step has "
+                f"{len(self.generators)} generators: was it saved by a run of another yaml?"
+            )
         for generator, state in zip(self.generators, states):
             generator.set_state(state)
 

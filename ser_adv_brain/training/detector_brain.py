@@ -23,7 +23,11 @@ class DetectorBrain(sb.Brain):
         if attack is not None and attack.domain == "waveform":
             feats = classifier.normalizer(classifier.compute_features(attack.perturb(classifier, wavs, targets)))
         elif attack is not None:
-            target = DetectedClassifier(classifier.model, self.modules.detector) if isinstance(attack, DetectorAwarePGD) else classifier.model
+            target = (
+                DetectedClassifier(classifier.model, self.modules.detector)
+                if isinstance(attack, DetectorAwarePGD)
+                else classifier.model
+            )
             feats = attack.perturb(target, feats, targets)
         with torch.no_grad():
             logits, embedding = classifier.model(feats.detach())
@@ -62,7 +66,9 @@ class DetectorBrain(sb.Brain):
         auc = roc_auc(*split_real_fake(self.scores))
         self.checkpointer.save_and_keep_only(meta={"AUC": auc}, max_keys=["AUC"])
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch}, train_stats={"loss": self.train_loss}, valid_stats={"loss": stage_loss, "AUC": auc}
+            stats_meta={"epoch": epoch},
+            train_stats={"loss": self.train_loss},
+            valid_stats={"loss": stage_loss, "AUC": auc},
         )
 
 

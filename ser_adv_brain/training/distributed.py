@@ -31,7 +31,7 @@ def set_collective_timeout(minutes):
 
 
 def is_collective_failure(error):
-    """Whether ``error`` comes from a collective: torch's distributed errors, and gloo's timeouts (plain RuntimeErrors)."""
+    """Whether ``error`` comes from a collective: torch's distributed errors, gloo's timeouts (plain RuntimeErrors)."""
     return isinstance(error, torch.distributed.DistError) or "timed out" in str(error).lower()
 
 

@@ -23,7 +23,9 @@ from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
 
 CLEAN_STEP = CleanStep()
 # The yaml key behind the step's attack: the paper's yaml files train on the report's FGSM
-TRAINING_ATTACK = "the training step's attack (hparams 'training_attack', or 'attack' where the yaml has no training_attack)"
+TRAINING_ATTACK = (
+    "the training step's attack (hparams 'training_attack', or 'attack' where the yaml has no training_attack)"
+)
 
 
 def detached(outputs):
@@ -62,7 +64,8 @@ class AdversarialStep(TrainingStep):
         self.attack, self.objective, self.warmup_steps = attack, objective, warmup_steps
 
     def __repr__(self):
-        return f"{type(self).__name__}(attack={self.attack!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps})"
+        parts = f"attack={self.attack!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps}"
+        return f"{type(self).__name__}({parts})"
 
     def at(self, optimizer_step):
         return CLEAN_STEP if optimizer_step < self.warmup_steps else self

@@ -38,7 +38,8 @@ class NoiseStep(AdversarialStep):
         self.noise, self.objective, self.warmup_steps = noise, objective, warmup_steps
 
     def __repr__(self):
-        return f"{type(self).__name__}(noise={self.noise!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps})"
+        parts = f"noise={self.noise!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps}"
+        return f"{type(self).__name__}({parts})"
 
     def generators(self):
         """None of its own: the noise draws from the global generators, which ``RandomState`` saves."""

@@ -6,7 +6,6 @@ import os
 import runpy
 
 import pytest
-
 from helpers import REPO_ROOT
 
 COMMAND = os.path.join(REPO_ROOT, "recipes", "lay_out_in_speechbrain.py")

@@ -6,10 +6,9 @@ share their code paths, so what can still differ is what each file declares: the
 what it saves. Checked here for all of them, in seconds.
 """
 
-
 import pytest
-
 from helpers import RECIPE_HPARAMS_FILES, load_hparams, tiny
+
 from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState
 
 RESUMED = "hparams/cnn4_vanilla.yaml"  # the one test_faults.py kills and resumes
@@ -19,7 +18,9 @@ def recoverables(hparams_file, folder):
     """The checkpointer's recoverables, by name: the model as the yaml's own model, the rest by type."""
     hparams = load_hparams(hparams_file, **tiny(hparams_file), data_folder=str(folder), output_folder=str(folder))
     checkpointer = hparams["checkpointer"]
-    assert isinstance(checkpointer, AtomicCheckpointer), f"{hparams_file}: checkpointer is {type(checkpointer).__name__}"
+    assert isinstance(checkpointer, AtomicCheckpointer), (
+        f"{hparams_file}: checkpointer is {type(checkpointer).__name__}"
+    )
     assert checkpointer.recoverables["model"] is hparams["model"]
     return {name: "model" if obj is hparams["model"] else type(obj) for name, obj in checkpointer.recoverables.items()}
 

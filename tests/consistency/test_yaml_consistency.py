@@ -15,11 +15,16 @@ import re
 import pytest
 import ruamel.yaml
 import torch
-from speechbrain.utils.run_opts import RunOptions
-
 from helpers import (
-    RECIPE_CSV_COLUMNS, RECIPE_HPARAMS_FILES, REPO_ROOT, SECOND_STAGE_FILES, files_to_check, recipe_csv_files, recipe_rows,
+    RECIPE_CSV_COLUMNS,
+    RECIPE_HPARAMS_FILES,
+    REPO_ROOT,
+    SECOND_STAGE_FILES,
+    files_to_check,
+    recipe_csv_files,
+    recipe_rows,
 )
+from speechbrain.utils.run_opts import RunOptions
 
 ROWS = recipe_rows()
 IDS = [recipe_id for recipe_id, _ in ROWS]
@@ -89,8 +94,14 @@ def test_recipe_row_names_existing_files_and_checks_outputs(row):
 def test_every_yaml_key_is_read_by_the_script_as_speechbrain_checks(row):
     script = read(row["Script_file"])
     run_options = set(RunOptions().as_dict())
-    unused = [key for key in keys_speechbrain_checks(row["Hparam_file"]) if key not in run_options and not read_in_script(key, script)]
-    assert not unused, f"{row['Hparam_file']}: keys not used in {row['Script_file']} (SpeechBrain's check_yaml_vs_script): {unused}"
+    unused = [
+        key
+        for key in keys_speechbrain_checks(row["Hparam_file"])
+        if key not in run_options and not read_in_script(key, script)
+    ]
+    assert not unused, (
+        f"{row['Hparam_file']}: keys not used in {row['Script_file']} (SpeechBrain's check_yaml_vs_script): {unused}"
+    )
 
 
 @pytest.mark.parametrize("hparams_file", sorted(SECOND_STAGE_FILES))
@@ -112,9 +123,17 @@ def test_modules_the_brains_use_are_declared(row):
 # The keys that say which experiment a file is (corpus, model, length of training); every other
 # key two files share must hold the same value in both, so that the files cannot drift apart.
 EXPERIMENT_KEYS = {
-    "experiment_name", "output_folder", "data_folder", "split_ratio", "fold", "n_frames", "model",
-    "number_of_epochs", "select_checkpoint", "warmup_steps",
-}  # fmt: skip
+    "experiment_name",
+    "output_folder",
+    "data_folder",
+    "split_ratio",
+    "fold",
+    "n_frames",
+    "model",
+    "number_of_epochs",
+    "select_checkpoint",
+    "warmup_steps",
+}
 # Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).
 TRAINING_KEYS = {"objective", "training_step", "training_attack"}
 

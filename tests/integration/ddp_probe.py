@@ -34,7 +34,6 @@ import sys
 import time
 
 import numpy as np
-
 import speechbrain.core
 import speechbrain.utils.checkpoints
 import speechbrain.utils.distributed
@@ -45,6 +44,7 @@ import ser_adv_brain.runs.datasets
 import ser_adv_brain.runs.finish
 import ser_adv_brain.training.brain
 import ser_adv_brain.training.checkpoints
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for helpers
 from helpers import capture_eval_stats  # noqa: E402
 
@@ -64,7 +64,11 @@ def unwrapped_state(brain):
 
 def random_states():
     """This process's torch, numpy and Python global random states, comparable with ``==``."""
-    return {"torch": torch.get_rng_state().tolist(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "numpy": np.random.get_state()[1].tolist(),
+        "python": random.getstate(),
+    }
 
 
 def kill_after_intra_epoch_checkpoint(n):
@@ -85,7 +89,12 @@ def attach_probes(brain, record):
     """Instruments one Brain instance; what it sees goes into ``record``."""
     record.update(allreduce_buckets=0, allreduce_backwards=0, batches=0, optimizer_steps=0, saves=[])
     record["eval_stats"] = capture_eval_stats(brain)
-    wrap_distributed, fit, fit_batch, optimizers_step = brain._wrap_distributed, brain.fit, brain.fit_batch, brain.optimizers_step
+    wrap_distributed, fit, fit_batch, optimizers_step = (
+        brain._wrap_distributed,
+        brain.fit,
+        brain.fit_batch,
+        brain.optimizers_step,
+    )
     save_checkpoint = brain.checkpointer.save_checkpoint
 
     def recorded_save_checkpoint(*args, end_of_epoch=True, **kwargs):
@@ -124,7 +133,8 @@ def attach_probes(brain, record):
 
 
 def record_main_only_runs(current):
-    """Makes ``run_on_main`` (in the recipe script and the package) log, in ``current["record"]``, which functions ran here."""
+    """Makes ``run_on_main`` (in the recipe script and the package) log, in ``current["record"]``, which functions
+    ran here."""
     run_on_main = speechbrain.utils.distributed.run_on_main
 
     def recording_run_on_main(func, *args, **kwargs):
@@ -172,7 +182,10 @@ def slow_down_checkpoint_renames(probe_dir, rank):
 
         speechbrain.utils.checkpoints.ddp_barrier = marking_barrier
     elif rank == 0:
-        staging, replace_directory = ser_adv_brain.training.checkpoints.AtomicCheckpointer._staging, ser_adv_brain.training.checkpoints.replace_directory
+        staging, replace_directory = (
+            ser_adv_brain.training.checkpoints.AtomicCheckpointer._staging,
+            ser_adv_brain.training.checkpoints.replace_directory,
+        )
 
         def staging_after_clearing_the_mark(self, final_path):
             # Called on rank 0 before the save's first collective: rank 1 cannot mark this save yet.

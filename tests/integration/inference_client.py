@@ -1,4 +1,4 @@
-"""What a user of an exported interface does, in a fresh process; ``tests/integration/test_inference.py`` checks the results.
+"""What a user of an exported interface does, in a fresh process; ``tests/integration/test_inference.py`` checks it.
 
 Usage: ``python tests/integration/inference_client.py INTERFACE_FOLDER SAVEDIR RESULTS.pt EPS WAV [WAV ...]``
 

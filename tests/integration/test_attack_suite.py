@@ -11,12 +11,12 @@ import sys
 import pytest
 import soundfile
 import torch
+from helpers import TINY, evaluation_brain, flags, markdown_rows, run_command, run_recipe
 
-from helpers import TINY, evaluation_brain, flags, run_command, run_recipe
-from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, WaveformPGD
-from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_report
+from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.reports.suite_report import write_suite_report
 from ser_adv_brain.runs.reload import TrainedModel
 
@@ -24,8 +24,11 @@ pytestmark = pytest.mark.trained  # every test attacks a model trained here
 
 HPARAMS = "hparams/cnn4_single.yaml"
 # Wider, longer clips and 6 epochs: a tiny model that is right more often than chance, so attacks have work to do.
-TRAIN_FLAGS = [*flags(**{**TINY, "base_channels": 4, "n_frames": 100, "number_of_epochs": 6}), "--eval_eps=[0.0, 0.1]",
-               "--noprogressbar"]
+TRAIN_FLAGS = [
+    *flags(**{**TINY, "base_channels": 4, "n_frames": 100, "number_of_epochs": 6}),
+    "--eval_eps=[0.0, 0.1]",
+    "--noprogressbar",
+]
 BUDGETS = {"features_linf": [0.005, 0.01]}  # small enough that the tiny model survives some attacks
 
 
@@ -105,7 +108,9 @@ def test_early_exit_changes_no_result_only_the_cost(single_run):
             key = (group, budget, entry.name)
             # Each attack ran on exactly the utterances that were still correct, and found the same.
             assert torch.equal(lazy.predictions[key] >= 0, still_correct)
-            assert torch.equal(lazy.robust_after(group, budget, entry.name), full.robust_after(group, budget, entry.name))
+            assert torch.equal(
+                lazy.robust_after(group, budget, entry.name), full.robust_after(group, budget, entry.name)
+            )
             still_correct = lazy.robust_after(group, budget, entry.name)
     # The first attack at the smallest budget ran on every utterance correct on real data: its own UAR is known.
     first = (*plan[0][:2], plan[0][2][0].name)
@@ -126,19 +131,36 @@ def test_evaluate_command_writes_the_suite_and_the_masking_checks(single_run):
         " !new:ser_adv_brain.attacks.FGSM {eps: 0.1, eta: null, label_source: target}]"
     )
     out = single_run["out"]
-    run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", out, f"--attacks={attacks}",
-                 "--suite_budgets={features_linf: [0.05, 0.2]}", "--masking_check_eps=20.0"])  # fmt: skip
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "ser_adv_brain.evaluate_robustness",
+            out,
+            f"--attacks={attacks}",
+            "--suite_budgets={features_linf: [0.05, 0.2]}",
+            "--masking_check_eps=20.0",
+        ]
+    )
     rows = read_csv(os.path.join(out, "attack_suite.csv"))
     assert {(r["split"], float(r["budget"]), r["attack"]) for r in rows} == {
-        (split, budget, attack) for split in ("valid", "test") for budget in (0.05, 0.2) for attack in ("PGD-3", "FGSM", "robust")
+        (split, budget, attack)
+        for split in ("valid", "test")
+        for budget in (0.05, 0.2)
+        for attack in ("PGD-3", "FGSM", "robust")
     }
     for row in rows:
         if row["attack"] == "robust":
-            below = [r for r in rows if r["split"] == row["split"] and r["budget"] == row["budget"] and r["attack"] != "robust"]
+            below = [
+                r
+                for r in rows
+                if r["split"] == row["split"] and r["budget"] == row["budget"] and r["attack"] != "robust"
+            ]
             assert all(float(row["UAR_worst_so_far"]) <= float(r["UAR_worst_so_far"]) + 1e-12 for r in below)
     report = open(os.path.join(out, "robustness.md"), encoding="utf-8").read()
     # The paper's FGSM table comes first, unchanged; the suite and the checks follow.
-    assert report.index("| data | eps |") < report.index("**robust UAR**") < report.index("Gradient-masking checks")
+    assert report.index("| data ") < report.index("**robust UAR**") < report.index("Gradient-masking checks")
+    assert ["data", "eps", "Dev UAR", "Test UAR"] in markdown_rows(report)
     assert read_csv(os.path.join(out, "robustness.csv"))[0].keys() >= {"split", "eps", "data", "UAR"}
 
 
@@ -146,11 +168,27 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
     second = str(single_run["tmp"] / "second")
     second_flags = [f for f in single_run["flags"] if not f.startswith(("--output_folder", "--number_of_epochs"))]
     # Another model on the same split: vanilla adversarial training, same seed.
-    run_recipe("hparams/cnn4_vanilla.yaml", *second_flags, "--number_of_epochs=2", "--warmup_steps=1", f"--output_folder={second}")
+    run_recipe(
+        "hparams/cnn4_vanilla.yaml",
+        *second_flags,
+        "--number_of_epochs=2",
+        "--warmup_steps=1",
+        f"--output_folder={second}",
+    )
     out = str(single_run["tmp"] / "transfer")
     attack = "!new:ser_adv_brain.attacks.FGSM {eps: 0.05, eta: null, label_source: target}"
-    run_command([sys.executable, "-m", "ser_adv_brain.transfer", single_run["out"], second, f"--attack={attack}",
-                 "--eps=[0.05, 0.2]", f"--output_folder={out}"])  # fmt: skip
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "ser_adv_brain.transfer",
+            single_run["out"],
+            second,
+            f"--attack={attack}",
+            "--eps=[0.05, 0.2]",
+            f"--output_folder={out}",
+        ]
+    )
     rows = read_csv(os.path.join(out, "transfer.csv"))
     matrix = {(r["eps"], os.path.normpath(r["source"]), os.path.normpath(r["target"])): float(r["UAR"]) for r in rows}
     assert len([key for key in matrix if key[0] != "real"]) == 2 * 2 * 2
@@ -158,8 +196,14 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
     for eps in (0.05, 0.2):
         # FGSM is deterministic: the white-box cell is the suite's FGSM on every utterance.
         white_box = outcomes.uar(outcomes.predictions[("features_linf", eps, "FGSM")] == outcomes.targets)
-        assert matrix[(str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))] == pytest.approx(white_box, abs=1e-4)
-    assert "| source \\ target |" in open(os.path.join(out, "transfer.md"), encoding="utf-8").read()
+        assert matrix[
+            (str(eps), os.path.normpath(single_run["out"]), os.path.normpath(single_run["out"]))
+        ] == pytest.approx(white_box, abs=1e-4)
+    assert markdown_rows(open(os.path.join(out, "transfer.md"), encoding="utf-8").read())[0] == [
+        "source \\ target",
+        "1",
+        "2",
+    ]
     # The suite's transfer plug-in, with the second model as source, finds the matrix's cell and counts in robust UAR.
     transfer = TransferAttack(source=second, attack=fgsm()).attach_source(TrainedModel(second, ["--device=cpu"]))
     outcomes, plan = run_suite(single_run, [fgsm(), transfer], early_exit=False, budgets={"features_linf": [0.05, 0.2]})
@@ -167,9 +211,14 @@ def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):
         key = ("features_linf", eps, "Transfer FGSM")
         alone = outcomes.uar(outcomes.clean_correct & ~outcomes.fooled(key))
         unattacked = outcomes.uar(outcomes.predictions[key] == outcomes.targets)
-        assert unattacked == pytest.approx(matrix[(str(eps), os.path.normpath(second), os.path.normpath(single_run["out"]))], abs=1e-4)
+        assert unattacked == pytest.approx(
+            matrix[(str(eps), os.path.normpath(second), os.path.normpath(single_run["out"]))], abs=1e-4
+        )
         assert outcomes.uar(outcomes.robust_after("features_linf", eps)) <= alone + 1e-12
-        assert torch.equal(outcomes.robust_after("features_linf", eps), outcomes.robust_after("features_linf", eps, "FGSM") & ~outcomes.fooled(key))
+        assert torch.equal(
+            outcomes.robust_after("features_linf", eps),
+            outcomes.robust_after("features_linf", eps, "FGSM") & ~outcomes.fooled(key),
+        )
     with pytest.raises(ValueError, match="not a training output folder"):
         TransferAttack(source=str(single_run["tmp"]), attack=fgsm())
     with pytest.raises(ValueError, match="white-box Linf feature attack"):
@@ -215,8 +264,13 @@ def test_masking_check_fires_when_a_black_box_attack_beats_the_white_box_one(sin
             direction = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
             return inputs + eps * direction.sign()
 
-    outcomes, plan = run_suite(single_run, [bim(), Noise(eps=1.0, eta=None)], early_exit=True,
-                               budgets={"features_linf": [3.0]}, model=ZeroGradient)  # fmt: skip
+    outcomes, plan = run_suite(
+        single_run,
+        [bim(), Noise(eps=1.0, eta=None)],
+        early_exit=True,
+        budgets={"features_linf": [3.0]},
+        model=ZeroGradient,
+    )
     assert "it beats the white-box attacks" in sentences(outcomes, plan)
 
 
@@ -229,7 +283,14 @@ def test_outcomes_of_ddp_ranks_join_sorted_by_utterance():
     outcomes = SplitOutcomes([("features_linf", 0.1, "FGSM")], n_classes=3)
     key = ("features_linf", 0.1, "FGSM")
     details = {"queries": {key: torch.tensor([3.0, float("nan")])}, "snr_db": {key: torch.tensor([float("nan")] * 2)}}
-    outcomes.append(["b", "a"], torch.tensor([1, 0]), torch.tensor([1, 2]), torch.tensor([True, False]), {key: torch.tensor([0, -1])}, details)
+    outcomes.append(
+        ["b", "a"],
+        torch.tensor([1, 0]),
+        torch.tensor([1, 2]),
+        torch.tensor([True, False]),
+        {key: torch.tensor([0, -1])},
+        details,
+    )
     outcomes.gather()
     assert outcomes.ids == ["a", "b"] and outcomes.targets.tolist() == [0, 1]
     assert outcomes.predictions[key].tolist() == [-1, 0] and outcomes.gradient_ok.tolist() == [False, True]
@@ -256,10 +317,19 @@ def test_attack_file_writes_a_wav_within_its_snr_budget(single_run):
 
 
 def test_success_matrix_command(single_run):
-    run_command([sys.executable, "-m", "ser_adv_brain.targeted_success", single_run["out"],
-                 "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}"])  # fmt: skip
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "ser_adv_brain.targeted_success",
+            single_run["out"],
+            "--attack=!new:ser_adv_brain.attacks.FGSM {eps: 0.2, eta: null}",
+        ]
+    )
     rows = read_csv(os.path.join(single_run["out"], "success_matrix.csv"))
-    assert len(rows) == single_run["hparams"]["n_classes"] and all(0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:])
+    assert len(rows) == single_run["hparams"]["n_classes"] and all(
+        0 <= float(v) <= 1 for r in rows for v in list(r.values())[1:]
+    )
 
 
 def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, tmp_path):
@@ -269,7 +339,9 @@ def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, t
     attacks = [square, fgsm(), WaveformPGD(eps=30.0, steps=1, label_source="target")]  # Square first: it has work
     # At eps 2 (two standard deviations of every feature) Square's first query already moves the whole
     # spectrum: it fools utterances by a margin no host's floats can take away.
-    outcomes, plan = run_suite(single_run, attacks, early_exit=True, budgets={"features_linf": [2.0], "waveform_snr": [30]})
+    outcomes, plan = run_suite(
+        single_run, attacks, early_exit=True, budgets={"features_linf": [2.0], "waveform_snr": [30]}
+    )
     write_suite_report({"test": outcomes}, plan, [], str(tmp_path), "suite", early_exit=True)
     curve = [(int(r["queries"]), float(r["UAR"])) for r in read_csv(tmp_path / "square_queries.csv")]
     assert [q for q, _ in curve] == [1, 2, 5, 10, 20]

@@ -32,8 +32,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import DEMOS_TRAIN, REPO_ROOT, capture_eval_stats, evaluation_brain, run_command, subprocess_env
+
 from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 CORPUS = {"n_speakers": 6, "utterances_per_emotion": 3, "neutral_per_speaker": 0, "seed": 1}
@@ -75,15 +75,32 @@ CONFIGURATIONS = {
     "trades": ("configurations", "hparams/cnn4_trades.yaml", "--training_steps=2"),
 }
 # The configurations launch checks training steps, not the evaluation: its suite is one FGSM budget.
-SMALL_SUITE = ["--attack_suite=\n  - !new:ser_adv_brain.attacks.FGSM\n      eps: 0.1", "--suite_budgets={features_linf: [0.1]}"]
-INTERVAL_FLAGS = ["--number_of_epochs=1", "--grad_accumulation_factor=2", "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2"]
+SMALL_SUITE = [
+    "--attack_suite=\n  - !new:ser_adv_brain.attacks.FGSM\n      eps: 0.1",
+    "--suite_budgets={features_linf: [0.1]}",
+]
+INTERVAL_FLAGS = [
+    "--number_of_epochs=1",
+    "--grad_accumulation_factor=2",
+    "--ckpt_interval_minutes=0",
+    "--ckpt_interval_steps=2",
+]
 CORPUS_FLAG = "--synthetic_corpus={" + ", ".join(f"{k}: {v}" for k, v in CORPUS.items()) + "}"
 
 
 def torchrun_probe(probe_dir, *probe_options):
     """The launcher of a 2-process CPU run, with the probe in front of the recipe script."""
     probe = os.path.join(REPO_ROOT, "tests", "integration", "ddp_probe.py")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", probe, probe_dir, *probe_options]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        probe,
+        probe_dir,
+        *probe_options,
+    ]
 
 
 def launch_command(probe_dir, runs, *probe_options):
@@ -150,11 +167,19 @@ def resumed_interval_run(tmp_path_factory, corpus):
     tmp = tmp_path_factory.mktemp("resumed_interval")
     hparams_file, flags = configuration_flags("vanilla_fused")
     flags += [f"--data_folder={corpus}", f"--output_folder={tmp / 'run'}", *INTERVAL_FLAGS]
-    killed = subprocess.run(launch_command(str(tmp / "killed"), [(hparams_file, flags)], "--slow_rename", "--kill_after=2"),
-                            cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    killed = subprocess.run(
+        launch_command(str(tmp / "killed"), [(hparams_file, flags)], "--slow_rename", "--kill_after=2"),
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode != 0 and f"Signal {int(signal.SIGKILL)} (SIGKILL)" in killed.stderr, killed.stderr[-3000:]
     (checkpoint,) = checkpoint_dirs(str(tmp / "run"))
-    random_states = [open(os.path.join(checkpoint, name), "rb").read() for name in ("random_state.ckpt", "random_state.ckpt.rank1")]
+    random_states = [
+        open(os.path.join(checkpoint, name), "rb").read() for name in ("random_state.ckpt", "random_state.ckpt.rank1")
+    ]
     (ranks,) = launch(str(tmp / "resumed"), [(hparams_file, flags)], "--slow_rename")
     return {"out": str(tmp / "run"), "ranks": ranks, "random_state_files": random_states}
 
@@ -166,7 +191,18 @@ def configurations_run(tmp_path_factory, corpus):
     runs = []
     for name in names:
         hparams_file, flags = configuration_flags(name)
-        runs.append((hparams_file, [*flags, *SMALL_SUITE, f"--data_folder={corpus}", f"--output_folder={tmp / name}", "--number_of_epochs=1"]))
+        runs.append(
+            (
+                hparams_file,
+                [
+                    *flags,
+                    *SMALL_SUITE,
+                    f"--data_folder={corpus}",
+                    f"--output_folder={tmp / name}",
+                    "--number_of_epochs=1",
+                ],
+            )
+        )
     records = launch(str(tmp / "probe"), runs)
     return {name: {"out": str(tmp / name), "ranks": ranks} for name, ranks in zip(names, records)}
 
@@ -230,14 +266,24 @@ def test_every_step_configuration_all_reduces_once_per_optimizer_step(name, requ
     result = configuration_result(name, request)
     assert_ranks_agree(result["ranks"])
     # Only rank 0 prepared the data, validated it, drew the pictures, and exported the interface and its model card.
-    preparation = ["generate_synthetic_demos", "prepare_demos"] if name == "similarity_coupled_eval" else ["prepare_demos"]
-    assert result["ranks"][0]["ran_here"] == [*preparation, "validate_inputs", "draw_run_pictures", "export_interface", "write_model_card"]
+    preparation = (
+        ["generate_synthetic_demos", "prepare_demos"] if name == "similarity_coupled_eval" else ["prepare_demos"]
+    )
+    assert result["ranks"][0]["ran_here"] == [
+        *preparation,
+        "validate_inputs",
+        "draw_run_pictures",
+        "export_interface",
+        "write_model_card",
+    ]
     assert result["ranks"][1]["ran_here"] == []
     header = read_log(result["out"])[0]
     if name == "single":
         assert "fake_loss" not in header
     else:  # adversarial steps ran after the 2 warm-up steps
-        assert ("train kl:" if name == "trades" else "fake_loss") in header and result["ranks"][0]["optimizer_steps"] > 2
+        assert ("train kl:" if name == "trades" else "fake_loss") in header and result["ranks"][0][
+            "optimizer_steps"
+        ] > 2
 
 
 def test_gradient_accumulation_all_reduces_only_on_optimizer_steps(interval_run):
@@ -266,10 +312,14 @@ def test_a_killed_run_resumes_on_every_rank_as_if_never_killed(interval_run, res
         assert resumed["random_state_after_fit"] == reference["random_state_after_fit"], f"rank {reference['rank']}"
         for module, state in reference["state_after_fit"].items():
             for key, value in state.items():
-                assert torch.equal(resumed["state_after_fit"][module][key], value), f"rank {reference['rank']}: {module}.{key}"
+                assert torch.equal(resumed["state_after_fit"][module][key], value), (
+                    f"rank {reference['rank']}: {module}.{key}"
+                )
     for name in ("train_log.txt", "robustness.csv"):
-        with open(os.path.join(interval_run["out"], name), encoding="utf-8") as f, \
-                open(os.path.join(resumed_interval_run["out"], name), encoding="utf-8") as g:
+        with (
+            open(os.path.join(interval_run["out"], name), encoding="utf-8") as f,
+            open(os.path.join(resumed_interval_run["out"], name), encoding="utf-8") as g,
+        ):
             assert g.read() == f.read(), name
 
 

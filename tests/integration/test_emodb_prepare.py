@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-
 from helpers import REPO_ROOT, TINY, flags, subprocess_env
 
 RECIPE = os.path.join(REPO_ROOT, "recipes", "EmoDB")
@@ -49,8 +48,14 @@ def test_parse_emodb_stem():
         "version": "c",
     }
     assert [parse_emodb_stem(f"03a01{letter}a")["emo"] for letter in "WLEAFTN"] == [
-        "anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral",
-    ]  # fmt: skip
+        "anger",
+        "boredom",
+        "disgust",
+        "fear",
+        "happiness",
+        "sadness",
+        "neutral",
+    ]
     with pytest.raises(ValueError, match="unknown EmoDB emotion letter 'X'"):
         parse_emodb_stem("03a01Xa")
     with pytest.raises(ValueError, match="unknown EmoDB speaker '04'"):
@@ -91,9 +96,17 @@ def test_prepare_a_speaker_fold(fake_emodb, tmp_path):
     assert "# EmoDB: speaker fold 2 of 3" in (save / "data_summary.md").read_text()
     with open(save / "speaker_split.csv", newline="", encoding="utf-8") as f:
         assert {r["spk_id"]: r["split"] for r in csv.DictReader(f)} == {
-            "03": "valid", "08": "valid", "09": "train", "10": "train", "11": "test", "13": "test"}  # fmt: skip
+            "03": "valid",
+            "08": "valid",
+            "09": "train",
+            "10": "train",
+            "11": "test",
+            "13": "test",
+        }
     with pytest.raises(ValueError, match=r"Give either fold \(2\) or test_speakers/valid_speakers"):
-        prepare_emodb(fake_emodb, str(tmp_path / "both"), fold=2, n_folds=3, test_speakers=["03"], valid_speakers=["09"])
+        prepare_emodb(
+            fake_emodb, str(tmp_path / "both"), fold=2, n_folds=3, test_speakers=["03"], valid_speakers=["09"]
+        )
 
 
 def test_prepare_random_split_and_errors(fake_emodb, tmp_path):
@@ -116,12 +129,17 @@ def test_prepare_random_split_and_errors(fake_emodb, tmp_path):
 def test_emodb_vanilla_recipe_end_to_end(fake_emodb, tmp_path):
     out = tmp_path / "run"
     command = [
-        sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", "cnn4_vanilla.yaml"),
-        f"--data_folder={fake_emodb}", f"--output_folder={out}",
+        sys.executable,
+        os.path.join(RECIPE, "train.py"),
+        os.path.join(RECIPE, "hparams", "cnn4_vanilla.yaml"),
+        f"--data_folder={fake_emodb}",
+        f"--output_folder={out}",
         # 2 epochs: adversarial from step 3 on; 3 folds of one woman and one man (fold 0: test 03 and 08)
         *flags(**{**TINY, "number_of_epochs": 2, "warmup_steps": 2, "n_folds": 3}),
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    ]
+    result = subprocess.run(
+        command, cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_manifest(out / "robustness.csv")
     assert [(r["split"], float(r["eps"])) for r in rows] == [

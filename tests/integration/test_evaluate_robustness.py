@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from helpers import run_command, valid_uars
+
 from ser_adv_brain import evaluate_robustness, targeted_success, transfer
 
 

@@ -4,15 +4,15 @@ hold loads with ``weights_only=True`` (the checkpointer's own failures: ``tests/
 
 import signal
 
+import helpers
 import numpy as np
 import pytest
 import soundfile
 import torch
 
-import helpers
-from ser_adv_brain.training.checkpoints import STAGING_PREFIX
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training.checkpoints import STAGING_PREFIX
 
 
 def test_sigkilled_run_resumes_to_the_same_results(reference_run, resume_corpus, tmp_path):
@@ -78,8 +78,9 @@ def test_killed_during_the_export_reexports_the_same_interface(reference_run, re
 
 
 def test_nonfinite_loss_stops_naming_the_batch(tmp_path, resume_corpus):
-    hparams = helpers.prepared_hparams("cnn4_vanilla", resume_corpus, **helpers.resume_sizes("cnn4_vanilla"),
-                                      output_folder=tmp_path / "run")
+    hparams = helpers.prepared_hparams(
+        "cnn4_vanilla", resume_corpus, **helpers.resume_sizes("cnn4_vanilla"), output_folder=tmp_path / "run"
+    )
     datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     brain = build_brain(hparams, {"noprogressbar": True, **helpers.EVERY_STEP}, helpers.RecipeBrain)
     # A file turns bad after the pre-training checks: the loss goes NaN at the last (4th) batch.
@@ -90,8 +91,12 @@ def test_nonfinite_loss_stops_naming_the_batch(tmp_path, resume_corpus):
     soundfile.write(nan_wav, samples, 16000, subtype="FLOAT")
     datasets["train"].data[last_id]["wav"] = str(nan_wav)
     with pytest.raises(FloatingPointError, match=rf"step 4, on the batch of utterances \[.*'{last_id}'.*\]"):
-        brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
-                  train_loader_kwargs={"batch_size": 4, "shuffle": False})
+        brain.fit(
+            brain.hparams.epoch_counter,
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs={"batch_size": 4, "shuffle": False},
+        )
     # The NaN reached no parameter, and the last checkpoint holds the parameters after step 3.
     latest = helpers.checkpoints(hparams["save_folder"])[-1]
     saved = torch.load(latest / "model.ckpt", weights_only=True)

@@ -5,15 +5,15 @@ import os
 
 import pytest
 import torch
+from helpers import RecipeBrain, markdown_rows, prepared_hparams
 
-from ser_adv_brain.metrics import ConfusionMatrix
-from helpers import RecipeBrain, prepared_hparams
 from ser_adv_brain.data.dataio import manifests_of
-from ser_adv_brain.reports.fgsm_report import fgsm_report_rows, markdown_table, write_fgsm_report
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
+from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.reports.fgsm_report import fgsm_markdown, fgsm_report_rows, write_fgsm_report
 from ser_adv_brain.runs import checked_datasets
 from ser_adv_brain.training.brain import build_brain
 from ser_adv_brain.training.checkpoints import selection_key
-from ser_adv_brain.data.synthetic import generate_synthetic_demos
 
 
 def confusion(correct, total, n_classes=2):
@@ -32,20 +32,24 @@ RESULTS = {
 def test_rows():
     rows = fgsm_report_rows(RESULTS)
     assert [(r["split"], r["eps"], r["data"], r["UAR"], r["n"]) for r in rows] == [
-        ("valid", 0.0, "real", 1.0, 4), ("valid", 0.02, "fake", 0.75, 4), ("valid", 0.1, "fake", 0.25, 4),
-        ("test", 0.0, "real", 0.8, 10), ("test", 0.02, "fake", 0.5, 10), ("test", 0.1, "fake", 0.0, 10),
+        ("valid", 0.0, "real", 1.0, 4),
+        ("valid", 0.02, "fake", 0.75, 4),
+        ("valid", 0.1, "fake", 0.25, 4),
+        ("test", 0.0, "real", 0.8, 10),
+        ("test", 0.02, "fake", 0.5, 10),
+        ("test", 0.1, "fake", 0.0, 10),
     ]
 
 
 def test_markdown_table_is_laid_out_like_the_paper():
-    assert markdown_table(RESULTS, "cnn4_single") == (
-        "### cnn4_single\n\n"
-        "| data | eps | Dev UAR | Test UAR |\n"
-        "|---|---|---|---|\n"
-        "| real | 0.00 | 1.000 | 0.800 |\n"
-        "| fake | 0.02 | 0.750 | 0.500 |\n"
-        "| fake | 0.10 | 0.250 | 0.000 |\n"
-    )
+    table = fgsm_markdown(RESULTS, "cnn4_single")
+    assert table.startswith("### cnn4_single\n\n")
+    assert markdown_rows(table) == [
+        ["data", "eps", "Dev UAR", "Test UAR"],
+        ["real", "0.00", "1.000", "0.800"],
+        ["fake", "0.02", "0.750", "0.500"],
+        ["fake", "0.10", "0.250", "0.000"],
+    ]
 
 
 def test_report_files(tmp_path):
@@ -53,7 +57,12 @@ def test_report_files(tmp_path):
     assert (tmp_path / "robustness.md").read_text() == table
     rows = list(csv.DictReader(open(tmp_path / "robustness.csv", encoding="utf-8")))
     assert [float(r["UAR"]) for r in rows] == [1.0, 0.75, 0.25, 0.8, 0.5, 0.0]
-    assert sorted(os.listdir(tmp_path)) == ["confusion_test.csv", "confusion_valid.csv", "robustness.csv", "robustness.md"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "confusion_test.csv",
+        "confusion_valid.csv",
+        "robustness.csv",
+        "robustness.md",
+    ]
     test_confusion = list(csv.reader(open(tmp_path / "confusion_test.csv", encoding="utf-8")))
     assert test_confusion[1] == ["anger", "8", "2", "10", "0.8000"]  # real data (eps 0)
 
@@ -64,9 +73,12 @@ def trained_uar_curve(hparams):
     brain = build_brain(hparams, {"device": "cpu", "noprogressbar": True}, RecipeBrain)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
     brain.fit(
-        brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
-        train_loader_kwargs=hparams["dataloader_options"], valid_loader_kwargs=hparams["test_dataloader_options"],
-    )  # fmt: skip
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["dataloader_options"],
+        valid_loader_kwargs=hparams["test_dataloader_options"],
+    )
     max_key = selection_key(hparams["select_checkpoint"])
     curves = [
         brain.evaluate_under_attack(datasets[split], hparams["attack"], hparams["eval_eps"], max_key=max_key)
@@ -88,11 +100,18 @@ def test_attack_works_and_adversarial_training_defends(demos_prepare, tmp_path):
     mean kept every margin by at least .078 on every setting measured (docs/testing.md).
     """
     corpus = generate_synthetic_demos(
-        str(tmp_path / "corpus"), n_speakers=6, utterances_per_emotion=6, neutral_per_speaker=0,
-        min_duration=1.0, max_duration=1.5, seed=1,
+        str(tmp_path / "corpus"),
+        n_speakers=6,
+        utterances_per_emotion=6,
+        neutral_per_speaker=0,
+        min_duration=1.0,
+        max_duration=1.5,
+        seed=1,
     )
     grid, train_eps, seeds = [0.0, 0.02, 0.05, 0.1], 0.05, (1, 2, 3)
-    common = dict(data_folder=corpus, base_channels=8, n_frames=64, number_of_epochs=30, attack_labels="target", eval_eps=grid)
+    common = dict(
+        data_folder=corpus, base_channels=8, n_frames=64, number_of_epochs=30, attack_labels="target", eval_eps=grid
+    )
     curves = {}
     for name, extra in (("cnn4_single", {}), ("cnn4_vanilla", {"attack_eps": train_eps, "warmup_steps": 0})):
         per_seed = []

@@ -11,10 +11,10 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import REPO_ROOT, run_command
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from helpers import REPO_ROOT, run_command
 from ser_adv_brain.audio.loading import frames_to_samples
 from ser_adv_brain.data.dataio import audio_pipeline
 
@@ -43,7 +43,9 @@ def client_results(trained):
     folder = os.path.join(trained["out"], "interface")
     results = str(trained["tmp"] / "client.pt")
     client = os.path.join(REPO_ROOT, "tests", "integration", "inference_client.py")
-    run_command([sys.executable, client, folder, str(trained["tmp"] / "pretrained"), results, str(EPS), *trained["wavs"]])
+    run_command(
+        [sys.executable, client, folder, str(trained["tmp"] / "pretrained"), results, str(EPS), *trained["wavs"]]
+    )
     return torch.load(results)
 
 
@@ -56,7 +58,14 @@ def best_checkpoint(out):
 
 def test_export_writes_the_interface_folder(trained):
     folder = os.path.join(trained["out"], "interface")
-    expected = {"hyperparams.yaml", "model.ckpt", "normalizer.ckpt", "label_encoder.ckpt", "custom_interface.py", "README.md"}
+    expected = {
+        "hyperparams.yaml",
+        "model.ckpt",
+        "normalizer.ckpt",
+        "label_encoder.ckpt",
+        "custom_interface.py",
+        "README.md",
+    }
     assert set(os.listdir(folder)) == expected
     # The exported weights are the best checkpoint's, not the latest's.
     checkpoint = best_checkpoint(trained["out"])

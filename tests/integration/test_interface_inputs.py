@@ -8,8 +8,8 @@ import pytest
 import soundfile
 import torch
 
-from ser_adv_brain.interface import EmotionRecognizer, UnusableAudioError
 from ser_adv_brain.data.validation import audio_problem, decode_facts
+from ser_adv_brain.interface import EmotionRecognizer, UnusableAudioError
 
 
 @pytest.fixture(scope="module")

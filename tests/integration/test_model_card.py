@@ -8,16 +8,16 @@ import socket
 import pytest
 import torch
 import yaml
+from helpers import LEARNING_CORPUS, load_hparams
 from huggingface_hub import ModelCard
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import foreign_class
 
-from helpers import LEARNING_CORPUS, load_hparams
 from ser_adv_brain.attacks import PGD
 from ser_adv_brain.features import GaussianFeatureNoise
 from ser_adv_brain.interface import EmotionRecognizer
-from ser_adv_brain.reports.model_card import model_card
 from ser_adv_brain.objectives import VanillaAdversarialObjective
+from ser_adv_brain.reports.model_card import model_card
 from ser_adv_brain.training_steps import CleanStep, FeatureNoiseStep, adversarial_step
 
 
@@ -129,7 +129,10 @@ def test_card_names_what_the_model_was_trained_on(run_hparams):
         ),
         "clean training, attacked with FGSM": CleanStep(),
     }
-    bodies = {headline: metadata_and_body(model_card({**run_hparams, "training_step": step}))[1] for headline, step in steps.items()}
+    bodies = {
+        headline: metadata_and_body(model_card({**run_hparams, "training_step": step}))[1]
+        for headline, step in steps.items()
+    }
     for headline, body in bodies.items():
         assert headline in body.splitlines()[1]
         if not isinstance(steps[headline], CleanStep):

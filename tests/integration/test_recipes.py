@@ -14,14 +14,15 @@ import sys
 
 import pytest
 import torch
-
 from helpers import files_to_check, recipe_rows, run_command
 
 ROWS = recipe_rows()
 
 
 @pytest.mark.parametrize(
-    "row", [row for _, row in ROWS], ids=[f"{recipe_id}-{os.path.basename(row['Hparam_file'])}" for recipe_id, row in ROWS]
+    "row",
+    [row for _, row in ROWS],
+    ids=[f"{recipe_id}-{os.path.basename(row['Hparam_file'])}" for recipe_id, row in ROWS],
 )
 def test_recipe_runs_with_its_debug_flags(row, tmp_path):
     flags = shlex.split(row["test_debug_flags"])
@@ -31,10 +32,18 @@ def test_recipe_runs_with_its_debug_flags(row, tmp_path):
         flags.append(f"--output_folder={output_folder}")
     command = [sys.executable, row["Script_file"], row["Hparam_file"], *flags, "--device=cpu"]
     run_command([*command, "--debug", "--debug_persistently"])
-    missing = [name for name in files_to_check(row["test_debug_checks"]) if not os.path.exists(os.path.join(output_folder, name))]
+    missing = [
+        name
+        for name in files_to_check(row["test_debug_checks"])
+        if not os.path.exists(os.path.join(output_folder, name))
+    ]
     assert not missing, f"{row['Hparam_file']}: no {missing} in {output_folder}"
-    check_contents(output_folder, flags, adversarial=not row["Hparam_file"].endswith(("_single.yaml", "_trades.yaml")),
-                   similarity=row["Hparam_file"].endswith("_similarity.yaml"))
+    check_contents(
+        output_folder,
+        flags,
+        adversarial=not row["Hparam_file"].endswith(("_single.yaml", "_trades.yaml")),
+        similarity=row["Hparam_file"].endswith("_similarity.yaml"),
+    )
 
 
 def read_csv(path):
@@ -62,8 +71,11 @@ def check_contents(folder, flags, adversarial, similarity):
 
     manifests = {split: read_csv(os.path.join(folder, f"{split}.csv")) for split in ("train", "valid", "test")}
     speakers = {split: {r["spk_id"] for r in rows} for split, rows in manifests.items()}
-    assert not (speakers["train"] & speakers["valid"] or speakers["train"] & speakers["test"]
-                or speakers["valid"] & speakers["test"])
+    assert not (
+        speakers["train"] & speakers["valid"]
+        or speakers["train"] & speakers["test"]
+        or speakers["valid"] & speakers["test"]
+    )
     assert all(os.path.isfile(r["wav"]) for rows in manifests.values() for r in rows)
     encoder_text = open(os.path.join(folder, "save", "label_encoder.txt"), encoding="utf-8").read()
     labels = re.findall(r"^'(.+)' => \d+$", encoder_text.split("=" * 16)[0], re.M)  # before SpeechBrain's footer
@@ -81,8 +93,10 @@ def check_contents(folder, flags, adversarial, similarity):
         assert sum(map(sum, counts)) == len(manifests[split])
 
     interface = os.path.join(folder, "interface")
-    assert open(os.path.join(interface, "label_encoder.ckpt")).read() == open(
-        os.path.join(folder, "save", "label_encoder.txt")).read()
+    assert (
+        open(os.path.join(interface, "label_encoder.ckpt")).read()
+        == open(os.path.join(folder, "save", "label_encoder.txt")).read()
+    )
     (checkpoint,) = glob.glob(os.path.join(folder, "save", "CKPT+*"))
     exported, saved = (torch.load(os.path.join(f, "model.ckpt")) for f in (interface, checkpoint))
     assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)

@@ -14,9 +14,9 @@ run saves. Each run here adds what no other test resumes:
 
 import signal
 
+import helpers
 import pytest
 
-import helpers
 
 @pytest.mark.parametrize("yaml", ["cnn4_similarity.yaml", "recipes/EmoDB/hparams/cnn4_single.yaml", "cnn4_pgd.yaml"])
 def test_killed_run_resumes_exactly(yaml, resume_corpus, tmp_path):

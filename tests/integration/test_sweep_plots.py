@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import markdown_rows
 
 from ser_adv_brain.commands import sweep
 from ser_adv_brain.reports import plots
@@ -28,7 +29,8 @@ STUB_TRAIN = textwrap.dedent('''
     out = args["output_folder"]
     name = os.path.basename(out)
     call = {"argv": sys.argv[1:], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
-            "kernels": {k: v for k, v in os.environ.items() if k.endswith(("CPU_CAPABILITY", "CPU_ISA", "INSTRUCTIONS"))},
+            "kernels": {k: v for k, v in os.environ.items()
+                        if k.endswith(("CPU_CAPABILITY", "CPU_ISA", "INSTRUCTIONS"))},
             "pythonpath": os.environ.get("PYTHONPATH", ""),
             "found_checkpoint": os.path.exists(os.path.join(out, "save", "CKPT"))}
     time.sleep(float(os.environ.get("STUB_SLEEP", "0")))
@@ -98,15 +100,22 @@ def test_sweep_skips_finished_runs_and_resumes_half_finished_ones(stub_recipe):
     options = ["--models", "cnn4", "--eps=[0.02, 0.04]"]
     run_sweep(stub_recipe, *options)
     started = dict(zip(called_runs(stub_recipe), calls(stub_recipe)))
-    assert sorted(started) == ["cnn4_similarity_eps0.02", "cnn4_similarity_eps0.04", "cnn4_vanilla_eps0.02", "cnn4_vanilla_eps0.04"]
+    assert sorted(started) == [
+        "cnn4_similarity_eps0.02",
+        "cnn4_similarity_eps0.04",
+        "cnn4_vanilla_eps0.02",
+        "cnn4_vanilla_eps0.04",
+    ]
     # The half-finished run got the same command as a fresh one, in its own folder, its checkpoint still there.
     resumed = started["cnn4_vanilla_eps0.02"]
     assert resumed["found_checkpoint"]
     assert resumed["pythonpath"].split(os.pathsep)[0] == os.path.dirname(os.path.dirname(sweep.__file__))
     assert resumed["argv"] == [
-        os.path.join(stub_recipe["recipe"], "hparams", "cnn4_vanilla.yaml"), f"--output_folder={half}",
-        "--attack_eps=0.02", "--base_channels=16",
-    ]  # fmt: skip
+        os.path.join(stub_recipe["recipe"], "hparams", "cnn4_vanilla.yaml"),
+        f"--output_folder={half}",
+        "--attack_eps=0.02",
+        "--base_channels=16",
+    ]
     # --report_only starts nothing (a run removed meanwhile stays missing); without it, only that run runs.
     shutil.rmtree(os.path.join(out, "cnn4_vanilla_eps0.04"))
     stub_recipe["log"].unlink()
@@ -149,7 +158,9 @@ def test_one_run_per_gpu_at_a_time(stub_recipe, monkeypatch):
         for b in done:
             if a is not b and a["gpu"] == b["gpu"]:
                 assert a["end"] <= b["start"] or b["end"] <= a["start"], "two runs shared a GPU"
-    assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in done for b in done if a is not b), "never in parallel"
+    assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in done for b in done if a is not b), (
+        "never in parallel"
+    )
 
 
 def test_unknown_model_and_sweep_owned_option_are_refused_before_any_run(stub_recipe):
@@ -163,11 +174,22 @@ def test_unknown_model_and_sweep_owned_option_are_refused_before_any_run(stub_re
 
 
 def test_a_yaml_key_goes_to_the_runs_whose_yaml_has_it_run_options_to_all(stub_recipe):
-    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "vanilla", "--eps=[0.02]", "--warmup_steps=20",
-              "--device=cpu")  # fmt: skip
+    run_sweep(
+        stub_recipe,
+        "--models",
+        "cnn4",
+        "--modes",
+        "single",
+        "vanilla",
+        "--eps=[0.02]",
+        "--warmup_steps=20",
+        "--device=cpu",
+    )
     argv = {run: call["argv"][2:] for run, call in zip(called_runs(stub_recipe), calls(stub_recipe))}
-    assert argv == {"cnn4_single": ["--device=cpu", "--base_channels=16"],
-                    "cnn4_vanilla_eps0.02": ["--attack_eps=0.02", "--warmup_steps=20", "--device=cpu", "--base_channels=16"]}
+    assert argv == {
+        "cnn4_single": ["--device=cpu", "--base_channels=16"],
+        "cnn4_vanilla_eps0.02": ["--attack_eps=0.02", "--warmup_steps=20", "--device=cpu", "--base_channels=16"],
+    }
 
 
 def test_paper_table_matches_the_runs_csv_files(stub_recipe):
@@ -177,7 +199,10 @@ def test_paper_table_matches_the_runs_csv_files(stub_recipe):
     assert len(rows) == 2 * 2 * (3 + 4 * 2)  # models x splits x (single: real, 2 fake; 4 AT runs: real, fake)
     for row in rows:
         folder = os.path.join(out, row["run"])
-        fgsm = {(r["split"], float(r["eps"])): r["UAR"] for r in csv.DictReader(open(os.path.join(folder, "robustness.csv")))}
+        fgsm = {
+            (r["split"], float(r["eps"])): r["UAR"]
+            for r in csv.DictReader(open(os.path.join(folder, "robustness.csv")))
+        }
         assert float(row["UAR"]) == float(fgsm[(row["split"], float(row["eps"]))])
         eps = 0.0 if row["data"] == "real" else float(row["train_eps"] or row["eps"])
         assert float(row["eps"]) == eps
@@ -187,38 +212,53 @@ def test_paper_table_matches_the_runs_csv_files(stub_recipe):
             if r["attack"] == "robust"
         }
         expected = robust.get((row["split"], eps)) if row["data"] == "fake" else None
-        assert (float(row["robust_UAR"]) if row["robust_UAR"] else None) == (None if expected is None else float(expected))
+        assert (float(row["robust_UAR"]) if row["robust_UAR"] else None) == (
+            None if expected is None else float(expected)
+        )
     single = {r["split"]: r for r in rows if (r["model"], r["training"], r["data"]) == ("cnn4", "single", "real")}
     assert (float(single["valid"]["paper_UAR"]), float(single["test"]["paper_UAR"])) == (0.826, 0.836)
     # The markdown shows the same numbers: dev / test, ours then the paper's then robust UAR.
     table = open(os.path.join(out, "paper_table.md"), encoding="utf-8").read()
-    vanilla = {r["split"]: r for r in rows if (r["model"], r["training"], r["train_eps"], r["data"]) == ("cnn4", "vanilla", "0.02", "fake")}
-    line = next(li for li in table.splitlines() if li.startswith("| vanilla, eps 0.02 | fake"))
+    vanilla = {
+        r["split"]: r
+        for r in rows
+        if (r["model"], r["training"], r["train_eps"], r["data"]) == ("cnn4", "vanilla", "0.02", "fake")
+    }
+    line = next(row for row in markdown_rows(table) if row[:2] == ["vanilla, eps 0.02", "fake, eps 0.02"])
     dev, test = (f"{float(vanilla[s]['UAR']):.3f}".replace("0.", ".", 1) for s in ("valid", "test"))
-    assert line.split(" | ")[2] == f"{dev} / {test}" and line.split(" | ")[3] == ".744 / .800"
+    assert line[2] == f"{dev} / {test}" and line[3] == ".744 / .800"
     assert os.path.getsize(os.path.join(out, "robustness_cnn4.png")) > 1000
 
 
-def test_replicates_run_once_per_seed_and_kernel_setting_and_the_table_gives_their_mean_and_range(stub_recipe, monkeypatch):
+def test_replicates_run_once_per_seed_and_kernel_setting_and_the_table_gives_their_mean_and_range(
+    stub_recipe, monkeypatch
+):
     for variable in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(variable, raising=False)
-    run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "8", "--cpu_kernels", "native", "avx2")
+    run_sweep(
+        stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "8", "--cpu_kernels", "native", "avx2"
+    )
     done = {os.path.relpath(c["argv"][1].split("=", 1)[1], stub_recipe["out"]): c for c in calls(stub_recipe)}
-    assert sorted(done) == [os.path.join("cnn4_single", r) for r in ("seed7-avx2", "seed7-native", "seed8-avx2", "seed8-native")]
+    assert sorted(done) == [
+        os.path.join("cnn4_single", r) for r in ("seed7-avx2", "seed7-native", "seed8-avx2", "seed8-native")
+    ]
     for replicate, call in done.items():
-        seed, kernels = replicate.split(os.sep)[1][len("seed"):].split("-")
+        seed, kernels = replicate.split(os.sep)[1][len("seed") :].split("-")
         assert call["argv"][2:] == [f"--seed={seed}", "--base_channels=16"]
         assert call["kernels"] == sweep.CPU_KERNELS[kernels]
     rows = list(csv.DictReader(open(os.path.join(stub_recipe["out"], "paper_table.csv"), encoding="utf-8")))
-    real = {r["split"]: [float(x["UAR"]) for x in rows if x["split"] == r["split"] and x["data"] == "real"] for r in rows}
+    real = {
+        r["split"]: [float(x["UAR"]) for x in rows if x["split"] == r["split"] and x["data"] == "real"] for r in rows
+    }
     assert all(len(values) == 4 for values in real.values())
-    line = next(li for li in open(os.path.join(stub_recipe["out"], "paper_table.md"), encoding="utf-8") if li.startswith("| single | real"))
+    table = open(os.path.join(stub_recipe["out"], "paper_table.md"), encoding="utf-8").read()
+    line = next(row for row in markdown_rows(table) if row[:2] == ["single", "real"])
 
     def short(value):
         return f"{value:.3f}".replace("0.", ".", 1)
 
     expected = [f"{short(sum(v) / 4)} [{short(min(v))}, {short(max(v))}]" for v in (real["valid"], real["test"])]
-    assert line.split(" | ")[2] == " / ".join(expected)
+    assert line[2] == " / ".join(expected)
     with pytest.raises(SystemExit):  # the seed is the sweep's to set
         run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "--seed=3")
 
@@ -235,7 +275,9 @@ def write(path, text):
 
 @pytest.fixture
 def run_folder(tmp_path):
-    write(tmp_path / "robustness.csv", """
+    write(
+        tmp_path / "robustness.csv",
+        """
         split,eps,data,UAR,accuracy,n
         valid,0.0,real,0.70,0.7,81
         valid,0.02,fake,0.45,0.4,81
@@ -243,7 +285,8 @@ def run_folder(tmp_path):
         test,0.0,real,0.72,0.7,107
         test,0.02,fake,0.44,0.4,107
         test,0.1,fake,0.23,0.2,107
-    """)
+    """,
+    )
     suite = ["split,threat_model,budget,attack,UAR_alone,UAR_worst_so_far,attacked,fooled"]
     for split in ("valid", "test"):
         suite += [f"{split},features_linf,{e},PGD-10,{0.5 - 2 * e},{0.5 - 2 * e},80,9" for e in (0.02, 0.04, 0.1)]
@@ -253,20 +296,37 @@ def run_folder(tmp_path):
         suite += [f"{split},waveform_snr,{s},robust,,{s / 100},,9" for s in (40, 30, 20)]
     write(tmp_path / "attack_suite.csv", "\n".join(suite) + "\n")
     matrix = ["true \\ predicted," + ",".join(LABELS) + ",support,recall"]
-    matrix += [f"{label}," + ",".join("3" if i == j else "1" for j in range(7)) + ",9,0.3333" for i, label in enumerate(LABELS)]
+    matrix += [
+        f"{label}," + ",".join("3" if i == j else "1" for j in range(7)) + ",9,0.3333" for i, label in enumerate(LABELS)
+    ]
     matrix += ["UAR,,,,,,,,63,0.3333"]
     write(tmp_path / "confusion_test.csv", "\n".join(matrix) + "\n")
     write(tmp_path / "confusion_test_eps0.02.csv", "\n".join(matrix) + "\n")
-    write(tmp_path / "train_log.txt", """
-        epoch: 1, lr: 1.00e-03 - train loss: 1.73 - valid loss: 2.56, valid UAR: 2.23e-01, valid accuracy: 1.60e-01
-        epoch: 2, lr: 1.00e-03 - train loss: 1.12, train real_loss: 1.03, train fake_loss: 1.10 - valid loss: 1.35, valid UAR: 4.75e-01, valid accuracy: 4.81e-01
-        Epoch loaded: 2 - test loss: 1.2, test UAR: 5.0e-01, test accuracy: 5.1e-01
-    """)
+    epoch_2 = (
+        "epoch: 2, lr: 1.00e-03 - train loss: 1.12, train real_loss: 1.03, train fake_loss: 1.10 - "
+        "valid loss: 1.35, valid UAR: 4.75e-01, valid accuracy: 4.81e-01"
+    )
+    log = [
+        "epoch: 1, lr: 1.00e-03 - train loss: 1.73 - valid loss: 2.56, valid UAR: 2.23e-01, valid accuracy: 1.60e-01",
+        epoch_2,
+        "Epoch loaded: 2 - test loss: 1.2, test UAR: 5.0e-01, test accuracy: 5.1e-01",
+    ]
+    write(tmp_path / "train_log.txt", "\n".join(log) + "\n")
     rng = np.random.default_rng(0)
     real = rng.normal(size=(40, 16)).astype("float32")
-    np.savez(tmp_path / "spectrogram_triptych.npz", real=real, fake=real + 0.02 * np.sign(rng.normal(size=real.shape)),
-             eps=0.02, utterance="03a01Fa", true="happiness", predicted_real="happiness", predicted_fake="anger")  # fmt: skip
-    rates = [f"{label}," + ",".join("1.0000" if i == j else "0.2500" for j in range(7)) for i, label in enumerate(LABELS)]
+    np.savez(
+        tmp_path / "spectrogram_triptych.npz",
+        real=real,
+        fake=real + 0.02 * np.sign(rng.normal(size=real.shape)),
+        eps=0.02,
+        utterance="03a01Fa",
+        true="happiness",
+        predicted_real="happiness",
+        predicted_fake="anger",
+    )
+    rates = [
+        f"{label}," + ",".join("1.0000" if i == j else "0.2500" for j in range(7)) for i, label in enumerate(LABELS)
+    ]
     write(tmp_path / "success_matrix.csv", "\n".join(["true \\ target," + ",".join(LABELS), *rates]) + "\n")
     return tmp_path
 
@@ -279,18 +339,32 @@ def is_png(path):
 def test_every_plot_writes_a_png_beside_its_csv(run_folder, tmp_path):
     drawn = plots.draw_run(str(run_folder))
     names = sorted(os.path.basename(p) for p in drawn)
-    assert names == ["confusion_test.png", "confusion_test_eps0.02.png", "robustness.png", "spectrogram_triptych.png",
-                     "success_matrix.png", "train_log.png"]  # fmt: skip
+    assert names == [
+        "confusion_test.png",
+        "confusion_test_eps0.02.png",
+        "robustness.png",
+        "spectrogram_triptych.png",
+        "success_matrix.png",
+        "train_log.png",
+    ]
     assert all(is_png(p) for p in drawn)
     epochs = plots.parse_train_log(str(run_folder / "train_log.txt"))
-    assert [e["epoch"] for e in epochs] == [1, 2] and epochs[1]["train fake_loss"] == 1.10 and epochs[0]["valid UAR"] == 0.223
+    assert (
+        [e["epoch"] for e in epochs] == [1, 2]
+        and epochs[1]["train fake_loss"] == 1.10
+        and epochs[0]["valid UAR"] == 0.223
+    )
     transfer = ["eps,source,target,UAR"]
     transfer += [f"{e},runs/{s},runs/{t},{0.3 if s == t else 0.6}" for e in (0.02, 0.1) for s in "ab" for t in "ab"]
     transfer += ["real,,runs/a,0.8", "real,,runs/b,0.7"]
     assert is_png(plots.plot_transfer(write(tmp_path / "transfer.csv", "\n".join(transfer) + "\n")))
     grid = ["model,training,train_eps,split,eps,UAR"]
     for mode, train_eps in [("single", ""), ("vanilla", 0.02), ("similarity", 0.02)]:
-        grid += [f"cnn4,{mode},{train_eps},{s},{e},{0.8 - e * (3 if mode == 'single' else 2)}" for s in ("valid", "test") for e in (0.0, 0.02, 0.1)]
+        grid += [
+            f"cnn4,{mode},{train_eps},{s},{e},{0.8 - e * (3 if mode == 'single' else 2)}"
+            for s in ("valid", "test")
+            for e in (0.0, 0.02, 0.1)
+        ]
     drawn = plots.plot_grid_curves(write(tmp_path / "grid_robustness.csv", "\n".join(grid) + "\n"))
     assert [os.path.basename(p) for p in drawn] == ["robustness_cnn4.png"]
     assert is_png(tmp_path / "robustness_cnn4.png")

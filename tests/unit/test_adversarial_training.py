@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_brain import RUN_OPTS, build, parameters
 
 from ser_adv_brain.attacks import KLPGD
 from ser_adv_brain.models import CNN4
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, TRADESObjective
 from ser_adv_brain.training_steps import NoiseStep, adversarial_step
-from test_brain import RUN_OPTS, build, parameters
 
 REAL_LOGITS = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.5, -1.0]])
 FAKE_LOGITS = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 0.0]])
@@ -70,8 +70,14 @@ def test_trades_kl_trains_both_branches():
     assert real.grad.abs().sum() > 0 and fake.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kwargs, culprit", [({"beta": -1.0}, "beta"), ({"distance_weight": float("nan")}, "distance_weight"),
-                                             ({"distance": "cosine"}, "distance")])
+@pytest.mark.parametrize(
+    "kwargs, culprit",
+    [
+        ({"beta": -1.0}, "beta"),
+        ({"distance_weight": float("nan")}, "distance_weight"),
+        ({"distance": "cosine"}, "distance"),
+    ],
+)
 def test_trades_objective_checks_its_weights(kwargs, culprit):
     with pytest.raises(ValueError, match=culprit):
         TRADESObjective(**kwargs)
@@ -226,23 +232,42 @@ TRAIN_MODE = {"attack_labels": "target", "attack_mode": "train"}  # Madry's and 
 # (yaml, overrides, objective replacing the yaml's, or None; the formula's weights)
 STEP_CASES = [
     ("cnn4_pgd", {"alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
-    ("cnn4_pgd", {**TRAIN_MODE, "training_steps": 2}, SimilarityAdversarialObjective(0.3, 0.5),
-     {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "mse"}),
+    (
+        "cnn4_pgd",
+        {**TRAIN_MODE, "training_steps": 2},
+        SimilarityAdversarialObjective(0.3, 0.5),
+        {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "mse"},
+    ),
     ("cnn4_fast", {**TRAIN_MODE, "alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
-    ("cnn4_fast", {}, SimilarityAdversarialObjective(0.6, 0.1, "l2"),
-     {"kind": "similarity", "beta": 0.6, "gamma": 0.1, "distance": "l2"}),
+    (
+        "cnn4_fast",
+        {},
+        SimilarityAdversarialObjective(0.6, 0.1, "l2"),
+        {"kind": "similarity", "beta": 0.6, "gamma": 0.1, "distance": "l2"},
+    ),
     ("cnn4_trades", {"trades_beta": 2.0}, None, {"kind": "trades", "beta": 2.0, "distance_weight": 0.0}),
-    ("cnn4_trades", {"attack_mode": "train", "distance_weight": 0.5, "distance": "l1"}, None,
-     {"kind": "trades", "beta": 6.0, "distance_weight": 0.5, "distance": "l1"}),
+    (
+        "cnn4_trades",
+        {"attack_mode": "train", "distance_weight": 0.5, "distance": "l1"},
+        None,
+        {"kind": "trades", "beta": 6.0, "distance_weight": 0.5, "distance": "l1"},
+    ),
     ("cnn4_logmel_noise", {"alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
     ("cnn4_raw_noise", {"alpha": 0.3}, None, {"kind": "vanilla", "alpha": 0.3}),
-    ("cnn4_raw_noise", {}, SimilarityAdversarialObjective(0.3, 0.5, "l1"),
-     {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "l1"}),
+    (
+        "cnn4_raw_noise",
+        {},
+        SimilarityAdversarialObjective(0.3, 0.5, "l1"),
+        {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "l1"},
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, overrides, objective, spec", STEP_CASES,
-                         ids=[f"{c[0]}-{'-'.join(map(str, c[1].values()))}-{c[3]['kind']}" for c in STEP_CASES])
+@pytest.mark.parametrize(
+    "name, overrides, objective, spec",
+    STEP_CASES,
+    ids=[f"{c[0]}-{'-'.join(map(str, c[1].values()))}-{c[3]['kind']}" for c in STEP_CASES],
+)
 def test_training_step_equals_the_plain_two_pass_computation(tiny_hparams, name, overrides, objective, spec):
     """One ``fit_batch`` with plain SGD moves the parameters by ``lr *`` the plain gradient, and leaves
     the BN statistics where the two training forwards put them: the attack never updates them."""
@@ -251,7 +276,8 @@ def test_training_step_equals_the_plain_two_pass_computation(tiny_hparams, name,
     step = hparams["training_step"]
     if objective is not None:  # the same step, with another objective
         hparams["training_step"] = (
-            type(step)(step.noise, objective, step.warmup_steps) if isinstance(step, NoiseStep)
+            type(step)(step.noise, objective, step.warmup_steps)
+            if isinstance(step, NoiseStep)
             else adversarial_step(step.attack, objective, step.warmup_steps)
         )
     hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)

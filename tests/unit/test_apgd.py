@@ -6,15 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ser_adv_brain.attacks import APGD, PGD, WaveformAPGD
-from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.attacks.apgd import checkpoint_iterations
 from ser_adv_brain.attacks.dlr import dlr_loss, targeted_dlr_loss
 from ser_adv_brain.features import FeatureNormalizer, LogMel
-from ser_adv_brain.models import CNN4
+from ser_adv_brain.models import CNN4, WaveformClassifier
 
 
 class Linear(torch.nn.Module):
-    """``logits = x . W`` summed over frames: a model whose gradient never vanishes (and a fixed one for ``constant``)."""
+    """``logits = x . W`` summed over frames: a gradient that never vanishes (and a fixed output for ``constant``)."""
 
     def __init__(self, n_classes=5, n_mels=8, constant=False):
         super().__init__()
@@ -33,7 +32,11 @@ class Rising(Linear):
 
     def forward(self, feats):
         self.calls += 1
-        logits = 1e-3 * super().forward(feats)[0] + torch.tensor([5.0, 0, 0, 0, 0]) + self.calls * torch.tensor([0, 1.0, 0, 0, 0])
+        logits = (
+            1e-3 * super().forward(feats)[0]
+            + torch.tensor([5.0, 0, 0, 0, 0])
+            + self.calls * torch.tensor([0, 1.0, 0, 0, 0])
+        )
         return logits, feats
 
 
@@ -139,7 +142,12 @@ def test_one_apgd_step_from_the_clean_input_is_fgsm_projected(model):
 @pytest.mark.parametrize("loss, targets", [("ce", 0), ("dlr", 0), ("dlr", 2)])
 def test_every_output_lies_inside_its_budget(model, norm, eps, eta, loss, targets):
     x, labels = 3 * torch.randn(6, 20, 8), torch.tensor([0, 1, 2, 3, 4, 0])
-    delta = APGD(eps=eps, steps=6, norm=norm, eta=eta, loss=loss, targets=targets, label_source="target").perturb(model, x, labels) - x
+    delta = (
+        APGD(eps=eps, steps=6, norm=norm, eta=eta, loss=loss, targets=targets, label_source="target").perturb(
+            model, x, labels
+        )
+        - x
+    )
     size = delta.flatten(1).abs().amax(dim=1) if norm == "linf" else delta.flatten(1).norm(dim=1)
     assert (size <= eps * (1 + 1e-5)).all()
     if eta is not None:
@@ -161,7 +169,7 @@ def test_apgd_t_aims_at_the_most_likely_other_classes_in_turn_on_what_is_still_c
     attack = APGD(eps=1e-6, steps=2, loss="dlr", targets=9, eta=None, label_source="target")  # too small to fool
     attack.apgd_loss = recording.__get__(attack)
     attack.perturb(model, x, labels)
-    per_pass = aimed[:: 3]  # a pass: the start and 2 steps, each computing the loss once
+    per_pass = aimed[::3]  # a pass: the start and 2 steps, each computing the loss once
     assert len(aimed) == 4 * 3  # min(9, 5 - 1) = 4 target classes
     for rank, target in enumerate(per_pass, start=1):
         assert torch.equal(target, order[:, rank])

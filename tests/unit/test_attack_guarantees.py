@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
-from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
-from ser_adv_brain.models import CNN4
+from ser_adv_brain.models import CNN4, WaveformClassifier
 
 # name -> (factory(model_mode, seed), domain); Square scores in eval mode only.
 ATTACKS = {
@@ -16,7 +15,10 @@ ATTACKS = {
         lambda mode, seed: PGD(eps=1.0, steps=2, norm="l2", target_class="least_likely", seed=seed, model_mode=mode),
         "features",
     ),
-    "waveform-snr-restarts": (lambda mode, seed: WaveformPGD(eps=20.0, steps=2, restarts=2, seed=seed, model_mode=mode), "waveform"),
+    "waveform-snr-restarts": (
+        lambda mode, seed: WaveformPGD(eps=20.0, steps=2, restarts=2, seed=seed, model_mode=mode),
+        "waveform",
+    ),
     "waveform-linf-targeted": (
         lambda mode, seed: WaveformPGD(eps=0.01, norm="linf", steps=2, target_class=1, seed=seed, model_mode=mode),
         "waveform",

@@ -2,17 +2,19 @@
 
 import pytest
 import torch
-
 from helpers_attacks import CLASS_NAMES, N_CLASSES, trained_classifier
+
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
-from ser_adv_brain.evaluation.targeted import targeted_success_matrix
-from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.attacks.base import predict
+from ser_adv_brain.evaluation.targeted import targeted_success_matrix
 from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.models import WaveformClassifier
 
 pytestmark = pytest.mark.trained  # a model trained here, then attacked
 
-EPS = 0.4  # FGSM leaves most utterances recognised here, PGD very few (see test_pgd_lowers_uar_at_least_as_much_as_fgsm)
+EPS = (
+    0.4  # FGSM leaves most utterances recognised here, PGD very few (see test_pgd_lowers_uar_at_least_as_much_as_fgsm)
+)
 
 
 @pytest.fixture(scope="module")

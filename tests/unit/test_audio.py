@@ -26,8 +26,10 @@ def test_16k_mono_is_read_as_is(tmp_path):
     assert torch.allclose(wav, torch.from_numpy(tone(16000)))
 
 
-@pytest.mark.parametrize("rate, subtype, ext", [(8000, "PCM_16", "wav"), (22050, "PCM_24", "flac"), (44100, "FLOAT", "wav"),
-                                                (48000, "PCM_16", "wav")])
+@pytest.mark.parametrize(
+    "rate, subtype, ext",
+    [(8000, "PCM_16", "wav"), (22050, "PCM_24", "flac"), (44100, "FLOAT", "wav"), (48000, "PCM_16", "wav")],
+)
 def test_other_rates_are_resampled_to_16k(tmp_path, rate, subtype, ext):
     path = str(tmp_path / f"a.{ext}")
     soundfile.write(path, tone(rate), rate, subtype=subtype)

@@ -8,16 +8,15 @@ import inspect
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO_ROOT, RecipeBrain
 from speechbrain.dataio.dataloader import make_dataloader
 
-from helpers import REPO_ROOT, RecipeBrain
-
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.data.synthetic import generate_synthetic_demos
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, VanillaAdversarialObjective
 from ser_adv_brain.runs import export_checkpoint
 from ser_adv_brain.training.brain import build_brain
 from ser_adv_brain.training.checkpoints import selection_key
-from ser_adv_brain.data.synthetic import generate_synthetic_demos
 from ser_adv_brain.training_steps import FusedAdversarialStep
 
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -208,7 +207,12 @@ def test_yaml_holds_the_paper_defaults(yaml_hparams):
         assert (attack.eps, attack.eta, attack.label_source, attack.model_mode) == (0.02, 0.1, "predicted", "eval")
         assert hparams["lr"] == 0.001 and hparams["eval_eps"] == [0.0, 0.02, 0.04, 0.06, 0.08, 0.10]
         assert (hparams["n_fft"], hparams["hop_length"], hparams["n_mels"], hparams["f_min"], hparams["f_max"]) == (
-            512, 256, 64, 20, 8000)
+            512,
+            256,
+            64,
+            20,
+            8000,
+        )
         assert hparams["split_ratio"] == [24, 22, 22]
         assert (hparams["n_frames"], hparams["batch_size"], hparams["base_channels"]) == (373, 16, 64)
     assert isinstance(vanilla["objective"], VanillaAdversarialObjective) and vanilla["objective"].alpha == 0.5
@@ -226,7 +230,9 @@ def test_yaml_holds_the_paper_defaults(yaml_hparams):
 def test_robustness_curve_counts_every_example_once(tiny_hparams):
     brain, datasets, _ = build(tiny_hparams("cnn4_single"))
     grid = [0.0, 0.05, 0.1]
-    confusions = brain.evaluate_under_attack(datasets["valid"], brain.hparams.attack, grid, loader_kwargs={"batch_size": 8})
+    confusions = brain.evaluate_under_attack(
+        datasets["valid"], brain.hparams.attack, grid, loader_kwargs={"batch_size": 8}
+    )
     assert list(confusions) == grid
     assert all(int(cm.counts.sum()) == len(datasets["valid"]) for cm in confusions.values())
     brain.evaluate(datasets["valid"], test_loader_kwargs={"batch_size": 8})
@@ -301,8 +307,12 @@ def test_intra_epoch_checkpoints_by_time(tiny_hparams, minutes, expected):
     saves = []
     save = brain.checkpointer.save_checkpoint
     brain.checkpointer.save_checkpoint = lambda *a, **k: saves.append(k.get("end_of_epoch", True)) or save(*a, **k)
-    brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
-              train_loader_kwargs={"batch_size": 4, "shuffle": False})
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs={"batch_size": 4, "shuffle": False},
+    )
     assert saves == [False] * expected + [True]
 
 
@@ -367,7 +377,12 @@ def test_emodb_yaml_holds_the_documented_values(tmp_path, kind):
     assert (hparams["base_channels"], hparams["n_mels"], hparams["lr"], hparams["batch_size"]) == (64, 64, 0.001, 16)
     assert hparams["select_checkpoint"] == "final" and hparams["ckpt_interval_minutes"] == 15
     # The split: speaker fold 0 of 5 (test 03 and 08, dev 09 and 10), the lists unused.
-    assert (hparams["fold"], hparams["n_folds"], hparams["test_speakers"], hparams["valid_speakers"]) == (0, 5, None, None)
+    assert (hparams["fold"], hparams["n_folds"], hparams["test_speakers"], hparams["valid_speakers"]) == (
+        0,
+        5,
+        None,
+        None,
+    )
     assert isinstance(hparams["checkpointer"], AtomicCheckpointer)
     assert isinstance(hparams["checkpointer"].recoverables["random_state"], RandomState)
     if kind != "single":

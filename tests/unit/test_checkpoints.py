@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState, STAGING_PREFIX
 from ser_adv_brain.metrics import RunningMeans
+from ser_adv_brain.training.checkpoints import STAGING_PREFIX, AtomicCheckpointer, RandomState
 
 
 def checkpointer_of(folder):

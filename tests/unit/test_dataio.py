@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from helpers import RecipeBrain
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.audio.loading import frames_to_samples
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 from ser_adv_brain.training.brain import build_brain
-from helpers import RecipeBrain
 
 
 def test_datasets_from_demos_manifests(tiny_hparams):
@@ -62,8 +62,11 @@ def test_any_corpus_given_as_manifests_trains_the_same_way(tiny_hparams, tmp_pat
             writer.writeheader()
             writer.writerows(rows)
     hparams = tiny_hparams(
-        "cnn4_vanilla", n_classes=3, train_annotation=manifests["train"],
-        valid_annotation=manifests["valid"], test_annotation=manifests["test"],
+        "cnn4_vanilla",
+        n_classes=3,
+        train_annotation=manifests["train"],
+        valid_annotation=manifests["valid"],
+        test_annotation=manifests["test"],
     )
     datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
     assert datasets["test"][0]["sig"].shape == (frames_to_samples(32, 256),)

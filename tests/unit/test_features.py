@@ -41,8 +41,16 @@ def test_matches_librosa(settings):
     t = np.arange(s["sample_rate"] // 2) / s["sample_rate"]
     wav = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
     reference = librosa.feature.melspectrogram(
-        y=wav, sr=s["sample_rate"], n_fft=s["n_fft"], hop_length=s["hop_length"], window="hamming", power=1.0,
-        n_mels=s["n_mels"], fmin=s["f_min"], fmax=s["f_max"], pad_mode="reflect",
+        y=wav,
+        sr=s["sample_rate"],
+        n_fft=s["n_fft"],
+        hop_length=s["hop_length"],
+        window="hamming",
+        power=1.0,
+        n_mels=s["n_mels"],
+        fmin=s["f_min"],
+        fmax=s["f_max"],
+        pad_mode="reflect",
     )
     logmel = LogMel(**settings)
     assert logmel.hop_length == s["hop_length"]
@@ -88,7 +96,9 @@ def test_waveform_gradient_equals_torchaudios(n_fft, hop_length):
     grads = []
     for magnitude in (
         lambda w: StftMagnitude.apply(w, window, n_fft, hop_length),
-        lambda w: torch.stft(w, n_fft, hop_length, window=window, center=False, return_complex=True).abs().transpose(1, 2),
+        lambda w: (
+            torch.stft(w, n_fft, hop_length, window=window, center=False, return_complex=True).abs().transpose(1, 2)
+        ),
     ):
         inputs = wavs.clone().requires_grad_(True)
         output = magnitude(inputs)

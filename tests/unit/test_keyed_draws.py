@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from ser_adv_brain.attacks import PGD, SquareAttack, WaveformPGD
-from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
-from ser_adv_brain.models import CNN4
+from ser_adv_brain.models import CNN4, WaveformClassifier
 
 KEYS = ["03a01Fa", "08b02Wb", "10a05Nc", "16b10Td"]
 
@@ -20,7 +19,9 @@ def model():
 def alone_and_together(attack, model, inputs, targets):
     """The attack on the whole batch, and each utterance attacked in a batch of its own."""
     together = attack.perturb(model, inputs, targets, keys=KEYS)
-    alone = [attack.perturb(model, inputs[i : i + 1], targets[i : i + 1], keys=KEYS[i : i + 1]) for i in range(len(KEYS))]
+    alone = [
+        attack.perturb(model, inputs[i : i + 1], targets[i : i + 1], keys=KEYS[i : i + 1]) for i in range(len(KEYS))
+    ]
     return together, torch.cat(alone)
 
 

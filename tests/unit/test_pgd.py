@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from test_brain import build
 
 from ser_adv_brain.attacks import FGSM, PGD
 from ser_adv_brain.models import CNN4
 from ser_adv_brain.training_steps import FusedAdversarialStep, adversarial_step
-from test_brain import build
 
 
 @pytest.fixture
@@ -45,11 +45,15 @@ def l2(delta):
     return delta.flatten(1).norm(dim=1)
 
 
-@pytest.mark.parametrize("norm, eps, eta", [("linf", 0.07, None), ("linf", 0.3, 0.1), ("l2", 0.5, None), ("l2", 2.0, 0.1)])
+@pytest.mark.parametrize(
+    "norm, eps, eta", [("linf", 0.07, None), ("linf", 0.3, 0.1), ("l2", 0.5, None), ("l2", 2.0, 0.1)]
+)
 @pytest.mark.parametrize("random_start", [True, False])
 def test_every_output_lies_inside_its_budget(model, norm, eps, eta, random_start):
     x, targets = 3 * torch.randn(6, 20, 8), torch.tensor([0, 1, 2, 3, 0, 1])
-    attack = PGD(eps=eps, steps=4, rel_step_size=0.6, norm=norm, eta=eta, random_start=random_start, label_source="target")
+    attack = PGD(
+        eps=eps, steps=4, rel_step_size=0.6, norm=norm, eta=eta, random_start=random_start, label_source="target"
+    )
     for budget in (eps, eps / 3):
         delta = attack.perturb(model, x, targets, eps=budget) - x
         size = linf(delta) if norm == "linf" else l2(delta)
@@ -97,7 +101,10 @@ def test_restarts_keep_each_utterances_worst():
     kept = []
     for index in range(len(x)):
         fooled = [r for r in range(3) if logits[r][index].argmax() != targets[index]]
-        losses = [float(torch.nn.functional.cross_entropy(logits[r][index : index + 1], targets[index : index + 1])) for r in range(3)]
+        losses = [
+            float(torch.nn.functional.cross_entropy(logits[r][index : index + 1], targets[index : index + 1]))
+            for r in range(3)
+        ]
         expected = fooled[0] if fooled else max(range(3), key=losses.__getitem__)
         assert torch.allclose(combined[index], runs[expected][index], atol=1e-6), index
         kept.append(expected)
@@ -154,7 +161,7 @@ def test_pgd_trains_in_the_adversarial_brain(tiny_hparams, random_start, fused):
     generator = hparams["attack"].generator  # None without random starts
     generator_state = None if generator is None else generator.get_state()
     assert torch.isfinite(brain.fit_batch(batch))
-    (model_before, feats, targets, fake), = calls
+    ((model_before, feats, targets, fake),) = calls
     if generator is not None:
         generator.set_state(generator_state)
     # The same attack computing every gradient itself, on the model as the step found it.

@@ -7,17 +7,26 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from demos_prepare import EMOTION_CODES, parse_demos_stem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from speechbrain.dataio.dataio import load_data_csv
 
-from demos_prepare import EMOTION_CODES, parse_demos_stem
 from ser_adv_brain.audio.loading import fix_length, frames_to_samples, load_audio
-from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.data.manifests import MANIFEST_COLUMNS, write_manifest
-from ser_adv_brain.data.validation import AudioScan, audio_problem, decode_facts, minimum_n_frames, read_manifest, row_problems
+from ser_adv_brain.data.validation import (
+    AudioScan,
+    audio_problem,
+    decode_facts,
+    minimum_n_frames,
+    read_manifest,
+    row_problems,
+)
+from ser_adv_brain.features import FeatureNormalizer, LogMel
 
-SMALL = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SMALL = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # ---------------------------------------------------------------- stems
 
@@ -36,8 +45,12 @@ demos_stems = st.tuples(
 def test_demos_stems_parse_to_their_parts(parts):
     prefix, gender, speaker, code, number, letter = parts
     info = parse_demos_stem(f"{prefix}_{gender}_{speaker:02d}_{code}{number:02d}{letter}")
-    assert info == {"emo": EMOTION_CODES[code], "spk_id": f"{speaker:02d}", "gender": gender,
-                    "prototypical": prefix == "PR"}
+    assert info == {
+        "emo": EMOTION_CODES[code],
+        "spk_id": f"{speaker:02d}",
+        "gender": gender,
+        "prototypical": prefix == "PR",
+    }
 
 
 def is_demos_stem(stem):
@@ -55,8 +68,12 @@ def is_demos_stem(stem):
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(st.text(max_size=20) | demos_stems.map(lambda p: f"{p[0]}_{p[1]}_{p[2]:02d}_{p[3]}{p[4]:02d}{p[5]}")
-       .flatmap(lambda stem: st.integers(0, len(stem)).map(lambda i: stem[:i] + "٣" + stem[i + 1:])))
+@given(
+    st.text(max_size=20)
+    | demos_stems.map(lambda p: f"{p[0]}_{p[1]}_{p[2]:02d}_{p[3]}{p[4]:02d}{p[5]}").flatmap(
+        lambda stem: st.integers(0, len(stem)).map(lambda i: stem[:i] + "٣" + stem[i + 1 :])
+    )
+)
 def test_any_other_name_is_refused_with_a_value_error(stem):
     """Arbitrary names, and DEMoS stems with a character swapped for a non-ASCII digit: a name is
     parsed if and only if it has the DEMoS shape, and a refusal names it."""
@@ -67,8 +84,12 @@ def test_any_other_name_is_refused_with_a_value_error(stem):
         assert not is_demos_stem(stem)
         return
     assert is_demos_stem(stem)
-    assert info == {"emo": EMOTION_CODES[stem[8:11]], "spk_id": stem[5:7], "gender": stem[3].lower(),
-                    "prototypical": stem[:2].upper() == "PR"}
+    assert info == {
+        "emo": EMOTION_CODES[stem[8:11]],
+        "spk_id": stem[5:7],
+        "gender": stem[3].lower(),
+        "prototypical": stem[:2].upper() == "PR",
+    }
 
 
 @pytest.mark.parametrize("stem", ["NP_m_02_rab0٣b", "NP_m_0٣_rab04b", "NP_m_02_rab04b_", "xNP_m_02_rab04b"])

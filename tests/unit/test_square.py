@@ -113,7 +113,12 @@ def test_margin():
 
 @pytest.mark.parametrize(
     "kwargs, culprit",
-    [(dict(max_queries=0), "max_queries"), (dict(p_init=0.0), "p_init"), (dict(p_init=1.5), "p_init"), (dict(eps=-1.0), "eps")],
+    [
+        (dict(max_queries=0), "max_queries"),
+        (dict(p_init=0.0), "p_init"),
+        (dict(p_init=1.5), "p_init"),
+        (dict(eps=-1.0), "eps"),
+    ],
 )
 def test_invalid_options_are_named(kwargs, culprit):
     with pytest.raises(ValueError, match=culprit):

@@ -1,4 +1,4 @@
-"""PGD that stops each utterance at its first successful iterate: the same verdict or a stronger one, for fewer passes."""
+"""PGD that stops each utterance at its first successful iterate: the same verdict or stronger, for fewer passes."""
 
 import pytest
 import torch
@@ -45,4 +45,3 @@ def test_stopping_pgd_keeps_a_success_and_otherwise_ends_where_pgd_does(norm):
     with torch.no_grad():
         assert bool((model(full)[0].argmax(-1) != targets)[~fooled].logical_not().all())
     assert rows_early < rows_full
-

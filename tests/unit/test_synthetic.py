@@ -68,8 +68,13 @@ def test_layout_and_naming_follow_demos(tiny_corpus, demos_prepare):
 
 def test_prototypical_tags(tmp_path):
     folder = generate_synthetic_demos(
-        str(tmp_path / "pr"), n_speakers=3, utterances_per_emotion=3, neutral_per_speaker=0,
-        min_duration=0.2, max_duration=0.3, seed=1,
+        str(tmp_path / "pr"),
+        n_speakers=3,
+        utterances_per_emotion=3,
+        neutral_per_speaker=0,
+        min_duration=0.2,
+        max_duration=0.3,
+        seed=1,
     )
     names = os.listdir(os.path.join(folder, "DEMOS"))
     assert sum(n.startswith("PR_") for n in names) == 3 * 7
@@ -93,8 +98,11 @@ def test_the_recipes_default_corpus_is_the_documented_one(yaml_hparams):
     1.5 to 3 s (the sizes, from the yaml and the generator's defaults; generating it takes 15 s)."""
     import inspect
 
-    defaults = {k: p.default for k, p in inspect.signature(generate_synthetic_demos).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(generate_synthetic_demos).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     for name in ("cnn4_single", "vgg16_vanilla", "resnet50_similarity"):
         options = {**defaults, **yaml_hparams(name)["synthetic_corpus"]}
         assert options["n_speakers"] == 14 and len(EMOTION_CODES) == 7

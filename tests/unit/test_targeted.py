@@ -3,12 +3,12 @@
 import pytest
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
+from test_attacks import TwoClassLinear, expected_direction, predicted_class_and_input
 
 from ser_adv_brain.attacks import FGSM, PGD
-from ser_adv_brain.evaluation.targeted import targeted_success_matrix
 from ser_adv_brain.data.dataio import manifests_of
+from ser_adv_brain.evaluation.targeted import targeted_success_matrix
 from ser_adv_brain.runs import checked_datasets
-from test_attacks import TwoClassLinear, expected_direction, predicted_class_and_input
 
 
 @pytest.fixture
@@ -24,7 +24,8 @@ def encoder(names):
 
 
 def test_targeted_fgsm_goes_down_the_targets_loss(linear):
-    """Aimed at class 1 from an input classified 0: the step raises class 1's logit, the untargeted attack on 1's opposite."""
+    """Aimed at class 1 from an input classified 0: the step raises class 1's logit; the untargeted attack on 1
+    does the opposite."""
     x = predicted_class_and_input(linear, 0)
     targeted = FGSM(eps=0.1, eta=None, target_class=1).perturb(linear, x, None)
     assert torch.allclose(targeted, x - 0.1 * expected_direction(linear, 1))
@@ -44,7 +45,10 @@ def test_least_likely_is_each_utterances_lowest_class():
 def test_emotion_names_resolve_against_the_label_set(label_set):
     names = ["anger", "neutral", "sadness"]
     label_set = encoder(names) if label_set == "encoder" else label_set
-    for attack in (FGSM(0.1, target_class="sadness", class_names=label_set), FGSM(0.1, target_class="sadness").set_class_names(label_set)):
+    for attack in (
+        FGSM(0.1, target_class="sadness", class_names=label_set),
+        FGSM(0.1, target_class="sadness").set_class_names(label_set),
+    ):
         index = attack.class_names.index("sadness")
         assert attack.target_index == index
         assert attack.labels(torch.zeros(2, 3), None).tolist() == [index, index]

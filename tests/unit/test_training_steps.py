@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from helpers import RecipeBrain
+from test_brain import RUN_OPTS, build
 
 from ser_adv_brain.attacks import FGSM, PGD
 from ser_adv_brain.objectives import VanillaAdversarialObjective
@@ -13,8 +15,6 @@ from ser_adv_brain.training_steps import (
     SeparateAdversarialStep,
     adversarial_step,
 )
-from test_brain import RUN_OPTS, build
-from helpers import RecipeBrain
 
 
 def batches_tracked(model):
@@ -31,7 +31,9 @@ STEP_CHOICES = [
 
 
 @pytest.mark.parametrize("name, overrides, step_class", STEP_CHOICES)
-def test_each_step_updates_batchnorm_statistics_with_its_training_forwards_only(tiny_hparams, name, overrides, step_class):
+def test_each_step_updates_batchnorm_statistics_with_its_training_forwards_only(
+    tiny_hparams, name, overrides, step_class
+):
     """Clean: one training forward; adversarial: the real and the fake one. The attack's passes
     (here also three train-mode PGD steps) leave the statistics alone."""
     hparams = tiny_hparams(name, **overrides)

@@ -6,19 +6,19 @@ import os
 import re
 import shutil
 
+import helpers
 import numpy as np
 import pytest
 import soundfile
+from demos_prepare import prepare_demos
+from helpers import RecipeBrain
 from hyperpyyaml import load_hyperpyyaml
 
-import helpers
-from demos_prepare import prepare_demos
 from ser_adv_brain.data import validation
-from helpers import RecipeBrain
 from ser_adv_brain.data.dataio import manifests_of
+from ser_adv_brain.data.validation import DataValidationError, validate_inputs
 from ser_adv_brain.runs import checked_datasets
 from ser_adv_brain.training.brain import build_brain
-from ser_adv_brain.data.validation import DataValidationError, validate_inputs
 
 
 @pytest.fixture
@@ -119,8 +119,12 @@ def damage_audio(corpus):
         "cannot be decoded": lambda p: p.write_bytes(b"RIFF\x00\x00garbage" * 10),
         "has no samples": lambda p: soundfile.write(p, np.zeros(0, np.float32), 16000),
         "all zeros": lambda p: soundfile.write(p, np.zeros(8000, np.float32), 16000),
-        "NaN or Inf": lambda p: soundfile.write(p, np.r_[np.ones(8000), np.nan].astype(np.float32), 16000, subtype="FLOAT"),
-        "shorter than one analysis window": lambda p: soundfile.write(p, np.ones(200, np.float32), 8000)  # 400 samples at 16 kHz,
+        "NaN or Inf": lambda p: soundfile.write(
+            p, np.r_[np.ones(8000), np.nan].astype(np.float32), 16000, subtype="FLOAT"
+        ),
+        "shorter than one analysis window": lambda p: soundfile.write(
+            p, np.ones(200, np.float32), 8000
+        ),  # 400 samples at 16 kHz,
     }
     damage["cannot be decoded "] = lambda p: p.write_bytes(b"")  # zero bytes: no header at all
     for path, write in zip(wavs, damage.values()):
@@ -157,8 +161,13 @@ def test_skip_bad_files_trains_without_them(corpus, tmp_path, caplog):
         datasets = checked_datasets(hparams, manifests_of(hparams), hparams["n_frames"])
     brain = build_brain(hparams, {"noprogressbar": True}, RecipeBrain)
     brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
-    brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
-              train_loader_kwargs=hparams["dataloader_options"], valid_loader_kwargs=hparams["test_dataloader_options"])
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["dataloader_options"],
+        valid_loader_kwargs=hparams["test_dataloader_options"],
+    )
     assert f"leaving out {len(expected)} row(s)" in caplog.text
     kept = {row_id for dataset in datasets.values() for row_id in dataset.data_ids}
     assert kept and not kept & expected.keys()

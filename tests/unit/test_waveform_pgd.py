@@ -7,9 +7,8 @@ import torch
 
 from ser_adv_brain.attacks import PGD, WaveformPGD
 from ser_adv_brain.audio.pcm import quantize_pcm16, snr_db
-from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.features import FeatureNormalizer, LogMel
-from ser_adv_brain.models import CNN4
+from ser_adv_brain.models import CNN4, WaveformClassifier
 
 
 @pytest.fixture
@@ -69,7 +68,9 @@ def test_padding_is_left_alone_and_not_counted(classifier, wavs):
         assert torch.equal(out.wavs[index, real:], quantize_pcm16(padded[index, real:])), index
         clean = quantize_pcm16(padded[index, :real]).double()
         noise = out.wavs[index, :real].double() - clean
-        assert math.isclose(float(out.snr_db[index]), float(10 * torch.log10(clean.pow(2).sum() / noise.pow(2).sum())), rel_tol=1e-9)
+        assert math.isclose(
+            float(out.snr_db[index]), float(10 * torch.log10(clean.pow(2).sum() / noise.pow(2).sum())), rel_tol=1e-9
+        )
     assert (out.snr_db >= 20.0).all()
 
 
@@ -80,7 +81,7 @@ def test_infinite_snr_leaves_the_audio_clean(classifier, wavs):
 
 
 def test_the_gradient_flows_through_log_mel_and_normaliser(classifier, wavs):
-    """The waveform attack equals feature-domain PGD's rules applied to the samples: one BIM step is FGSM on the audio."""
+    """The waveform attack is feature-domain PGD's rules applied to the samples: one BIM step is FGSM on the audio."""
     attack = WaveformPGD(eps=0.001, norm="linf", steps=1, rel_step_size=1.0, random_start=False)
     clean = quantize_pcm16(wavs).requires_grad_(True)
     logits, _ = classifier(clean)

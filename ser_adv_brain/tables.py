@@ -1,4 +1,4 @@
-"""The reports' tables: markdown through ``tabulate``, CSV through the standard library, in one place each."""
+"""Tables for every report: markdown through ``tabulate``, CSV through the standard library, in one place each."""
 
 import csv
 import os
