@@ -19,7 +19,7 @@ rm -rf mutants
 log=$(mktemp)
 mutmut run --max-children "${MUTMUT_CHILDREN:-2}" \
   "ser_adv_brain.attacks*" "ser_adv_brain.objectives*" "ser_adv_brain.metrics*" \
-  "ser_adv_brain.features*" "ser_adv_brain.checkpoints*" "ser_adv_brain.audio.x_fix_length*" \
-  "ser_adv_brain.manifests.x_split_sizes*" "ser_adv_brain.manifests.x_largest_remainder*" \
-  "ser_adv_brain.manifests.x_speaker_independent_split*" > "$log" 2>&1 || { tail -40 "$log"; exit 1; }
+  "ser_adv_brain.features*" "ser_adv_brain.training.checkpoints*" "ser_adv_brain.audio.loading.x_fix_length*" \
+  "ser_adv_brain.data.manifests.x_split_sizes*" "ser_adv_brain.data.manifests.x_largest_remainder*" \
+  "ser_adv_brain.data.manifests.x_speaker_independent_split*" > "$log" 2>&1 || { tail -40 "$log"; exit 1; }
 mutmut results --all true | python bench/mutation_score.py

@@ -87,7 +87,7 @@ def prepare_demos(
         Leave out ``.wav`` files whose names are not DEMoS stems, with a
         warning, instead of stopping.
     fold, n_folds : int or None, int
-        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.manifests.fold_split``) instead of the
+        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.data.manifests.fold_split``) instead of the
         paper's split; None for the paper's.
 
     Raises

@@ -128,7 +128,7 @@ def prepare_emodb(
     include_neutral : bool
         EmoDB's seven classes include neutral (unlike the paper's DEMoS setup).
     fold, n_folds : int or None, int
-        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.manifests.fold_split``; with 5 folds one
+        Speaker fold ``fold`` of ``n_folds`` (``ser_adv_brain.data.manifests.fold_split``; with 5 folds one
         woman and one man are tested, the next pair is the dev set); None for the other ways.
     """
     explicit = test_speakers is not None or valid_speakers is not None

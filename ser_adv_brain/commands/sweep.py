@@ -14,7 +14,7 @@ adversarially trained model on real data and on fake (FGSM) data at its own trai
 dev and test. Each run is ``python <recipe>/train.py <hparams>/<model>_<mode>.yaml
 --output_folder=<output_folder>/<run> [--attack_eps=<eps>] <your options>``.
 
-Finished runs are skipped and the others resumed from their checkpoints (``ser_adv_brain.grid``),
+Finished runs are skipped and the others resumed from their checkpoints (``ser_adv_brain.commands.grid``),
 so a killed sweep, rerun with the same command, goes on where it stopped.
 
 Replicates: ``--seeds 1234 1 2`` runs every run once per seed (``--seed``), and ``--cpu_kernels native

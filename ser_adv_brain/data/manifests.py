@@ -171,7 +171,7 @@ def audio_duration(path):
     """Duration in seconds from the file header (the audio itself is not decoded).
 
     NaN if the header cannot be read: such a file is reported, with all
-    other problems, by ``ser_adv_brain.validation`` before training.
+    other problems, by ``ser_adv_brain.data.validation`` before training.
     """
     try:
         info = soundfile.info(path)

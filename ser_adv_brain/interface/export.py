@@ -115,7 +115,7 @@ def export_interface(
     title : str
         First comment line of the yaml.
     detector : dict or None
-        A fake-data detector to export too (``python -m ser_adv_brain.train_detector``):
+        A fake-data detector to export too (``ser-adv detector``):
         ``yaml`` (its run's saved ``hyperparams.yaml``), ``checkpoint`` (its
         ``detector.ckpt``) and ``threshold`` (see ``inference_hparams_yaml``);
         the folder then also holds ``detector.ckpt``.

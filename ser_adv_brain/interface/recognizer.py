@@ -33,7 +33,7 @@ class UnusableAudioError(ValueError):
     ---------
     faults : dict
         Each bad input (a file's path, or a batch row's index) -> its
-        ``ser_adv_brain.validation.AudioFault``.
+        ``ser_adv_brain.data.validation.AudioFault``.
     batch_size : int or None
         The rows in the batch, when the inputs are batch rows.
     """
@@ -72,7 +72,7 @@ class EmotionRecognizer(Pretrained):
     changes the limit.
 
     The interface refuses what training refuses, through the same check
-    (``ser_adv_brain.validation.audio_fault``): a missing file raises
+    (``ser_adv_brain.data.validation.audio_fault``): a missing file raises
     ``FileNotFoundError``; an unreadable file, and a file or batch row with NaN
     or Inf samples, all zeros (digital silence), or fewer samples than one
     analysis window (``n_fft`` at the model's rate) raise ``UnusableAudioError``
@@ -85,7 +85,7 @@ class EmotionRecognizer(Pretrained):
     ``max_audio_seconds``, ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
     ``compute_features``, ``normalizer``, ``model``.
 
-    With a fake-data detector (exported by ``python -m ser_adv_brain.train_detector``:
+    With a fake-data detector (exported by ``ser-adv detector``:
     a ``detector`` module and a ``detector_threshold`` hparam), every
     classification also returns ``is_adversarial``, the detector's probability
     that the input is fake, ``[batch]``: ``classify_*`` return

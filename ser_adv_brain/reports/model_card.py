@@ -90,7 +90,7 @@ CORPORA = {
             "voices, no language); results on it say nothing about real emotional speech"
         ),
         terms=(
-            "The synthetic corpus is generated from a seed by ser_adv_brain (ser_adv_brain/synthetic.py) and "
+            "The synthetic corpus is generated from a seed by ser_adv_brain (ser_adv_brain/data/synthetic.py) and "
             "holds no third-party recordings: the model's terms are those of the ser_adv_brain project."
         ),
         license_name="ser-adv-brain",
@@ -353,7 +353,7 @@ def write_model_card(hparams, folder, corpus=None):
 
 
 def detector_card_section(report, false_positive_rate):
-    """The model card's section on an exported fake-data detector (``python -m ser_adv_brain.train_detector``).
+    """The model card's section on an exported fake-data detector (``ser-adv detector``).
 
     Arguments
     ---------

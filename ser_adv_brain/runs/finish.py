@@ -120,7 +120,7 @@ def report_attacks(
 def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
     """Exports a checkpoint (the best by ``max_key``; the latest if None) as a
     pretrained interface in ``<output_folder>/interface`` (main process), with its
-    model card (``ser_adv_brain.model_card``; ``corpus`` is a key of its ``CORPORA``)."""
+    model card (``ser_adv_brain.reports.model_card``; ``corpus`` is a key of its ``CORPORA``)."""
     folder = os.path.join(hparams["output_folder"], "interface")
     run_on_main(
         export_interface,
