@@ -51,3 +51,14 @@ def yaml_floats(text, option):
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise SystemExit(f'{option} must be a yaml list of numbers, like "[0.02, 0.04]"; got {text!r}')
     return [float(v) for v in value]
+
+
+def yaml_budgets(text, option):
+    """A yaml mapping of threat models to lists of budgets (``"{features_linf: [0.02], waveform_snr: [40]}"``);
+    a ``SystemExit`` naming ``option`` otherwise."""
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict) or not value:
+        raise SystemExit(f'{option} must be a yaml mapping like "{{features_linf: [0.02, 0.04]}}"; got {text!r}')
+    return {
+        str(threat): yaml_floats(yaml.safe_dump(budgets), f"{option}'s {threat}") for threat, budgets in value.items()
+    }

@@ -80,7 +80,7 @@ def evaluation_job(run, tier, budgets, device_options):
         run.folder,
         f"--tier={tier}",
         "--splits=test",
-        f"--suite_budgets={budgets}",
+        f"--budgets={budgets}",
         "--noprogressbar",
         *device_options,
     )
@@ -189,7 +189,7 @@ def parse_arguments(argv):
     parser.add_argument(
         "--budgets",
         default=DEFAULT_BUDGETS,
-        help=f"the evaluation's suite_budgets, a yaml mapping (default {DEFAULT_BUDGETS})",
+        help=f"the evaluation's budgets, a yaml mapping (default {DEFAULT_BUDGETS}; see ser-adv evaluate --budgets)",
     )
     parser.add_argument(
         "--baseline", default=None, help="the training every other is compared with (default: cnn4_single)"

@@ -20,7 +20,9 @@ SUBCOMMANDS = ("evaluate", "transfer", "targeted", "detector", "sweep", "benchma
 
 
 def main(argv=None):
-    """Runs ``ser-adv <subcommand> [arguments]``."""
+    """Runs ``ser-adv <subcommand> [arguments]``; returns None, the console script's exit status 0.
+
+    A subcommand's own ``main`` returns its results to Python callers; they are not an exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -30,7 +32,8 @@ def main(argv=None):
         sys.exit(
             f"ser-adv: unknown subcommand {name!r}; the subcommands are {', '.join(SUBCOMMANDS)} (ser-adv --help)."
         )
-    return importlib.import_module(f"ser_adv_brain.commands.{name}").main(rest)
+    importlib.import_module(f"ser_adv_brain.commands.{name}").main(rest)
+    return None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Trains a fake-data detector on a trained output folder, tests it, and exports it with the interface.
 
 Usage (detector yaml keys and run options can follow, as for train.py):
-    python -m ser_adv_brain.train_detector results/cnn4_vanilla/1234 hparams/detector.yaml
-    python -m ser_adv_brain.train_detector results/cnn4_vanilla/1234 hparams/detector.yaml \
+    ser-adv detector results/cnn4_vanilla/1234 hparams/detector.yaml
+    ser-adv detector results/cnn4_vanilla/1234 hparams/detector.yaml \
         --number_of_epochs=5 --output_folder=results/cnn4_vanilla/1234/detector_pgd \
         --attack="!new:ser_adv_brain.attacks.PGD {eps: 0.02, steps: 5, eta: null, label_source: target}"
 
@@ -22,7 +22,7 @@ writes into the detector's ``output_folder`` (``<folder>/detector`` by default):
   attack, and the UAR when a flagged fake counts as handled;
 - ``interface/``: the classifier's pretrained interface with the detector,
   whose ``EmotionRecognizer`` also returns an is-adversarial score (see
-  ``ser_adv_brain.inference``); its threshold is set on real dev data.
+  ``ser_adv_brain.interface``); its threshold is set on real dev data.
 """
 
 import logging
@@ -47,6 +47,7 @@ from ser_adv_brain.training.detector_brain import DetectorBrain
 
 logger = logging.getLogger(__name__)
 
+USAGE = "usage: ser-adv detector FOLDER DETECTOR_YAML [--key=value ...]"
 # The detector yaml's keys this command reads, and what each must hold.
 REQUIRED_KEYS = {
     "detector": torch.nn.Module,
@@ -143,13 +144,16 @@ def main(argv=None):
     """Parses ``FOLDER DETECTOR_YAML [overrides]``; trains, tests and exports the detector."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{USAGE}\n\n{__doc__}")
+        return None
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
-        sys.exit(__doc__)
+        sys.exit(f"{USAGE}\n\n{__doc__}")
     folder, yaml_file = argv[0], argv[1]
     _, run_opts, overrides = sb.parse_arguments([yaml_file, *argv[2:]])
     run_argv = run_options_only(run_opts, argv[2:])
     if run_opts["distributed_launch"]:
-        sys.exit("train_detector runs in one process: start it with python, not torchrun.")
+        sys.exit("ser-adv detector runs in one process: start it with python, not torchrun.")
     try:
         if not os.path.isfile(yaml_file):  # before the classifier's data are checked
             raise FileNotFoundError(f"{yaml_file}: no such detector yaml file.")
@@ -157,9 +161,7 @@ def main(argv=None):
         overrides = detector_overrides(folder, classifier.model.embedding_dim, overrides)
         hparams = load_detector_hparams(yaml_file, overrides)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
-        sys.exit(
-            f"train_detector: {error.args[0] if isinstance(error, KeyError) else error}"
-        )  # KeyError's str() quotes
+        sys.exit(f"detector: {error.args[0] if isinstance(error, KeyError) else error}")  # KeyError's str() quotes
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=yaml_file, overrides=overrides
     )

@@ -5,7 +5,7 @@ Usage (any yaml key or run option of the run can follow, as for train.py):
     ser-adv evaluate results/vgg16_vanilla/1234 --eval_eps="[0.0, 0.05, 0.1, 0.2]" --attack_labels=target \\
         --device=cuda:0
     ser-adv evaluate results/EmoDB_benchmark/cnn4_trades/fold0-seed1234 --tier=standard --splits=test \\
-        --suite_budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
+        --budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
     ser-adv evaluate results/vgg16_vanilla/1234 \\
         --attacks="[!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}]" \\
         --suite_budgets="{features_linf: [0.02, 0.1]}" --suite_early_exit=False
@@ -13,7 +13,8 @@ Usage (any yaml key or run option of the run can follow, as for train.py):
 The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``; see
 ``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline or as the
 path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its threat
-model.
+model; ``--budgets`` replaces the run's ``suite_budgets`` as a whole (``--suite_budgets``, a yaml override
+as for train.py, updates only the threat models it names, as SpeechBrain merges overrides).
 
 It reloads the run's own ``hyperparams.yaml`` and manifests, restores the checkpoint its
 ``select_checkpoint`` names (best dev UAR by default), and writes into ``--output_folder`` (default: the
@@ -28,7 +29,8 @@ import logging
 import os
 import sys
 
-from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file
+from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file, yaml_budgets
+from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.evaluation.tiers import TIERS, tier_file
 from ser_adv_brain.runs import attack_settings, load_trained, report_attacks
 from ser_adv_brain.training.checkpoints import selection_key
@@ -49,9 +51,14 @@ def parse_arguments(argv):
     parser.add_argument(
         "--splits", default="valid,test", help="the splits to evaluate, comma-separated (default valid,test)"
     )
+    parser.add_argument(
+        "--budgets", default=None, help="a yaml mapping that replaces the run's suite_budgets as a whole"
+    )
     parser.add_argument("--output_folder", default=None, help="default: the run's folder (<run>/<tier> with --tier)")
     add_device(parser)
     args, rest = parser.parse_known_args(argv)
+    if args.budgets is not None:
+        args.budgets = yaml_budgets(args.budgets, "--budgets")
     args.splits = args.splits.split(",")
     if not args.splits or not set(args.splits) <= {"valid", "test"}:
         parser.error(f"--splits takes valid, test or valid,test; got {','.join(args.splits)!r}")
@@ -71,6 +78,12 @@ def main(argv=None):
         hparams, datasets, brain = load_trained(args.folder, [*rest, *device_options(args)], override)
     except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run
         sys.exit(f"evaluate: {error}")
+    if args.budgets is not None:
+        hparams["suite_budgets"] = args.budgets
+        try:  # before the FGSM report's hour: every threat model of the suite has its budgets
+            suite_plan(suite_entries(hparams["attack_suite"]), args.budgets)
+        except ValueError as error:
+            sys.exit(f"evaluate: --budgets: {error}")
     output_folder = args.output_folder or (os.path.join(args.folder, args.tier) if args.tier else args.folder)
     return report_attacks(
         brain,

@@ -1,14 +1,16 @@
 """``ser-adv leaderboard``: the leaderboard (markdown and CSV) of the benchmark entries under a folder.
 
 Usage:
-    ser-adv leaderboard results/EmoDB_benchmark
+    ser-adv leaderboard results/EmoDB_benchmark --tier=standard
     ser-adv leaderboard entries_from_other_labs/ --output_folder=leaderboard
 
 Every ``entry.json`` under the folder (``ser_adv_brain.reports.entry``: what ``ser-adv evaluate`` and
 ``ser-adv benchmark`` write, or another lab's) goes into one leaderboard: per threat model and budget, the
 models ranked by robust UAR, each the mean over its folds and seeds with a 95% interval. Entries
 evaluated otherwise than the others (corpus, fold protocol, split, tier, budgets, folds) are refused,
-naming the file and what differs (``ser_adv_brain.reports.leaderboard``). Writes ``leaderboard.md`` and
+naming the file and what differs (``ser_adv_brain.reports.leaderboard``). ``--tier`` keeps the entries of
+one tier only: a benchmark's folder holds each run's own entry (tier ``yaml``, the suite its training run
+ended with) beside its tier's (``<run>/<tier>/entry.json``). Writes ``leaderboard.md`` and
 ``leaderboard.csv`` into ``--output_folder`` (default: the folder).
 """
 
@@ -16,6 +18,7 @@ import logging
 import sys
 
 from ser_adv_brain.commands.arguments import parser_for
+from ser_adv_brain.evaluation.tiers import TIERS
 from ser_adv_brain.reports.entry import read_entries
 from ser_adv_brain.reports.leaderboard import write_leaderboard
 
@@ -27,9 +30,18 @@ def main(argv=None):
     parser = parser_for("leaderboard", __doc__)
     parser.add_argument("folder", help="a folder holding entry.json files (searched recursively)")
     parser.add_argument("--output_folder", default=None, help="default: the folder")
+    parser.add_argument(
+        "--tier", choices=[*TIERS, "yaml"], default=None, help="only the entries of this tier (yaml: the runs' own)"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    entries = [e for e in read_entries(args.folder) if args.tier is None or e["tier"] == args.tier]
+    tiers = sorted({e["tier"] for e in entries})
+    if len(tiers) > 1:
+        sys.exit(f"leaderboard: {args.folder} holds entries of the tiers {tiers}; choose one with --tier.")
+    if args.tier and not entries:
+        sys.exit(f"leaderboard: no entry.json of the {args.tier} tier under {args.folder}.")
     try:
-        markdown = write_leaderboard(read_entries(args.folder), args.output_folder or args.folder)
+        markdown = write_leaderboard(entries, args.output_folder or args.folder)
     except ValueError as error:
         sys.exit(f"leaderboard: {error}")
     logger.info(f"Leaderboard:\n{markdown}")

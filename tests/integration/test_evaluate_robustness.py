@@ -1,5 +1,6 @@
-"""``python -m ser_adv_brain.evaluate_robustness``: the robustness report of a finished run (conftest's
-``trained``, a tiny vanilla run that learns), redone with other settings."""
+"""``ser-adv evaluate`` (and its old name, ``python -m ser_adv_brain.evaluate_robustness``): the robustness
+report of a finished run (conftest's ``trained``, a tiny vanilla run that learns), redone with other settings.
+Where ``--output_folder`` puts the reports: ``tests/integration/test_commands.py``."""
 
 import csv
 import os
@@ -9,7 +10,7 @@ import sys
 import pytest
 from helpers import run_command, valid_uars
 
-from ser_adv_brain import evaluate_robustness, targeted_success, transfer
+from ser_adv_brain import targeted_success, transfer
 
 
 def report(folder):
@@ -51,12 +52,6 @@ def test_it_attacks_the_checkpoint_select_checkpoint_names(copied_run):
 def test_a_folder_without_a_run_is_named(tmp_path):
     with pytest.raises(AssertionError, match=f"{str(tmp_path)!r} is not a training output folder"):
         run_command([sys.executable, "-m", "ser_adv_brain.evaluate_robustness", str(tmp_path)])
-
-
-def test_output_folder_is_refused_before_anything_is_loaded(tmp_path):
-    """The evaluation writes into the folder it evaluates: another output folder is a duplicate key."""
-    with pytest.raises(SystemExit, match="--output_folder: the results are written into .* copy the folder"):
-        evaluate_robustness.main([str(tmp_path), f"--output_folder={tmp_path / 'elsewhere'}"])
 
 
 @pytest.mark.parametrize("command, folders", [(transfer.main, 2), (targeted_success.main, 1)])

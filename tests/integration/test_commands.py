@@ -1,0 +1,242 @@
+"""The command-line tool: ``ser-adv`` and its subcommands, the tiers, the benchmark end to end, the leaderboard.
+
+The benchmark runs the EmoDB recipe as a user types it, on the 42 sample clips (4 speaker folds), two
+trainings on two folds at ``TINY`` size, evaluated in the quick tier.
+"""
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from helpers import (
+    EMODB_SAMPLES,
+    RECIPE_HPARAMS_FILES,
+    REPO_ROOT,
+    TINY,
+    flags,
+    load_hparams,
+    markdown_rows,
+    subprocess_env,
+)
+
+from ser_adv_brain.commands.cli import SUBCOMMANDS
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks
+from ser_adv_brain.reports.entry import read_entries
+from ser_adv_brain.tables import read_csv
+
+CLI = [sys.executable, "-m", "ser_adv_brain.commands.cli"]
+
+
+def run(args, cwd=REPO_ROOT, check=True):
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=900
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+    return done
+
+
+def test_ser_adv_is_the_installed_console_script():
+    (script,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "ser-adv"]
+    assert script.value == "ser_adv_brain.commands.cli:main"
+
+
+def test_every_subcommand_answers_help_from_outside_a_checkout(tmp_path):
+    listing = run([*CLI, "--help"], cwd=tmp_path).stdout
+    for name in SUBCOMMANDS:
+        assert f"ser-adv {name}" in listing
+        assert f"usage: ser-adv {name}" in run([*CLI, name, "--help"], cwd=tmp_path).stdout
+    unknown = run([*CLI, "evaluat"], check=False)
+    assert unknown.returncode != 0 and "unknown subcommand 'evaluat'" in unknown.stderr
+
+
+@pytest.mark.parametrize("alias", ["evaluate_robustness", "transfer", "targeted_success", "train_detector", "sweep"])
+def test_the_python_m_commands_of_before_still_run(alias, tmp_path):
+    """Each old module runs its subcommand: given a folder without a run, it says so as the subcommand does."""
+    if alias == "sweep":
+        assert "usage: ser-adv sweep" in run([sys.executable, "-m", f"ser_adv_brain.{alias}", "--help"]).stdout
+        return
+    args = [tmp_path] * (2 if alias == "transfer" else 1) + (
+        ["hparams/detector.yaml"] if alias == "train_detector" else []
+    )
+    done = run([sys.executable, "-m", f"ser_adv_brain.{alias}", *args], check=False)
+    assert done.returncode != 0 and "is not a training output folder" in done.stderr
+
+
+def test_the_quick_tier_is_the_suite_every_recipe_ends_with():
+    quick = [repr(attack) for attack in tier_attacks("quick")]
+    for hparams_file in RECIPE_HPARAMS_FILES:
+        suite = load_hparams(hparams_file, "--data_folder=unused")["attack_suite"]
+        assert [repr(attack) for attack in suite] == quick, hparams_file
+
+
+def test_the_standard_tier_is_autoattacks_composition():
+    assert [attack.name for attack in tier_attacks("standard")] == [
+        "APGD-CE",
+        "APGD-T",
+        "FGSM",
+        "SquareAttack",
+        "WaveformAPGD-CE",
+        "WaveformAPGD-T",
+    ]
+    square = next(attack for attack in tier_attacks("standard") if attack.name == "SquareAttack")
+    assert square.max_queries == 5000 and all(a.targets == 9 for a in tier_attacks("standard") if a.name.endswith("-T"))
+    assert all(attack.eot_iter == 20 for attack in tier_attacks("rand")) and set(TIERS) == {"quick", "standard", "rand"}
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    """Two trainings x two folds of the EmoDB recipe on the sample clips, quick tier, then the same command again."""
+    out = tmp_path_factory.mktemp("benchmark") / "bench"
+    sizes = {**TINY, "number_of_epochs": 1, "n_folds": 4, "warmup_steps": 1}
+    command = [
+        *CLI,
+        "benchmark",
+        "recipes/EmoDB",
+        "--trainings",
+        "cnn4_single",
+        "cnn4_vanilla",
+        "--folds",
+        "0",
+        "1",
+        "--tier=quick",
+        "--budgets={features_linf: [0.05, 0.1], waveform_snr: [20]}",
+        f"--output_folder={out}",
+        f"--data_folder={EMODB_SAMPLES}",
+        *flags(**sizes),
+        "--noprogressbar",
+    ]
+    first = run(command)
+    again = run(command)
+    return {"out": out, "first": first.stderr, "again": again.stderr, "command": command}
+
+
+def test_the_benchmark_trains_and_evaluates_fold_by_fold_and_resumes(benchmark_run):
+    out, log = benchmark_run["out"], benchmark_run["first"]
+    order = [line.split(" - ")[1].split(":")[0] for line in log.splitlines() if line.endswith(": started")]
+    assert order == [
+        "cnn4_single/fold0-seed1234",
+        "cnn4_vanilla/fold0-seed1234",
+        "cnn4_single/fold0-seed1234 (quick tier)",
+        "cnn4_vanilla/fold0-seed1234 (quick tier)",
+        "cnn4_single/fold1-seed1234",
+        "cnn4_vanilla/fold1-seed1234",
+        "cnn4_single/fold1-seed1234 (quick tier)",
+        "cnn4_vanilla/fold1-seed1234 (quick tier)",
+    ]
+    assert ": started" not in benchmark_run["again"] and benchmark_run["again"].count("done, skipped") == 8
+    # Each run's split is its fold's: fold 1 tests speakers 09 and 10 (dev: the next fold, 11).
+    split = {r["spk_id"]: r["split"] for r in read_csv(out / "cnn4_single" / "fold1-seed1234" / "speaker_split.csv")}
+    assert sorted(s for s, role in split.items() if role == "test") == ["09", "10"]
+
+
+def tier_entries(folder, tier="quick"):
+    return [entry for entry in read_entries(folder) if entry["tier"] == tier]
+
+
+def test_every_entry_is_its_runs_own_report(benchmark_run):
+    # Each run keeps the entry of the suite it ended with (tier "yaml") beside its tier's.
+    own = tier_entries(benchmark_run["out"], "yaml")
+    assert sorted(os.path.dirname(e["path"]) for e in own) == sorted(
+        str(benchmark_run["out"] / t / f"fold{f}-seed1234") for t in ("cnn4_single", "cnn4_vanilla") for f in (0, 1)
+    )
+    entries = tier_entries(benchmark_run["out"])
+    assert sorted((e["name"], e["fold"]) for e in entries) == [
+        (t, f) for t in ("cnn4_single", "cnn4_vanilla") for f in (0, 1)
+    ]
+    for entry in entries:
+        folder = os.path.dirname(entry["path"])
+        assert (entry["corpus"], entry["protocol"], entry["tier"], entry["split"]) == (
+            "EmoDB",
+            {"kind": "speaker folds", "n_folds": 4},
+            "quick",
+            "test",
+        )
+        suite = {
+            (r["threat_model"], float(r["budget"])): float(r["UAR_worst_so_far"])
+            for r in read_csv(os.path.join(folder, "attack_suite.csv"))
+            if r["attack"] == "robust"
+        }
+        assert {(r["threat_model"], r["budget"]): r["robust_UAR"] for r in entry["results"]} == suite
+        assert entry["utterances"] == len(entry["per_utterance"]) == 14
+        assert entry["attacks"] == ["FGSM", "PGD-10", "SquareAttack", "WaveformPGD-10"]
+        # Passes are counted per budget; a larger budget may need none (every utterance fooled at a smaller one).
+        assert all(r["forward_passes_per_utterance"] >= 0 for r in entry["results"])
+        assert (entry["results"][0]["forward_passes_per_utterance"] > 0) == (entry["clean_UAR"] > 0)
+
+
+def test_the_benchmark_report_figure_and_leaderboard(benchmark_run, tmp_path):
+    out = benchmark_run["out"]
+    report = (out / "benchmark.md").read_text()
+    rows = markdown_rows(report)
+    assert rows[0] == [
+        "training",
+        "real data",
+        "robust, features_linf 0.05",
+        "robust, features_linf 0.1",
+        "robust, 20 dB (waveform_snr)",
+    ]
+    assert [row[0] for row in rows[1:3]] == ["cnn4_single", "cnn4_vanilla"]
+    assert "The attack works" in report and "Adversarial training helps" not in report  # no similarity run
+    folds = read_csv(out / "benchmark_folds.csv")
+    assert len(folds) == 4 and os.path.getsize(out / "benchmark.png") > 5000
+    assert "#### features_linf at 0.05" in (out / "leaderboard.md").read_text()
+    # The installed console script exits 0 after a subcommand that returns its results to Python callers.
+    run([shutil.which("ser-adv"), "leaderboard", out, "--tier=quick", f"--output_folder={tmp_path}"])
+    assert (tmp_path / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
+
+
+def test_the_leaderboard_command_refuses_mixed_tiers_and_missing_folds(benchmark_run, tmp_path):
+    entries = tmp_path / "entries"
+    for index, entry in enumerate(tier_entries(benchmark_run["out"])):
+        os.makedirs(entries / str(index))
+        entry = {key: value for key, value in entry.items() if key != "path"}
+        if index == 3:
+            entry["tier"] = "standard"
+        (entries / str(index) / "entry.json").write_text(json.dumps(entry))
+    done = run([*CLI, "leaderboard", entries], check=False)
+    assert done.returncode != 0 and "the tiers ['quick', 'standard']; choose one with --tier" in done.stderr
+    # Without entry 3, cnn4_vanilla lacks fold 1: refused as well (ser_adv_brain.reports.leaderboard).
+    done = run([*CLI, "leaderboard", entries, "--tier=quick", f"--output_folder={tmp_path / 'board'}"], check=False)
+    assert done.returncode != 0 and "evaluated on (fold, seed)" in done.stderr
+
+
+def test_evaluate_in_a_tier_writes_into_its_own_folder(benchmark_run):
+    run_folder = benchmark_run["out"] / "cnn4_single" / "fold0-seed1234"
+    before = (run_folder / "attack_suite.csv").read_text()
+    run(
+        [
+            *CLI,
+            "evaluate",
+            run_folder,
+            "--tier=quick",
+            "--splits=test",
+            "--budgets={features_linf: [0.05], waveform_snr: [20]}",
+            f"--output_folder={run_folder / 'quick_again'}",
+            "--noprogressbar",
+        ]
+    )
+    (entry,) = read_entries(run_folder / "quick_again")
+    assert [(r["threat_model"], r["budget"]) for r in entry["results"]] == [
+        ("features_linf", 0.05),
+        ("waveform_snr", 20),
+    ]
+    assert (run_folder / "attack_suite.csv").read_text() == before  # the run's own report is left alone
+    # --budgets replaces the run's suite_budgets as a whole: the run's waveform budgets are not kept.
+    done = run(
+        [
+            *CLI,
+            "evaluate",
+            run_folder,
+            "--tier=quick",
+            "--budgets={features_linf: [0.05]}",
+            f"--output_folder={run_folder / 'no_snr'}",
+        ],
+        check=False,
+    )
+    assert done.returncode != 0 and "--budgets: suite_budgets has no budgets for 'waveform_snr'" in done.stderr
+    assert not (run_folder / "no_snr").exists()

@@ -1,0 +1,63 @@
+"""Intervals over speaker folds and paired comparisons, on hand-built folds whose answers are known."""
+
+import pytest
+import torch
+
+from ser_adv_brain.evaluation.intervals import FoldOutcomes, fold_uar, paired_comparison, stratified_draw, uar_interval
+
+TARGETS = torch.tensor([0, 0, 1, 1])
+
+
+def fold(*correct):
+    return FoldOutcomes(TARGETS, torch.tensor(correct))
+
+
+def test_the_mean_is_the_mean_of_the_folds_uars():
+    folds = [fold(True, True, True, False), fold(True, False, False, False)]  # UARs .75 and .25
+    assert uar_interval(folds, 2, replicates=200).mean == pytest.approx(0.5)
+
+
+def test_the_interval_resamples_the_folds_not_only_their_utterances():
+    """One fold right on everything, one wrong on everything: utterance draws alone would give [.5, .5]."""
+    interval = uar_interval([fold(True, True, True, True), fold(False, False, False, False)], 2, replicates=400)
+    assert (interval.low, interval.high) == (0.0, 1.0)
+
+
+def test_the_interval_resamples_the_utterances_within_a_fold():
+    """A single fold cannot vary by its folds: the spread comes from its utterances (UARs 0, .25, .5, .75 or 1)."""
+    interval = uar_interval([fold(True, False, True, False)], 2, replicates=400)
+    assert interval.mean == 0.5 and interval.low < 0.5 < interval.high
+
+
+def test_a_stratified_draw_keeps_every_class_and_its_count():
+    targets = torch.tensor([0, 1, 1, 2, 2, 2])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        drawn = targets[stratified_draw(targets, generator)]
+        assert torch.equal(torch.bincount(drawn, minlength=3), torch.tensor([1, 2, 3]))
+
+
+def test_a_paired_comparison_cancels_what_both_trainings_share():
+    """A is right wherever B is, and on one more utterance in each fold; the folds differ a lot (A: 1 and .25,
+    B: .75 and 0). Drawn apart, the folds would let B's good fold meet A's bad one (A minus B down to -.5);
+    drawn together, no replicate can put A below B."""
+    a = [fold(True, True, True, True), fold(True, False, False, False)]
+    b = [fold(True, True, True, False), fold(False, False, False, False)]
+    result = paired_comparison(a, b, 2, replicates=400)
+    assert result.effect == pytest.approx(0.25)
+    assert result.low >= 0 and result.high > 0
+    same = paired_comparison(a, a, 2, replicates=200)
+    assert (same.effect, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_a_paired_comparison_needs_the_same_utterances():
+    with pytest.raises(ValueError, match="same folds, seeds and utterances"):
+        paired_comparison(
+            [fold(True, True, True, True)],
+            [FoldOutcomes(torch.tensor([1, 1, 0, 0]), torch.ones(4, dtype=torch.bool))],
+            2,
+        )
+
+
+def test_fold_uar_on_drawn_utterances():
+    assert fold_uar(fold(True, False, True, True), 2, torch.tensor([0, 0, 2, 3])) == 1.0

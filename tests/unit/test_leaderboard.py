@@ -1,0 +1,94 @@
+"""The leaderboard from hand-built benchmark entries: its figures, its ranking, and what it refuses."""
+
+import copy
+
+import pytest
+
+from ser_adv_brain.reports.leaderboard import check_comparable, leaderboard_rows, write_leaderboard
+
+EMOTIONS = ["anger", "anger", "sadness", "sadness"]
+
+
+def entry(name, fold, correct, robust, tier="standard"):
+    """An entry of ``name`` on ``fold``: four utterances, right or not on real data and at eps .02."""
+    return {
+        "name": name,
+        "corpus": "EmoDB",
+        "protocol": {"kind": "speaker folds", "n_folds": 5},
+        "fold": fold,
+        "seed": 1234,
+        "architecture": {"model": "CNN4", "base_channels": 16},
+        "training": {"yaml": f"{name}.yaml", "step": "CleanStep()"},
+        "split": "test",
+        "utterances": 4,
+        "tier": tier,
+        "early_exit": True,
+        "attacks": ["APGD-CE"],
+        "clean_UAR": None,
+        "results": [
+            {
+                "threat_model": "features_linf",
+                "budget": 0.02,
+                "unit": "eps",
+                "robust_UAR": None,
+                "forward_passes_per_utterance": 100.0 + fold,
+            }
+        ],
+        "per_utterance": [
+            {"id": f"u{i}", "emotion": emotion, "correct": c, "robust": {"features_linf@0.02": r}}
+            for i, (emotion, c, r) in enumerate(zip(EMOTIONS, correct, robust))
+        ],
+        "path": f"{name}/fold{fold}/entry.json",
+    }
+
+
+def entries():
+    return [
+        entry("cnn4_single", 0, [True, True, True, False], [False, False, True, False]),  # robust UARs .25
+        entry("cnn4_single", 1, [True, True, True, True], [True, False, False, False]),  # and .25
+        entry("cnn4_trades", 0, [True, True, True, False], [True, True, True, False]),  # .75
+        entry("cnn4_trades", 1, [True, False, True, True], [True, False, True, True]),  # .75
+    ]
+
+
+def test_models_are_ranked_by_their_mean_robust_uar_over_the_folds():
+    rows = leaderboard_rows(entries())
+    assert [(row["rank"], row["name"]) for row in rows] == [(1, "cnn4_trades"), (2, "cnn4_single")]
+    trades, single = rows
+    assert trades["robust_UAR"] == pytest.approx(0.75) and single["robust_UAR"] == pytest.approx(0.25)
+    assert single["clean_UAR"] == pytest.approx((0.75 + 1.0) / 2)
+    assert trades["robust_low"] <= 0.75 <= trades["robust_high"]
+    assert (trades["folds"], trades["seeds"], trades["forward_passes_per_utterance"]) == (2, 1, 100.5)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tier", "quick"),
+        ("corpus", "DEMoS"),
+        ("split", "valid"),
+        ("protocol", {"kind": "speaker folds", "n_folds": 10}),
+    ],
+)
+def test_an_entry_evaluated_otherwise_is_refused_naming_its_file(field, value):
+    mixed = entries()
+    mixed[3] = {**mixed[3], field: value}
+    with pytest.raises(ValueError, match=rf"cnn4_trades/fold1/entry.json: its {field} is"):
+        check_comparable(mixed)
+
+
+def test_models_on_other_folds_or_budgets_are_refused():
+    fewer = entries()[:3]
+    with pytest.raises(ValueError, match=r"cnn4_trades was evaluated on \(fold, seed\) \[\(0, 1234\)\]"):
+        check_comparable(fewer)
+    other = copy.deepcopy(entries())
+    other[2]["results"][0]["budget"] = 0.04
+    with pytest.raises(ValueError, match="its budgets"):
+        check_comparable(other)
+    with pytest.raises(ValueError, match="No entry.json found"):
+        check_comparable([])
+
+
+def test_the_leaderboard_files(tmp_path):
+    markdown = write_leaderboard(entries(), str(tmp_path))
+    assert "#### features_linf at 0.02" in markdown and (tmp_path / "leaderboard.csv").read_text().count("\n") == 3
