@@ -8,6 +8,13 @@ uses them. Then, taking turns (round-robin) after discarded warm-up rounds:
 
 - ``fgsm_gradients``: k FGSM input gradients (``FGSM.input_gradient``, k times);
 - ``pgd``: PGD with k steps and a random start on the features;
+- ``apgd_k``, ``apgd_2k``: APGD-CE with k and 2k steps (every step taken) on the
+  same features, and ``pgd_k``, ``pgd_2k`` likewise: all four on the model's own
+  predictions, so that every utterance starts correct and each attack works on all
+  of them (on the true labels APGD skips those the model already gets wrong, PGD
+  does not). One iteration costs ``(T(2k) - T(k)) / k``: the difference leaves out
+  what each attack does once (APGD also scores its starting point and its last
+  iterate, two more forward passes than PGD's k gradients);
 - ``waveform_pgd``: waveform PGD with k steps under an SNR budget, its
   gradient through the log-Mel and the normaliser, rounding to 16-bit PCM
   and the realised SNR included.
@@ -17,19 +24,25 @@ other's in the same round. Targets (issue 8):
 
 - PGD-k against k FGSM input gradients: <= 1.05x (PGD adds only elementwise
   work to each gradient pass);
+- an APGD iteration against a PGD iteration: <= 1.05x (APGD's momentum,
+  step-size schedule and best-point bookkeeping are elementwise work too);
 - a waveform-domain step against a feature-domain step (waveform PGD-k
   against PGD-k): <= 1.3x (the STFT and Mel filters, forward and backward,
   are small beside the model).
 
 With ``--trained FOLDER`` (a training output folder), it also measures the
 early exit's saving in a robust-UAR evaluation of that trained model: the
-suite of its yaml (``attack_suite`` at ``suite_budgets``) on its test split,
-with and without early exit, taking turns; it prints both times, the
+suite of its yaml (``attack_suite`` at ``suite_budgets``), or with ``--tier``
+a tier's (the benchmark's cost per model: ``--tier=standard
+--budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"``), on its test
+split, with and without early exit, taking turns; it prints both times, the
 utterance-attacks each ran, and whether robust UAR came out the same.
 
 Run from the repository root (about a minute of CPU time on 1 thread):
     PYTHONPATH=. python bench/attack_cost.py
     PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB/cnn4_vanilla/final
+    PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB_benchmark/cnn4_single/fold0-seed1234 \
+        --tier=standard --budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/attack_cost.py --device cuda --precision bf16
 """
@@ -37,6 +50,7 @@ On a GPU, at the paper's width:
 import statistics
 
 import torch
+import yaml
 from common import (
     argument_parser,
     first_batch,
@@ -47,8 +61,9 @@ from common import (
     synthetic_dataset,
 )
 
-from ser_adv_brain.attacks import FGSM, PGD, WaveformPGD
+from ser_adv_brain.attacks import APGD, FGSM, PGD, WaveformPGD
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.runs import load_trained
 from ser_adv_brain.training.checkpoints import selection_key
@@ -56,6 +71,7 @@ from ser_adv_brain.training.checkpoints import selection_key
 # (ratio name, workload, baseline workload, target)
 RATIOS = [
     ("PGD-k / k FGSM gradients", "pgd", "fgsm_gradients", 1.05),
+    ("APGD iteration / PGD iteration", ("apgd_2k", "apgd_k"), ("pgd_2k", "pgd_k"), 1.05),
     ("waveform step / feature step", "waveform_pgd", "pgd", 1.3),
 ]
 
@@ -70,6 +86,11 @@ def attack_workloads(brain, batch, args):
     k = args.attack_steps
     fgsm = FGSM(eps=args.eps, eta=None, label_source="target")
     pgd = PGD(eps=args.eps, steps=k, eta=None, label_source="target")
+    per_iteration = {
+        f"{name}_{size}": kind(eps=args.eps, steps=steps, eta=None, label_source="predicted")
+        for name, kind in (("pgd", PGD), ("apgd", APGD))
+        for size, steps in (("k", k), ("2k", 2 * k))
+    }
     waveform_pgd = WaveformPGD(eps=args.snr, steps=k, label_source="target")
 
     def in_precision(fn):
@@ -82,8 +103,20 @@ def attack_workloads(brain, batch, args):
     return {
         "fgsm_gradients": in_precision(lambda: [fgsm.input_gradient(model, feats, targets) for _ in range(k)]),
         "pgd": in_precision(lambda: pgd.perturb(model, feats, targets)),
+        **{
+            name: in_precision(lambda attack=attack: attack.perturb(model, feats, None))
+            for name, attack in per_iteration.items()
+        },
         "waveform_pgd": in_precision(lambda: waveform_pgd.perturb(classifier, wavs, targets)),
     }
+
+
+def cost(times, workload, round_index):
+    """A workload's time in one round, or the difference of two workloads' (``(longer, shorter)``)."""
+    if isinstance(workload, tuple):
+        longer, shorter = workload
+        return times[longer][round_index] - times[shorter][round_index]
+    return times[workload][round_index]
 
 
 def measure_model(args, model_name, folder):
@@ -96,7 +129,7 @@ def measure_model(args, model_name, folder):
     times = round_robin(attack_workloads(brain, batch, args), args.rounds, args.warmup, args.device, args.clock)
     rows = [{"model": model_name, "measure": name, "ms": 1000 * statistics.median(t)} for name, t in times.items()]
     for label, workload, baseline, target in RATIOS:
-        ratio = statistics.median(a / b for a, b in zip(times[workload], times[baseline]))
+        ratio = statistics.median(cost(times, workload, r) / cost(times, baseline, r) for r in range(args.rounds))
         rows.append({"model": model_name, "measure": label, "ratio": ratio, "target": target})
     return rows
 
@@ -104,7 +137,11 @@ def measure_model(args, model_name, folder):
 def measure_early_exit(args):
     """Robust-UAR evaluation of a trained model's test split with and without early exit, round-robin."""
     hparams, datasets, brain = load_trained(args.trained, [f"--device={args.device}", "--noprogressbar"])
-    plan = suite_plan(suite_entries(hparams["attack_suite"]), hparams["suite_budgets"])
+    attacks = tier_attacks(args.tier) if args.tier else hparams["attack_suite"]
+    budgets = yaml.safe_load(args.budgets) if args.budgets else hparams["suite_budgets"]
+    for attack in attacks:
+        attack.set_class_names(hparams["label_encoder"])
+    plan = suite_plan(suite_entries(attacks), budgets)
     outcomes = {}
 
     def evaluate(early_exit):
@@ -124,6 +161,7 @@ def measure_early_exit(args):
     robust = {(g, b): (on.uar(on.robust_after(g, b)), off.uar(off.robust_after(g, b))) for g, b, _ in plan}
     return {
         "folder": args.trained,
+        "suite": f"the {args.tier} tier" if args.tier else "its yaml's suite",
         "utterances": len(on.ids),
         "seconds": {name: statistics.median(t) for name, t in times.items()},
         "attacked": (on.attacked_count, off.attacked_count),
@@ -136,7 +174,7 @@ def print_early_exit(row):
     on, off = row["seconds"]["early exit"], row["seconds"]["no early exit"]
     print(
         f"\nEarly exit, robust-UAR evaluation of {row['folder']} "
-        f"(test, {row['utterances']} utterances, its yaml's suite):"
+        f"(test, {row['utterances']} utterances, {row['suite']}):"
     )
     print("| | seconds | utterance-attacks | robust UAR per budget |")
     print("|---|---|---|---|")
@@ -173,6 +211,8 @@ def main(argv=None):
         "--trained", default=None, help="a training output folder: also measure the early exit's saving"
     )
     parser.add_argument("--exit-rounds", type=int, default=1, help="timed rounds of each robust-UAR evaluation")
+    parser.add_argument("--tier", choices=TIERS, default=None, help="with --trained: a tier's suite, not the yaml's")
+    parser.add_argument("--budgets", default=None, help="with --trained: suite budgets as yaml (default: the yaml's)")
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "

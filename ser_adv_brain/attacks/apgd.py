@@ -145,14 +145,14 @@ class APGD(PGD):
 
     def gradient(self, model, inputs, labels, aimed, loss_scale):
         """The loss gradient at ``inputs``, averaged over ``eot_iter`` passes; with the last pass's logits and loss."""
-        total = torch.zeros_like(inputs)
+        total = None
         for _ in range(self.eot_iter):
             current = inputs.detach().requires_grad_(True)
             logits, _ = model(current)
             loss = self.apgd_loss(logits, labels, aimed)
             (grad,) = torch.autograd.grad(loss.sum() * loss_scale, current)
-            total += grad
-        return total / self.eot_iter, logits.detach(), loss.detach()
+            total = grad if total is None else total.add_(grad)
+        return total if self.eot_iter == 1 else total / self.eot_iter, logits.detach(), loss.detach()
 
     def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None, mask=None, keys=None):
         """APGD's passes (one per target class with ``targets``, each with its restarts) on what is still correct.
@@ -208,28 +208,32 @@ class APGD(PGD):
         history = [loss]  # per iteration, every utterance's loss (the start's first)
         last_best, halved_last = best_loss.clone(), torch.ones(n, dtype=torch.bool, device=inputs.device)
         marks, since = checkpoint_iterations(self.steps), 0
-        active = torch.arange(n, device=inputs.device)
+        # The utterances still stepping; None: all of them, without copies through an index (which would cost
+        # an iteration as much as the step's own elementwise work: bench/attack_cost.py).
+        active = None
         for iteration in range(self.steps):
             if self.stop_when_fooled:
-                active = (~fooled).nonzero().view(-1)
-                if len(active) == 0:
+                going = (~fooled).nonzero().view(-1)
+                if len(going) == 0:
                     break
-            x, r, m = adversarial[active], rows(radius, active), rows(mask, active)
+                active = None if len(going) == n else going
+            x, x0, prev = take(adversarial, active), take(inputs, active), take(previous, active)
+            r, m = take(radius, active), take(mask, active)
             momentum = MOMENTUM if iteration > 0 else 1.0
-            z = self.project_ball(self.ascend(x, grad[active], step[active]), inputs[active], r, m)
-            moved = self.project_ball(
-                x + momentum * (z - x) + (1 - momentum) * (x - previous[active]), inputs[active], r, m
+            z = self.project_ball(self.ascend(x, take(grad, active), take(step, active)), x0, r, m)
+            # x + momentum (z - x) + (1 - momentum) (x - x_{t-1})
+            moved = self.project_ball(torch.lerp(x, z, momentum).add_(x - prev, alpha=1 - momentum), x0, r, m)
+            grad_now, logits, loss_now = self.gradient(
+                model, moved, take(labels, active), take(aimed, active), loss_scale
             )
-            previous[active], adversarial[active] = x, moved
-            grad[active], logits, loss_now = self.gradient(
-                model, moved, labels[active], rows(aimed, active), loss_scale
-            )
-            now = self.succeeded(logits, labels[active])
-            found[active[now]], fooled[active[now]] = moved[now], True
-            loss = history[-1].clone()
-            loss[active] = loss_now
+            previous, adversarial = put(previous, active, x), put(adversarial, active, moved)
+            grad = put(grad, active, grad_now)
+            now = self.succeeded(logits, take(labels, active))
+            stepped = torch.arange(n, device=inputs.device) if active is None else active
+            found[stepped[now]], fooled[stepped[now]] = moved[now], True
+            loss = put(history[-1].clone(), active, loss_now)
             history.append(loss)
-            better = active[loss_now > best_loss[active]]
+            better = stepped[loss_now > take(best_loss, active)]
             best[better], best_loss[better], best_grad[better] = adversarial[better], loss[better], grad[better]
             since += 1
             if iteration + 1 in marks:
@@ -240,3 +244,16 @@ class APGD(PGD):
                 adversarial[halve], grad[halve] = best[halve], best_grad[halve]
                 halved_last, last_best, since = halve, best_loss.clone(), 0
         return torch.where(fooled.view(per_utterance), found, best), fooled
+
+
+def take(value, active):
+    """The active utterances' rows of a per-utterance value (all of it with ``active`` None; scalars as they are)."""
+    return value if active is None else rows(value, active)
+
+
+def put(target, active, value):
+    """``target`` with the active utterances' rows set to ``value``: ``value`` itself when all are active."""
+    if active is None:
+        return value
+    target[active] = value
+    return target

@@ -224,3 +224,23 @@ def test_the_second_step_is_the_momentum_formula(model):
     grad1, _, _ = gradient(model, x1, model(x)[0].argmax(dim=-1), None, 1.0)
     z = attack.project_ball(attack.ascend(x1, grad1, 2 * 0.5), x, 0.5)
     torch.testing.assert_close(x2, attack.project_ball(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0), x, 0.5))
+
+
+def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path(model):
+    """With ``stop_when_fooled`` only the utterances still correct step (through an index); the others keep
+    their fooling iterate. An utterance never fooled must end where the all-steps run (no index) takes it,
+    and one fooled must be fooled in the all-steps run too (which keeps every fooling iterate)."""
+    x = torch.randn(8, 20, 8, generator=torch.Generator().manual_seed(1))
+    radius = torch.tensor([5.0] * 4 + [0.02] * 4).view(-1, 1, 1)  # the first four fooled early, the rest late or never
+    keys = [f"utt{i}" for i in range(8)]
+    runs = {}
+    for stop in (True, False):
+        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5)
+        runs[stop] = attack.attack(model, x, None, radius, keys=keys)
+    with torch.no_grad():
+        labels = model(x)[0].argmax(-1)
+        fooled = {stop: model(out)[0].argmax(-1) != labels for stop, out in runs.items()}
+    assert fooled[True].any(), "no utterance was fooled: the stopping path was not exercised"
+    assert (fooled[False] | ~fooled[True]).all()
+    never = ~fooled[True]
+    torch.testing.assert_close(runs[True][never], runs[False][never])
