@@ -73,6 +73,24 @@ def reference_lines(ax, real, n_classes):
         ax.axhline(1 / n_classes, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{n_classes})")
 
 
+def run_title(folder):
+    """``vgg16_vanilla (1234)``: the run's ``experiment_name`` and its folder's name (a tier's folder: its run's).
+
+    The name is read from the ``hyperparams.yaml`` of the folder or of the run above it, as text: loading
+    the yaml would run its ``!new:`` tags to draw a title.
+    """
+    folder = os.path.normpath(folder)
+    for run_folder, label in ((folder, os.path.basename(folder)), (os.path.dirname(folder), None)):
+        path = os.path.join(run_folder, "hyperparams.yaml")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                found = re.search(r"^experiment_name:\s*(\S+)", f.read(), flags=re.MULTILINE)
+            if found:
+                label = label or f"{os.path.basename(run_folder)}, {os.path.basename(folder)}"
+                return f"{found.group(1)} ({label})"
+    return os.path.basename(folder)
+
+
 def plot_robustness(folder):
     """``robustness.png`` from a run's ``robustness.csv`` (and ``attack_suite.csv`` if there).
 
@@ -138,7 +156,7 @@ def plot_robustness(folder):
             ax.grid(alpha=0.3)
             if col == len(splits) - 1:
                 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    title = f"Robustness of {os.path.basename(os.path.normpath(folder))}"
+    title = f"Robustness of {run_title(folder)}"
     if any(r["attack"] != "robust" and not r["UAR_alone"] for r in suite):
         attacks = ", ".join(dict.fromkeys(r["attack"] for r in suite if r["attack"] != "robust"))
         title += (

@@ -388,3 +388,13 @@ def test_the_recipe_draws_the_pictures_of_its_run(trained):
     triptych = np.load(os.path.join(out, "spectrogram_triptych.npz"))
     assert triptych["real"].shape == triptych["fake"].shape
     assert np.abs(triptych["fake"] - triptych["real"]).max() == pytest.approx(float(triptych["eps"]), rel=1e-3)
+
+
+def test_the_robustness_picture_is_titled_with_the_run_not_its_seed_folder(tmp_path):
+    run = tmp_path / "cnn4_trades" / "fold0-seed1234"
+    os.makedirs(run / "standard")
+    # Read as text: a tag that cannot load must not matter to a title.
+    write(run / "hyperparams.yaml", "seed: 1234\nexperiment_name: cnn4_trades\nmodel: !new:no_such.Module\n")
+    assert plots.run_title(str(run)) == "cnn4_trades (fold0-seed1234)"
+    assert plots.run_title(str(run / "standard")) == "cnn4_trades (fold0-seed1234, standard)"
+    assert plots.run_title(str(tmp_path)) == os.path.basename(tmp_path)
