@@ -145,8 +145,8 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     threat_models = [("linf", args.linf), ("l2", args.l2), ("snr", args.snr)]
-    header = ["run", "budget", "attack", "implementation", "robust UAR", "robust accuracy",
-              "fooled by it only", "fooled by ours only"]  # fmt: skip
+    header = ["run", "budget", "attack", "implementation", "robust UAR", "robust accuracy"]
+    header += ["fooled by it only", "fooled by ours only"]
     rows = []
     for folder in args.runs:
         run_rows, n_correct, n = compare(folder, threat_models, args.steps)

@@ -4,8 +4,10 @@ Both classes plug into SpeechBrain's checkpointing from the yaml: the
 checkpointer is an ``AtomicCheckpointer`` and its recoverables include a
 ``RandomState``. Together with SpeechBrain's intra-epoch checkpoints
 (``ckpt_interval_minutes``) and resumable data loaders, a run killed at any
-point resumes from its last checkpoint and, on one process with
-``num_workers: 0``, reaches exactly the results of an uninterrupted run.
+point resumes from its last checkpoint and, with ``num_workers: 0``, reaches
+exactly the results of an uninterrupted run on the same host, kernel setting
+and thread count, under ``torchrun`` too (every process restores its own
+random state).
 
 Everything here is saved as tensors and plain Python values, so it loads
 with ``torch.load(weights_only=True)``, which cannot run code.
