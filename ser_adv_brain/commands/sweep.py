@@ -194,28 +194,33 @@ def table_rows(runs):
     return rows
 
 
-def spread_text(values):
-    """``.614`` for one value; ``.602 [.571, .640]``, the mean and the range, for several.
+def spread_text(values, replicates=1):
+    """``.614`` for one value; ``.602 [.571, .640]``, the mean and the range, for several; a cell with fewer
+    values than the grid's ``replicates`` says how many it has (a grid still running).
 
     Example
     -------
-    >>> spread_text([0.6]), spread_text([0.5, 0.6, 0.7])
-    ('.600', '.600 [.500, .700]')
+    >>> spread_text([0.6]), spread_text([0.5, 0.6, 0.7]), spread_text([0.5, 0.7], replicates=6)
+    ('.600', '.600 [.500, .700]', '.600 [.500, .700] (2 of 6)')
     """
     mean = sum(values) / len(values)
-    return (
+    text = (
         uar_text(mean) if len(values) == 1 else f"{uar_text(mean)} [{uar_text(min(values))}, {uar_text(max(values))}]"
     )
+    return text + (f" ({len(values)} of {replicates})" if len(values) < replicates else "")
 
 
-def paper_markdown(rows, models, title):
-    """The paper's layout: one line per training and data, dev / test per model, the paper's and robust UAR beside."""
+def paper_markdown(rows, models, title, replicates):
+    """The paper's layout: one line per training and data, dev / test per model, the paper's and robust UAR beside;
+    each cell over the ``replicates`` (names) of the grid that have finished."""
 
     def pair(cells, key):
         values = {s: [float(r[key]) for r in cells if r["split"] == s and r[key] != ""] for s in SPLITS}
         if not any(values.values()):
             return "-"
-        return " / ".join(spread_text(values[s]) if values[s] else "-" for s in SPLITS)
+        if key == "paper_UAR":  # the paper's own figure, the same beside every replicate
+            return " / ".join(spread_text(values[s][:1]) if values[s] else "-" for s in SPLITS)
+        return " / ".join(spread_text(values[s], len(replicates)) if values[s] else "-" for s in SPLITS)
 
     lines_keys = list(dict.fromkeys((r["training"], r["train_eps"], r["data"], r["eps"]) for r in rows))
     order = {mode: i for i, mode in enumerate(MODES)}
@@ -237,10 +242,9 @@ def paper_markdown(rows, models, title):
     headers = ["training", "data"]
     for model in models:
         headers += [f"{MODEL_TITLES.get(model, model)} dev / test", "paper (DEMoS)", "robust UAR"]
-    replicates = sorted({r["replicate"] for r in rows if r["replicate"]})
     spread = (
         f" Each cell: the mean over {len(replicates)} replicates ({', '.join(replicates)}) and, in "
-        "brackets, their range."
+        "brackets, their range; a cell with fewer finished replicates says how many it has."
         if len(replicates) > 1
         else ""
     )
@@ -259,7 +263,8 @@ def write_tables(runs, output_folder, title):
     rows = table_rows(runs)
     write_csv(os.path.join(output_folder, "paper_table.csv"), rows, TABLE_FIELDS)
     models = list(dict.fromkeys(run.cell.model for run in runs))
-    table = paper_markdown(rows, models, title)
+    replicates = sorted({run.replicate.name for run in runs if run.replicate.name})
+    table = paper_markdown(rows, models, title, replicates)
     with open(os.path.join(output_folder, "paper_table.md"), "w", encoding="utf-8") as f:
         f.write(table)
     curves = []

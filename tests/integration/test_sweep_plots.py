@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import markdown_rows
 
-from ser_adv_brain.commands import sweep
+from ser_adv_brain.commands import grid, sweep
 from ser_adv_brain.reports import plots
 from ser_adv_brain.runs.finish import draw_run_pictures
 
@@ -235,9 +235,8 @@ def test_replicates_run_once_per_seed_and_kernel_setting_and_the_table_gives_the
 ):
     for variable in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(variable, raising=False)
-    run_sweep(
-        stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "8", "--cpu_kernels", "native", "avx2"
-    )
+    options = ["--models", "cnn4", "--modes", "single", "--seeds", "7", "8", "--cpu_kernels", "native", "avx2"]
+    run_sweep(stub_recipe, *options)
     done = {os.path.relpath(c["argv"][1].split("=", 1)[1], stub_recipe["out"]): c for c in calls(stub_recipe)}
     assert sorted(done) == [
         os.path.join("cnn4_single", r) for r in ("seed7-avx2", "seed7-native", "seed8-avx2", "seed8-native")
@@ -259,6 +258,12 @@ def test_replicates_run_once_per_seed_and_kernel_setting_and_the_table_gives_the
 
     expected = [f"{short(sum(v) / 4)} [{short(min(v))}, {short(max(v))}]" for v in (real["valid"], real["test"])]
     assert line[2] == " / ".join(expected)
+    # A grid still running: a cell over fewer replicates than the grid's says how many it has.
+    os.remove(os.path.join(stub_recipe["out"], "cnn4_single", "seed8-avx2", grid.FINISHED_MARKER))
+    run_sweep(stub_recipe, *options, "--report_only")
+    table = open(os.path.join(stub_recipe["out"], "paper_table.md"), encoding="utf-8").read()
+    line = next(row for row in markdown_rows(table) if row[:2] == ["single", "real"])
+    assert line[2].count("(3 of 4)") == 2 and line[3] == ".826 / .836"
     with pytest.raises(SystemExit):  # the seed is the sweep's to set
         run_sweep(stub_recipe, "--models", "cnn4", "--modes", "single", "--seeds", "7", "--seed=3")
 
