@@ -30,9 +30,23 @@ def set_collective_timeout(minutes):
         torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
 
 
+# gloo raises plain RuntimeErrors: its own timeout, or the connection to a rank that stopped first (that
+# rank's own timeout came a moment earlier, or it crashed).
+GLOO_FAILURES = ("timed out", "connection closed by peer", "connection reset by peer")
+
+
 def is_collective_failure(error):
-    """Whether ``error`` comes from a collective: torch's distributed errors, gloo's timeouts (plain RuntimeErrors)."""
-    return isinstance(error, torch.distributed.DistError) or "timed out" in str(error).lower()
+    """Whether ``error`` comes from a collective: torch's distributed errors, or gloo's (``GLOO_FAILURES``).
+
+    Example
+    -------
+    >>> is_collective_failure(RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer"))
+    True
+    >>> is_collective_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    False
+    """
+    message = str(error).lower()
+    return isinstance(error, torch.distributed.DistError) or any(failure in message for failure in GLOO_FAILURES)
 
 
 @contextlib.contextmanager
