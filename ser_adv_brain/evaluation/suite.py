@@ -181,8 +181,9 @@ class SplitOutcomes:
         self.gradient_ok.extend(gradient_ok.tolist())
         for key in self.keys:
             self.predictions[key].extend(predictions[key].tolist())
-            for field in DETAILS:
-                self.details[field][key].extend(details[field][key].tolist())
+            for field in DETAILS:  # a field no attack of the batch reports may be left out (NaN)
+                given = details[field][key].tolist() if field in details else [float("nan")] * len(ids)
+                self.details[field][key].extend(given)
 
     def gather(self):
         """Joins the outcomes of every DDP process, sorted by utterance ID, as tensors (in place)."""
