@@ -144,7 +144,8 @@ class SimulatedRooms:
     length, width, height, rt60, distance, noise_snr_db, noise_colour, gain_db : list of two floats
         The ranges above (metres, seconds, dB).
     max_rir_seconds : float
-        Impulse responses are cut to this length (the image-source tail of a 0.8 s room is over 45 dB down by 1 s).
+        Impulse responses are cut to this length. (The image-source tail decays more slowly than Sabine's RT60
+        says: a room of nominal RT60 0.8 s measured 1.3 s, so its cut part starts some 45 dB down.)
 
     Example
     -------
