@@ -31,6 +31,7 @@ setup(
         "ruamel.yaml==0.18.17",  # the exported interface's yaml, comments and tags kept
         "PyYAML==6.0.3",  # reading yaml without running it (the sweep's keys, the model card)
         "huggingface_hub==2.4.0",  # the model card's metadata (ModelCardData, EvalResult)
+        "pyroomacoustics==0.10.1",  # the over-the-air attack's simulated rooms (ser_adv_brain/audio/rooms.py)
     ],
     extras_require={
         "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "import-linter==2.17", "ruff==0.17.6"],

@@ -5,6 +5,7 @@ from ser_adv_brain.attacks.base import Attack, GradientAttack
 from ser_adv_brain.attacks.detector_aware_pgd import DetectorAwarePGD
 from ser_adv_brain.attacks.fgsm import FGSM
 from ser_adv_brain.attacks.kl_pgd import KLPGD
+from ser_adv_brain.attacks.over_the_air_pgd import OverTheAirPGD
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.transfer_attack import TransferAttack
@@ -20,6 +21,7 @@ __all__ = [
     "FGSM",
     "GradientAttack",
     "KLPGD",
+    "OverTheAirPGD",
     "PGD",
     "SquareAttack",
     "SquareResult",

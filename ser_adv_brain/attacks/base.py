@@ -22,6 +22,8 @@ decides), and ``Attack`` gives the defaults.
 - ``needs_source_model``: it runs on another trained model, which must be
   given to it first (``TransferAttack.attach_source``);
 - ``max_queries``: its query budget (score-based attacks), None otherwise;
+- ``rooms``: an over-the-air attack's ``SimulatedRooms``: it is made in their attack rooms, and the
+  suite scores its audio in their held-out rooms; None: the model hears the adversarial input as it is;
 - ``reports``: the per-utterance fields its ``run`` returns beside the
   adversarial input (the queries used, the realised SNR); ``run`` exists only
   where ``reports`` is not empty;
@@ -175,6 +177,7 @@ class Attack:
     generator = None  # a random attack's own torch.Generator: training checkpoints save its state
     needs_source_model = False
     max_queries = None
+    rooms = None  # an over-the-air attack's SimulatedRooms (the suite scores in their held-out ones)
     reports = ()
 
     def __init__(self, eps, *, eta=0.1, label_source="predicted", model_mode="eval", norm=None):

@@ -1,1 +1,1 @@
-"""Audio: reading any file to mono at the model's rate, fixed lengths, and 16-bit PCM."""
+"""Audio: reading any file to mono at the model's rate, fixed lengths, 16-bit PCM, and simulated rooms."""

@@ -5,7 +5,8 @@ and the checks of ART's ``SecurityCurve``: a defence that only hides its
 gradients shows it in the attacks' own results.
 
 - an iterative attack is weaker than FGSM at the same budget;
-- UAR does not fall to chance at a budget that destroys the input;
+- UAR does not fall to chance at a budget that destroys the input (on the features; and, for an
+  over-the-air attack, at an SNR where its audio drowns the speech, heard in the held-out rooms);
 - a transfer or query-only (black-box) attack beats the white-box ones;
 - the input gradient is zero or not finite for a notable share of utterances.
 
@@ -19,11 +20,15 @@ from ser_adv_brain.evaluation.suite import PlanStep, budget_text
 
 # A share of utterances that a masking check calls notable (Carlini et al. 2019 give no number).
 NOTABLE_SHARE = 0.05
-DESTROY = "destroy"  # the plan group of the destroying-budget check
+DESTROY = "destroy"  # the plan group of the destroying-budget check (its over-the-air one: destroy_<threat model>)
+# Over the air, a perturbation 10 dB louder than the speech: in any room, what the microphone records is mostly the
+# attacker's audio, so an attack that finds the model's errors drives UAR in the held-out rooms to chance or below.
+DESTROY_SNR_DB = -10.0
 
 
 def destroy_plan(entries, eps):
-    """The plan group of the destroying-budget check: the white-box feature attacks at ``eps``.
+    """The plan groups of the destroying-budget check (none if ``eps`` is 0 or None): the white-box feature
+    attacks at ``eps``, and the over-the-air attacks at ``DESTROY_SNR_DB``, heard in their held-out rooms.
 
     Single-step attacks first: this check reads only the worst case over them, which the early exit
     leaves unchanged in any order, and at such a budget FGSM fools nearly everything, so the iterative
@@ -31,7 +36,12 @@ def destroy_plan(entries, eps):
     """
     white_box = [e for e in entries if e.domain == "features" and e.attack.kind != "black-box"]
     white_box.sort(key=lambda e: e.attack.kind != "single-step")
-    return [PlanStep(DESTROY, float(eps), tuple(white_box))] if white_box and eps else []
+    plan = [PlanStep(DESTROY, float(eps), tuple(white_box))] if white_box and eps else []
+    over_the_air = [e for e in entries if e.attack.rooms is not None and e.attack.kind != "black-box"]
+    over_the_air.sort(key=lambda e: e.attack.kind != "single-step")
+    if over_the_air and eps:
+        plan.append(PlanStep(f"{DESTROY}_{over_the_air[0].threat_model}", DESTROY_SNR_DB, tuple(over_the_air)))
+    return plan
 
 
 def fooled_beyond(outcomes, group, budget, later, earlier):
@@ -48,14 +58,22 @@ def masking_sentences(outcomes, plan, split):
     n_correct = max(1, int(outcomes.clean_correct.sum()))
     chance = 1.0 / outcomes.n_classes
     for group, budget, entries in plan:
-        if group == DESTROY:
+        if group.startswith(DESTROY):
             uar = outcomes.uar(outcomes.robust_after(group, budget))
-            if uar > chance:
-                names = ", ".join(e.name for e in entries)
+            names = ", ".join(e.name for e in entries)
+            if uar > chance and group == DESTROY:
                 sentences.append(
                     f"On {split}, at eps {budget:g} on the features (a budget that destroys the input) the "
                     f"white-box attacks ({names}) leave robust UAR at {uar:.3f}, above chance ({chance:.3f}): "
                     "the attacks do not find the model's errors even where any input is reachable."
+                )
+            elif uar > chance:
+                sentences.append(
+                    f"On {split}, at {budget_text(group, budget)} (the attacker's audio louder than the speech) "
+                    f"the over-the-air attacks ({names}) leave robust UAR at {uar:.3f}, above chance "
+                    f"({chance:.3f}): audio made in the attack rooms does not fool the model in the held-out rooms "
+                    "even where it drowns the speech (too few samples or steps, held-out rooms unlike the attack "
+                    "rooms, or gradients that the model masks)."
                 )
             continue
         kinds = {e.name: e.attack.kind for e in entries}

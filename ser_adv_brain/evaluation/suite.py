@@ -25,6 +25,14 @@ report can give each attack's own UAR too.
 random starts and restarts, Square Attack's squares): the suite gives every
 attack the utterance IDs as ``keys``, and each utterance's draws come from a
 generator seeded by the attack's seed and its ID, whatever else is in its batch.
+
+Over the air (``waveform_room_snr``, attacks with ``rooms``): the model hears the
+adversarial audio recorded in each held-out room (``evaluation.over_the_air``), and an
+utterance is correct at a budget only if it is correct on real data heard directly, on
+real data heard in every held-out room (no perturbation lies within every budget), and
+on every attack's audio up to that budget in every held-out room. Beside that, the
+same audio heard directly (no room) is scored as well; so that both stay exact under
+the early exit, an utterance is attacked until it is fooled both ways.
 """
 
 import dataclasses
@@ -39,6 +47,7 @@ import torch.nn.functional as F
 import tqdm
 
 from ser_adv_brain.attacks.base import Attack
+from ser_adv_brain.evaluation.over_the_air import predicted_in_held_out_rooms
 from ser_adv_brain.metrics import uar_of_correct
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.training.brain import broadcast_buffers
@@ -52,12 +61,14 @@ BUDGET_TITLES = {
     "waveform_linf": ("eps", "Linf on the waveform samples"),
     "waveform_l2": ("eps", "L2 on the waveform samples"),
     "waveform_snr": ("SNR dB", "L2 on the waveform, as a per-utterance SNR in dB"),
+    "waveform_room_snr": ("SNR dB", "L2 on the waveform as a per-utterance SNR in dB, heard in held-out rooms"),
 }
 
 
 # What attacks report per utterance beyond the adversarial input (their ``reports``), and the suite keeps:
-# Square Attack's queries (until fooled or out of budget) and the waveform attacks' realised SNR in dB.
-DETAILS = ("queries", "snr_db")
+# Square Attack's queries (until fooled or out of budget) and the waveform attacks' realised SNR in dB; and,
+# for an over-the-air attack, the prediction on its audio heard directly, without a room.
+DETAILS = ("queries", "snr_db", "heard_directly")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +117,12 @@ def suite_entries(attacks):
                 f"attack_suite: {attack!r} has threat model {attack.threat_model!r}; "
                 f"the suite knows {sorted(BUDGET_TITLES)}."
             )
+        same_threat = [a for a in attacks if a.threat_model == attack.threat_model]
+        if attack.rooms is not None and any(a.rooms.settings != attack.rooms.settings for a in same_threat):
+            raise ValueError(
+                f"attack_suite: the {attack.threat_model} attacks are heard in different rooms; give them one "
+                "SimulatedRooms (!ref), so that robust UAR has one set of held-out rooms."
+            )
         seen[attack.name] = seen.get(attack.name, 0) + 1
         name = attack.name if seen[attack.name] == 1 else f"{attack.name} ({seen[attack.name]})"
         entries.append(SuiteEntry(attack, name, attack.threat_model))
@@ -140,26 +157,33 @@ class SplitOutcomes:
     left the utterance alone. ``details[field][key]`` holds what an attack's
     ``run`` reports per utterance beyond its adversarial input (``DETAILS``:
     Square Attack's queries, the waveform attack's realised SNR), NaN where
-    the attack does not report it or did not run.
+    the attack does not report it or did not run. For the groups of an
+    over-the-air attack (``room_groups``), ``predictions`` are in the worst
+    held-out room, ``details["heard_directly"]`` without a room, and
+    ``room_clean[group]`` holds the prediction on real data in the worst held-out room.
     """
 
-    def __init__(self, keys, n_classes):
+    def __init__(self, keys, n_classes, room_groups=()):
         self.keys, self.n_classes = list(keys), n_classes
         self.ids, self.targets, self.clean, self.gradient_ok = [], [], [], []
         self.predictions = {key: [] for key in self.keys}
         self.details = {field: {key: [] for key in self.keys} for field in DETAILS}
+        self.room_clean = {group: [] for group in room_groups}
         self.attacked_count = 0  # utterance-attacks run on this process (the cost the early exit saves)
         self.forward_rows = {key: 0 for key in self.keys}  # utterances each attack ran through the model
 
-    def append(self, ids, targets, clean, gradient_ok, predictions, details):
+    def append(self, ids, targets, clean, gradient_ok, predictions, details, room_clean=None):
         self.ids.extend(ids)
+        for group in self.room_clean:
+            self.room_clean[group].extend(room_clean[group].tolist())
         self.targets.extend(targets.tolist())
         self.clean.extend(clean.tolist())
         self.gradient_ok.extend(gradient_ok.tolist())
         for key in self.keys:
             self.predictions[key].extend(predictions[key].tolist())
-            for field in DETAILS:
-                self.details[field][key].extend(details[field][key].tolist())
+            for field in DETAILS:  # a field no attack of the batch reports may be left out (NaN)
+                given = details[field][key].tolist() if field in details else [float("nan")] * len(ids)
+                self.details[field][key].extend(given)
 
     def gather(self):
         """Joins the outcomes of every DDP process, sorted by utterance ID, as tensors (in place)."""
@@ -181,6 +205,7 @@ class SplitOutcomes:
         self.ids = [ids[i] for i in order]
         self.targets, self.clean = joined("targets"), joined("clean")
         self.gradient_ok = joined("gradient_ok").bool()
+        self.room_clean = {group: joined("room_clean", group) for group in self.room_clean}
         self.predictions = {key: joined("predictions", key) for key in self.keys}
         self.details = {
             field: {key: joined("details", field, key, torch.float64) for key in self.keys} for field in DETAILS
@@ -195,27 +220,36 @@ class SplitOutcomes:
     def clean_correct(self):
         return self.clean == self.targets
 
-    def fooled(self, key):
-        """Utterances the attack was run on and that it got misclassified."""
-        pred = self.predictions[key]
+    def correct_unattacked(self, group, directly=False):
+        """Correct on real data; in an over-the-air group, also in every held-out room (unless ``directly``)."""
+        correct = self.clean_correct.clone()
+        if group in self.room_clean and not directly:
+            correct &= self.room_clean[group] == self.targets
+        return correct
+
+    def fooled(self, key, directly=False):
+        """Utterances the attack was run on and that it got misclassified (``directly``: an over-the-air
+        attack's audio heard without a room)."""
+        pred = self.details["heard_directly"][key].nan_to_num(-1).long() if directly else self.predictions[key]
         return (pred >= 0) & (pred != self.targets)
 
     def measured_alone(self, key):
         """Whether the attack ran on every utterance correct on real data (so its own UAR is known)."""
         return bool(((self.predictions[key] >= 0) | ~self.clean_correct).all())
 
-    def robust_after(self, threat, budget, name=None):
-        """Correct on real data, under every attack of the threat model at any smaller budget, and under
-        every attack at this budget up to ``name`` (all if None).
+    def robust_after(self, threat, budget, name=None, directly=False):
+        """Correct unattacked (``correct_unattacked``), under every attack of the threat model at any smaller
+        budget, and under every attack at this budget up to ``name`` (all if None); ``directly``: an
+        over-the-air attack's audio heard without a room.
 
         An adversarial example found within a smaller budget lies within this one too (the balls are nested).
         """
-        correct = self.clean_correct.clone()
+        correct = self.correct_unattacked(threat, directly)
         for key in self.keys:
             if key[0] == threat and ball_size(threat, key[1]) < ball_size(threat, budget):
-                correct &= ~self.fooled(key)
+                correct &= ~self.fooled(key, directly)
             elif key[:2] == (threat, budget):
-                correct &= ~self.fooled(key)
+                correct &= ~self.fooled(key, directly)
                 if key[2] == name:
                     break
         return correct
@@ -223,7 +257,7 @@ class SplitOutcomes:
     def robust_before(self, threat, budget, name):
         """``robust_after`` up to the attack before ``name`` at this budget: the utterances ``name`` was run on
         under early exit (those correct on real data, without early exit)."""
-        correct = self.clean_correct.clone()
+        correct = self.correct_unattacked(threat)
         for key in self.keys:
             if key[0] == threat and ball_size(threat, key[1]) < ball_size(threat, budget):
                 correct &= ~self.fooled(key)
@@ -279,7 +313,11 @@ def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys)
         adversarial, details = entry.attack.perturb(model, inputs, targets, eps=budget, keys=keys), {}
     with torch.no_grad():
         logits, _ = model(adversarial)
-    return adversarial.detach(), logits.argmax(dim=-1), details
+    predicted = logits.argmax(dim=-1)
+    if entry.attack.rooms is not None:  # over the air: scored in the held-out rooms, and heard directly beside
+        details["heard_directly"] = predicted
+        predicted = predicted_in_held_out_rooms(entry.attack.rooms, model, adversarial, targets, keys)
+    return adversarial.detach(), predicted, details
 
 
 def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None):
@@ -315,7 +353,8 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
                 entry.attack.set_target_normalizer(brain.modules.normalizer)
     loader_kwargs = {**(loader_kwargs or {}), "ckpt_prefix": None}
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
-    outcomes = SplitOutcomes(keys, brain.hparams.n_classes)
+    room_groups = {group: entries[0].attack.rooms for group, _, entries in plan if entries[0].attack.rooms is not None}
+    outcomes = SplitOutcomes(keys, brain.hparams.n_classes, room_groups)
     progress = tqdm.tqdm(loader, desc=f"attack suite ({len(dataset)} utterances)", disable=brain.noprogressbar)
     for batch in progress:
         batch = batch.to(brain.device)
@@ -323,13 +362,24 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
         with torch.no_grad():
             feats = brain.compute_features(wavs)
             clean = model(feats)[0].argmax(dim=-1)
+            room_clean = {
+                group: predicted_in_held_out_rooms(rooms, waveform_model, wavs, targets, list(batch.id))
+                for group, rooms in room_groups.items()
+            }
         predictions = {}
         details = {field: {} for field in DETAILS}
         # Per threat model: still correct at every smaller budget (the plan runs the smallest first).
         still_correct = {group: clean == targets for group, _, _ in plan}
+        # Over the air: correct in every held-out room unattacked, and attacked until fooled both there and
+        # heard directly, so that both figures are the same as without early exit.
+        still_direct = {group: clean == targets for group in room_groups}
+        for group in room_groups:
+            still_correct[group] &= room_clean[group] == targets
         for group, budget, entries in plan:
-            alive = still_correct[group] if early_exit else torch.ones_like(targets, dtype=torch.bool)
             for entry in entries:
+                alive = still_correct[group] | still_direct[group] if group in still_direct else still_correct[group]
+                if not early_exit:
+                    alive = torch.ones_like(targets, dtype=torch.bool)
                 key = AttackKey(group, budget, entry.name)
                 pred = torch.full_like(targets, -1)
                 for field in DETAILS:
@@ -352,7 +402,9 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
                     outcomes.attacked_count += len(index)
                     outcomes.forward_rows[key] += model.rows + waveform_model.rows
                     if early_exit:
-                        alive[index] &= pred[index] == targets[index]
+                        still_correct[group][index] &= pred[index] == targets[index]
+                        if group in still_direct:
+                            still_direct[group][index] &= reported["heard_directly"] == targets[index]
                     if wav_pairs and entry.domain == "waveform":
                         folder, n = wav_pairs
                         ids = [batch.id[i] for i in index[:n]]
@@ -367,7 +419,8 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
                 predictions[key] = pred
         wav_pairs = None  # from the first batch only
         gradient_ok = input_gradient_ok(model, feats, targets)
-        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details)
+        room_clean = {group: prediction.cpu() for group, prediction in room_clean.items()}
+        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details, room_clean)
     return outcomes.gather()
 
 
@@ -384,6 +437,8 @@ def write_wav_pairs(folder, ids, real, adversarial, tag, sample_rate):
 
 def budget_text(group, budget):
     """``eps 0.02 on the features`` / ``40 dB SNR on the waveform``, for the report's sentences."""
+    if group.endswith("room_snr"):
+        return f"{budget:g} dB SNR on the waveform, heard in held-out rooms"
     if group.endswith("_snr"):
         return f"{budget:g} dB SNR on the waveform"
     return f"eps {budget:g} ({group.replace('_', ' ')})"

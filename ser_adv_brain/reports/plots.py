@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from ser_adv_brain.reports.suite_report import ROOM_ROWS
 from ser_adv_brain.tables import read_csv
 
 logger = logging.getLogger(__name__)
@@ -152,13 +153,14 @@ def plot_robustness(folder):
                 ax.invert_xaxis()
             ax.set_ylabel("UAR")
             what = "log-Mel features, Linf" if group == "features_linf" else "waveform, SNR budget"
+            what += ", held-out rooms" if group.endswith("room_snr") else ""
             ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {what}", fontsize=10)
             ax.grid(alpha=0.3)
             if col == len(splits) - 1:
                 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     title = f"Robustness of {run_title(folder)}"
     if any(r["attack"] != "robust" and not r["UAR_alone"] for r in suite):
-        attacks = ", ".join(dict.fromkeys(r["attack"] for r in suite if r["attack"] != "robust"))
+        attacks = ", ".join(dict.fromkeys(r["attack"] for r in suite if r["attack"] not in ("robust", *ROOM_ROWS)))
         title += (
             f"\n(attack suite with early exit: {attacks} ran in turn on what was left; robust UAR is their worst case)"
         )

@@ -10,16 +10,25 @@ from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
 from ser_adv_brain.tables import markdown_table, write_csv
 
 CSV_FIELDS = ["split", "threat_model", "budget", "attack", "UAR_alone", "UAR_worst_so_far", "attacked", "fooled"]
+# The rows an over-the-air group adds beside robust UAR in the held-out rooms: robust UAR of the same audio heard
+# directly (no room), and UAR on real data in the held-out rooms (what the rooms alone leave).
+HEARD_DIRECTLY = "robust, heard directly"
+REAL_IN_ROOMS = "real data, held-out rooms"
+ROOM_ROWS = (HEARD_DIRECTLY, REAL_IN_ROOMS)
 
 
 def suite_rows(outcomes_by_split, plan):
-    """CSV rows: per split, threat model, budget and attack, the UAR alone (if measured) and the worst case so far."""
+    """CSV rows: per split, threat model, budget and attack, the UAR alone (if measured) and the worst case so far.
+
+    An over-the-air group (``SplitOutcomes.room_clean``) adds, at each budget, ``HEARD_DIRECTLY`` and
+    ``REAL_IN_ROOMS`` (their UAR in both columns, so that the pictures draw them as lines).
+    """
     rows = []
     for split, outcomes in outcomes_by_split.items():
         for group, budget, entries in plan:
             for entry in entries:
                 key = (group, budget, entry.name)
-                alone = outcomes.clean_correct & ~outcomes.fooled(key)
+                alone = outcomes.correct_unattacked(group) & ~outcomes.fooled(key)
                 rows.append(
                     {
                         "split": split,
@@ -44,6 +53,24 @@ def suite_rows(outcomes_by_split, plan):
                     "fooled": int((outcomes.clean_correct & ~outcomes.robust_after(group, budget)).sum()),
                 }
             )
+            if group in outcomes.room_clean:
+                correct = {
+                    HEARD_DIRECTLY: outcomes.robust_after(group, budget, directly=True),
+                    REAL_IN_ROOMS: outcomes.correct_unattacked(group),
+                }
+                rows += [
+                    {
+                        "split": split,
+                        "threat_model": group,
+                        "budget": budget,
+                        "attack": name,
+                        "UAR_alone": outcomes.uar(correct[name]),
+                        "UAR_worst_so_far": outcomes.uar(correct[name]),
+                        "attacked": "",
+                        "fooled": int((outcomes.clean_correct & ~correct[name]).sum()),
+                    }
+                    for name in ROOM_ROWS
+                ]
     return rows
 
 
@@ -72,15 +99,20 @@ def suite_markdown(outcomes_by_split, plan, title, early_exit):
             unit, what = BUDGET_TITLES[group]
             budgets = [b for g, b, _ in plan if g == group]
             names = next(entries for g, _, entries in plan if g == group)
+            over_the_air = group in outcomes.room_clean
+            labels = {"robust": "**robust UAR**", HEARD_DIRECTLY: "robust UAR of the same audio heard directly"}
             table = []
-            for name in [e.name for e in names] + ["robust"]:
-                values = [
-                    rows[(split, group, b, name)][cell if name != "robust" else "UAR_worst_so_far"] for b in budgets
-                ]
-                label = "**robust UAR**" if name == "robust" else name
-                table.append([label, *(f"{v:.3f}" if v != "" else "" for v in values)])
+            for name in [e.name for e in names] + ["robust", *(ROOM_ROWS if over_the_air else ())]:
+                column = cell if name not in ("robust", *ROOM_ROWS) else "UAR_worst_so_far"
+                values = [rows[(split, group, b, name)][column] for b in budgets]
+                table.append([labels.get(name, name), *(f"{v:.3f}" if v != "" else "" for v in values)])
+            rooms = (
+                f", {names[0].attack.rooms.size('held_out')} held-out rooms, the worst per utterance"
+                if over_the_air
+                else ""
+            )
             lines += [
-                f"{split}, {what} (real data {real:.3f}, chance {1 / outcomes.n_classes:.3f}):",
+                f"{split}, {what}{rooms} (real data {real:.3f}, chance {1 / outcomes.n_classes:.3f}):",
                 "",
                 markdown_table(table, ["attack", *(f"{unit} {b:g}" for b in budgets)]),
                 "",

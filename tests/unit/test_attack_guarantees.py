@@ -3,9 +3,21 @@
 import pytest
 import torch
 
-from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, OverTheAirPGD, SquareAttack, WaveformPGD
+from ser_adv_brain.audio.rooms import SimulatedRooms
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
+
+ROOMS = []  # the over-the-air attack's rooms, made once in a temporary folder (the fixture below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rooms(tmp_path_factory):
+    small = dict(length=[3, 4], width=[3, 4], height=[2.5, 3], rt60=[0.1, 0.2], max_rir_seconds=0.02)
+    ROOMS.append(SimulatedRooms(str(tmp_path_factory.mktemp("rooms")), n_attack=3, n_held_out=1, **small))
+    yield
+    ROOMS.clear()
+
 
 # name -> (factory(model_mode, seed), domain); Square scores in eval mode only.
 ATTACKS = {
@@ -24,6 +36,10 @@ ATTACKS = {
         "waveform",
     ),
     "square": (lambda mode, seed: SquareAttack(eps=0.5, max_queries=15, seed=seed), "features"),
+    "over-the-air": (
+        lambda mode, seed: OverTheAirPGD(eps=20.0, rooms=ROOMS[0], steps=2, samples=2, seed=seed, model_mode=mode),
+        "waveform",
+    ),
 }
 CASES = [(name, mode) for name in ATTACKS for mode in ("eval", "train") if not (name == "square" and mode == "train")]
 
@@ -95,4 +111,5 @@ def test_threat_models_group_the_attacks():
         "waveform-snr-restarts": "waveform_snr",
         "waveform-linf-targeted": "waveform_linf",
         "square": "features_linf",
+        "over-the-air": "waveform_room_snr",
     }
