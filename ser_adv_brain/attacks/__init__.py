@@ -8,6 +8,7 @@ from ser_adv_brain.attacks.kl_pgd import KLPGD
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.transfer_attack import TransferAttack
+from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation, UniversalPerturbation
 from ser_adv_brain.attacks.waveform_apgd import WaveformAPGD
 from ser_adv_brain.attacks.waveform_budget import AdversarialAudio
 from ser_adv_brain.attacks.waveform_pgd import WaveformPGD
@@ -20,10 +21,12 @@ __all__ = [
     "FGSM",
     "GradientAttack",
     "KLPGD",
+    "LearntPerturbation",
     "PGD",
     "SquareAttack",
     "SquareResult",
     "TransferAttack",
+    "UniversalPerturbation",
     "WaveformAPGD",
     "WaveformPGD",
 ]
