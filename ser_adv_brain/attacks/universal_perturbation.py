@@ -255,15 +255,9 @@ class UniversalPerturbation(GradientAttack):
         return perturbation.float(), fooled / max(1, seen), passes
 
     def training_labels(self, model, clean, targets):
-        """The labels attacked on a training batch: the target emotion, the true labels, or the clean prediction."""
-        if self.targeted:
-            if self.target_index is None:
-                raise ValueError(
-                    f"target_class {self.target_class!r} needs the label set to be resolved: "
-                    "call attack.set_class_names(label_encoder) first."
-                )
-            return torch.full((len(clean),), self.target_index, dtype=torch.long, device=clean.device)
-        if self.label_source == "target":
+        """The labels attacked on a training batch: the true ones, or (from the clean prediction) the predicted
+        ones or the target's."""
+        if not self.targeted and self.label_source == "target":
             if targets is None:
                 raise ValueError(f"{self!r} attacks the true labels (label_source='target'): pass targets.")
             return targets
