@@ -13,6 +13,8 @@ from ser_adv_brain.audio.pcm import quantize_pcm16
 from ser_adv_brain.evaluation.masking import masking_report
 from ser_adv_brain.evaluation.suite import SplitOutcomes, suite_entries, suite_plan
 from ser_adv_brain.evaluation.universal import cache_tag, learnt_perturbation
+from ser_adv_brain.features import FeatureNormalizer, LogMel
+from ser_adv_brain.models import CNN4, WaveformClassifier
 from ser_adv_brain.reports.suite_report import write_suite_report
 
 LENGTH = 512
@@ -175,6 +177,24 @@ def test_utterances_already_fooled_do_not_pull_v():
     wavs = torch.stack([fooled, correct], dim=1).flatten(0, 1)  # every batch holds both
     learnt = UniversalPerturbation(eps=BUDGET, epochs=3, label_source="target").learn(model, batches_of(wavs))
     assert float(learnt.perturbation @ into) > 1.1 and abs(float(learnt.perturbation @ away)) < 0.5
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_learning_leaves_the_model_as_it_found_it(mode):
+    """Modes, batch-norm statistics and parameter gradients, as every attack leaves them (``attacks.base``)."""
+    torch.manual_seed(0)
+    model = CNN4(n_classes=4, base_channels=2).train()
+    model(torch.randn(8, 24, 20))  # batch-norm statistics that a training-mode pass would move
+    compute_features, normalizer = LogMel(n_mels=20), FeatureNormalizer(20)
+    wavs = 0.1 * torch.randn(4, 23 * 256)
+    normalizer.fit([compute_features(wavs)])
+    classifier = WaveformClassifier(compute_features, normalizer, model)
+    state = {key: value.clone() for key, value in classifier.state_dict().items()}
+    batch = (["a", "b", "c", "d"], wavs, None, torch.tensor([0, 1, 2, 3]))
+    UniversalPerturbation(eps=20.0, epochs=2, model_mode=mode).learn(classifier, lambda: [batch])
+    assert all(module.training for module in classifier.modules())
+    assert all(torch.equal(value, state[key]) for key, value in classifier.state_dict().items())
+    assert all(p.grad is None for p in classifier.parameters())
 
 
 @pytest.mark.parametrize(
