@@ -6,6 +6,7 @@ import os
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from ser_adv_brain.attacks.universal_perturbation import rms
 from ser_adv_brain.evaluation.masking import masking_report
 from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
 from ser_adv_brain.tables import markdown_table, write_csv
@@ -229,7 +230,7 @@ def universal_markdown(plan):
             if learnt is None:
                 continue
             level = 20 * math.log10(max(learnt.reference_rms, 1e-12))
-            v_rms = float(learnt.perturbation.double().pow(2).mean().sqrt())
+            v_rms = rms(learnt.perturbation)
             table.append(
                 [
                     entry.name,
