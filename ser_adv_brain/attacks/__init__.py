@@ -9,6 +9,7 @@ from ser_adv_brain.attacks.over_the_air_pgd import OverTheAirPGD
 from ser_adv_brain.attacks.pgd import PGD
 from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.transfer_attack import TransferAttack
+from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation, UniversalPerturbation
 from ser_adv_brain.attacks.waveform_apgd import WaveformAPGD
 from ser_adv_brain.attacks.waveform_budget import AdversarialAudio
 from ser_adv_brain.attacks.waveform_pgd import WaveformPGD
@@ -21,11 +22,13 @@ __all__ = [
     "FGSM",
     "GradientAttack",
     "KLPGD",
+    "LearntPerturbation",
     "OverTheAirPGD",
     "PGD",
     "SquareAttack",
     "SquareResult",
     "TransferAttack",
+    "UniversalPerturbation",
     "WaveformAPGD",
     "WaveformPGD",
 ]

@@ -16,8 +16,8 @@ decides), and ``Attack`` gives the defaults.
 - ``black_box``: it never asks the attacked model for a gradient (Square
   Attack queries scores only; a transfer attack runs on another model);
 - ``steps``: gradient steps per run (1: a single-step attack);
-- ``kind``: ``"black-box"``, ``"iterative"`` or ``"single-step"``, what the
-  gradient-masking checks compare;
+- ``kind``: ``"black-box"``, ``"iterative"``, ``"single-step"`` or
+  ``"universal"``, what the gradient-masking checks compare;
 - ``random`` and ``generator``: it draws random numbers, from its own generator;
 - ``needs_source_model``: it runs on another trained model, which must be
   given to it first (``TransferAttack.attach_source``);
@@ -35,8 +35,10 @@ Threat models
 - ``domain``: ``"features"`` (the normalised log-Mel input of the model) or
   ``"waveform"`` (the audio samples, before the log-Mel and the normaliser).
 - ``norm``: ``"linf"`` (max absolute change), ``"l2"`` (Euclidean norm of
-  each utterance's change) or ``"snr"`` (a per-utterance signal-to-noise
-  ratio in dB: an L2 radius relative to the utterance's own norm).
+  each utterance's change), ``"snr"`` (a per-utterance signal-to-noise
+  ratio in dB: an L2 radius relative to the utterance's own norm) or
+  ``"universal"`` (one perturbation for every utterance, its RMS in dB below
+  the training split's median level: ``UniversalPerturbation``).
 
 ``threat_model`` is the pair ``(domain, norm)``; the attack's ``eps`` is the
 budget in the norm's unit. ``eta``, where an attack has it, clips every
@@ -72,7 +74,7 @@ from ser_adv_brain.checks import check_choice, check_non_negative
 LABEL_SOURCES = ("predicted", "target")
 MODEL_MODES = ("eval", "train")
 DOMAINS = ("features", "waveform")
-NORMS = ("linf", "l2", "snr")
+NORMS = ("linf", "l2", "snr", "universal")
 LEAST_LIKELY = "least_likely"
 
 
@@ -176,6 +178,7 @@ class Attack:
     steps = 1
     generator = None  # a random attack's own torch.Generator: training checkpoints save its state
     needs_source_model = False
+    needs_training_data = False
     max_queries = None
     rooms = None  # an over-the-air attack's SimulatedRooms (the suite scores in their held-out ones)
     reports = ()

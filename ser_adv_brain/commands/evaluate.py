@@ -22,7 +22,9 @@ run's folder, whose reports it rewrites; ``<run>/<tier>`` with ``--tier``): ``ro
 ``attack_suite.csv`` (UAR per attack and budget, robust UAR), ``robustness.md`` (both, and the
 gradient-masking checks), the confusion matrices, a few real / adversarial wav pairs
 (``adversarial_wavs/``), the pictures (``ser_adv_brain.reports.plots``) and, with the test split, the
-model's benchmark entry ``entry.json`` (``ser_adv_brain.reports.entry``).
+model's benchmark entry ``entry.json`` (``ser_adv_brain.reports.entry``). A universal perturbation of the suite
+is learnt on the run's training split first, or read back from the run's ``universal_perturbations/`` where an
+earlier evaluation kept it (``ser_adv_brain.evaluation.universal``).
 """
 
 import logging

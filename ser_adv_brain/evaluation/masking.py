@@ -8,6 +8,11 @@ gradients shows it in the attacks' own results.
 - UAR does not fall to chance at a budget that destroys the input (on the features; and, for an
   over-the-air attack, at an SNR where its audio drowns the speech, heard in the held-out rooms);
 - a transfer or query-only (black-box) attack beats the white-box ones;
+- a universal perturbation fools an utterance that every per-utterance waveform
+  attack left correct within an SNR budget the universal one's realised SNR
+  meets: one perturbation for all utterances is a point of each utterance's
+  ball, so a per-utterance attack that cannot find as much is not seeing the
+  model's gradient (a weaker attack beating a stronger one, as FGSM above);
 - the input gradient is zero or not finite for a notable share of utterances.
 
 Each check reads the utterances the later attack fooled and the earlier one
@@ -16,7 +21,11 @@ as the suite runs white-box iterative attacks before FGSM, and black-box ones
 last (the default suite's order).
 """
 
+import torch
+
 from ser_adv_brain.evaluation.suite import PlanStep, budget_text
+
+UNIVERSAL, PER_UTTERANCE = "waveform_universal", "waveform_snr"  # the groups the universal check compares
 
 # A share of utterances that a masking check calls notable (Carlini et al. 2019 give no number).
 NOTABLE_SHARE = 0.05
@@ -98,12 +107,44 @@ def masking_sentences(outcomes, plan, split):
                         f"({n / n_correct:.0%} of those correct on real data) that every white-box attack "
                         f"({', '.join(e.name for e in white_box)}) left correct: it beats the white-box attacks."
                     )
+    sentences += universal_sentences(outcomes, plan, split)
     bad = int((~outcomes.gradient_ok).sum())
     if bad / max(1, len(outcomes.ids)) >= NOTABLE_SHARE:
         sentences.append(
             f"On {split}, the input gradient of the loss is zero or not finite for {bad} of "
             f"{len(outcomes.ids)} utterances ({bad / len(outcomes.ids):.0%}): gradient attacks cannot see them."
         )
+    return sentences
+
+
+def universal_beyond(outcomes, key, snr_budgets):
+    """Utterances correct on real data that the universal attack ``key`` fooled at a realised SNR of at least
+    one of ``snr_budgets`` while every per-utterance waveform attack within that budget left them correct."""
+    fooled = outcomes.clean_correct & outcomes.fooled(key)
+    snr = outcomes.details["snr_db"][key]
+    beaten = torch.zeros_like(fooled)
+    for budget in snr_budgets:
+        beaten |= fooled & (snr >= budget) & outcomes.robust_after(PER_UTTERANCE, budget)
+    return int(beaten.sum())
+
+
+def universal_sentences(outcomes, plan, split):
+    """The universal check's sentences: one per universal attack and budget that beat the per-utterance ones."""
+    n_correct = max(1, int(outcomes.clean_correct.sum()))
+    snr_budgets = [budget for group, budget, _ in plan if group == PER_UTTERANCE]
+    sentences = []
+    for group, budget, entries in plan:
+        if group != UNIVERSAL or not snr_budgets:
+            continue
+        for entry in entries:
+            n = universal_beyond(outcomes, (group, budget, entry.name), snr_budgets)
+            if n / n_correct >= NOTABLE_SHARE:
+                sentences.append(
+                    f"On {split}, at {budget_text(group, budget)}, {entry.name} fooled the model on {n} utterances "
+                    f"({n / n_correct:.0%} of those correct on real data) that every per-utterance waveform attack "
+                    "left correct at an SNR budget the universal perturbation's realised SNR meets: the "
+                    "per-utterance attacks do not find what one perturbation for all utterances finds."
+                )
     return sentences
 
 
@@ -120,4 +161,15 @@ def masking_report(outcomes_by_split, plan):
     lines = ["### Gradient-masking checks (Carlini et al. 2019)", ""] + [f"- {s}" for s in sentences or [NONE_FIRED]]
     if not any(group == DESTROY for group, _, _ in plan):
         lines.append("- Not checked: the destroying budget (masking_check_eps) has no white-box feature attack to run.")
+    groups = {group for group, _, _ in plan}
+    if UNIVERSAL in groups and PER_UTTERANCE not in groups:
+        lines.append(
+            "- Not checked: universal perturbations against the per-utterance waveform attacks (suite_budgets has "
+            f"no {PER_UTTERANCE} budgets)."
+        )
+    elif UNIVERSAL in groups and not any(universal_sentences(o, plan, s) for s, o in outcomes_by_split.items()):
+        lines.append(
+            "- No universal perturbation fooled an utterance that the per-utterance waveform attacks left correct "
+            "within an SNR budget its realised SNR meets."
+        )
     return "\n".join(lines) + "\n"

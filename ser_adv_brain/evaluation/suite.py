@@ -6,7 +6,9 @@ it correctly on real data *and* under every attack of that threat model at that
 budget; robust UAR is the mean over classes of that per-utterance rate. Attacks
 of one threat model (Linf on the features at each eps; the waveform at each
 SNR) are grouped by the attack's ``threat_model``, and each group is evaluated at
-the budgets its yaml grid names.
+the budgets its yaml grid names. A universal perturbation (``waveform_universal``)
+is its own threat model: one perturbation for every utterance, learnt on the
+training split before the suite runs (``ser_adv_brain.evaluation.universal``).
 
 Budgets of one threat model are nested balls, so an adversarial example found
 within a smaller budget counts at every larger one: robust UAR at a budget is
@@ -62,7 +64,16 @@ BUDGET_TITLES = {
     "waveform_l2": ("eps", "L2 on the waveform samples"),
     "waveform_snr": ("SNR dB", "L2 on the waveform, as a per-utterance SNR in dB"),
     "waveform_room_snr": ("SNR dB", "L2 on the waveform as a per-utterance SNR in dB, heard in held-out rooms"),
+    "waveform_universal": (
+        "universal dB",
+        "one perturbation for every utterance (universal), its RMS in dB below the median training utterance's",
+    ),
 }
+
+
+def in_decibels(group):
+    """Whether a threat model's budgets are dB below a signal (a larger number is a smaller ball)."""
+    return "dB" in BUDGET_TITLES.get(group, ("",))[0]
 
 
 # What attacks report per utterance beyond the adversarial input (their ``reports``), and the suite keeps:
@@ -131,7 +142,7 @@ def suite_entries(attacks):
 
 def ball_size(group, budget):
     """A number that grows with the set of inputs a budget allows (an SNR allows more the lower it is)."""
-    return -budget if group.endswith("_snr") else budget
+    return -budget if in_decibels(group) else budget
 
 
 def suite_plan(entries, budgets):
@@ -439,6 +450,8 @@ def budget_text(group, budget):
     """``eps 0.02 on the features`` / ``40 dB SNR on the waveform``, for the report's sentences."""
     if group.endswith("room_snr"):
         return f"{budget:g} dB SNR on the waveform, heard in held-out rooms"
-    if group.endswith("_snr"):
+    if group == "waveform_universal":
+        return f"{budget:g} dB below the reference level (universal, on the waveform)"
+    if in_decibels(group):
         return f"{budget:g} dB SNR on the waveform"
     return f"eps {budget:g} ({group.replace('_', ' ')})"

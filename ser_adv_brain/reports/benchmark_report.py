@@ -9,6 +9,7 @@ side of zero, *not held* where it lies wholly on the other, and *not decidable a
 import os
 
 from ser_adv_brain.evaluation.intervals import paired_comparison, uar_interval
+from ser_adv_brain.evaluation.suite import in_decibels
 from ser_adv_brain.reports.entry import result_key
 from ser_adv_brain.reports.leaderboard import by_model, check_comparable, emotions_of, fold_outcomes, interval_text
 from ser_adv_brain.tables import markdown_table, write_csv
@@ -18,7 +19,7 @@ REAL = "real"  # the figure of real data, beside the budgets' ``result_key``s
 
 def budget_title(result):
     """``eps .02`` for a feature budget, ``40 dB`` for an SNR."""
-    if result["threat_model"].endswith("_snr"):
+    if in_decibels(result["threat_model"]):
         return f"{result['budget']:g} dB ({result['threat_model']})"
     return f"{result['threat_model']} {result['budget']:g}"
 

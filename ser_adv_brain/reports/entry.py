@@ -28,6 +28,7 @@ BUDGET_UNITS = {
     "waveform_l2": "L2 on the waveform",
     "waveform_snr": "dB SNR per utterance (L2 on the 16-bit waveform)",
     "waveform_room_snr": "dB SNR per utterance (L2 on the 16-bit waveform), heard in held-out simulated rooms",
+    "waveform_universal": "dB below the median training utterance's RMS (one 16-bit perturbation for all)",
 }
 # What must agree for two entries to stand in one table: the data, how they were split and tested, and how hard.
 PROTOCOL_FIELDS = ("corpus", "protocol", "split", "tier", "early_exit")

@@ -149,10 +149,13 @@ def plot_robustness(folder):
             if group == "features_linf":
                 ax.set_xlabel("eps (Linf, normalised log-Mel features)")
             else:
-                ax.set_xlabel("SNR, dB (smaller = larger budget)")
+                unit = "dB below the reference level" if group == "waveform_universal" else "SNR, dB"
+                ax.set_xlabel(f"{unit} (smaller = larger budget)")
                 ax.invert_xaxis()
             ax.set_ylabel("UAR")
-            what = "log-Mel features, Linf" if group == "features_linf" else "waveform, SNR budget"
+            what = {"features_linf": "log-Mel features, Linf", "waveform_universal": "waveform, universal"}.get(
+                group, "waveform, SNR budget"
+            )
             what += ", held-out rooms" if group.endswith("room_snr") else ""
             ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {what}", fontsize=10)
             ax.grid(alpha=0.3)

@@ -1,10 +1,12 @@
 """The attack suite's report: UAR per attack and budget, robust UAR, the masking checks, as CSV and markdown."""
 
+import math
 import os
 
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from ser_adv_brain.attacks.universal_perturbation import rms
 from ser_adv_brain.evaluation.masking import masking_report
 from ser_adv_brain.evaluation.suite import BUDGET_TITLES, budget_text
 from ser_adv_brain.tables import markdown_table, write_csv
@@ -250,6 +252,48 @@ def snr_markdown(rows):
     return f"{title}\n\n{markdown_table(table, headers)}\n"
 
 
+def universal_markdown(plan):
+    """The universal perturbations the suite used: per attack and budget, the reference level, ``v``'s level,
+    what it was learnt on and what learning cost (its wav files are in the run's ``universal_perturbations/``)."""
+    table = []
+    for group, budget, entries in plan:
+        for entry in entries:
+            learnt = entry.attack.learnt.get(budget) if entry.attack.needs_training_data else None
+            if learnt is None:
+                continue
+            level = 20 * math.log10(max(learnt.reference_rms, 1e-12))
+            v_rms = rms(learnt.perturbation)
+            table.append(
+                [
+                    entry.name,
+                    budget_text(group, budget),
+                    f"{level:.1f}",
+                    f"{20 * math.log10(v_rms):.1f}" if v_rms > 0 else "-inf",
+                    len(learnt.perturbation),
+                    len(learnt.training_ids),
+                    f"{learnt.fooled_share:.3f}",
+                    learnt.passes,
+                ]
+            )
+    if not table:
+        return ""
+    headers = [
+        "attack",
+        "budget",
+        "reference dBFS",
+        "v dBFS",
+        "v samples",
+        "training utterances",
+        "fooled in last pass",
+        "passes to learn",
+    ]
+    title = (
+        "#### Universal perturbations (learnt on the training split; reference: its median utterance's RMS; "
+        "wav files in the run's `universal_perturbations/`)"
+    )
+    return f"{title}\n\n{markdown_table(table, headers)}\n"
+
+
 def fgsm_beside_robust(fgsm, suite, plan):
     """The paper's FGSM UAR beside robust UAR (Linf on the features) at every budget of either, dev / test."""
     splits = list(suite)
@@ -296,6 +340,7 @@ def write_suite_report(suite, plan, checks, output_folder, title, early_exit):
             suite_markdown(suite, plan, title, early_exit),
             query_markdown(queries, early_exit),
             snr_markdown(snrs),
+            universal_markdown(plan),
             masking_report(suite, plan + checks),
         ]
     )

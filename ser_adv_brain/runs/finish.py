@@ -9,6 +9,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from ser_adv_brain.evaluation.masking import destroy_plan
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.evaluation.triptych import write_triptych
+from ser_adv_brain.evaluation.universal import CACHE_FOLDER, learn_universal
 from ser_adv_brain.interface import export_interface
 from ser_adv_brain.reports.entry import make_entry, write_entry
 from ser_adv_brain.reports.fgsm_report import write_fgsm_report
@@ -54,7 +55,9 @@ def report_attacks(
     UAR on real data and on ``attack``'s over ``eval_eps``, as the paper does; the
     suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
     attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
-    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.evaluation.suite``).
+    gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.evaluation.suite``); a universal
+    perturbation is first learnt on the ``train`` split at each of its budgets, or read back from the run's
+    ``universal_perturbations/`` (``ser_adv_brain.evaluation.universal``).
     The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
     Then the pictures (``ser_adv_brain.reports.plots``) are drawn and, where the test split was
     attacked, the benchmark entry of the model written (``entry.json``, ``ser_adv_brain.reports.entry``).
@@ -90,6 +93,9 @@ def report_attacks(
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
     checks = destroy_plan(entries, masking_check_eps)
+    # Universal perturbations learn on the training split (never on what they attack), kept in the run's folder.
+    universal_folder = os.path.join(hparams["output_folder"], CACHE_FOLDER)
+    learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)
     wavs = os.path.join(output_folder, "adversarial_wavs")
     suite = {
         split: evaluate_suite(

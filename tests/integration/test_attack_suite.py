@@ -13,11 +13,12 @@ import soundfile
 import torch
 from helpers import TINY, evaluation_brain, flags, markdown_rows, run_command, run_recipe
 
-from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, UniversalPerturbation, WaveformPGD
 from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_report
 from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.reports.suite_report import write_suite_report
+from ser_adv_brain.runs.finish import report_attacks
 from ser_adv_brain.runs.reload import TrainedModel
 
 pytestmark = pytest.mark.trained  # every test attacks a model trained here
@@ -357,3 +358,62 @@ def test_report_gives_square_uar_by_queries_and_every_realised_snr(single_run, t
     assert all(float(r["snr_db"]) >= 30.0 for r in snrs)
     report = open(tmp_path / "robustness.md", encoding="utf-8").read()
     assert "SquareAttack: UAR against the number of queries" in report and "Realised SNR" in report
+
+
+def test_universal_perturbation_learns_on_train_joins_the_suite_as_its_own_group_and_is_kept(
+    single_run, tmp_path, monkeypatch
+):
+    """The end-of-run reports learn ``v`` on the training split (its utterances, none of the test ones) before
+    the test split is attacked, report the group with its robust UAR and realised SNRs, keep ``v`` with its
+    wav, and read it back when the run is evaluated again."""
+    brain, datasets = single_run["brain"], single_run["datasets"]
+    hparams = {**single_run["hparams"], "output_folder": str(tmp_path)}
+
+    def report(universal):
+        suite = [WaveformPGD(eps=20.0, steps=1, label_source="target"), universal]
+        budgets = {"waveform_snr": [20.0], "waveform_universal": [20.0]}
+        settings = dict(suite_budgets=budgets, suite_early_exit=True, masking_check_eps=0.0)
+        return report_attacks(
+            brain,
+            hparams,
+            datasets,
+            "UAR",
+            fgsm(),
+            [0.0],
+            suite,
+            **settings,
+            splits=("test",),
+            output_folder=str(tmp_path),
+        )
+
+    universal = UniversalPerturbation(eps=20.0, epochs=1, label_source="target")
+    _, suite = report(universal)
+    learnt = universal.learnt[20.0]
+    assert list(learnt.training_ids) == sorted(datasets["train"].data_ids)
+    assert not set(learnt.training_ids) & set(datasets["test"].data_ids)
+    rows = read_csv(tmp_path / "attack_suite.csv")
+    assert {(r["threat_model"], r["attack"]) for r in rows} == {
+        ("waveform_snr", "WaveformPGD"),
+        ("waveform_snr", "robust"),
+        ("waveform_universal", "Universal"),
+        ("waveform_universal", "robust"),
+    }
+    outcomes = suite["test"]
+    robust = next(r for r in rows if r["threat_model"] == "waveform_universal" and r["attack"] == "robust")
+    assert float(robust["UAR_worst_so_far"]) == pytest.approx(
+        outcomes.uar(outcomes.robust_after("waveform_universal", 20.0))
+    )
+    attacked = outcomes.predictions[("waveform_universal", 20.0, "Universal")] >= 0
+    snrs = [r for r in read_csv(tmp_path / "waveform_snr.csv") if r["threat_model"] == "waveform_universal"]
+    assert sorted(r["id"] for r in snrs) == sorted(i for i, a in zip(outcomes.ids, attacked) if a)
+    [kept] = (tmp_path / "universal_perturbations").glob("*.pt")
+    assert (
+        kept.with_suffix(".wav").is_file()
+        and (tmp_path / "universal_perturbations" / f"{kept.stem}_loud.wav").is_file()
+    )
+    assert "Universal perturbations (learnt on the training split" in (tmp_path / "robustness.md").read_text()
+
+    monkeypatch.setattr(UniversalPerturbation, "learn", lambda *args: pytest.fail("learnt again"))
+    again = UniversalPerturbation(eps=20.0, epochs=1, label_source="target")
+    report(again)
+    assert torch.equal(again.learnt[20.0].perturbation, learnt.perturbation)
