@@ -10,6 +10,7 @@ from ser_adv_brain.attacks.square import SquareAttack, SquareResult
 from ser_adv_brain.attacks.transfer_attack import TransferAttack
 from ser_adv_brain.attacks.waveform_apgd import WaveformAPGD
 from ser_adv_brain.attacks.waveform_budget import AdversarialAudio
+from ser_adv_brain.attacks.waveform_kl_pgd import WaveformKLPGD
 from ser_adv_brain.attacks.waveform_pgd import WaveformPGD
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "SquareResult",
     "TransferAttack",
     "WaveformAPGD",
+    "WaveformKLPGD",
     "WaveformPGD",
 ]
