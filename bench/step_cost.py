@@ -21,8 +21,8 @@ two forwards, an input-only backward about one; single training costs 3):
 - train-mode attack otherwise: + an input-only backward = 7 units, floor 2.33x, target 2.45x;
 - eval-mode attack (the authors' mode): + an eval forward = 8 units, floor 2.67x, target 2.8x.
 
-Stronger training (issue 9, ``hparams/<model>_{pgd,fast,trades}.yaml``): PGD-3,
-fast training (FGSM from a random start) and TRADES (KL-PGD-3), each against
+Stronger training (issue 9, ``hparams/<model>_{pgd,fast,trades}.yaml``): PGD-k,
+fast training (FGSM from a random start) and TRADES (KL-PGD-k), each against
 the floor of its method (``stronger_floor``): 6 units for the real and fake
 passes, 2 per attack step, 1 for the clean labels of an eval-mode attack on
 predicted labels (or TRADES's p(x)). Target: within 5% of the floor on the GPU;
@@ -30,14 +30,16 @@ on the CPU the ratio is stated.
 
 Waveform-domain training (issue 20, ``recipes/EmoDB/hparams/<model>_waveform_
 {vanilla,similarity,trades}.yaml``, the only ones that ship): the same methods
-with the attack on the samples at 40 dB SNR (waveform PGD-3, KL-PGD-3), against
+with the attack on the samples at 40 dB SNR (waveform PGD-k, KL-PGD-k), against
 the same floor in model passes, stated (no target). Each attack step also runs
 the log-Mel and its backward, and the twin one more log-Mel, which the floor
 leaves out: the column ``vs features`` divides the step's time by that of the
 feature-domain step with the same attack steps, objective and mode, measured
 in the same rounds.
 
-Run from the repository root (about 90 s of CPU time on 1 thread, under 3 minutes):
+``--attack-steps`` sets k (3 by default; the yaml files train with 5).
+
+Run from the repository root (about 150 s of CPU time on 1 thread, 3 minutes on idle cores):
     PYTHONPATH=. python bench/step_cost.py
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/step_cost.py --device cuda --precision bf16
@@ -74,23 +76,25 @@ OBJECTIVES = [
     ("similarity, v detached", "similarity", {"detach_real_embedding": True}, ["target/train"]),
 ]
 
-# Stronger adversarial training (issue 9): (row label, hparams suffix, overrides, attack modes measured).
+# Stronger adversarial training (issue 9): (row label, hparams suffix, whether its attack takes
+# --attack-steps steps (the yaml's training_steps; {k} in the label), attack modes measured).
 # target/train is Madry's and Wong's mode; predicted/eval the authors' (it needs the clean labels first).
 STRONGER = [
-    ("PGD-3", "pgd", {"training_steps": 3}, ["target/train", "predicted/eval"]),
-    ("fast (FGSM, random start)", "fast", {}, ["target/train", "predicted/eval"]),
-    ("TRADES, KL-PGD-3", "trades", {"training_steps": 3}, ["predicted/eval"]),
+    ("PGD-{k}", "pgd", True, ["target/train", "predicted/eval"]),
+    ("fast (FGSM, random start)", "fast", False, ["target/train", "predicted/eval"]),
+    ("TRADES, KL-PGD-{k}", "trades", True, ["predicted/eval"]),
 ]
 STRONGER_TARGET = 1.05  # target: within 5% of the method's pass-count floor (on the GPU)
 
-# Waveform-domain training (issue 20): (row label, hparams suffix, overrides, attack modes measured,
-# the STRONGER row with the same attack steps and objective, or None). The yaml files ship with the
-# EmoDB recipe, whose front end and CNN-4 are those of hparams/; sizes are overridden as for every row.
+# Waveform-domain training (issue 20): (row label, hparams suffix, attack modes measured, the STRONGER
+# row with the same attack and objective, or None); every attack takes --attack-steps steps. The yaml
+# files ship with the EmoDB recipe, whose front end and CNN-4 are those of hparams/; sizes are
+# overridden as for every row.
 WAVEFORM_HPARAMS_DIR = os.path.join(REPO, "recipes", "EmoDB", "hparams")
 WAVEFORM = [
-    ("waveform PGD-3", "waveform_vanilla", {"training_steps": 3}, ["target/train", "predicted/eval"], "PGD-3"),
-    ("waveform PGD-3, similarity", "waveform_similarity", {"training_steps": 3}, ["predicted/eval"], None),
-    ("waveform TRADES, KL-PGD-3", "waveform_trades", {"training_steps": 3}, ["predicted/eval"], "TRADES, KL-PGD-3"),
+    ("waveform PGD-{k}", "waveform_vanilla", ["target/train", "predicted/eval"], "PGD-{k}"),
+    ("waveform PGD-{k}, similarity", "waveform_similarity", ["predicted/eval"], None),
+    ("waveform TRADES, KL-PGD-{k}", "waveform_trades", ["predicted/eval"], "TRADES, KL-PGD-{k}"),
 ]
 
 # How the Brain runs a step -> (floor, target) as multiples of a single-training step.
@@ -140,19 +144,23 @@ def measure_model(args, model, folder):
             brains[(label, mode)], _ = make_brain(
                 args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
             )
-    for label, suffix, overrides, modes in STRONGER:
+    steps = {"training_steps": args.attack_steps}
+    for label, suffix, iterative, modes in STRONGER:
         if not os.path.isfile(os.path.join(args.hparams_dir, f"{model}_{suffix}.yaml")):
             continue  # these yaml files ship for CNN-4 only (docs/defences.md)
         for mode in modes:
-            brains[(label, mode)], _ = make_brain(
-                args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
+            options = {**(steps if iterative else {}), **ATTACK_MODES[mode], "warmup_steps": 0}
+            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
+                args, f"{model}_{suffix}", options, folder
             )
-    for label, suffix, overrides, modes, _ in WAVEFORM:
+    for label, suffix, modes, _ in WAVEFORM:
         if not os.path.isfile(os.path.join(WAVEFORM_HPARAMS_DIR, f"{model}_{suffix}.yaml")):
             continue
         for mode in modes:
-            options = {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0, "data_folder": folder}
-            brains[(label, mode)], _ = make_brain(args, f"{model}_{suffix}", options, folder, WAVEFORM_HPARAMS_DIR)
+            options = {**steps, **ATTACK_MODES[mode], "warmup_steps": 0, "data_folder": folder}
+            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
+                args, f"{model}_{suffix}", options, folder, WAVEFORM_HPARAMS_DIR
+            )
     for brain in brains.values():
         # The recipe's own normaliser fit, on the benchmark data (z-scored inputs, as in training).
         brain.fit_normalizer(dataset, {"batch_size": args.batch_size})
@@ -189,11 +197,13 @@ def measure_model(args, model, folder):
             }
         )
     by_key = {(row["objective"], row["labels/mode"]): row for row in rows}
-    for label, _, _, modes, feature_label in WAVEFORM:
+    for label, _, modes, feature_label in WAVEFORM:
+        if feature_label is None:
+            continue
+        label, feature_label = label.format(k=args.attack_steps), feature_label.format(k=args.attack_steps)
         for mode in modes:
-            if feature_label and (label, mode) in by_key and (feature_label, mode) in by_key:
-                feature_times = times[(feature_label, mode)]
-                ratios = (t / f for t, f in zip(times[(label, mode)], feature_times))
+            if (label, mode) in by_key and (feature_label, mode) in by_key:
+                ratios = (t / f for t, f in zip(times[(label, mode)], times[(feature_label, mode)]))
                 by_key[(label, mode)]["vs_features"] = statistics.median(ratios)
     return rows
 
@@ -237,12 +247,15 @@ def main(argv=None):
     parser = argument_parser(__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=7, help="timed rounds (each Brain steps once per round)")
     parser.add_argument("--warmup", type=int, default=2, help="rounds discarded before timing")
+    parser.add_argument(
+        "--attack-steps", type=int, default=3, help="steps of the PGD-k, KL-PGD-k and waveform training attacks"
+    )
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
         f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} "
         f"clock={args.clock} malloc={args.malloc} "
-        f"rounds={args.steps} (+{args.warmup} discarded)"
+        f"rounds={args.steps} (+{args.warmup} discarded) attack_steps={args.attack_steps}"
     )
     rows = []
     with output_folder() as folder:

@@ -194,6 +194,15 @@ def test_a_waveform_attack_is_never_fused_and_takes_its_gradients_itself(wavefor
         assert torch.allclose((before[name] - param.detach()) / 1000.0, expected[name], rtol=1e-3, atol=1e-6), name
 
 
+def test_bf16_waveform_training_step(waveform_hparams):
+    """Under autocast the attack's passes through the log-Mel give a finite step that trains every parameter."""
+    brain, _, batch = build(waveform_hparams("vanilla", training_steps=2), {**RUN_OPTS, "precision": "bf16"})
+    before = parameters(brain)
+    assert torch.isfinite(brain.fit_batch(batch))
+    assert all(not torch.equal(before[n], p) for n, p in parameters(brain).items())
+    assert set(brain.train_loss_parts()) == {"real_loss", "fake_loss"}
+
+
 class SpectrogramAttack(Attack):
     """An attack of a domain no training step knows."""
 
