@@ -125,15 +125,16 @@ class TrainingStepBrain(EmotionBrain):
         return self.training_loss(predictions, batch)
 
 
-def make_brain(args, experiment, overrides, output_folder):
-    """A Brain built by ``recipe.build_brain`` from ``hparams/<experiment>.yaml``, ready to train.
+def make_brain(args, experiment, overrides, output_folder, hparams_dir=None):
+    """A Brain built by ``recipe.build_brain`` from ``<hparams_dir>/<experiment>.yaml``, ready to train.
 
-    ``args`` gives the device, precision, width, input length and seed;
-    ``overrides`` adds experiment-specific yaml keys. The optimiser is set up
-    as ``fit`` would (``on_fit_start``), and the modules are in train mode.
+    ``args`` gives the device, precision, width, input length, seed and the
+    default ``hparams_dir`` (``--hparams-dir``); ``overrides`` adds
+    experiment-specific yaml keys. The optimiser is set up as ``fit`` would
+    (``on_fit_start``), and the modules are in train mode.
     """
     hparams = load_hparams(
-        os.path.join(args.hparams_dir, f"{experiment}.yaml"),
+        os.path.join(hparams_dir or args.hparams_dir, f"{experiment}.yaml"),
         {
             "seed": args.seed,
             "base_channels": args.base_channels,

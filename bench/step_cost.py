@@ -21,14 +21,25 @@ two forwards, an input-only backward about one; single training costs 3):
 - train-mode attack otherwise: + an input-only backward = 7 units, floor 2.33x, target 2.45x;
 - eval-mode attack (the authors' mode): + an eval forward = 8 units, floor 2.67x, target 2.8x.
 
-Stronger training (issue 9, ``hparams/<model>_{pgd,fast,trades}.yaml``): PGD-3,
-fast training (FGSM from a random start) and TRADES (KL-PGD-3), each against
+Stronger training (issue 9, ``hparams/<model>_{pgd,fast,trades}.yaml``): PGD-k,
+fast training (FGSM from a random start) and TRADES (KL-PGD-k), each against
 the floor of its method (``stronger_floor``): 6 units for the real and fake
 passes, 2 per attack step, 1 for the clean labels of an eval-mode attack on
 predicted labels (or TRADES's p(x)). Target: within 5% of the floor on the GPU;
 on the CPU the ratio is stated.
 
-Run from the repository root (about 45 s of CPU time on 1 thread, under 2 minutes):
+Waveform-domain training (issue 20, ``recipes/EmoDB/hparams/<model>_waveform_
+{vanilla,similarity,trades}.yaml``, the only ones that ship): the same methods
+with the attack on the samples at 40 dB SNR (waveform PGD-k, KL-PGD-k), against
+the same floor in model passes, stated (no target). Each attack step also runs
+the log-Mel and its backward, and the twin one more log-Mel, which the floor
+leaves out: the column ``vs features`` divides the step's time by that of the
+feature-domain step with the same attack steps, objective and mode, measured
+in the same rounds.
+
+``--attack-steps`` sets k (3 by default; the yaml files train with 5).
+
+Run from the repository root (about 150 s of CPU time on 1 thread, 3 minutes on idle cores):
     PYTHONPATH=. python bench/step_cost.py
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/step_cost.py --device cuda --precision bf16
@@ -38,6 +49,7 @@ import os
 import statistics
 
 from common import (
+    REPO,
     argument_parser,
     first_batch,
     make_brain,
@@ -47,6 +59,7 @@ from common import (
     synthetic_dataset,
 )
 
+from ser_adv_brain.attacks import KLPGD
 from ser_adv_brain.training_steps import FusedAdversarialStep
 
 # Attack options of the yaml files: (label source, model mode while generating).
@@ -63,14 +76,26 @@ OBJECTIVES = [
     ("similarity, v detached", "similarity", {"detach_real_embedding": True}, ["target/train"]),
 ]
 
-# Stronger adversarial training (issue 9): (row label, hparams suffix, overrides, attack modes measured).
+# Stronger adversarial training (issue 9): (row label, hparams suffix, whether its attack takes
+# --attack-steps steps (the yaml's training_steps; {k} in the label), attack modes measured).
 # target/train is Madry's and Wong's mode; predicted/eval the authors' (it needs the clean labels first).
 STRONGER = [
-    ("PGD-3", "pgd", {"training_steps": 3}, ["target/train", "predicted/eval"]),
-    ("fast (FGSM, random start)", "fast", {}, ["target/train", "predicted/eval"]),
-    ("TRADES, KL-PGD-3", "trades", {"training_steps": 3}, ["predicted/eval"]),
+    ("PGD-{k}", "pgd", True, ["target/train", "predicted/eval"]),
+    ("fast (FGSM, random start)", "fast", False, ["target/train", "predicted/eval"]),
+    ("TRADES, KL-PGD-{k}", "trades", True, ["predicted/eval"]),
 ]
 STRONGER_TARGET = 1.05  # target: within 5% of the method's pass-count floor (on the GPU)
+
+# Waveform-domain training (issue 20): (row label, hparams suffix, attack modes measured, the STRONGER
+# row with the same attack and objective, or None); every attack takes --attack-steps steps. The yaml
+# files ship with the EmoDB recipe, whose front end and CNN-4 are those of hparams/; sizes are
+# overridden as for every row.
+WAVEFORM_HPARAMS_DIR = os.path.join(REPO, "recipes", "EmoDB", "hparams")
+WAVEFORM = [
+    ("waveform PGD-{k}", "waveform_vanilla", ["target/train", "predicted/eval"], "PGD-{k}"),
+    ("waveform PGD-{k}, similarity", "waveform_similarity", ["predicted/eval"], None),
+    ("waveform TRADES, KL-PGD-{k}", "waveform_trades", ["predicted/eval"], "TRADES, KL-PGD-{k}"),
+]
 
 # How the Brain runs a step -> (floor, target) as multiples of a single-training step.
 PATH_BOUNDS = {
@@ -90,9 +115,7 @@ def stronger_floor(brain):
     real forward could give them.
     """
     attack = brain.hparams.training_attack
-    needs_labels = attack.model_mode == "eval" and (
-        attack.label_source == "predicted" or type(attack).__name__ == "KLPGD"
-    )
+    needs_labels = attack.model_mode == "eval" and (attack.label_source == "predicted" or isinstance(attack, KLPGD))
     return (6 + 2 * attack.steps * attack.restarts + int(needs_labels)) / 3
 
 
@@ -121,12 +144,22 @@ def measure_model(args, model, folder):
             brains[(label, mode)], _ = make_brain(
                 args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
             )
-    for label, suffix, overrides, modes in STRONGER:
+    steps = {"training_steps": args.attack_steps}
+    for label, suffix, iterative, modes in STRONGER:
         if not os.path.isfile(os.path.join(args.hparams_dir, f"{model}_{suffix}.yaml")):
             continue  # these yaml files ship for CNN-4 only (docs/defences.md)
         for mode in modes:
-            brains[(label, mode)], _ = make_brain(
-                args, f"{model}_{suffix}", {**overrides, **ATTACK_MODES[mode], "warmup_steps": 0}, folder
+            options = {**(steps if iterative else {}), **ATTACK_MODES[mode], "warmup_steps": 0}
+            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
+                args, f"{model}_{suffix}", options, folder
+            )
+    for label, suffix, modes, _ in WAVEFORM:
+        if not os.path.isfile(os.path.join(WAVEFORM_HPARAMS_DIR, f"{model}_{suffix}.yaml")):
+            continue
+        for mode in modes:
+            options = {**steps, **ATTACK_MODES[mode], "warmup_steps": 0, "data_folder": folder}
+            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
+                args, f"{model}_{suffix}", options, folder, WAVEFORM_HPARAMS_DIR
             )
     for brain in brains.values():
         # The recipe's own normaliser fit, on the benchmark data (z-scored inputs, as in training).
@@ -144,7 +177,8 @@ def measure_model(args, model, folder):
         if hasattr(brain.hparams, "training_attack"):
             path = type(brain.hparams.training_step).__name__
             floor = stronger_floor(brain)
-            target = STRONGER_TARGET * floor
+            # No target for a waveform step: its floor leaves the front end out (see vs features).
+            target = STRONGER_TARGET * floor if brain.hparams.training_attack.domain == "features" else None
         else:
             path = "-" if brain is single else step_path(brain)
             floor, target = PATH_BOUNDS.get(path, (None, None))
@@ -159,14 +193,36 @@ def measure_model(args, model, folder):
                 "ratio": statistics.median(t / s for t, s in zip(times[(label, mode)], single_times)),
                 "floor": floor,
                 "target": target,
+                "vs_features": None,
             }
         )
+    by_key = {(row["objective"], row["labels/mode"]): row for row in rows}
+    for label, _, modes, feature_label in WAVEFORM:
+        if feature_label is None:
+            continue
+        label, feature_label = label.format(k=args.attack_steps), feature_label.format(k=args.attack_steps)
+        for mode in modes:
+            if (label, mode) in by_key and (feature_label, mode) in by_key:
+                ratios = (t / f for t, f in zip(times[(label, mode)], times[(feature_label, mode)]))
+                by_key[(label, mode)]["vs_features"] = statistics.median(ratios)
     return rows
 
 
 def print_table(rows):
     """A markdown table, one row per model and configuration."""
-    columns = ["model", "objective", "labels/mode", "path", "step ms", "samples/s", "ratio", "floor", "target", "met"]
+    columns = [
+        "model",
+        "objective",
+        "labels/mode",
+        "path",
+        "step ms",
+        "samples/s",
+        "ratio",
+        "floor",
+        "target",
+        "met",
+        "vs features",
+    ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
@@ -179,9 +235,10 @@ def print_table(rows):
             f"{row['ms']:.1f}",
             f"{row['samples_per_s']:.0f}",
             f"{row['ratio']:.2f}",
-            f"{row['floor']:.2f}" if bounded else "",
+            "" if row["floor"] is None else f"{row['floor']:.2f}",
             f"{row['target']:.2f}" if bounded else "",
             ("yes" if row["ratio"] <= row["target"] else "NO") if bounded else "",
+            "" if row["vs_features"] is None else f"{row['vs_features']:.2f}",
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -190,12 +247,15 @@ def main(argv=None):
     parser = argument_parser(__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=7, help="timed rounds (each Brain steps once per round)")
     parser.add_argument("--warmup", type=int, default=2, help="rounds discarded before timing")
+    parser.add_argument(
+        "--attack-steps", type=int, default=3, help="steps of the PGD-k, KL-PGD-k and waveform training attacks"
+    )
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "
         f"batch={args.batch_size} frames={args.n_frames} threads={args.threads} "
         f"clock={args.clock} malloc={args.malloc} "
-        f"rounds={args.steps} (+{args.warmup} discarded)"
+        f"rounds={args.steps} (+{args.warmup} discarded) attack_steps={args.attack_steps}"
     )
     rows = []
     with output_folder() as folder:
@@ -205,7 +265,8 @@ def main(argv=None):
     print("Targets (issue 3): " + ", ".join(f"{path} <= {target}x" for path, (_, target) in PATH_BOUNDS.items()))
     print(
         f"Targets (issue 9): PGD-k, fast and TRADES steps <= {STRONGER_TARGET}x their floor "
-        "(on the GPU; stated on the CPU)"
+        "(on the GPU; stated on the CPU); waveform steps: stated against the same floor, "
+        "and against the feature-domain step (vs features)"
     )
     return rows
 

@@ -12,6 +12,7 @@ from ser_adv_brain.attacks.transfer_attack import TransferAttack
 from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation, UniversalPerturbation
 from ser_adv_brain.attacks.waveform_apgd import WaveformAPGD
 from ser_adv_brain.attacks.waveform_budget import AdversarialAudio
+from ser_adv_brain.attacks.waveform_kl_pgd import WaveformKLPGD
 from ser_adv_brain.attacks.waveform_pgd import WaveformPGD
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "TransferAttack",
     "UniversalPerturbation",
     "WaveformAPGD",
+    "WaveformKLPGD",
     "WaveformPGD",
 ]

@@ -46,8 +46,9 @@ class KLPGD(PGD):
 
     def __repr__(self):
         return (
-            f"KLPGD(eps={self.eps}, steps={self.steps}, rel_step_size={self.rel_step_size}, norm={self.norm!r}, "
-            f"restarts={self.restarts}, seed={self.seed}, eta={self.eta}, model_mode={self.model_mode!r})"
+            f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, rel_step_size={self.rel_step_size}, "
+            f"norm={self.norm!r}, restarts={self.restarts}, seed={self.seed}, eta={self.eta}, "
+            f"model_mode={self.model_mode!r})"
         )
 
     def labels(self, logits, targets):

@@ -24,10 +24,12 @@ in its ``loss`` what it computes, in a few lines:
 Adding a way to train
 ---------------------
 - A new attack (``Attack`` on the features: PGD-k, FGSM from a random start,
-  a noise draw) or a new objective (``AdversarialObjective``, e.g. a KL term)
-  needs no new step: ``adversarial_step`` picks one from the attack's
-  ``model_mode``, ``label_source``, ``targeted``, ``uses_given_gradient``
-  and the objective's ``real_weight`` and ``couples_real_branch``.
+  a noise draw; or on the waveform: ``WaveformPGD``, ``WaveformKLPGD``, whose
+  twin is the log-Mel of the adversarial audio) or a new objective
+  (``AdversarialObjective``, e.g. a KL term) needs no new step:
+  ``adversarial_step`` picks one from the attack's ``domain``, ``model_mode``,
+  ``label_source``, ``targeted``, ``uses_given_gradient`` and the objective's
+  ``real_weight`` and ``couples_real_branch``.
 - A step whose fake data are not an attack on the features (noise added to
   the waveform, say) subclasses ``AdversarialStep`` and overrides
   ``fake_inputs(brain, batch, feats, targets, gradient)``; a step that

@@ -1,12 +1,16 @@
 """Adversarial training steps: ``objective(real, fake)`` on a real batch and its fake twin.
 
 The fake twin is the attack's output at the real features (FGSM in Ren et al.,
-ICASSP 2020; any ``Attack`` on the features). The three steps compute the same
-objective and differ only in how many passes it takes; ``adversarial_step``
-picks the cheapest one that the attack and the objective allow. Under DDP,
-every pass but the fake forward uses the bare model, so DDP's reducer sees one
-forward and all-reduces once per step: gradients already in ``.grad`` before
-that forward are reduced with the fake branch's.
+ICASSP 2020; any ``Attack`` on the features) or, for an attack on the audio
+(``domain == "waveform"``: ``WaveformPGD``, ``WaveformAPGD``, ``WaveformKLPGD``),
+the features of its adversarial audio: the attack runs through the
+differentiable front end (``WaveformClassifier``: log-Mel, normaliser, the bare
+model), on the batch's padded waveforms with their lengths. The three steps
+compute the same objective and differ only in how many passes it takes;
+``adversarial_step`` picks the cheapest one that the attack and the objective
+allow. Under DDP, every pass but the fake forward uses the bare model, so DDP's
+reducer sees one forward and all-reduces once per step: gradients already in
+``.grad`` before that forward are reduced with the fake branch's.
 
 Passes per step, forwards + backwards (clean training: 1 + 1), attack's own passes aside:
 
@@ -15,9 +19,14 @@ Passes per step, forwards + backwards (clean training: 1 + 1), attack's own pass
   backward), 3 + 3 with an eval-mode one (its own forward and backward);
 - ``CoupledAdversarialStep``: as the separate step, the real branch's
   backward merged into ``fit_batch``'s.
+
+A waveform attack takes every gradient it needs itself, at the samples: its
+step is the separate or the coupled one, at 2 + 2 and one log-Mel of the
+adversarial audio.
 """
 
-from ser_adv_brain.attacks.base import Attack, GradientAttack
+from ser_adv_brain.attacks.base import DOMAINS, Attack, GradientAttack
+from ser_adv_brain.models.waveform import WaveformClassifier
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
 
@@ -36,8 +45,16 @@ def check_arguments(attack, objective, warmup_steps):
     """Raises an error naming the yaml key of a wrong argument."""
     if not isinstance(attack, Attack):
         raise TypeError(f"{TRAINING_ATTACK} must be an Attack, got {attack!r}")
-    if attack.domain != "features":
-        raise TypeError(f"{TRAINING_ATTACK} must perturb the features to train on them, got {attack!r}")
+    if attack.domain not in DOMAINS:
+        raise TypeError(
+            f"{TRAINING_ATTACK} must perturb one of {DOMAINS} (its class's 'domain'), "
+            f"got {attack!r} with domain {attack.domain!r}"
+        )
+    if attack.needs_training_data or attack.needs_source_model:  # made once before an evaluation, not per batch
+        raise TypeError(
+            f"{TRAINING_ATTACK} must attack each batch on its own; {attack!r} needs the training split or "
+            "another trained model first (an evaluation's attack: put it in attack_suite)"
+        )
     if not isinstance(objective, AdversarialObjective):
         raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {objective!r}")
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
@@ -50,8 +67,10 @@ class AdversarialStep(TrainingStep):
     Arguments
     ---------
     attack : Attack
-        Makes the fake features (``domain == "features"``); its ``perturb``
-        gets the bare model, never the DDP-wrapped one.
+        Makes the fake features (``domain == "features"``) or the fake audio
+        whose features are the twin (``domain == "waveform"``); its ``perturb``
+        gets the bare model (in a ``WaveformClassifier`` for the audio), never
+        the DDP-wrapped one.
     objective : AdversarialObjective
         ``objective(real, fake, targets)`` -> the loss and its parts.
     warmup_steps : int
@@ -77,13 +96,27 @@ class AdversarialStep(TrainingStep):
     def forward(self, brain, batch):
         """The real forward, outside DDP; the features require grad where the attack's gradient comes from it."""
         feats = brain.compute_features(batch.sig.data).detach()
-        feats.requires_grad_(self.attack.model_mode == "train")
+        feats.requires_grad_(self.attack.domain == "features" and self.attack.model_mode == "train")
         logits, embedding = brain.model(feats)
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
     def fake_inputs(self, brain, batch, feats, targets, gradient):
-        """The fake features: the attack at the real ones (``gradient``: its input gradient there, or None)."""
-        return self.attack.perturb(brain.model, feats.detach(), targets, gradient=gradient)
+        """The fake features: the attack at the real ones (``gradient``: its input gradient there, or None),
+        or the features of the attack's adversarial audio."""
+        if self.attack.domain == "features":
+            return self.attack.perturb(brain.model, feats.detach(), targets, gradient=gradient)
+        front_end = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)
+        # The attack rounds its audio to 16-bit PCM as at evaluation (WaveformBudget), so the twin is
+        # an input the attack suite could score. Kept in training because it is free: it follows the
+        # attack's steps, and the twin enters the objective as a constant (its zero derivative is never taken).
+        wavs = self.attack.perturb(
+            front_end,
+            batch.sig.data,
+            targets,
+            loss_scale=brain.attack_loss_scale(),
+            wav_lens=batch.sig.lengths,
+        )
+        return brain.compute_features(wavs).detach()
 
     def fake_forward(self, brain, batch, feats, targets, gradient):
         """The fake branch: the step's one forward through DDP."""
@@ -97,7 +130,8 @@ class AdversarialStep(TrainingStep):
         pass. (PGD with a random start takes its first gradient elsewhere: None.)
         """
         attack = self.attack
-        if not (isinstance(attack, GradientAttack) and attack.uses_given_gradient):
+        # A waveform attack's gradient is at the samples, which the training forward does not reach.
+        if attack.domain != "features" or not (isinstance(attack, GradientAttack) and attack.uses_given_gradient):
             return None
         if attack.model_mode == "train":
             labels = attack.labels(logits, targets)
@@ -113,8 +147,10 @@ class AdversarialStep(TrainingStep):
 class FusedAdversarialStep(AdversarialStep):
     """One backward of ``w * L(x)`` gives the parameter gradients *and* the attack's input gradient.
 
-    It needs a train-mode attack on the target labels that uses the given
-    gradient (so that the gradient of ``L(x)`` is the attack's), ``w > 0``
+    It needs a train-mode feature attack on the target labels that uses the
+    given gradient (so that the gradient of ``L(x)`` is the attack's; a
+    waveform attack's gradient is at the samples, which this backward does
+    not reach), ``w > 0``
     (else that gradient is zero) and an objective whose real branch gets
     nothing but ``w * L(x)``. Then the fake forward and its backward: two
     forwards, two backwards, the floor. The real graph is freed before the
@@ -130,6 +166,7 @@ class FusedAdversarialStep(AdversarialStep):
     def applies(attack, objective):
         return (
             isinstance(attack, GradientAttack)
+            and attack.domain == "features"
             and attack.model_mode == "train"
             and attack.label_source == "target"
             and not attack.targeted
@@ -191,6 +228,10 @@ class CoupledAdversarialStep(AdversarialStep):
 def adversarial_step(attack, objective, warmup_steps=0):
     """The cheapest step computing ``objective(real, attack's fake)``: fused, else separate, else coupled.
 
+    A waveform attack is never fused (its gradients are at the samples, which
+    the training forward does not reach): the separate step, or the coupled
+    one when the objective couples the branches (similarity, TRADES).
+
     Example
     -------
     >>> from ser_adv_brain.attacks import FGSM
@@ -199,6 +240,10 @@ def adversarial_step(attack, objective, warmup_steps=0):
     >>> type(adversarial_step(fgsm, VanillaAdversarialObjective(0.5))).__name__
     'FusedAdversarialStep'
     >>> type(adversarial_step(FGSM(eps=0.02), VanillaAdversarialObjective(0.5))).__name__
+    'SeparateAdversarialStep'
+    >>> from ser_adv_brain.attacks import WaveformPGD
+    >>> waveform = WaveformPGD(eps=40.0, steps=5, label_source="target", model_mode="train")
+    >>> type(adversarial_step(waveform, VanillaAdversarialObjective(0.5))).__name__
     'SeparateAdversarialStep'
     """
     check_arguments(attack, objective, warmup_steps)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from test_brain import RUN_OPTS, build, parameters
 
 from ser_adv_brain.attacks import KLPGD
-from ser_adv_brain.models import CNN4
+from ser_adv_brain.models import CNN4, WaveformClassifier
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, TRADESObjective
 from ser_adv_brain.training_steps import NoiseStep, adversarial_step
 
@@ -206,9 +206,14 @@ def plain_fake(brain, hparams, model, batch, feats, targets):
     if "waveform_noise" in hparams:
         return brain.compute_features(hparams["waveform_noise"](batch.sig.data, batch.sig.lengths))
     attack = hparams["training_attack"]
-    state = attack.generator.get_state()
-    fake = attack.perturb(copy.deepcopy(model), feats, targets)
-    attack.generator.set_state(state)  # the Brain's step draws the same random start
+    state = None if attack.generator is None else attack.generator.get_state()
+    if attack.domain == "waveform":  # the log-Mel of the adversarial audio, padding left out
+        front_end = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, copy.deepcopy(model))
+        fake = brain.compute_features(attack.perturb(front_end, batch.sig.data, targets, wav_lens=batch.sig.lengths))
+    else:
+        fake = attack.perturb(copy.deepcopy(model), feats, targets)
+    if state is not None:
+        attack.generator.set_state(state)  # the Brain's step draws the same random start
     return fake
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ser_adv_brain.attacks import FGSM, PGD, OverTheAirPGD, SquareAttack, WaveformPGD
+from ser_adv_brain.attacks import FGSM, PGD, OverTheAirPGD, SquareAttack, WaveformKLPGD, WaveformPGD
 from ser_adv_brain.audio.rooms import SimulatedRooms
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
@@ -35,6 +35,7 @@ ATTACKS = {
         lambda mode, seed: WaveformPGD(eps=0.01, norm="linf", steps=2, target_class=1, seed=seed, model_mode=mode),
         "waveform",
     ),
+    "waveform-kl-snr": (lambda mode, seed: WaveformKLPGD(eps=20.0, steps=2, seed=seed, model_mode=mode), "waveform"),
     "square": (lambda mode, seed: SquareAttack(eps=0.5, max_queries=15, seed=seed), "features"),
     "over-the-air": (
         lambda mode, seed: OverTheAirPGD(eps=20.0, rooms=ROOMS[0], steps=2, samples=2, seed=seed, model_mode=mode),
@@ -110,6 +111,7 @@ def test_threat_models_group_the_attacks():
         "pgd-l2-least-likely": "features_l2",
         "waveform-snr-restarts": "waveform_snr",
         "waveform-linf-targeted": "waveform_linf",
+        "waveform-kl-snr": "waveform_snr",
         "square": "features_linf",
         "over-the-air": "waveform_room_snr",
     }

@@ -288,11 +288,12 @@ def test_invalid_attack_and_objective_fail_at_load(tmp_path, overrides, error, w
         load(tmp_path, name="cnn4_similarity", **overrides)
 
 
-def test_a_training_attack_off_the_features_names_its_key(tmp_path):
+def test_a_training_attack_of_no_known_domain_names_its_key(tmp_path):
+    """The features and the waveform are what a training step can attack; the bare ``Attack`` has no domain."""
     text = helpers.hparams_path("cnn4_pgd").read_text()
     block = re.compile(r"^training_attack: !new:ser_adv_brain.attacks.PGD\n(?:    .*\n)+", re.MULTILINE)
-    text = block.sub("training_attack: !new:ser_adv_brain.attacks.WaveformPGD {eps: 30, steps: 2}\n", text, count=1)
-    with pytest.raises(TypeError, match="hparams 'training_attack'.* must perturb the features"):
+    text = block.sub("training_attack: !new:ser_adv_brain.attacks.Attack {eps: 0.1}\n", text, count=1)
+    with pytest.raises(TypeError, match=r"hparams 'training_attack'.* must perturb one of .*with domain None"):
         load_hyperpyyaml(text, {"output_folder": str(tmp_path)})
 
 
