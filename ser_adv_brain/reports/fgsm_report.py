@@ -26,6 +26,17 @@ def fgsm_report_rows(results):
     ]
 
 
+def eps_text(eps):
+    """Two decimals as the paper prints its budgets, more where a budget needs them (waveform amplitudes).
+
+    Example
+    -------
+    >>> eps_text(0.1), eps_text(0.0003)
+    ('0.10', '0.0003')
+    """
+    return f"{eps:.2f}" if abs(eps - round(eps, 2)) < 1e-12 else f"{eps:g}"
+
+
 def fgsm_markdown(results, title):
     """A table laid out like the paper's: Real / Fake rows by budget, Dev / Test columns."""
     splits = list(results)
@@ -33,7 +44,7 @@ def fgsm_markdown(results, title):
     rows = [
         [
             "real" if eps == 0 else "fake",
-            f"{eps:.2f}",
+            eps_text(eps),
             *(f"{results[s][eps].uar():.3f}" if eps in results[s] else "" for s in splits),
         ]
         for eps in grid

@@ -55,7 +55,9 @@ def report_attacks(
     suite (``attack_suite.csv``, the rest of ``robustness.md``) gives UAR under every
     attack of ``attack_suite`` at ``suite_budgets``, robust UAR and the
     gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.evaluation.suite``).
-    The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
+    The checkpoint attacked is the one ``max_key`` selects (``selection_key``). For a model
+    that takes the waveform (``SelfSupervisedClassifier``), ``attack`` is a waveform attack (FGSM on
+    the samples: ``WaveformPGD`` with one step) and ``masking_check_eps`` an SNR in dB.
     Then the pictures (``ser_adv_brain.reports.plots``) are drawn and, where the test split was
     attacked, the benchmark entry of the model written (``entry.json``, ``ser_adv_brain.reports.entry``).
 
@@ -89,7 +91,7 @@ def report_attacks(
     entries = suite_entries(attack_suite)
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
-    checks = destroy_plan(entries, masking_check_eps)
+    checks = destroy_plan(entries, masking_check_eps, waveform=brain.takes_waveform)
     wavs = os.path.join(output_folder, "adversarial_wavs")
     suite = {
         split: evaluate_suite(
@@ -107,7 +109,8 @@ def report_attacks(
     report = write_suite_report(suite, plan, checks, output_folder, title, suite_early_exit)
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
-    logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    if not brain.takes_waveform:  # the comparison is on the features' Linf budgets
+        logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
     if "test" in suite:
         entry = make_entry(
             hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step
@@ -130,6 +133,7 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
             "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
             "folder": folder,
             "title": f"{hparams['experiment_name']}: {hparams['select_checkpoint']} checkpoint",
+            "takes_waveform": brain.takes_waveform,
         },
     )
     run_on_main(write_model_card, args=[hparams, folder, corpus])
@@ -137,10 +141,12 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
 
 
 def draw_run_pictures(brain, hparams, dataset, attack, folder):
-    """The end-of-run pictures: the triptych's data from ``dataset``, then every picture of ``folder``."""
+    """The end-of-run pictures: the triptych's data from ``dataset`` (a model on log-Mel features: the
+    triptych shows them), then every picture of ``folder``."""
     if pyplot() is None:
         return []
-    write_triptych(brain, hparams, dataset, attack, folder)
+    if not brain.takes_waveform:
+        write_triptych(brain, hparams, dataset, attack, folder)
     paths = draw_run(folder)
     logger.info(f"Pictures: {', '.join(os.path.basename(p) for p in paths)} in {folder}")
     return paths
