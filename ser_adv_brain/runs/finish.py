@@ -87,7 +87,7 @@ def report_attacks(
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
     title = f"{hparams['experiment_name']}: attack {attack!r}"
-    table = write_fgsm_report(fgsm, output_folder, title, labels, fake_eps=attack.eps)
+    table = write_fgsm_report(fgsm, output_folder, title, labels, fake_eps=attack.eps, threat_model=attack.threat_model)
     entries = suite_entries(attack_suite)
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
