@@ -86,6 +86,13 @@ def test_layer_k_is_that_hidden_state_and_the_weighted_sum_starts_as_the_mean(en
         torch.testing.assert_close(weighted.frames(WAVS), states.mean(dim=0))
 
 
+def test_layer_drop_is_off_so_that_every_hidden_state_is_there_in_training(tmp_path):
+    folder = random_encoder_folder("wav2vec2", str(tmp_path), **{**TINY_ENCODER, "layerdrop": 1.0})  # drops all
+    model = SelfSupervisedClassifier(wrapper(folder), n_classes=3).train()
+    assert model.encoder(WAVS).shape[0] == TINY_ENCODER["num_hidden_layers"] + 1
+    assert model(WAVS)[0].shape == (2, 3)
+
+
 @pytest.mark.parametrize("pooling, width", [("mean", 32), ("attentive", 64)])
 def test_the_pooling_gives_the_embedding_the_head_reads(encoders, pooling, width):
     model = SelfSupervisedClassifier(wrapper(encoders["wav2vec2"]), n_classes=3, pooling=pooling).eval()
@@ -217,8 +224,10 @@ def test_an_encoder_classifier_folder_is_attacked_with_the_waveform_suite(interf
     assert [INTERFACE_LABELS[t] for t in outcomes.targets.tolist()] == ["hap", "neu", "sad", "ang"] * 2
     rows = read_csv(tmp_path / "attack_suite.csv")
     pgd = next(r for r in rows if r["attack"] == "WaveformPGD-10")
-    # Early exit: the attack ran on exactly the utterances the interface got right.
+    # Early exit: the attack ran on exactly the utterances the interface got right, each costing its 10
+    # gradient passes and the suite's scoring pass (the model is its own waveform model: counted once).
     assert int(pgd["attacked"]) == int(outcomes.clean_correct.sum())
+    assert outcomes.forward_rows[("waveform_snr", 30.0, "WaveformPGD-10")] == 11 * int(pgd["attacked"])
     robust = next(r for r in rows if r["attack"] == "robust")
     assert float(robust["UAR_worst_so_far"]) == pytest.approx(outcomes.uar(outcomes.robust_after("waveform_snr", 30.0)))
     report = (tmp_path / "robustness.md").read_text()
