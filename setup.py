@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+SSL = ["transformers==5.23.0"]
+
 setup(
     name="ser_adv_brain",
     version="0.1.0",
@@ -34,6 +36,9 @@ setup(
         "pyroomacoustics==0.10.1",  # the over-the-air attack's simulated rooms (ser_adv_brain/audio/rooms.py)
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "import-linter==2.17", "ruff==0.17.6"],
+        # Self-supervised encoders (wav2vec 2.0, HuBERT, WavLM) through SpeechBrain's Hugging Face wrappers:
+        # a large package that the log-Mel recipes do not need. The tests need it, so dev pulls it in.
+        "ssl": SSL,
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "import-linter==2.17", "ruff==0.17.6", *SSL],
     },
 )

@@ -9,8 +9,8 @@ For each corpus, the recipe's files land in
 ``extra_requirements.txt``) and its rows in
 ``<speechbrain>/tests/recipes/<corpus>.csv``: this repository's rows, each
 path moved to where its file now is. The EmoDB rows' debug runs read the
-clips of ``tests/samples/emodb/wav``, copied to the same place in the
-checkout. Every file is copied unchanged; nothing is generated. The recipes
+clips of ``tests/samples/emodb/wav`` and the tiny encoders of ``tests/samples/ssl``,
+copied to the same place in the checkout. Every file is copied unchanged; nothing is generated. The recipes
 import the ``ser_adv_brain`` package, which must be installed (see
 ``extra_requirements.txt``). Running it again overwrites the same files.
 
@@ -28,7 +28,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "emotion_recognition"
-# corpus -> (this repository's files, its hparams folder, the sample data its debug rows read)
+# corpus -> (this repository's files, its hparams folder, the sample folders its debug rows read)
 RECIPES = {
     "DEMoS": (
         [
@@ -38,7 +38,7 @@ RECIPES = {
             "recipes/DEMoS/extra_requirements.txt",
         ],
         "hparams",
-        None,
+        (),
     ),
     "EmoDB": (
         [
@@ -48,7 +48,7 @@ RECIPES = {
             "recipes/EmoDB/extra_requirements.txt",
         ],
         "recipes/EmoDB/hparams",
-        "tests/samples/emodb",
+        ("tests/samples/emodb", "tests/samples/ssl"),  # the clips; the self-supervised rows' tiny encoders
     ),
 }
 PATH_COLUMNS = ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file")
@@ -77,10 +77,10 @@ def lay_out(corpus, speechbrain):
         moved[relative] = os.path.join(recipe_folder, "hparams", os.path.relpath(relative, hparams_folder))
     for source, destination in moved.items():
         copy(source, os.path.join(speechbrain, destination))
-    if samples is not None:
-        target = os.path.join(speechbrain, samples)
+    for folder in samples:
+        target = os.path.join(speechbrain, folder)
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(os.path.join(REPO, samples), target)
+        shutil.copytree(os.path.join(REPO, folder), target)
 
     unknown = [row[column] for row in rows for column in PATH_COLUMNS if row[column] and row[column] not in moved]
     if unknown:

@@ -10,12 +10,14 @@ import re
 import subprocess
 import sys
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.models import takes_waveform
 from ser_adv_brain.training.brain import build_brain
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -124,14 +126,42 @@ def recipe_script(hparams_file):
     return DEMOS_TRAIN if path.parent == REPO_ROOT / "hparams" else path.parents[1] / "train.py"
 
 
+# The tiny random encoders of the self-supervised recipes (tests/samples/ssl/make_tiny_encoders.py), by family.
+TINY_ENCODERS = REPO_ROOT / "tests" / "samples" / "ssl"
+
+
+def yaml_tag(hparams_file, key):
+    """The ``!new:`` tag of a yaml key as written (``ser_adv_brain.models.CNN4``), nothing instantiated."""
+    with open(hparams_path(hparams_file), encoding="utf-8") as f:
+        return ruamel.yaml.YAML().load(f)[key].tag.value.split(":", 1)[1]
+
+
+def takes_waveform_file(hparams_file):
+    """Whether the yaml file's model takes the waveform (its class's ``input_domain``), read without building it."""
+    module, name = yaml_tag(hparams_file, "model").rsplit(".", 1)
+    return takes_waveform(getattr(importlib.import_module(module), name))
+
+
+def encoder_family(hparams_file):
+    """``wav2vec2``, ``hubert`` or ``wavlm``: the module of the yaml's encoder wrapper (its tiny encoder's folder)."""
+    return yaml_tag(hparams_file, "encoder").rsplit(".", 2)[-2]
+
+
 def is_adversarial(hparams_file):
     """The single-training yaml files have no adversarial term, hence no ``warmup_steps`` key."""
     return not hparams_path(hparams_file).stem.endswith("_single")
 
 
 def tiny(hparams_file):
-    """``TINY`` for a yaml file, and no warm-up for the adversarial ones."""
-    return {**TINY, **({"warmup_steps": 0} if is_adversarial(hparams_file) else {})}
+    """``TINY`` for a yaml file, and no warm-up for the adversarial ones; a self-supervised model gets its
+    tiny random encoder, and waveform budgets only (it has no features, nor their ``base_channels``)."""
+    if takes_waveform_file(hparams_file):
+        sizes = {key: value for key, value in TINY.items() if key != "base_channels"}
+        sizes["suite_budgets"] = {"waveform_snr": TINY["suite_budgets"]["waveform_snr"]}
+        sizes["encoder_source"] = str(TINY_ENCODERS / encoder_family(hparams_file))
+    else:
+        sizes = dict(TINY)
+    return {**sizes, **({"warmup_steps": 0} if is_adversarial(hparams_file) else {})}
 
 
 def resume_sizes(hparams_file):

@@ -5,9 +5,13 @@ Implements Ren et al., ICASSP 2020 (see the README) on real German speech
 (Burkhardt et al., Interspeech 2005): a CNN-4 on log-Mel features, trained on
 real data only (``cnn4_single``) or on real data and their FGSM twins
 (``cnn4_vanilla``, ``cnn4_similarity``), then tested on real and attacked data.
+The same script trains self-supervised encoders (wav2vec 2.0, HuBERT, WavLM)
+with a pooled linear head on the waveform (``wav2vec2_single``, ...), attacked
+on the waveform only.
 
 To run:
     python train.py hparams/cnn4_vanilla.yaml --data_folder=/path/to/emodb/wav
+    python train.py hparams/wav2vec2_single.yaml --data_folder=/path/to/emodb/wav
 
 The plug-ins (features, models, attacks, objectives, training steps) and the
 Brain's machinery (DDP, checkpoints, evaluation under attack) are the
@@ -32,15 +36,15 @@ from ser_adv_brain.training.distributed import set_collective_timeout
 
 
 class EmotionRecognitionBrain(EmotionBrain):
-    """Classifies an utterance's emotion from its log-Mel features; trains as ``training_step`` says."""
+    """Classifies an utterance's emotion from its log-Mel features (or waveform); trains as ``training_step`` says."""
 
     def compute_forward(self, batch, stage):
-        """Waveforms -> log-Mel -> z-scored features -> the model's logits and embedding."""
+        """Waveforms -> log-Mel -> z-scored features (or the waveforms, for a self-supervised model) -> the
+        model's logits and embedding."""
         batch = batch.to(self.device)
         if stage == sb.Stage.TRAIN:
             return self.training_step.forward(self, batch)  # clean, or with the attack's fake twin
-        feats = self.modules.compute_features(batch.sig.data)
-        feats = self.modules.normalizer(feats)
+        feats = self.compute_features(batch.sig.data)  # EmotionBrain.compute_features: the model's input
         # The bare model, not DDP's wrapper: DDP would wait on ranks with fewer evaluation batches.
         logits, embedding = self.model(feats)
         return {"feats": feats, "logits": logits, "embedding": embedding}

@@ -45,6 +45,12 @@ def load_attack(text):
     return load_hyperpyyaml(f"attack: {text_or_file(text)}")["attack"]
 
 
+def load_attacks(text):
+    """A yaml list of attack plug-ins (``[!new:ser_adv_brain.attacks.WaveformPGD {eps: 40}]``), inline or a file."""
+    indented = "\n".join("    " + line for line in text_or_file(text).strip().splitlines())
+    return load_hyperpyyaml(f"attacks:\n{indented}\n")["attacks"]
+
+
 def yaml_floats(text, option):
     """A yaml list of numbers (``"[0.02, 0.04]"``); a ``SystemExit`` naming ``option`` otherwise."""
     value = yaml.safe_load(text)

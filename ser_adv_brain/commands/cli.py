@@ -7,6 +7,7 @@
     ser-adv sweep RECIPE            the paper's grid of runs (models x trainings x eps), resumable, its table
     ser-adv benchmark RECIPE        trainings x speaker folds x seeds, evaluated in a tier, with intervals
     ser-adv leaderboard FOLDER      the leaderboard of the benchmark entries under a folder
+    ser-adv attack-interface SOURCE MANIFEST   any SpeechBrain emotion interface under the waveform attack suite
 
 ``ser-adv <subcommand> --help`` says more. Every subcommand shares ``--device`` and ``--output_folder``,
 takes lists and attack plug-ins as yaml, and yaml keys as ``--key=value`` (``ser_adv_brain.commands.arguments``).
@@ -16,7 +17,7 @@ The recipes stay SpeechBrain scripts: ``python recipes/<corpus>/train.py <yaml>`
 import importlib
 import sys
 
-SUBCOMMANDS = ("evaluate", "transfer", "targeted", "detector", "sweep", "benchmark", "leaderboard")
+SUBCOMMANDS = ("evaluate", "transfer", "targeted", "detector", "sweep", "benchmark", "leaderboard", "attack-interface")
 
 
 def main(argv=None):
@@ -32,7 +33,7 @@ def main(argv=None):
         sys.exit(
             f"ser-adv: unknown subcommand {name!r}; the subcommands are {', '.join(SUBCOMMANDS)} (ser-adv --help)."
         )
-    importlib.import_module(f"ser_adv_brain.commands.{name}").main(rest)
+    importlib.import_module(f"ser_adv_brain.commands.{name.replace('-', '_')}").main(rest)
     return None
 
 

@@ -35,15 +35,19 @@ DESTROY = "destroy"  # the plan group of the destroying-budget check (its over-t
 DESTROY_SNR_DB = -10.0
 
 
-def destroy_plan(entries, eps):
+def destroy_plan(entries, eps, waveform=False):
     """The plan groups of the destroying-budget check (none if ``eps`` is 0 or None): the white-box feature
-    attacks at ``eps``, and the over-the-air attacks at ``DESTROY_SNR_DB``, heard in their held-out rooms.
+    attacks at ``eps`` (for a model that takes the waveform, ``waveform``: the white-box SNR attacks on the
+    waveform at ``eps`` dB), and the over-the-air attacks at ``DESTROY_SNR_DB``, heard in their held-out rooms.
 
     Single-step attacks first: this check reads only the worst case over them, which the early exit
     leaves unchanged in any order, and at such a budget FGSM fools nearly everything, so the iterative
     attacks after it have almost nothing left to run on.
     """
-    white_box = [e for e in entries if e.domain == "features" and e.attack.kind != "black-box"]
+    if waveform:
+        white_box = [e for e in entries if e.threat_model == "waveform_snr" and e.attack.kind != "black-box"]
+    else:
+        white_box = [e for e in entries if e.domain == "features" and e.attack.kind != "black-box"]
     white_box.sort(key=lambda e: e.attack.kind != "single-step")
     plan = [PlanStep(DESTROY, float(eps), tuple(white_box))] if white_box and eps else []
     over_the_air = [e for e in entries if e.attack.rooms is not None and e.attack.kind != "black-box"]
@@ -71,8 +75,9 @@ def masking_sentences(outcomes, plan, split):
             uar = outcomes.uar(outcomes.robust_after(group, budget))
             names = ", ".join(e.name for e in entries)
             if uar > chance and group == DESTROY:
+                where = budget_text(entries[0].threat_model, budget)
                 sentences.append(
-                    f"On {split}, at eps {budget:g} on the features (a budget that destroys the input) the "
+                    f"On {split}, at {where} (a budget that destroys the input) the "
                     f"white-box attacks ({names}) leave robust UAR at {uar:.3f}, above chance ({chance:.3f}): "
                     "the attacks do not find the model's errors even where any input is reachable."
                 )
@@ -160,7 +165,7 @@ def masking_report(outcomes_by_split, plan):
     sentences = [s for split, outcomes in outcomes_by_split.items() for s in masking_sentences(outcomes, plan, split)]
     lines = ["### Gradient-masking checks (Carlini et al. 2019)", ""] + [f"- {s}" for s in sentences or [NONE_FIRED]]
     if not any(group == DESTROY for group, _, _ in plan):
-        lines.append("- Not checked: the destroying budget (masking_check_eps) has no white-box feature attack to run.")
+        lines.append("- Not checked: the destroying budget (masking_check_eps) has no white-box attack to run.")
     groups = {group for group, _, _ in plan}
     if UNIVERSAL in groups and PER_UTTERANCE not in groups:
         lines.append(

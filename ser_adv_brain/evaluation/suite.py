@@ -51,7 +51,7 @@ import tqdm
 from ser_adv_brain.attacks.base import Attack
 from ser_adv_brain.evaluation.over_the_air import predicted_in_held_out_rooms
 from ser_adv_brain.metrics import uar_of_correct
-from ser_adv_brain.models import WaveformClassifier
+from ser_adv_brain.models import WaveformClassifier, takes_waveform
 from ser_adv_brain.training.brain import broadcast_buffers
 
 logger = logging.getLogger(__name__)
@@ -138,6 +138,22 @@ def suite_entries(attacks):
         name = attack.name if seen[attack.name] == 1 else f"{attack.name} ({seen[attack.name]})"
         entries.append(SuiteEntry(attack, name, attack.threat_model))
     return entries
+
+
+def check_attacks_fit(model, attacks, key):
+    """Refuses, before any compute, attacks on log-Mel features for a model that takes the waveform.
+
+    ``attacks``: plug-ins from the yaml key ``key`` (named in the error). Such a model has no features:
+    only waveform attacks (``WaveformPGD``, ``WaveformAPGD``) reach it.
+    """
+    if not takes_waveform(model):
+        return
+    on_features = [repr(attack) for attack in attacks if attack is not None and attack.domain != "waveform"]
+    if on_features:
+        raise ValueError(
+            f"{key}: {', '.join(on_features)} perturb(s) the log-Mel features, but the model "
+            f"({type(model).__name__}) takes the waveform: give it waveform attacks only (WaveformPGD, WaveformAPGD)."
+        )
 
 
 def ball_size(group, budget):
@@ -355,9 +371,13 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
     brain.modules.eval()
     broadcast_buffers(brain.modules)
     model = CountingForward(brain.model)
-    waveform_model = CountingForward(
-        WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)
+    # A model that takes the waveform is its own waveform classifier (its "features" are the audio).
+    waveform_model = (
+        model
+        if brain.takes_waveform
+        else CountingForward(WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model))
     ).eval()
+    counters = list({id(m): m for m in (model, waveform_model)}.values())  # each model's forwards counted once
     for _, _, entries in plan:
         for entry in entries:
             if entry.attack.needs_source_model:  # a transfer attack maps its fake data to our features
@@ -397,7 +417,8 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
                     details[field][key] = torch.full(targets.shape, float("nan"), dtype=torch.float64)
                 index = alive.nonzero().flatten()
                 if len(index):
-                    model.rows = waveform_model.rows = 0
+                    for counter in counters:
+                        counter.rows = 0
                     adversarial, pred[index], reported = run_attack(
                         entry,
                         budget,
@@ -411,7 +432,7 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
                     for field, values in reported.items():
                         details[field][key][index.cpu()] = values.detach().cpu().double()
                     outcomes.attacked_count += len(index)
-                    outcomes.forward_rows[key] += model.rows + waveform_model.rows
+                    outcomes.forward_rows[key] += sum(counter.rows for counter in counters)
                     if early_exit:
                         still_correct[group][index] &= pred[index] == targets[index]
                         if group in still_direct:

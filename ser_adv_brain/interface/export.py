@@ -21,14 +21,21 @@ INFERENCE_KEYS = (
     "model",
     "attack",
 )
+FEATURE_MODULES = ("compute_features", "normalizer")  # absent where the model takes the waveform
+
+
+def inference_keys(takes_waveform):
+    """``INFERENCE_KEYS``, without the feature modules for a model that takes the waveform."""
+    return tuple(key for key in INFERENCE_KEYS if not (takes_waveform and key in FEATURE_MODULES))
 
 
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.
-def inference_plumbing(extra_modules=()):
+def inference_plumbing(extra_modules=(), takes_waveform=False):
     """The interface's modules and Pretrainer; ``extra_modules`` (a detector) are loaded as ``<name>.ckpt`` too."""
-    modules = ["compute_features", "normalizer", "model", *extra_modules]
-    loadables = ["model", "normalizer", "label_encoder", *extra_modules]
+    features = [] if takes_waveform else list(FEATURE_MODULES)
+    modules = [*features, "model", *extra_modules]
+    loadables = ["model", *([] if takes_waveform else ["normalizer"]), "label_encoder", *extra_modules]
     return (
         "\nmax_audio_seconds: 600.0  # longer audio is refused instead of exhausting memory\n"
         "\nlabel_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
@@ -55,7 +62,7 @@ def _drop_comments(node):
         _drop_comments(child)
 
 
-def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_threshold=None):
+def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_threshold=None, takes_waveform=False):
     """The interface's ``hyperparams.yaml``, made from a training run's saved hyperparameters.
 
     Arguments
@@ -70,6 +77,8 @@ def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_th
         the interface, with ``detector_threshold``. None: no detector.
     detector_threshold : float or None
         The ``is_adversarial`` score above which an input is flagged.
+    takes_waveform : bool
+        The model takes the waveform (``models.takes_waveform``): no feature modules.
 
     Returns
     -------
@@ -78,10 +87,11 @@ def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_th
     yaml = ruamel.yaml.YAML()
     with open(training_yaml, encoding="utf-8") as f:
         tree = yaml.load(f)
-    missing = [key for key in INFERENCE_KEYS if key not in tree]
+    keys = inference_keys(takes_waveform)
+    missing = [key for key in keys if key not in tree]
     if missing:
         raise KeyError(f"{training_yaml} lacks {missing}, which the inference interface needs.")
-    selected = {key: tree[key] for key in INFERENCE_KEYS}
+    selected = {key: tree[key] for key in keys}
     extra_modules = ()
     if detector_yaml is not None:
         with open(detector_yaml, encoding="utf-8") as f:
@@ -93,18 +103,25 @@ def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_th
     yaml.indent(mapping=4, sequence=4, offset=2)  # the recipes' yaml style
     yaml.dump(selected, stream)
     header = f"# {title}\n# Inference hyperparameters of ser_adv_brain.interface.EmotionRecognizer.\n\n"
-    return header + stream.getvalue() + inference_plumbing(extra_modules)
+    return header + stream.getvalue() + inference_plumbing(extra_modules, takes_waveform)
 
 
 def export_interface(
-    checkpoint, label_encoder, training_yaml, folder, title="ser_adv_brain emotion recognizer", detector=None
+    checkpoint,
+    label_encoder,
+    training_yaml,
+    folder,
+    title="ser_adv_brain emotion recognizer",
+    detector=None,
+    takes_waveform=False,
 ):
     """Writes a folder that ``EmotionRecognizer.from_hparams`` and ``foreign_class`` load.
 
     Arguments
     ---------
     checkpoint : speechbrain.utils.checkpoints.Checkpoint
-        The checkpoint to export; it must hold ``model`` and ``normalizer``.
+        The checkpoint to export; it must hold ``model`` and ``normalizer`` (``model`` only, for a
+        model that takes the waveform).
     label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
     training_yaml : str
         The run's saved ``hyperparams.yaml`` (see ``inference_hparams_yaml``).
@@ -119,6 +136,8 @@ def export_interface(
         ``yaml`` (its run's saved ``hyperparams.yaml``), ``checkpoint`` (its
         ``detector.ckpt``) and ``threshold`` (see ``inference_hparams_yaml``);
         the folder then also holds ``detector.ckpt``.
+    takes_waveform : bool
+        The model takes the waveform (``models.takes_waveform``): it has no feature modules to export.
 
     Returns
     -------
@@ -132,7 +151,7 @@ def export_interface(
             f"{training_yaml} not found: sb.create_experiment_directory(..., hyperparams_to_save=...) writes it."
         )
     os.makedirs(folder, exist_ok=True)
-    for name in ("model", "normalizer"):
+    for name in ("model",) if takes_waveform else ("model", "normalizer"):
         if name not in checkpoint.paramfiles:
             raise KeyError(f"Checkpoint {checkpoint.path} has no {name!r}; it holds {sorted(checkpoint.paramfiles)}.")
         shutil.copyfile(checkpoint.paramfiles[name], os.path.join(folder, f"{name}.ckpt"))
@@ -141,9 +160,13 @@ def export_interface(
         shutil.copyfile(detector["checkpoint"], os.path.join(folder, "detector.ckpt"))
     with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as f:
         if detector is None:
-            f.write(inference_hparams_yaml(training_yaml, title))
+            f.write(inference_hparams_yaml(training_yaml, title, takes_waveform=takes_waveform))
         else:
-            f.write(inference_hparams_yaml(training_yaml, title, detector["yaml"], detector["threshold"]))
+            f.write(
+                inference_hparams_yaml(
+                    training_yaml, title, detector["yaml"], detector["threshold"], takes_waveform=takes_waveform
+                )
+            )
     with open(os.path.join(folder, "custom_interface.py"), "w", encoding="utf-8") as f:
         f.write(CUSTOM_INTERFACE)
     logger.info(f"Exported the pretrained interface of {checkpoint.path} to {folder}")

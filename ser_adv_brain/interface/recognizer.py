@@ -19,7 +19,7 @@ from speechbrain.utils.fetching import fetch
 from ser_adv_brain.audio.loading import fix_length, frames_to_samples, resample, to_mono
 from ser_adv_brain.audio.pcm import snr_db
 from ser_adv_brain.data.validation import audio_fault, reader_error, signal_facts
-from ser_adv_brain.models import WaveformClassifier
+from ser_adv_brain.models import WaveformClassifier, takes_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ class UnusableAudioError(ValueError):
 
 
 class EmotionRecognizer(Pretrained):
-    """Speech emotion recognition with a CNN-4, VGG-16 or ResNet-50 trained by this toolkit.
+    """Speech emotion recognition with a CNN-4, VGG-16, ResNet-50 or self-supervised encoder trained by this toolkit.
 
     A waveform goes through the Brain's evaluation pipeline: mono, the
     model's sample rate, ``n_frames`` long (centred crop of long clips,
-    tiling of short ones), log-Mel, per-bin z-score, model. So predictions
+    tiling of short ones), log-Mel, per-bin z-score, model (or, for a model
+    that takes the waveform, the model at once). So predictions
     equal those of the recipe's evaluation on the same file.
 
     Audio longer than ``max_audio_seconds`` is refused before it is decoded
@@ -83,7 +84,7 @@ class EmotionRecognizer(Pretrained):
 
     Expected hparams: ``sample_rate``, ``n_fft``, ``hop_length``, ``n_frames``, ``n_classes``,
     ``max_audio_seconds``, ``label_encoder`` and ``attack`` (used by ``attack_batch``); modules:
-    ``compute_features``, ``normalizer``, ``model``.
+    ``compute_features``, ``normalizer`` (not for a model that takes the waveform), ``model``.
 
     With a fake-data detector (exported by ``ser-adv detector``:
     a ``detector`` module and a ``detector_threshold`` hparam), every
@@ -115,12 +116,18 @@ class EmotionRecognizer(Pretrained):
         "label_encoder",
         "attack",
     ]
-    MODULES_NEEDED = ["compute_features", "normalizer", "model"]
+    MODULES_NEEDED = ["model"]  # and the feature modules, for a model on log-Mel features (checked below)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self.mods.normalizer.fitted:
-            raise ValueError("The feature normalizer has no statistics: was normalizer.ckpt loaded?")
+        if not self.takes_waveform:
+            missing = [name for name in ("compute_features", "normalizer") if name not in self.mods]
+            if missing:
+                raise ValueError(
+                    f"The interface's model takes log-Mel features, but hyperparams.yaml has no {missing}."
+                )
+            if not self.mods.normalizer.fitted:
+                raise ValueError("The feature normalizer has no statistics: was normalizer.ckpt loaded?")
         self.hparams.label_encoder.expect_len(self.hparams.n_classes)
         self.hparams.attack.set_class_names(self.hparams.label_encoder)  # resolves a targeted attack's emotion
 
@@ -219,8 +226,16 @@ class EmotionRecognizer(Pretrained):
             raise UnusableAudioError(faults, batch_size=wavs.shape[0])
         return torch.stack(signals).to(self.device)
 
+    @property
+    def takes_waveform(self):
+        """Whether the model takes the waveform itself (a self-supervised encoder's; ``models.takes_waveform``)."""
+        return takes_waveform(self.mods.model)
+
     def compute_features(self, wavs):
-        """Prepared waveforms ``[batch, samples]`` -> normalised log-Mel ``[batch, frames, n_mels]``."""
+        """Prepared waveforms ``[batch, samples]`` -> the model's input: normalised log-Mel
+        ``[batch, frames, n_mels]``, or the waveforms themselves for a model that takes them."""
+        if self.takes_waveform:
+            return wavs
         with torch.no_grad():
             return self.mods.normalizer(self.mods.compute_features(wavs))
 
@@ -281,7 +296,8 @@ class EmotionRecognizer(Pretrained):
         Returns
         -------
         fake_feats : torch.Tensor
-            The adversarial features, ``[batch, frames, n_mels]``.
+            The adversarial features, ``[batch, frames, n_mels]`` (the adversarial waveforms
+            ``[batch, samples]``, for a model that takes the waveform).
         out_prob, score, index, text_lab (, is_adversarial)
             The predictions on them (see ``classify_features``).
         """
@@ -334,7 +350,11 @@ class EmotionRecognizer(Pretrained):
         targets = (
             before[2] if target is None else self.hparams.label_encoder.encode_sequence_torch([target]).to(self.device)
         )
-        model = WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model)
+        model = (
+            self.mods.model
+            if self.takes_waveform
+            else WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model)
+        )
         # A waveform attack returns audio on the 16-bit PCM grid: the file holds exactly what is scored.
         adversarial = attack.perturb(model, wav, targets, eps=eps).detach()
         soundfile.write(out_wav, adversarial[0].cpu().numpy(), self.hparams.sample_rate, subtype="PCM_16")

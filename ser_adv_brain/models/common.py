@@ -42,6 +42,8 @@ class PooledClassifier(torch.nn.Module):
         ``"max"`` (the authors' CNN-4 and VGG-16) or ``"avg"`` (their ResNet-50).
     """
 
+    input_domain = "features"  # the normalised log-Mel features (``models.takes_waveform``)
+
     def __init__(self, trunk, embedding_dim, n_classes, pooling="max"):
         super().__init__()
         if pooling not in ("max", "avg"):

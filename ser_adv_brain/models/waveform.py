@@ -1,6 +1,22 @@
-"""The classifier a waveform attack sees: log-Mel, normaliser and model, differentiable end to end."""
+"""What a model takes (features or the waveform), and the classifier a waveform attack sees: log-Mel,
+normaliser and model, differentiable end to end."""
 
 import torch
+
+
+def takes_waveform(model):
+    """Whether ``model`` takes the waveform itself, as its ``input_domain`` declares (``"waveform"``).
+
+    A model that declares nothing takes the normalised log-Mel features, as every model did before the
+    declaration (``PooledClassifier`` declares ``"features"``).
+
+    Example
+    -------
+    >>> from ser_adv_brain.models import CNN4
+    >>> takes_waveform(CNN4(base_channels=2)), takes_waveform(torch.nn.Linear(2, 2))
+    (False, False)
+    """
+    return getattr(model, "input_domain", "features") == "waveform"
 
 
 class WaveformClassifier(torch.nn.Module):
@@ -15,6 +31,8 @@ class WaveformClassifier(torch.nn.Module):
     model : torch.nn.Module
         Features -> ``(logits, embedding)``.
     """
+
+    input_domain = "waveform"
 
     def __init__(self, compute_features, normalizer, model):
         super().__init__()

@@ -10,11 +10,13 @@ SPLIT_TITLES = {"valid": "Dev", "test": "Test"}
 REPORT_CSV, REPORT_MD = "robustness.csv", "robustness.md"  # in the run's output folder
 
 
-def fgsm_report_rows(results):
-    """Flattens ``{split: {eps: ConfusionMatrix}}`` into CSV rows."""
+def fgsm_report_rows(results, threat_model="features_linf"):
+    """Flattens ``{split: {eps: ConfusionMatrix}}`` into CSV rows; ``threat_model`` is the attack's (the
+    features' Linf, or the waveform samples' for a model that takes the waveform)."""
     return [
         {
             "split": split,
+            "threat_model": threat_model,
             "eps": eps,
             "data": "real" if eps == 0 else "fake",
             "UAR": cm.uar(),
@@ -26,6 +28,17 @@ def fgsm_report_rows(results):
     ]
 
 
+def eps_text(eps):
+    """Two decimals as the paper prints its budgets, more where a budget needs them (waveform amplitudes).
+
+    Example
+    -------
+    >>> eps_text(0.1), eps_text(0.0003)
+    ('0.10', '0.0003')
+    """
+    return f"{eps:.2f}" if abs(eps - round(eps, 2)) < 1e-12 else f"{eps:g}"
+
+
 def fgsm_markdown(results, title):
     """A table laid out like the paper's: Real / Fake rows by budget, Dev / Test columns."""
     splits = list(results)
@@ -33,7 +46,7 @@ def fgsm_markdown(results, title):
     rows = [
         [
             "real" if eps == 0 else "fake",
-            f"{eps:.2f}",
+            eps_text(eps),
             *(f"{results[s][eps].uar():.3f}" if eps in results[s] else "" for s in splits),
         ]
         for eps in grid
@@ -42,7 +55,7 @@ def fgsm_markdown(results, title):
     return f"### {title}\n\n{markdown_table(rows, headers)}\n"
 
 
-def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
+def write_fgsm_report(results, output_folder, title, labels, fake_eps=None, threat_model="features_linf"):
     """Writes ``robustness.csv``, ``robustness.md`` and per-split confusion matrices on real data
     (``confusion_<split>.csv``) and on fake data at ``fake_eps`` (``confusion_<split>_eps<eps>.csv``).
 
@@ -57,6 +70,8 @@ def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
         Class names in index order.
     fake_eps : float, optional
         The budget whose fake-data confusion matrices are written too (the training eps).
+    threat_model : str
+        The attack's (``Attack.threat_model``): ``features_linf``, or ``waveform_linf`` for FGSM on the samples.
 
     Returns
     -------
@@ -68,8 +83,8 @@ def write_fgsm_report(results, output_folder, title, labels, fake_eps=None):
         return table
     write_csv(
         os.path.join(output_folder, REPORT_CSV),
-        fgsm_report_rows(results),
-        ["split", "eps", "data", "UAR", "accuracy", "n"],
+        fgsm_report_rows(results, threat_model),
+        ["split", "threat_model", "eps", "data", "UAR", "accuracy", "n"],
     )
     with open(os.path.join(output_folder, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(table)

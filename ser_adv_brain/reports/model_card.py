@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from ser_adv_brain import PAPER
 from ser_adv_brain.audio.loading import frames_to_samples
+from ser_adv_brain.models import takes_waveform
 from ser_adv_brain.reports.fgsm_report import REPORT_CSV, REPORT_MD
 from ser_adv_brain.tables import read_csv
 from ser_adv_brain.training_steps import AdversarialStep, NoiseStep
@@ -222,6 +223,19 @@ def training_summary(step, attack):
     return "clean training (no adversarial term)", f"clean training, attacked with {attack}"
 
 
+def pipeline_text(hparams, model):
+    """What the model makes of the fixed-length audio: log-Mel features, or the waveform itself."""
+    if takes_waveform(hparams["model"]):
+        return (
+            f"the {model} takes the waveform itself (a self-supervised encoder's frames, "
+            f"{hparams['hop_length']} samples apart, pooled, then a linear layer)."
+        )
+    return (
+        f"log-Mel features ({hparams['n_mels']} bins, window {hparams['n_fft']}, hop {hparams['hop_length']}) "
+        f"are z-scored per bin with the training split's statistics and fed to the {model}."
+    )
+
+
 def model_card(hparams, corpus=None):
     """The ``README.md`` of the interface exported by a run.
 
@@ -245,6 +259,11 @@ def model_card(hparams, corpus=None):
     training, headline = training_summary(hparams["training_step"], attack)
     epochs = hparams["number_of_epochs"]
     seconds = frames_to_samples(hparams["n_frames"], hparams["hop_length"]) / hparams["sample_rate"]
+    budget_domain = (
+        "its waveform samples (amplitude, full scale 1)"
+        if takes_waveform(hparams["model"])
+        else "its z-scored log-Mel features"
+    )
     eval_eps = ", ".join(f"{eps:g}" for eps in hparams["eval_eps"])
     speakers = ", ".join(
         f"{SPLIT_NAMES[split].lower()} {n_speakers} ({n_utterances} utterances)"
@@ -270,7 +289,7 @@ are the run's `{checkpoint}` checkpoint.
 
 UAR (unweighted average recall) on the run's speaker-independent dev and test
 splits, on real data (eps 0) and on {attack} data made against this model with each
-budget eps on its z-scored log-Mel features. The run's own report:
+budget eps on {budget_domain}. The run's own report:
 
 {report}
 
@@ -278,9 +297,7 @@ budget eps on its z-scored log-Mel features. The run's own report:
 
 Any audio file or waveform is down-mixed to mono, resampled to {hparams["sample_rate"]} Hz and
 brought to {hparams["n_frames"]} frames ({seconds:.1f} s; centre crop of longer clips,
-tiling of shorter ones); log-Mel features ({hparams["n_mels"]} bins, window {hparams["n_fft"]},
-hop {hparams["hop_length"]}) are z-scored per bin with the training split's statistics
-and fed to the {model}. The interface refuses, with an error, what training refuses:
+tiling of shorter ones); {pipeline_text(hparams, model)} The interface refuses, with an error, what training refuses:
 missing or unreadable files, NaN or Inf samples, digital silence, and clips shorter
 than one analysis window ({hparams["n_fft"]} samples).
 

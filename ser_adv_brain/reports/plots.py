@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from ser_adv_brain.evaluation.suite import in_decibels
 from ser_adv_brain.reports.suite_report import ROOM_ROWS
 from ser_adv_brain.tables import read_csv
 
@@ -92,30 +93,50 @@ def run_title(folder):
     return os.path.basename(folder)
 
 
-def plot_robustness(folder):
-    """``robustness.png`` from a run's ``robustness.csv`` (and ``attack_suite.csv`` if there).
+# Each panel's x axis: the budget of its threat model.
+AXIS_LABELS = {
+    "features_linf": "eps (Linf, normalised log-Mel features)",
+    "waveform_linf": "eps (Linf amplitude on the samples, full scale 1)",
+    "waveform_snr": "SNR, dB (smaller = larger budget)",
+    "waveform_room_snr": "SNR, dB (smaller = larger budget)",
+    "waveform_universal": "dB below the reference level (smaller = larger budget)",
+}
+PANEL_TITLES = {
+    "features_linf": "log-Mel features, Linf",
+    "waveform_linf": "waveform, Linf",
+    "waveform_snr": "waveform, SNR budget",
+    "waveform_room_snr": "waveform, SNR budget, held-out rooms",
+    "waveform_universal": "waveform, universal",
+}
 
-    Top row: Linf on the normalised log-Mel features, UAR vs eps: the paper's FGSM
-    report, each suite attack and robust UAR. Bottom row (if the suite attacked the
-    waveform): UAR vs SNR in dB, the axis running from small to large budgets.
+
+def plot_robustness(folder):
+    """``robustness.png`` from a run's ``robustness.csv`` and ``attack_suite.csv`` (either may be missing).
+
+    Top row: the paper's FGSM report in its threat model (Linf on the normalised log-Mel
+    features; on the samples, for a model that takes the waveform), UAR vs eps, with each
+    suite attack and robust UAR there. A row below for each waveform threat model of the
+    suite: UAR vs SNR in dB, the axis running from small to large budgets.
     """
     plt = pyplot()
     if plt is None:
         return None
-    fgsm = read_csv(os.path.join(folder, "robustness.csv"))
-    suite_csv = os.path.join(folder, "attack_suite.csv")
+    fgsm_csv, suite_csv = os.path.join(folder, "robustness.csv"), os.path.join(folder, "attack_suite.csv")
+    fgsm = read_csv(fgsm_csv) if os.path.isfile(fgsm_csv) else []
     suite = read_csv(suite_csv) if os.path.isfile(suite_csv) else []
-    splits = list(dict.fromkeys(r["split"] for r in fgsm))
+    splits = list(dict.fromkeys(r["split"] for r in fgsm or suite))
     n_classes = class_count(folder)
-    waveform = sorted({r["threat_model"] for r in suite if r["threat_model"].startswith("waveform")})
-    groups = ["features_linf"] + waveform
+    # Reports written before the column were on the features.
+    fgsm_group = [fgsm[0].get("threat_model") or "features_linf"] if fgsm else []
+    waveform = sorted({r["threat_model"] for r in suite if r["threat_model"].startswith("waveform")} - set(fgsm_group))
+    groups = fgsm_group + waveform
     fig, axes = plt.subplots(len(groups), len(splits), figsize=(5.2 * len(splits), 3.6 * len(groups)), squeeze=False)
     for col, split in enumerate(splits):
         curve = sorted((float(r["eps"]), float(r["UAR"])) for r in fgsm if r["split"] == split)
         real = next((uar for eps, uar in curve if eps == 0), None)
         for row, group in enumerate(groups):
             ax = axes[row][col]
-            if group == "features_linf":
+            if group in fgsm_group:
                 ax.plot(*zip(*curve), marker="o", color="black", label="FGSM as the paper reports it (robustness.csv)")
             # An attack's own line needs its UAR at every budget: with early exit each attack ran
             # only on what the others left, and the robust UAR line is their joint worst case.
@@ -145,19 +166,12 @@ def plot_robustness(folder):
             reference_lines(ax, real, n_classes)
             ax.set_ylim(0, 1)
             budgets = {b for points in by_attack.values() for b, _ in points}
-            ax.set_xticks(sorted(budgets | ({eps for eps, _ in curve} if group == "features_linf" else set())))
-            if group == "features_linf":
-                ax.set_xlabel("eps (Linf, normalised log-Mel features)")
-            else:
-                unit = "dB below the reference level" if group == "waveform_universal" else "SNR, dB"
-                ax.set_xlabel(f"{unit} (smaller = larger budget)")
+            ax.set_xticks(sorted(budgets | ({eps for eps, _ in curve} if group in fgsm_group else set())))
+            ax.set_xlabel(AXIS_LABELS.get(group, group))
+            if in_decibels(group):
                 ax.invert_xaxis()
             ax.set_ylabel("UAR")
-            what = {"features_linf": "log-Mel features, Linf", "waveform_universal": "waveform, universal"}.get(
-                group, "waveform, SNR budget"
-            )
-            what += ", held-out rooms" if group.endswith("room_snr") else ""
-            ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {what}", fontsize=10)
+            ax.set_title(f"{SPLIT_TITLES.get(split, split)}: {PANEL_TITLES.get(group, group)}", fontsize=10)
             ax.grid(alpha=0.3)
             if col == len(splits) - 1:
                 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
@@ -470,8 +484,10 @@ def draw_run(folder):
     """Draws every picture whose source file is in a run's output folder; returns the paths written."""
     if pyplot() is None:
         return []
+    # A suite without the FGSM report (ser-adv attack-interface) has its picture too.
+    reports = [os.path.join(folder, name) for name in ("robustness.csv", "attack_suite.csv")]
     sources = [
-        (plot_robustness, folder, os.path.join(folder, "robustness.csv")),
+        (plot_robustness, folder, next((path for path in reports if os.path.exists(path)), reports[0])),
         (plot_training, os.path.join(folder, "train_log.txt"), None),
         (plot_triptych, os.path.join(folder, "spectrogram_triptych.npz"), None),
         (plot_success_matrix, os.path.join(folder, "success_matrix.csv"), None),

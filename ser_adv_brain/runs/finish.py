@@ -58,7 +58,9 @@ def report_attacks(
     gradient-masking checks at ``masking_check_eps`` (see ``ser_adv_brain.evaluation.suite``); a universal
     perturbation is first learnt on the ``train`` split at each of its budgets, or read back from the run's
     ``universal_perturbations/`` (``ser_adv_brain.evaluation.universal``).
-    The checkpoint attacked is the one ``max_key`` selects (``selection_key``).
+    The checkpoint attacked is the one ``max_key`` selects (``selection_key``). For a model
+    that takes the waveform (``SelfSupervisedClassifier``), ``attack`` is a waveform attack (FGSM on
+    the samples: ``WaveformPGD`` with one step) and ``masking_check_eps`` an SNR in dB.
     Then the pictures (``ser_adv_brain.reports.plots``) are drawn and, where the test split was
     attacked, the benchmark entry of the model written (``entry.json``, ``ser_adv_brain.reports.entry``).
 
@@ -88,11 +90,11 @@ def report_attacks(
     }
     labels = hparams["label_encoder"].decode_ndim(list(range(hparams["n_classes"])))
     title = f"{hparams['experiment_name']}: attack {attack!r}"
-    table = write_fgsm_report(fgsm, output_folder, title, labels, fake_eps=attack.eps)
+    table = write_fgsm_report(fgsm, output_folder, title, labels, fake_eps=attack.eps, threat_model=attack.threat_model)
     entries = suite_entries(attack_suite)
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
-    checks = destroy_plan(entries, masking_check_eps)
+    checks = destroy_plan(entries, masking_check_eps, waveform=brain.takes_waveform)
     # Universal perturbations learn on the training split (never on what they attack), kept in the run's folder.
     universal_folder = os.path.join(hparams["output_folder"], CACHE_FOLDER)
     learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)
@@ -113,7 +115,8 @@ def report_attacks(
     report = write_suite_report(suite, plan, checks, output_folder, title, suite_early_exit)
     logger.info(f"Robustness (UAR on real and FGSM data):\n{table}")
     logger.info(f"Attack suite:\n{report}")
-    logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
+    if not brain.takes_waveform:  # the comparison is on the features' Linf budgets
+        logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
     if "test" in suite:
         entry = make_entry(
             hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step
@@ -136,6 +139,7 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
             "training_yaml": os.path.join(hparams["output_folder"], "hyperparams.yaml"),
             "folder": folder,
             "title": f"{hparams['experiment_name']}: {hparams['select_checkpoint']} checkpoint",
+            "takes_waveform": brain.takes_waveform,
         },
     )
     run_on_main(write_model_card, args=[hparams, folder, corpus])
@@ -143,10 +147,12 @@ def export_checkpoint(brain, hparams, max_key="UAR", corpus=None):
 
 
 def draw_run_pictures(brain, hparams, dataset, attack, folder):
-    """The end-of-run pictures: the triptych's data from ``dataset``, then every picture of ``folder``."""
+    """The end-of-run pictures: the triptych's data from ``dataset`` (a model on log-Mel features: the
+    triptych shows them), then every picture of ``folder``."""
     if pyplot() is None:
         return []
-    write_triptych(brain, hparams, dataset, attack, folder)
+    if not brain.takes_waveform:
+        write_triptych(brain, hparams, dataset, attack, folder)
     paths = draw_run(folder)
     logger.info(f"Pictures: {', '.join(os.path.basename(p) for p in paths)} in {folder}")
     return paths

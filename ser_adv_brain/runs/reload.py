@@ -50,7 +50,8 @@ def load_trained(folder, argv=(), extra_overrides=""):
 class TrainedModel:
     """A finished run's restored model (the checkpoint its ``select_checkpoint`` names, in eval mode), with its
     normaliser, its waveform pipeline and its datasets: what the transfer matrix, the targeted matrix and a
-    transfer attack's source run."""
+    transfer attack's source run. A model that takes the waveform has no normaliser (None) and is its own
+    waveform pipeline."""
 
     def __init__(self, folder, run_options=()):
         """``run_options``: SpeechBrain's, as on a command line (``["--device=cuda:0"]``)."""
@@ -59,10 +60,13 @@ class TrainedModel:
         self.brain.on_evaluate_start(max_key=selection_key(self.hparams["select_checkpoint"]))
         self.brain.modules.eval()
         self.model = self.brain.model
-        self.normalizer = self.brain.modules.normalizer
-        self.waveform_model = WaveformClassifier(
-            self.brain.modules.compute_features, self.normalizer, self.model
-        ).eval()
+        if self.brain.takes_waveform:  # a self-supervised model: no features, it is its own waveform model
+            self.normalizer, self.waveform_model = None, self.model
+        else:
+            self.normalizer = self.brain.modules.normalizer
+            self.waveform_model = WaveformClassifier(
+                self.brain.modules.compute_features, self.normalizer, self.model
+            ).eval()
 
     def batches(self, split):
         """``(ids, wavs, targets)`` of the split, in the order of its manifest."""

@@ -14,6 +14,7 @@ import torch
 import tqdm
 
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
+from ser_adv_brain.models import takes_waveform
 from ser_adv_brain.training.checkpoints import GeneratorStates
 from ser_adv_brain.training.distributed import out_of_step_errors
 from ser_adv_brain.training_steps import TrainingStep
@@ -52,7 +53,9 @@ class EmotionBrain(sb.Brain):
 
     Expected ``modules``: ``compute_features`` (``LogMel``), ``normalizer``
     (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
-    as modules they follow the Brain to its device. Expected hparams:
+    as modules they follow the Brain to its device. A model that takes the
+    waveform itself (``takes_waveform``: a ``SelfSupervisedClassifier``) needs
+    neither of the first two: ``compute_features`` hands it the audio. Expected hparams:
     ``n_classes``, ``epoch_counter``; ``label_encoder`` is added by the recipe. Beyond
     ``sb.Brain``'s arguments: ``training_step`` (a ``TrainingStep``) and
     ``sync_batchnorm`` (under DDP on GPUs, SyncBatchNorm across processes).
@@ -92,8 +95,16 @@ class EmotionBrain(sb.Brain):
         model = self.modules.model
         return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
+    @property
+    def takes_waveform(self):
+        """Whether the model takes the waveform itself (its ``input_domain``; see ``models.takes_waveform``)."""
+        return takes_waveform(self.model)
+
     def compute_features(self, wavs):
-        """Waveforms ``[batch, time]`` -> normalised log-Mel ``[batch, frames, n_mels]``."""
+        """Waveforms ``[batch, time]`` -> the model's input: normalised log-Mel ``[batch, frames, n_mels]``,
+        or the waveforms themselves for a model that takes them."""
+        if self.takes_waveform:
+            return wavs
         return self.modules.normalizer(self.modules.compute_features(wavs))
 
     def targets(self, batch):
@@ -251,7 +262,10 @@ class EmotionBrain(sb.Brain):
 
     @naming_position
     def fit_normalizer(self, train_set, loader_kwargs):
-        """Estimates the per-Mel-bin statistics on the training set, unless a checkpoint has them."""
+        """Estimates the per-Mel-bin statistics on the training set, unless a checkpoint has them
+        (or the model takes the waveform, and has no features to normalise)."""
+        if self.takes_waveform:
+            return
         self.position = "the estimation of the feature statistics"
         if self.checkpointer is not None and self.checkpointer.find_checkpoint() is not None:
             logger.info("Resuming: feature statistics come with the checkpoint.")

@@ -42,3 +42,5 @@ def test_every_row_names_copies_in_speechbrains_layout(checkout, corpus):
 def test_emodb_debug_rows_find_their_clips(checkout):
     clips = sorted(os.listdir(checkout / "tests" / "samples" / "emodb" / "wav"))
     assert clips == sorted(os.listdir(os.path.join(REPO_ROOT, "tests", "samples", "emodb", "wav")))
+    for family in ("wav2vec2", "hubert", "wavlm"):  # the self-supervised rows' tiny encoders
+        assert (checkout / "tests" / "samples" / "ssl" / family / "model.safetensors").is_file()

@@ -7,7 +7,7 @@ what it saves. Checked here for all of them, in seconds.
 """
 
 import pytest
-from helpers import RECIPE_HPARAMS_FILES, load_hparams, tiny
+from helpers import RECIPE_HPARAMS_FILES, load_hparams, takes_waveform_file, tiny
 
 from ser_adv_brain.training.checkpoints import AtomicCheckpointer, RandomState
 
@@ -34,4 +34,6 @@ def resumed(tmp_path_factory):
 
 @pytest.mark.parametrize("hparams_file", [f for f in RECIPE_HPARAMS_FILES if f != RESUMED])
 def test_every_yaml_saves_what_the_resumed_one_saves(hparams_file, resumed, tmp_path):
-    assert recoverables(hparams_file, tmp_path) == resumed
+    # A model that takes the waveform has no feature normaliser to save.
+    expected = {k: v for k, v in resumed.items() if not (k == "normalizer" and takes_waveform_file(hparams_file))}
+    assert recoverables(hparams_file, tmp_path) == expected

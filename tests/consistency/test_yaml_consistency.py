@@ -23,6 +23,7 @@ from helpers import (
     files_to_check,
     recipe_csv_files,
     recipe_rows,
+    takes_waveform_file,
 )
 from speechbrain.utils.run_opts import RunOptions
 
@@ -112,10 +113,16 @@ def test_every_second_stage_yaml_key_is_read_by_its_command(hparams_file):
     assert not unused, f"{hparams_file}: keys not used in {SECOND_STAGE_FILES[hparams_file]}: {unused}"
 
 
+# The Brain's feature modules, which it uses only for a model that takes the log-Mel features.
+FEATURE_MODULES = {"compute_features", "normalizer"}
+
+
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=IDS)
 def test_modules_the_brains_use_are_declared(row):
     brain_source = read(os.path.join("ser_adv_brain", "training", "brain.py")) + read(row["Script_file"])
     used = set(re.findall(r"self\.modules\.(\w+)", brain_source)) - set(dir(torch.nn.ModuleDict))
+    if takes_waveform_file(row["Hparam_file"]):
+        used -= FEATURE_MODULES
     declared = set(load_yaml_tree(row["Hparam_file"])["modules"])
     assert used and used <= declared, f"{row['Hparam_file']}: modules {sorted(used - declared)} are not declared"
 
@@ -133,6 +140,8 @@ EXPERIMENT_KEYS = {
     "number_of_epochs",
     "select_checkpoint",
     "warmup_steps",
+    "encoder",  # a self-supervised model's encoder and where its weights come from
+    "encoder_source",
 }
 # Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).
 TRAINING_KEYS = {"objective", "training_step", "training_attack"}
@@ -152,15 +161,18 @@ def as_written(node):
 
 def test_hparams_files_do_not_drift_apart():
     """The nine DEMoS files and the EmoDB ones: the same features, attacks, suite, optimiser,
-    loaders, logger and checkpointer (with its exact-resume guarantees), key for key."""
-    seen = {}  # (key, kind or None) -> (file, value)
+    loaders, logger and checkpointer (with its exact-resume guarantees), key for key. The files
+    of models that take the waveform (self-supervised encoders) agree among themselves: their
+    audio settings, attacks and optimiser are their own."""
+    seen = {}  # (key, kind or None, input) -> (file, value)
     drifted = []
     for path in RECIPE_HPARAMS_FILES:
         kind = os.path.splitext(os.path.basename(path))[0].split("_", 1)[-1]
+        waveform = takes_waveform_file(path)
         for key, node in load_yaml_tree(path).items():
             if key in EXPERIMENT_KEYS:
                 continue
-            slot = (key, kind if key in TRAINING_KEYS else None)
+            slot = (key, kind if key in TRAINING_KEYS else None, waveform)
             first = seen.setdefault(slot, (path, as_written(node)))
             if first[1] != as_written(node):
                 drifted.append(f"{key}: {path} differs from {first[0]}")

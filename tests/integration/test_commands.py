@@ -21,6 +21,8 @@ from helpers import (
     load_hparams,
     markdown_rows,
     subprocess_env,
+    takes_waveform_file,
+    tiny,
 )
 
 from ser_adv_brain.commands.cli import SUBCOMMANDS
@@ -68,10 +70,13 @@ def test_the_python_m_commands_of_before_still_run(alias, tmp_path):
 
 
 def test_the_quick_tier_is_the_suite_every_recipe_ends_with():
-    quick = [repr(attack) for attack in tier_attacks("quick")]
+    """Its waveform attacks, for a model that takes the waveform (loaded with its tiny encoder: no download)."""
     for hparams_file in RECIPE_HPARAMS_FILES:
-        suite = load_hparams(hparams_file, "--data_folder=unused")["attack_suite"]
-        assert [repr(attack) for attack in suite] == quick, hparams_file
+        waveform = takes_waveform_file(hparams_file)
+        offline = {"encoder_source": tiny(hparams_file)["encoder_source"]} if waveform else {}
+        suite = load_hparams(hparams_file, "--data_folder=unused", **offline)["attack_suite"]
+        quick = tier_attacks("quick", domain="waveform" if waveform else None)
+        assert [repr(attack) for attack in suite] == [repr(attack) for attack in quick], hparams_file
 
 
 def test_the_standard_tier_is_autoattacks_composition():

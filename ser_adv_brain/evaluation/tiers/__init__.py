@@ -7,7 +7,8 @@
   with expectation over 20 draws).
 
 Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files; the attacks'
-budgets are replaced by the run's ``suite_budgets``.
+budgets are replaced by the run's ``suite_budgets``. A model that takes the waveform (a self-supervised
+encoder's) is evaluated with a tier's waveform attacks (``tier_attacks(name, domain="waveform")``).
 """
 
 import os
@@ -24,7 +25,9 @@ def tier_file(name):
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.yaml")
 
 
-def tier_attacks(name):
-    """The tier's attacks, freshly made (each call its own objects, with their own generators)."""
+def tier_attacks(name, domain=None):
+    """The tier's attacks, freshly made (each call its own objects, with their own generators); with
+    ``domain`` (``"waveform"``: for a model that takes the waveform), only those on that input."""
     with open(tier_file(name), encoding="utf-8") as f:
-        return load_hyperpyyaml(f)["attack_suite"]
+        attacks = load_hyperpyyaml(f)["attack_suite"]
+    return [attack for attack in attacks if domain is None or attack.domain == domain]

@@ -1,0 +1,182 @@
+"""A SpeechBrain emotion interface the toolkit did not train, under the waveform attack suite: no recipe, no training.
+
+``attack_interface`` runs what a training run ends with (the suite, robust UAR, the masking checks, the
+report and its pictures) on one manifest, against a ``PretrainedClassifier``. Its emotions are the
+interface's classes, reached from the manifest's labels through an explicit map.
+"""
+
+import logging
+import os
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from ser_adv_brain.audio.loading import load_audio
+from ser_adv_brain.data.validation import AudioScan, DataValidationError, read_manifest, row_problems
+from ser_adv_brain.evaluation.masking import destroy_plan
+from ser_adv_brain.evaluation.suite import check_attacks_fit, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.metrics import ConfusionMatrix
+from ser_adv_brain.reports.plots import draw_run
+from ser_adv_brain.reports.suite_report import write_suite_report
+from ser_adv_brain.tables import write_csv
+from ser_adv_brain.training.brain import EmotionBrain
+from ser_adv_brain.training_steps import CleanStep
+
+logger = logging.getLogger(__name__)
+
+SPLIT = "test"  # the manifest's name in the report's tables
+
+
+def class_map(manifest_labels, interface_labels, label_map=None):
+    """Each manifest label -> the interface's class index, or None where ``label_map`` leaves it out.
+
+    Without ``label_map`` every manifest label must be one of the interface's. With it, each
+    manifest label it names goes to the interface label it gives (``None``: its utterances are
+    left out); the others must be the interface's own. A ``ValueError`` names every label that
+    maps to nothing, before any audio is read.
+
+    Example
+    -------
+    >>> class_map(["anger", "boredom"], ["ang", "hap"], {"anger": "ang", "boredom": None})
+    {'anger': 0, 'boredom': None}
+    >>> class_map(["anger", "fear"], ["ang", "hap"], {"anger": "ang"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The manifest's labels ['fear'] are not classes of the interface (['ang', 'hap']): map each ...
+    """
+    label_map = dict(label_map or {})
+    unknown_targets = sorted(str(v) for v in label_map.values() if v is not None and v not in interface_labels)
+    if unknown_targets:
+        raise ValueError(
+            f"--label_map maps to {unknown_targets}, which are not classes of the interface ({interface_labels})."
+        )
+    mapped = {label: label_map.get(label, label) for label in manifest_labels}
+    unmapped = sorted(
+        label for label, target in mapped.items() if target is not None and target not in interface_labels
+    )
+    if unmapped:
+        raise ValueError(
+            f"The manifest's labels {unmapped} are not classes of the interface ({interface_labels}): map each "
+            'with --label_map="{label: interface_label}", or to null to leave its utterances out.'
+        )
+    return {label: None if target is None else interface_labels.index(target) for label, target in mapped.items()}
+
+
+def manifest_rows(manifest, output_folder, sample_rate):
+    """The manifest's rows, checked as training checks its manifests (``DataValidationError`` with every problem)."""
+    rows, problems = read_manifest(manifest, SPLIT)
+    if not problems:
+        scan = AudioScan(os.path.join(output_folder, "audio_scan.json"))
+        problems = row_problems(manifest, SPLIT, rows, scan, sample_rate, n_fft=1)  # any non-empty audio
+        scan.save()
+    if problems:
+        raise DataValidationError(problems)
+    return [row for _, row in rows]
+
+
+def mapped_dataset(manifest, sample_rate, classes):
+    """The manifest's utterances whose label maps to a class: whole files at ``sample_rate``, and that class."""
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio(wav):
+        return load_audio(wav, sample_rate)
+
+    @sb.utils.data_pipeline.takes("emo")
+    @sb.utils.data_pipeline.provides("emo_encoded")
+    def label(emo):
+        return torch.LongTensor([classes[emo]])
+
+    dataset = DynamicItemDataset.from_csv(
+        manifest, dynamic_items=[audio, label], output_keys=["id", "sig", "emo_encoded"]
+    )
+    return dataset.filtered_sorted(key_test={"emo": lambda emo: classes[emo] is not None})
+
+
+def attack_interface(
+    classifier,
+    manifest,
+    attacks,
+    budgets,
+    output_folder,
+    label_map=None,
+    early_exit=True,
+    masking_check_eps=-20.0,
+    device="cpu",
+    title="SpeechBrain interface",
+):
+    """The waveform suite on ``classifier`` over ``manifest``; writes the report into ``output_folder``.
+
+    Arguments
+    ---------
+    classifier : PretrainedClassifier
+        The interface, already checked (``gradient_problem``).
+    manifest : str
+        A CSV manifest (``ID``, ``wav``, ``emo``, ``spk_id``), as the recipes write them.
+    attacks : list
+        Waveform attack plug-ins; ``budgets``: their threat models' grids (``suite_budgets``).
+    label_map : dict or None
+        Manifest label -> interface label, or None to leave its utterances out (see ``class_map``).
+    early_exit, masking_check_eps :
+        As the recipes' ``suite_early_exit`` and ``masking_check_eps`` (an SNR in dB that destroys the input).
+
+    Returns
+    -------
+    SplitOutcomes
+        Per utterance, gathered; the files are ``robustness.md``, ``attack_suite.csv``,
+        ``waveform_snr.csv``, ``confusion_test.csv`` (real data), ``classes.csv`` (the label map),
+        ``adversarial_wavs/``, ``robustness.png`` and ``confusion_test.png``.
+    """
+    os.makedirs(output_folder, exist_ok=True)
+    interface = classifier.interface
+    sample_rate = interface.audio_normalizer.sample_rate
+    labels = [interface.hparams.label_encoder.ind2lab[i] for i in range(len(interface.hparams.label_encoder))]
+    entries = suite_entries(attacks)
+    check_attacks_fit(classifier, attacks, "--attacks")
+    plan = suite_plan(entries, budgets)
+    checks = destroy_plan(entries, masking_check_eps, waveform=True)
+    rows = manifest_rows(manifest, output_folder, sample_rate)
+    classes = class_map(list(dict.fromkeys(row["emo"] for row in rows)), labels, label_map)
+    left_out = sorted(label for label, index in classes.items() if index is None)
+    dataset = mapped_dataset(manifest, sample_rate, classes)
+    brain = EmotionBrain(
+        modules={"model": classifier},
+        hparams={"n_classes": len(labels), "sample_rate": sample_rate},
+        run_opts={"device": device, "noprogressbar": True},
+        training_step=CleanStep(),
+    )
+    # One utterance a batch: whole files of different lengths, and no padding the model would hear.
+    outcomes = evaluate_suite(
+        brain,
+        dataset,
+        plan + checks,
+        early_exit,
+        {"batch_size": 1},
+        max_key=None,
+        wav_pairs=(os.path.join(output_folder, "adversarial_wavs"), 3),
+    )
+    confusion = ConfusionMatrix(len(labels))
+    confusion.append(outcomes.clean, outcomes.targets)
+    confusion.write(os.path.join(output_folder, f"confusion_{SPLIT}.csv"), labels)
+    header = [
+        f"# {title}: the waveform attack suite",
+        "",
+        f"Manifest {manifest}: {len(dataset)} of {len(rows)} utterances"
+        + (f" (left out, labels mapped to null: {left_out})" if left_out else "")
+        + f"; the interface's classes {labels}, reached by "
+        + ", ".join(f"{label} -> {labels[index]}" for label, index in classes.items() if index is not None)
+        + f". Real-data UAR {outcomes.uar(outcomes.clean_correct):.3f}.",
+        "",
+    ]
+    with open(os.path.join(output_folder, "robustness.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(header))
+    report = write_suite_report({SPLIT: outcomes}, plan, checks, output_folder, title, early_exit)
+    logger.info(f"Attack suite:\n{report}")
+    draw_run(output_folder)
+    write_csv(
+        os.path.join(output_folder, "classes.csv"),
+        [{"manifest_label": k, "interface_label": "" if i is None else labels[i]} for k, i in classes.items()],
+        ["manifest_label", "interface_label"],
+    )
+    return outcomes
