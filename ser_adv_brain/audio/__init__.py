@@ -1,1 +1,5 @@
-"""Audio: reading any file to mono at the model's rate, fixed lengths, and 16-bit PCM."""
+"""Audio: reading any file to mono at the model's rate, fixed lengths, 16-bit PCM, and Gaussian noise on the samples."""
+
+from ser_adv_brain.audio.noise import GaussianWaveformNoise
+
+__all__ = ["GaussianWaveformNoise"]
