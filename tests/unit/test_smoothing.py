@@ -6,16 +6,21 @@ import math
 import pytest
 import scipy.stats
 import torch
+import torch.nn.functional as F
+from helpers import load_hparams, tiny
 from speechbrain.dataio.encoder import CategoricalEncoder
+from test_brain import build
+from test_training_steps import batches_tracked
 
-from ser_adv_brain.attacks import FGSM
+from ser_adv_brain.attacks import APGD, FGSM
 from ser_adv_brain.audio import GaussianWaveformNoise
 from ser_adv_brain.evaluation import smoothing as smoothing_module
-from ser_adv_brain.evaluation.certification import SplitCertificates, certify_split
+from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
 from ser_adv_brain.evaluation.smoothing import ABSTAIN, RandomizedSmoothing, clopper_pearson_lower
+from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.interface import EmotionRecognizer
-from ser_adv_brain.reports.certification_report import curve_rows
+from ser_adv_brain.reports.certification_report import curve_rows, moved_to_another_emotion
 
 
 class LinearRule(torch.nn.Module):
@@ -180,3 +185,52 @@ def test_the_interface_returns_an_abstention():
     index, labels, radius, snr = recognizer.certify_batch(wavs, keys=["a", "b"])
     assert index.tolist() == [ABSTAIN, ABSTAIN] and labels == ["abstain", "abstain"]
     assert radius.tolist() == [0.0, 0.0] and all(math.isnan(s) for s in snr.tolist())  # no dB on the features
+
+
+def attack_plan(budgets, **options):
+    """APGD in L2 on the features, each gradient averaged over 4 noise draws, at ``budgets``."""
+    attack = APGD(eps=1.0, steps=10, norm="l2", eot_iter=4, eta=None, label_source="target", **options)
+    return suite_plan(suite_entries([attack]), {"features_l2": budgets})
+
+
+def test_the_adaptive_attack_books_an_abstention_as_wrong_and_keeps_each_utterances_outcome():
+    """Two points at distance 1 from a linear rule's boundary: EOT-APGD in L2 walks straight at it, so the
+    smoothed classifier holds at 0.5, abstains at 1 (the point reached is on the boundary: a tied vote) and
+    names the other class at 2. Each utterance's outcome is the same alone as in a batch."""
+    direction = torch.tensor([1.0, 0.0, 0.0])
+    rule, smoothing = LinearRule(direction), RandomizedSmoothing(sigma=0.25, domain="features", n0=20, n=400)
+    x, targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 3.0, -2.0]]), torch.tensor([1, 1])
+    plan = attack_plan([0.5, 1.0, 2.0])
+    together = attack_smoothed(smoothing, rule, plan, [(["a", "b"], x, targets)], 2, early_exit=False)
+    alone = attack_smoothed(smoothing, rule, plan, [([u], x[[i]], targets[[i]]) for i, u in enumerate("ab")], 2, False)
+    assert all(torch.equal(together.predictions[key], alone.predictions[key]) for key in together.keys)
+    held, tied, crossed = (together.predictions[key].tolist() for key in together.keys)
+    assert held == [1, 1] and tied == [2, 2] and crossed == [0, 0]  # 2 = n_classes: an abstention
+    assert together.robust_after("features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(together, "features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(together, "features_l2", 2.0).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("domain", ["waveform", "features"])
+def test_smoothing_trains_on_the_noisy_copy_alone(tiny_manifests, tmp_path, domain):
+    """The yaml's step without objective: one forward, on the noisy copy (noise of the yaml's sigma where the
+    yaml puts it), its cross-entropy the loss, batch norm's statistics moved once."""
+    name = f"recipes/EmoDB/hparams/cnn4_smoothing_{domain}.yaml"
+    annotations = {f"{split}_annotation": path for split, path in tiny_manifests.items()}
+    hparams = load_hparams(name, **tiny(name), **annotations, data_folder="unused", output_folder=str(tmp_path))
+    brain, _, batch = build(hparams)
+    with torch.no_grad():
+        clean = batch.sig.data if domain == "waveform" else brain.compute_features(batch.sig.data)
+    seen, tracked = [], batches_tracked(brain.modules.model)
+    watched = brain.modules.compute_features if domain == "waveform" else brain.modules.model
+    hooks = [
+        watched.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
+        brain.modules.model.register_forward_hook(lambda module, args, out: seen.append(out[0].detach())),
+    ]
+    loss = brain.fit_batch(batch)
+    for hook in hooks:
+        hook.remove()
+    noisy, logits = seen
+    assert float((noisy - clean).std()) == pytest.approx(hparams["smoothing_sigma"], rel=0.1)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, brain.targets(batch))), rel=1e-5)
+    assert batches_tracked(brain.modules.model) == {name: n + 1 for name, n in tracked.items()}
