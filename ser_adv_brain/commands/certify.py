@@ -14,7 +14,11 @@ The base classifier is the checkpoint ``select_checkpoint`` names. CERTIFY runs 
 ``--splits`` (default test); with ``--tier`` (``rand``: AutoAttack's rand version, expectation over 20 noise
 draws per gradient) or ``--attacks`` (a yaml list of attack plug-ins, inline or a file), the attacks of the
 smoothing's domain also attack the smoothed classifier, each at the budgets of its threat model
-(``--budgets``, or the run's ``suite_budgets``), scored by PREDICT.
+(``--budgets``, or the run's ``suite_budgets``), scored by PREDICT. The attacks see the base classifier with
+fresh noise at every forward pass, each pass the mean softmax of ``--draws`` noisy copies (default 8;
+``ser_adv_brain.evaluation.certification``); a pass of the rand tier's APGD-CE, 100 steps of 20 passes,
+then costs 16,000 forward and backward passes of the model per utterance and budget: on a CPU, give
+``--attacks`` with fewer steps and passes.
 
 It writes into ``--output_folder`` (default: the run's folder, whose certificates it rewrites):
 ``certificates.csv``, ``certified_uar.csv``, ``certified_uar.png``, ``certification.md`` and, with attacks,
@@ -52,6 +56,9 @@ def parse_arguments(argv):
     attacks.add_argument("--tier", choices=TIERS, default=None, help="attack the smoothed classifier with a tier")
     attacks.add_argument("--attacks", default=None, help="a yaml list of attack plug-ins (inline or a file)")
     parser.add_argument("--budgets", default=None, help="a yaml mapping of threat models to budgets")
+    parser.add_argument(
+        "--draws", type=int, default=8, help="noisy copies averaged in each forward pass of the attacks (default 8)"
+    )
     parser.add_argument("--output_folder", default=None, help="default: the run's folder")
     add_device(parser)
     args, rest = parser.parse_known_args(argv)
@@ -111,6 +118,7 @@ def main(argv=None):
         output_folder=args.output_folder or args.folder,
         plan=plan,
         budgets=budgets,
+        attack_draws=args.draws,
     )
 
 

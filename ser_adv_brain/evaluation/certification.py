@@ -13,10 +13,14 @@ The adaptive evaluation (``attack_smoothed``) attacks the smoothed classifier
 as AutoAttack's ``rand`` version attacks a randomised defence: each attack of
 the plan runs on the base classifier with fresh noise at every forward pass
 (``NoisyClassifier``; APGD's ``eot_iter`` averages its gradients over as many
-draws: expectation over transformation, Athalye et al., ICML 2018), and the
+passes: expectation over transformation, Athalye et al., ICML 2018), and the
 smoothed classifier's PREDICT scores the result, an abstention counting as
-wrong. Each utterance is attacked on its own, its noise drawn from generators
-keyed by its ID, so its outcome does not depend on its batch.
+wrong. A pass averages the softmax of ``draws`` noisy copies (the soft smoothed
+classifier of Salman et al., NeurIPS 2019): the attacks' own success checks
+read one pass, and on a single noisy copy APGD would leave alone every
+utterance that one draw happens to misclassify. Each utterance is attacked on
+its own, its noise drawn from generators keyed by its ID, so its outcome does
+not depend on its batch.
 """
 
 import dataclasses
@@ -161,14 +165,15 @@ def certify_split(smoothing, base, batches, n_classes):
     )
 
 
-def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True):
+def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, draws=8):
     """The smoothed classifier under each attack of ``plan``, attacked with expectation over its noise.
 
     ``plan`` is a suite plan (``suite_plan``) of attacks in the smoothing's
     domain. Per utterance: PREDICT on the real input; then, per threat model
-    from the smallest budget, each attack on ``NoisyClassifier(base)`` (its
-    noise keyed by the utterance, the attack and the budget) and PREDICT on
-    its output. With ``early_exit`` an utterance that the smoothed classifier
+    from the smallest budget, each attack on ``NoisyClassifier(base, draws=draws)``
+    (its noise keyed by the utterance, the attack and the budget) and PREDICT
+    on its output. Each of the attack's forward passes costs ``draws`` passes
+    of the base classifier. With ``early_exit`` an utterance that the smoothed classifier
     gets wrong (or abstains on) is not attacked at larger budgets or by later
     attacks, as in the suite.
 
@@ -205,7 +210,7 @@ def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True):
                     if early_exit and not alive[group]:
                         continue
                     stream = f"{ATTACK}/{group}/{budget:g}/{entry.name}"
-                    noisy = CountingForward(smoothing.noisy_classifier(base, utterance, stream))
+                    noisy = CountingForward(smoothing.noisy_classifier(base, utterance, stream, draws))
                     adversarial, _, reported = run_attack(
                         entry, budget, noisy, noisy, x, x, y.to(x.device), [utterance]
                     )

@@ -21,6 +21,7 @@ utterances of its batch.
 """
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -70,11 +71,20 @@ class Certificate(NamedTuple):
 
 
 class NoisyClassifier(torch.nn.Module):
-    """The base classifier on noisy inputs: ``base(x + sigma * n)`` with fresh ``n ~ N(0, I)`` at every forward.
+    """The base classifier on noisy inputs, what an attack on a smoothed classifier sees.
 
-    What an expectation-over-transformation attack on a smoothed classifier
-    averages over (AutoAttack's ``rand`` version: ``APGD(eot_iter=20)``). The
-    noise comes from ``generator`` (on the CPU), never from torch's global one.
+    Each forward pass draws fresh noise: ``draws = 1`` gives ``base(x + sigma * n)``,
+    ``n ~ N(0, I)``, the randomised model of AutoAttack's ``rand`` version
+    (``APGD(eot_iter=20)`` averages its gradients over as many passes:
+    expectation over transformation). With ``draws = m > 1`` a pass returns
+    the log of the mean softmax over ``m`` noisy copies, a Monte-Carlo
+    estimate of the soft smoothed classifier ``E_n[softmax(base(x + sigma n))]``
+    that Salman et al. (NeurIPS 2019) attack. An attack's own success checks
+    (which utterances to attack at all, which iterate fooled the model) read
+    one pass: on one noisy copy they would skip an utterance that a single
+    draw happens to misclassify, on ``m`` they read the smoothed vote's soft
+    estimate. The noise comes from ``generator`` (on the CPU), never from
+    torch's global one; the embedding is the mean over the copies.
 
     Arguments
     ---------
@@ -82,15 +92,32 @@ class NoisyClassifier(torch.nn.Module):
         Inputs -> ``(logits, embedding)``.
     sigma : float
     generator : torch.Generator
+    draws : int
+        Noisy copies per forward pass.
+
+    Example
+    -------
+    >>> base = lambda x: (torch.cat([x, -x], dim=1), x)
+    >>> noisy = NoisyClassifier(base, sigma=1.0, generator=torch.Generator().manual_seed(0), draws=1000)
+    >>> log_probs, _ = noisy(torch.zeros(1, 1))
+    >>> [round(p, 1) for p in log_probs.exp()[0].tolist()]  # a tie on average
+    [0.5, 0.5]
     """
 
-    def __init__(self, base, sigma, generator):
+    def __init__(self, base, sigma, generator, draws=1):
         super().__init__()
-        self.base, self.sigma, self.generator = base, float(sigma), generator
+        check_positive_int(draws=draws)
+        self.base, self.sigma, self.generator, self.draws = base, float(sigma), generator, draws
 
     def forward(self, inputs):
-        noise = torch.randn(inputs.shape, generator=self.generator)
-        return self.base(inputs + self.sigma * noise.to(inputs))
+        copies = inputs.repeat_interleave(self.draws, dim=0) if self.draws > 1 else inputs
+        noise = torch.randn(copies.shape, generator=self.generator)
+        logits, embedding = self.base(copies + self.sigma * noise.to(inputs))
+        if self.draws == 1:
+            return logits, embedding
+        log_probs = torch.log_softmax(logits.float(), dim=-1).view(len(inputs), self.draws, -1)
+        mean = torch.logsumexp(log_probs, dim=1) - math.log(self.draws)  # log of the mean softmax, stably
+        return mean, None if embedding is None else embedding.view(len(inputs), self.draws, -1).mean(dim=1)
 
 
 class RandomizedSmoothing:
@@ -200,7 +227,8 @@ class RandomizedSmoothing:
             torch.where(certified, chosen, ABSTAIN), p_lower, torch.where(certified, radius, 0.0).double()
         )
 
-    def noisy_classifier(self, base, key=None, stream=ATTACK):
-        """``NoisyClassifier(base, sigma)`` drawing from the generator of ``key`` (the smoothing's own without one)."""
+    def noisy_classifier(self, base, key=None, stream=ATTACK, draws=1):
+        """``NoisyClassifier(base, sigma, draws=draws)`` drawing from the generator of ``key`` (the smoothing's
+        own without one)."""
         (generator,) = self.generators(1, None if key is None else [key], stream)
-        return NoisyClassifier(base, self.sigma, generator)
+        return NoisyClassifier(base, self.sigma, generator, draws)

@@ -178,7 +178,7 @@ def moved_to_another_emotion(outcomes, threat, budget):
     return moved
 
 
-def certification_markdown(certificates, smoothing, facts, title, budgets, attacked=None, plan=()):
+def certification_markdown(certificates, smoothing, facts, title, budgets, attacked=None, plan=(), draws=None):
     """``certification.md``: the policies, certified UAR on the radius grid, and at the budgets."""
     splits = list(certificates)
     lines = [f"### {title}", "", policy_markdown(smoothing, facts), ""]
@@ -208,7 +208,11 @@ def certification_markdown(certificates, smoothing, facts, title, budgets, attac
         lines += [
             "Certified UAR at the suite's budgets, each utterance at its own radius"
             + (
-                "; under the adaptive attack (expectation over the noise, scored by PREDICT, an abstention wrong)"
+                f"; under the adaptive attack ({', '.join(dict.fromkeys(e.name for _, _, es in plan for e in es))}"
+                f" on the base classifier with fresh noise at every pass, each pass the mean softmax of {draws} "
+                "noisy copies, its gradients averaged over the attack's eot_iter passes; scored by PREDICT, an "
+                "abstention counting as wrong); and the certified utterances it made PREDICT call another "
+                "emotion (at most about 2 alpha each: more than a few mean a bug)"
                 if attacked
                 else ""
             )
@@ -227,7 +231,9 @@ def _cell(column, value):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_certification_report(certificates, smoothing, folder, title, facts, labels, budgets, attacked=None, plan=()):
+def write_certification_report(
+    certificates, smoothing, folder, title, facts, labels, budgets, attacked=None, plan=(), draws=None
+):
     """Writes the files of the module docstring into ``folder``; returns the markdown.
 
     Arguments
@@ -243,14 +249,14 @@ def write_certification_report(certificates, smoothing, folder, title, facts, la
     budgets : dict
         Threat model -> budgets (the run's ``suite_budgets``).
     attacked : dict or None
-        split -> ``SplitOutcomes`` of ``attack_smoothed``, with its ``plan``.
+        split -> ``SplitOutcomes`` of ``attack_smoothed``, with its ``plan`` and ``draws``.
     """
     os.makedirs(folder, exist_ok=True)
     write_csv(os.path.join(folder, "certificates.csv"), certificate_rows(certificates, labels), CERTIFICATE_FIELDS)
     write_csv(os.path.join(folder, "certified_uar.csv"), curve_rows(certificates, smoothing, budgets), CURVE_FIELDS)
     if attacked:
         write_csv(os.path.join(folder, "smoothed_attack.csv"), suite_rows(attacked, plan), CSV_FIELDS)
-    markdown = certification_markdown(certificates, smoothing, facts, title, budgets, attacked, plan)
+    markdown = certification_markdown(certificates, smoothing, facts, title, budgets, attacked, plan, draws)
     with open(os.path.join(folder, "certification.md"), "w", encoding="utf-8") as f:
         f.write(markdown + "\n")
     return markdown

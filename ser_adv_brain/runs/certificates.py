@@ -58,6 +58,7 @@ def report_certificates(
     plan=(),
     budgets=None,
     early_exit=True,
+    attack_draws=8,
 ):
     """Certifies the smoothed classifier of a run's checkpoint on ``splits``, optionally attacks it, writes the
     report (``ser_adv_brain.reports.certification_report``) and ``certified_uar.png``.
@@ -76,6 +77,8 @@ def report_certificates(
         The adaptive evaluation's plan (``smoothing_plan``; ``attack_smoothed``); empty: certificates only.
     budgets : dict or None
         Threat model -> budgets the report reads certified UAR at; None: the run's ``suite_budgets``.
+    early_exit, attack_draws :
+        ``attack_smoothed``'s ``early_exit`` and ``draws`` (noisy copies per forward pass of the attacks).
 
     Returns
     -------
@@ -109,6 +112,7 @@ def report_certificates(
             smoothing_batches(brain, datasets[split], loader_kwargs, smoothing.domain, "adaptive attack"),
             n_classes,
             early_exit,
+            attack_draws,
         )
         for split in (splits if plan else ())
     }
@@ -123,7 +127,7 @@ def report_certificates(
     title = f"{hparams['experiment_name']}: randomised smoothing, {smoothing!r}"
     if if_main_process():
         markdown = write_certification_report(
-            certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan
+            certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan, attack_draws
         )
         logger.info(f"Certificates ({output_folder}/certification.md):\n{markdown}")
     run_on_main(plot_certified_uar, args=[os.path.join(output_folder, "certified_uar.csv")])

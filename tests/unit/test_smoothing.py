@@ -12,7 +12,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from test_brain import build
 from test_training_steps import batches_tracked
 
-from ser_adv_brain.attacks import APGD, FGSM
+from ser_adv_brain.attacks import APGD, FGSM, WaveformAPGD
 from ser_adv_brain.audio import GaussianWaveformNoise
 from ser_adv_brain.evaluation import smoothing as smoothing_module
 from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
@@ -193,22 +193,38 @@ def attack_plan(budgets, **options):
     return suite_plan(suite_entries([attack]), {"features_l2": budgets})
 
 
-def test_the_adaptive_attack_books_an_abstention_as_wrong_and_keeps_each_utterances_outcome():
+def test_the_adaptive_attack_books_an_abstention_as_wrong():
     """Two points at distance 1 from a linear rule's boundary: EOT-APGD in L2 walks straight at it, so the
     smoothed classifier holds at 0.5, abstains at 1 (the point reached is on the boundary: a tied vote) and
-    names the other class at 2. Each utterance's outcome is the same alone as in a batch."""
+    names the other class at 2."""
     direction = torch.tensor([1.0, 0.0, 0.0])
     rule, smoothing = LinearRule(direction), RandomizedSmoothing(sigma=0.25, domain="features", n0=20, n=400)
     x, targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 3.0, -2.0]]), torch.tensor([1, 1])
-    plan = attack_plan([0.5, 1.0, 2.0])
-    together = attack_smoothed(smoothing, rule, plan, [(["a", "b"], x, targets)], 2, early_exit=False)
-    alone = attack_smoothed(smoothing, rule, plan, [([u], x[[i]], targets[[i]]) for i, u in enumerate("ab")], 2, False)
-    assert all(torch.equal(together.predictions[key], alone.predictions[key]) for key in together.keys)
-    held, tied, crossed = (together.predictions[key].tolist() for key in together.keys)
+    outcomes = attack_smoothed(smoothing, rule, attack_plan([0.5, 1.0, 2.0]), [(["a", "b"], x, targets)], 2, False)
+    held, tied, crossed = (outcomes.predictions[key].tolist() for key in outcomes.keys)
     assert held == [1, 1] and tied == [2, 2] and crossed == [0, 0]  # 2 = n_classes: an abstention
-    assert together.robust_after("features_l2", 1.0).tolist() == [False, False]
-    assert moved_to_another_emotion(together, "features_l2", 1.0).tolist() == [False, False]
-    assert moved_to_another_emotion(together, "features_l2", 2.0).tolist() == [True, True]
+    assert outcomes.robust_after("features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(outcomes, "features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(outcomes, "features_l2", 2.0).tolist() == [True, True]
+
+
+def test_the_adaptive_attack_on_an_utterance_does_not_depend_on_its_batch():
+    """EOT-APGD on the samples against three linear scores (whose gradient's direction depends on the noise
+    drawn): an utterance's realised SNR and verdict are the same alone as after another utterance."""
+    wavs, base = 0.1 * torch.randn(2, 400, generator=torch.Generator().manual_seed(0)), ThreeLines(400)
+    targets = base(wavs)[0].argmax(dim=1)  # the model is right on both: both are attacked
+    attack = WaveformAPGD(eps=10.0, steps=3, eot_iter=2, label_source="target")
+    plan = suite_plan(suite_entries([attack]), {"waveform_snr": [10.0]})
+
+    def outcome(ids, rows):
+        smoothing = RandomizedSmoothing(sigma=0.05, domain="waveform", n0=10, n=50)
+        return attack_smoothed(smoothing, base, plan, [(ids, wavs[rows], targets[rows])], 3, False, draws=4)
+
+    together, alone = outcome(["a", "b"], [0, 1]), outcome(["b"], [1])
+    (key,) = together.keys
+    assert math.isfinite(together.details["snr_db"][key][1])  # attacked
+    assert together.details["snr_db"][key][1] == alone.details["snr_db"][key][0]
+    assert together.predictions[key][1] == alone.predictions[key][0]
 
 
 @pytest.mark.parametrize("domain", ["waveform", "features"])
