@@ -3,7 +3,7 @@
 ``certify.py``'s files, in the output folder:
 
 - ``certificates.csv``: per split and utterance, the certified class (or ``abstain``), ``pA``, the raw
-  radius and the radius as that utterance's SNR in dB (waveform) or as the Linf budget it covers (features);
+  radius, the radius as that utterance's SNR in dB (waveform) and as the Linf budget it covers;
 - ``certified_uar.csv``: certified UAR at every radius where it changes (and at the markdown's grid), against
   the raw radius and against the SNR or the Linf budget: the source of ``certified_uar.png``;
 - ``smoothed_attack.csv``: the adaptive attack's rows, in ``attack_suite.csv``'s format (when it ran);
@@ -36,8 +36,9 @@ CURVE_FIELDS = ["split", "axis", "value", "certified_UAR"]
 SECOND_AXIS = {"waveform": "snr_db", "features": "linf_eps"}
 
 
-def certificate_rows(certificates, labels):
-    """``certificates.csv``'s rows: split -> ``SplitCertificates``, ``labels`` the emotions in index order."""
+def certificate_rows(certificates, labels, domain):
+    """``certificates.csv``'s rows: split -> ``SplitCertificates``, ``labels`` the emotions in index order;
+    ``radius_snr_db`` is left empty on the features, where a radius has no dB value."""
     rows = []
     for split, certs in certificates.items():
         snr, eps = certs.snr_db.tolist(), certs.linf_eps.tolist()
@@ -51,7 +52,7 @@ def certificate_rows(certificates, labels):
                     "prediction": labels[prediction] if prediction >= 0 else ABSTAIN_LABEL,
                     "p_lower": f"{float(certs.p_lower[i]):.6f}",
                     "radius": f"{float(certs.radius[i]):.6g}",
-                    "radius_snr_db": f"{snr[i]:.2f}",
+                    "radius_snr_db": f"{snr[i]:.2f}" if domain == "waveform" else "",
                     "radius_linf_eps": f"{eps[i]:.6g}",
                     "signal_norm": f"{float(certs.signal_norm[i]):.6g}",
                 }
@@ -66,20 +67,22 @@ def radius_grid(smoothing):
 
 
 def curve_rows(certificates, smoothing, budgets):
-    """``certified_uar.csv``'s rows: certified UAR at 0, at every certified radius and at the grid, against the
-    raw radius; and against each utterance's radius as an SNR (waveform) or as the Linf budget it covers
-    (features), at every value where it changes and at ``budgets`` of that threat model."""
+    """``certified_uar.csv``'s rows: certified UAR against the raw radius, and against each utterance's radius as
+    an SNR (waveform) or as the Linf budget it covers (features), at every value where it changes, at the grid and
+    at ``budgets`` of that threat model, with a point past each end (beyond the largest certifiable radius it is 0)."""
     rows, second = [], SECOND_AXIS[smoothing.domain]
     threat = "waveform_snr" if second == "snr_db" else "features_linf"
+    beyond = 1.05 * smoothing.max_radius
     for split, certs in certificates.items():
         won = certs.correct
-        radii = sorted({0.0, *radius_grid(smoothing), *certs.radius[won].tolist()})
+        radii = sorted({0.0, beyond, *radius_grid(smoothing), *certs.radius[won].tolist()})
         rows += [{"split": split, "axis": "radius", "value": r, "certified_UAR": certs.uar(r)} for r in radii]
         values = {float(b) for b in budgets.get(threat, ())}
         if second == "snr_db":  # from the smallest budget (the largest SNR) to the largest
-            values = sorted(values | {v for v in certs.snr_db[won].tolist() if math.isfinite(v)}, reverse=True)
+            values |= {v for v in certs.snr_db[won].tolist() if math.isfinite(v)}
+            values = sorted(values | ({max(values) + 3.0, min(values) - 3.0} if values else set()), reverse=True)
         else:
-            values = sorted(values | {0.0, *certs.linf_eps[won].tolist()})
+            values = sorted(values | {0.0, beyond / math.sqrt(certs.dims), *certs.linf_eps[won].tolist()})
         rows += [
             {"split": split, "axis": second, "value": v, "certified_UAR": certs.uar_within(threat, v)} for v in values
         ]
@@ -252,7 +255,11 @@ def write_certification_report(
         split -> ``SplitOutcomes`` of ``attack_smoothed``, with its ``plan`` and ``draws``.
     """
     os.makedirs(folder, exist_ok=True)
-    write_csv(os.path.join(folder, "certificates.csv"), certificate_rows(certificates, labels), CERTIFICATE_FIELDS)
+    write_csv(
+        os.path.join(folder, "certificates.csv"),
+        certificate_rows(certificates, labels, smoothing.domain),
+        CERTIFICATE_FIELDS,
+    )
     write_csv(os.path.join(folder, "certified_uar.csv"), curve_rows(certificates, smoothing, budgets), CURVE_FIELDS)
     if attacked:
         write_csv(os.path.join(folder, "smoothed_attack.csv"), suite_rows(attacked, plan), CSV_FIELDS)
