@@ -16,9 +16,9 @@ draws per gradient) or ``--attacks`` (a yaml list of attack plug-ins, inline or 
 smoothing's domain also attack the smoothed classifier, each at the budgets of its threat model
 (``--budgets``, or the run's ``suite_budgets``), scored by PREDICT. The attacks see the base classifier with
 fresh noise at every forward pass, each pass the mean softmax of ``--draws`` noisy copies (default 8;
-``ser_adv_brain.evaluation.certification``); a pass of the rand tier's APGD-CE, 100 steps of 20 passes,
-then costs 16,000 forward and backward passes of the model per utterance and budget: on a CPU, give
-``--attacks`` with fewer steps and passes.
+``ser_adv_brain.evaluation.certification``). The rand tier's APGD-CE (100 steps, gradients averaged over 20
+passes) then costs 100 x 20 x 8 = 16,000 forward and backward passes of the model per utterance and budget:
+on a CPU, give ``--attacks`` with fewer steps and passes.
 
 It writes into ``--output_folder`` (default: the run's folder, whose certificates it rewrites):
 ``certificates.csv``, ``certified_uar.csv``, ``certified_uar.png``, ``certification.md`` and, with attacks,

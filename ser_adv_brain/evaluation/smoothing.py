@@ -138,7 +138,7 @@ class RandomizedSmoothing:
     alpha : float
         Failure probability of the certificate and level of PREDICT's test (0.001).
     batch_size : int
-        Noisy copies per forward pass.
+        Noisy copies per forward pass (the votes do not depend on it).
     seed : int
         Seed of the noise draws (with each utterance's key).
 
@@ -197,7 +197,8 @@ class RandomizedSmoothing:
                 votes, remaining = None, n
                 while remaining:
                     size = min(self.batch_size, remaining)
-                    noise = torch.randn((size, *x.shape), generator=generator).to(x)
+                    # One draw per copy: torch's draws of a chunk depend on its size, and the votes must not.
+                    noise = torch.stack([torch.randn(x.shape, generator=generator) for _ in range(size)]).to(x)
                     logits, _ = base(x.unsqueeze(0) + self.sigma * noise)
                     chosen = torch.bincount(logits.argmax(dim=-1).cpu(), minlength=logits.shape[-1])
                     votes = chosen if votes is None else votes + chosen

@@ -133,6 +133,8 @@ def test_an_utterances_certificate_does_not_depend_on_its_batch():
     assert together.ids == apart.ids == ids
     assert torch.equal(together.p_lower, apart.p_lower) and torch.equal(together.prediction, apart.prediction)
     assert torch.equal(together.radius, apart.radius)
+    other_batches = certify_split(smoothing.with_options(batch_size=7), model, [(ids, feats, targets)], 3)
+    assert torch.equal(other_batches.p_lower, together.p_lower)  # nor on the noisy copies per forward pass
     first = smoothing.predict(model, feats, keys=ids)
     assert torch.equal(first.counts[2:3], smoothing.predict(model, feats[2:3], keys=["c"]).counts)
     assert not torch.equal(first.counts[2:3], smoothing.predict(model, feats[2:3], keys=["other"]).counts)
