@@ -341,7 +341,7 @@ class EmotionRecognizer(Pretrained):
             z-scored features for a smoothing on the features.
         snr_db : torch.Tensor
             ``[batch]`` the radius as the signal's SNR, ``20 log10(|x|_2 / radius)`` (inf where it
-            abstains): the certificate covers every perturbation at that SNR or above. NaN for a
+            abstains): the certificate covers every perturbation of a higher SNR. NaN for a
             smoothing on the features, whose radius has no dB value.
         """
         wavs = self.prepare_batch(wavs, wav_lens, sample_rate)

@@ -103,9 +103,9 @@ def policy_markdown(smoothing, facts):
             "**Gain policy**: none. Samples are the file's as soundfile decodes them (16-bit PCM: integer / 32768, "
             "full scale 1.0), averaged over channels and resampled; no peak, loudness or DC normalisation, no "
             "clipping. The radius is an L2 norm over the samples in those full-scale units.\n\n"
-            "**Radius in dB**: `20 log10(|x|_2 / R)` over the same samples: the SNR of the smallest perturbation "
-            "the certificate does not cover, as the suite's `waveform_snr` budget (the certificate covers every "
-            "perturbation at that SNR or above). Noise of standard deviation sigma has `|d|_2 = sigma sqrt(N)`, "
+            "**Radius in dB**: `20 log10(|x|_2 / R)` over the same samples, the SNR of a perturbation at the "
+            "certificate's edge, as the suite's `waveform_snr` budget: the certificate covers every perturbation "
+            "of a higher SNR. Noise of standard deviation sigma has `|d|_2 = sigma sqrt(N)`, "
             f"so the certified SNR is the noise's own SNR plus `20 log10(sqrt(N) / PhiInverse(pA))`, "
             f"N = {facts['samples']}."
         )
