@@ -110,7 +110,7 @@ class EmotionRecognizer(Pretrained):
     ...     source="results/cnn4_vanilla/1234/interface", savedir="pretrained/cnn4_vanilla"
     ... )  # doctest: +SKIP
     >>> out_prob, score, index, label = recognizer.classify_file("speech.wav")  # doctest: +SKIP
-    >>> index, label, radius, snr_db = recognizer.certify_file("speech.wav")  # a smoothing run's  # doctest: +SKIP
+    >>> index, label, radius, snr_db = recognizer.certify_file("speech.wav")  # doctest: +SKIP
     >>> fake_feats, fake_prob, _, _, fake_label = recognizer.attack_batch(
     ...     recognizer.load_audio("speech.wav"), eps=0.05
     ... )  # doctest: +SKIP
