@@ -117,8 +117,9 @@ def policy_markdown(smoothing, facts):
         )
         base = f"`{facts['model']}(z)`, `z` the z-scored log-Mel"
         units = (
-            "**Gain policy**: the features are the waveform's log-Mel, z-scored per Mel bin with the training "
-            "split's statistics (no normalisation of the waveform's level before the log-Mel).\n\n"
+            "**Gain policy**: the samples are read without gain, peak or loudness normalisation (soundfile's "
+            "full-scale floats, as for the waveform); their log-Mel is z-scored per Mel bin with the training "
+            "split's statistics, the z-scored values being what the noise and the radius are measured in.\n\n"
             "**What the radius means**: an L2 norm in z-score units over the "
             f"{dims} features. It covers every Linf perturbation of the features up to `R / sqrt({dims})` (the "
             "`radius_linf_eps` column; the suite's `features_linf` threat model). It has no dB value: the log-Mel "
