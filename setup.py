@@ -27,6 +27,7 @@ setup(
         "librosa==0.11.0",
         "soundfile==0.14.0",
         "numpy>=1.26,<3",
+        "scipy==1.17.1",  # randomised smoothing's binomial test and Clopper-Pearson bound (also SpeechBrain's)
         "matplotlib==3.11.2",  # the pictures every run draws (ser_adv_brain/reports/plots.py)
         "tabulate==0.10.0",  # the reports' markdown tables
         "tqdm==4.70.1",  # progress bars of the attack suite and the FGSM report

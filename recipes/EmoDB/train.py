@@ -7,7 +7,8 @@ real data only (``cnn4_single``) or on real data and their FGSM twins
 (``cnn4_vanilla``, ``cnn4_similarity``), then tested on real and attacked data.
 The same script trains self-supervised encoders (wav2vec 2.0, HuBERT, WavLM)
 with a pooled linear head on the waveform (``wav2vec2_single``, ...), attacked
-on the waveform only.
+on the waveform only; ``cnn4_smoothing_*`` train the base classifier of randomised
+smoothing (Cohen et al., ICML 2019) and end with its certificates.
 
 To run:
     python train.py hparams/cnn4_vanilla.yaml --data_folder=/path/to/emodb/wav
@@ -29,7 +30,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.objectives.base import classification_loss
-from ser_adv_brain.runs import checked_datasets, export_checkpoint, report_attacks
+from ser_adv_brain.runs import checked_datasets, export_checkpoint, report_attacks, report_certificates
 from ser_adv_brain.training.brain import EmotionBrain
 from ser_adv_brain.training.checkpoints import selection_key
 from ser_adv_brain.training.distributed import set_collective_timeout
@@ -146,6 +147,9 @@ if __name__ == "__main__":
         suite_early_exit=hparams["suite_early_exit"],
         masking_check_eps=hparams["masking_check_eps"],
     )
+    # Randomised smoothing (cnn4_smoothing_*.yaml): the smoothed classifier's certificates on the test split.
+    if hparams.get("smoothing") is not None:
+        report_certificates(brain, hparams, datasets, max_key, hparams["smoothing"], splits=("test",))
     export_checkpoint(brain, hparams, max_key, corpus)
     if torch.distributed.is_initialized():
         # An undestroyed gloo group can abort the process at interpreter exit.

@@ -3,6 +3,7 @@
     ser-adv evaluate RUN            the paper's FGSM report and the attack suite (or a tier) on a trained run
     ser-adv transfer RUN RUN ...    transfer attacks between trained runs: the source x target UAR matrix
     ser-adv targeted RUN            the targeted success matrix: which emotion can be forced into which
+    ser-adv certify RUN             randomised smoothing: certified UAR against radius, and its adaptive attack
     ser-adv detector RUN YAML       trains, tests and exports a fake-data detector for a trained run
     ser-adv sweep RECIPE            the paper's grid of runs (models x trainings x eps), resumable, its table
     ser-adv benchmark RECIPE        trainings x speaker folds x seeds, evaluated in a tier, with intervals
@@ -17,7 +18,17 @@ The recipes stay SpeechBrain scripts: ``python recipes/<corpus>/train.py <yaml>`
 import importlib
 import sys
 
-SUBCOMMANDS = ("evaluate", "transfer", "targeted", "detector", "sweep", "benchmark", "leaderboard", "attack-interface")
+SUBCOMMANDS = (
+    "evaluate",
+    "transfer",
+    "targeted",
+    "certify",
+    "detector",
+    "sweep",
+    "benchmark",
+    "leaderboard",
+    "attack-interface",
+)
 
 
 def main(argv=None):

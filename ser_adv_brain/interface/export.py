@@ -29,6 +29,10 @@ def inference_keys(takes_waveform):
     return tuple(key for key in INFERENCE_KEYS if not (takes_waveform and key in FEATURE_MODULES))
 
 
+# What inference takes where the run has it: randomised smoothing's sigma, n0, n and alpha (cnn4_smoothing_*).
+OPTIONAL_INFERENCE_KEYS = ("smoothing",)
+
+
 # Without explicit paths, the Pretrainer finds each loadable as <name>.ckpt in
 # the source folder, so the exported folder works wherever it is moved or uploaded.
 def inference_plumbing(extra_modules=(), takes_waveform=False):
@@ -92,6 +96,7 @@ def inference_hparams_yaml(training_yaml, title, detector_yaml=None, detector_th
     if missing:
         raise KeyError(f"{training_yaml} lacks {missing}, which the inference interface needs.")
     selected = {key: tree[key] for key in keys}
+    selected.update({key: tree[key] for key in OPTIONAL_INFERENCE_KEYS if tree.get(key) is not None})
     extra_modules = ()
     if detector_yaml is not None:
         with open(detector_yaml, encoding="utf-8") as f:

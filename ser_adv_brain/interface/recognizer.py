@@ -19,6 +19,7 @@ from speechbrain.utils.fetching import fetch
 from ser_adv_brain.audio.loading import fix_length, frames_to_samples, resample, to_mono
 from ser_adv_brain.audio.pcm import snr_db
 from ser_adv_brain.data.validation import audio_fault, reader_error, signal_facts
+from ser_adv_brain.evaluation.smoothing import ABSTAIN, ABSTAIN_LABEL
 from ser_adv_brain.models import WaveformClassifier, takes_waveform
 
 logger = logging.getLogger(__name__)
@@ -95,12 +96,22 @@ class EmotionRecognizer(Pretrained):
     flags an input (the threshold flags ``false_positive_rate`` of real dev
     utterances). Without a detector everything is as it was: four outputs.
 
+    With randomised smoothing (a run of a ``cnn4_smoothing_*`` yaml file: a
+    ``smoothing`` hparam, ``ser_adv_brain.evaluation.smoothing.RandomizedSmoothing``,
+    with its sigma, n0, n and alpha), ``classify_file(path, smoothing=True)``
+    is Cohen et al.'s PREDICT: a vote of the model on ``n`` noisy copies, which
+    may abstain (index ``-1``, label ``"abstain"``); ``certify_file`` (or
+    ``certify_batch``) is CERTIFY: the class or an abstention, and the L2 radius
+    within which no perturbation changes the smoothed classifier's answer
+    (with probability ``1 - alpha``), also as the signal's SNR in dB.
+
     Example
     -------
     >>> recognizer = EmotionRecognizer.from_hparams(
     ...     source="results/cnn4_vanilla/1234/interface", savedir="pretrained/cnn4_vanilla"
     ... )  # doctest: +SKIP
     >>> out_prob, score, index, label = recognizer.classify_file("speech.wav")  # doctest: +SKIP
+    >>> index, label, radius, snr_db = recognizer.certify_file("speech.wav")  # doctest: +SKIP
     >>> fake_feats, fake_prob, _, _, fake_label = recognizer.attack_batch(
     ...     recognizer.load_audio("speech.wav"), eps=0.05
     ... )  # doctest: +SKIP
@@ -257,8 +268,11 @@ class EmotionRecognizer(Pretrained):
         with torch.no_grad():
             return (*outputs, torch.sigmoid(self.mods.detector(embedding)))
 
-    def classify_batch(self, wavs, wav_lens=None, sample_rate=None):
+    def classify_batch(self, wavs, wav_lens=None, sample_rate=None, smoothing=False, keys=None):
         """Classifies a batch of waveforms (see ``prepare_batch`` for the arguments).
+
+        With ``smoothing``, the smoothed classifier's vote (``smoothed_predictions``); ``keys``
+        (one per row) then seed each row's noise.
 
         Returns
         -------
@@ -270,15 +284,94 @@ class EmotionRecognizer(Pretrained):
         UnusableAudioError
             If any row is audio that training refuses; ``error.rows`` lists them all.
         """
-        return self.classify_features(self.compute_features(self.prepare_batch(wavs, wav_lens, sample_rate)))
+        wavs = self.prepare_batch(wavs, wav_lens, sample_rate)
+        if smoothing:
+            return self.smoothed_predictions(wavs, keys)
+        return self.classify_features(self.compute_features(wavs))
 
-    def classify_file(self, path, savedir=None):
+    def classify_file(self, path, savedir=None, smoothing=False):
         """Classifies one audio file of any sample rate, channel count and length.
 
-        Raises ``FileNotFoundError`` or ``UnusableAudioError`` naming the file
-        for audio that training refuses (see the class docstring).
+        With ``smoothing``, the smoothed classifier's vote, which may abstain
+        (``smoothed_predictions``), its noise keyed by ``path``: the same file
+        gets the same answer. Raises ``FileNotFoundError`` or ``UnusableAudioError``
+        naming the file for audio that training refuses (see the class docstring).
         """
-        return self.classify_batch(self.load_audio(path, savedir))
+        return self.classify_batch(self.load_audio(path, savedir), smoothing=smoothing, keys=[str(path)])
+
+    @property
+    def smoothing(self):
+        """The exported ``RandomizedSmoothing``; a ``ValueError`` if the run had none."""
+        smoothing = getattr(self.hparams, "smoothing", None)
+        if smoothing is None:
+            raise ValueError(
+                "This interface has no randomised smoothing (no 'smoothing' in its hyperparams.yaml): its model "
+                "was not trained on noisy inputs. Export a run of a cnn4_smoothing_* yaml file."
+            )
+        return smoothing
+
+    def smoothed_input(self, wavs):
+        """The smoothing's base classifier and its input for prepared waveforms: the model on the features,
+        or the whole pipeline on the samples."""
+        if self.smoothing.domain == "features":
+            return self.mods.model, self.compute_features(wavs)
+        return WaveformClassifier(self.mods.compute_features, self.mods.normalizer, self.mods.model), wavs
+
+    def smoothed_predictions(self, wavs, keys=None):
+        """Cohen et al.'s PREDICT on prepared waveforms, as ``(out_prob, score, index, text_lab)``.
+
+        ``out_prob`` holds the log share of the ``n`` noisy copies' votes for
+        each class, ``score`` the top one; ``index`` is ``-1`` and ``text_lab``
+        ``"abstain"`` where a binomial test cannot tell the top two classes
+        apart at level ``alpha``. With a detector, its score on the input
+        itself comes fifth.
+        """
+        base, inputs = self.smoothed_input(wavs)
+        with self.inference_ctx:
+            index, counts = self.smoothing.predict(base, inputs, keys)
+        out_prob = torch.log(counts.double() / counts.sum(dim=1, keepdim=True)).to(self.device)
+        score = out_prob.max(dim=-1).values
+        outputs = (out_prob, score, index.to(self.device), self.decode_or_abstain(index))
+        if "detector" not in self.mods:
+            return outputs
+        return (*outputs, self.classify_features(self.compute_features(wavs))[4])
+
+    def decode_or_abstain(self, index):
+        """The emotions of class indices, ``"abstain"`` for ``-1``."""
+        return [ABSTAIN_LABEL if i == ABSTAIN else self.hparams.label_encoder.ind2lab[i] for i in index.tolist()]
+
+    def certify_batch(self, wavs, wav_lens=None, sample_rate=None, keys=None):
+        """Cohen et al.'s CERTIFY on a batch (see ``prepare_batch`` for the arguments; ``keys``, one per
+        row, seed each row's noise).
+
+        Returns
+        -------
+        index : torch.Tensor
+            ``[batch]`` the certified classes, ``-1`` where it abstains.
+        text_lab : list of str
+            Their emotions, ``"abstain"`` for ``-1``.
+        radius : torch.Tensor
+            ``[batch]`` the certified L2 radius (0 where it abstains), on the samples in full-scale
+            units (the signal at the model's rate and input length, see ``prepare_batch``), or on the
+            z-scored features for a smoothing on the features.
+        snr_db : torch.Tensor
+            ``[batch]`` the radius as the signal's SNR, ``20 log10(|x|_2 / radius)`` (inf where it
+            abstains): the certificate covers every perturbation of a higher SNR. NaN for a
+            smoothing on the features, whose radius has no dB value.
+        """
+        wavs = self.prepare_batch(wavs, wav_lens, sample_rate)
+        base, inputs = self.smoothed_input(wavs)
+        with self.inference_ctx:
+            certificate = self.smoothing.certify(base, inputs, keys)
+        if self.smoothing.domain == "waveform":
+            snr = 20 * torch.log10(wavs.detach().double().norm(dim=1).cpu() / certificate.radius)
+        else:
+            snr = torch.full_like(certificate.radius, float("nan"))
+        return certificate.prediction, self.decode_or_abstain(certificate.prediction), certificate.radius, snr
+
+    def certify_file(self, path, savedir=None):
+        """``certify_batch`` on one audio file (any rate, channels, length), its noise keyed by ``path``."""
+        return self.certify_batch(self.load_audio(path, savedir), keys=[str(path)])
 
     def attack_batch(self, wavs, wav_lens=None, eps=None, targets=None, sample_rate=None):
         """The exported attack's fake features of a batch (FGSM, PGD, ...), and the model's predictions on them.

@@ -210,6 +210,11 @@ def training_summary(step, attack):
     (str, str)
         The card's training sentence and its headline.
     """
+    if isinstance(step, NoiseStep) and step.objective is None:
+        return (
+            f"on noisy copies only, `{step.noise!r}`: the base classifier of randomised smoothing (Cohen et al., 2019)",
+            f"trained on noisy copies ({type(step.noise).__name__}) for randomised smoothing, attacked with {attack}",
+        )
     if isinstance(step, NoiseStep):  # before AdversarialStep: the noise steps derive from it
         return (
             f"noise augmentation, `{step.noise!r}`, with `{step.objective!r}`",
@@ -234,6 +239,28 @@ def pipeline_text(hparams, model):
         f"log-Mel features ({hparams['n_mels']} bins, window {hparams['n_fft']}, hop {hparams['hop_length']}) "
         f"are z-scored per bin with the training split's statistics and fed to the {model}."
     )
+
+
+def smoothing_card_section(hparams):
+    """The card's section on randomised smoothing, for a run that has it (``hparams["smoothing"]``); else empty."""
+    smoothing = hparams.get("smoothing")
+    if smoothing is None:
+        return ""
+    return f"""## Randomised smoothing: predictions that may abstain, and certificates
+
+This model was trained on noisy inputs for randomised smoothing (Cohen, Rosenfeld and Kolter, ICML 2019):
+`{smoothing!r}`. The smoothed classifier votes over noisy copies of the input, and may abstain
+(index -1, label `abstain`); its certificate is an L2 radius within which no perturbation of the
+{smoothing.domain} changes its answer, with probability 1 - alpha:
+
+```python
+out_prob, score, index, text_lab = recognizer.classify_file("speech.wav", smoothing=True)
+index, text_lab, radius, snr_db = recognizer.certify_file("speech.wav")
+```
+
+The run's certificates are in its `certification.md` (`ser-adv certify`).
+
+"""
 
 
 def model_card(hparams, corpus=None):
@@ -336,7 +363,7 @@ recognizer = EmotionRecognizer.from_hparams(
 fake_feats, fake_prob, fake_score, fake_index, fake_lab = recognizer.attack_batch(recognizer.load_audio("speech.wav"))
 ```
 
-## Inference on GPU
+{smoothing_card_section(hparams)}## Inference on GPU
 
 Add `run_opts={{"device": "cuda"}}` to `foreign_class` or `from_hparams`.
 

@@ -11,6 +11,8 @@
   perturbation, fake log-Mel of one test utterance, as in the paper's figures.
 - ``transfer.png`` (``transfer.csv``), ``success_matrix.png`` (``success_matrix.csv``).
 - ``robustness_<model>.png`` (from the sweep's ``grid_robustness.csv``): one line per training.
+- ``certified_uar.png`` (from ``certified_uar.csv``): a smoothed classifier's certified UAR against the
+  raw radius, and against the SNR (waveform) or the Linf budget it covers (features).
 
 matplotlib is an install requirement; where it is missing anyway, every function logs one
 message saying so and returns None, and the run goes on.
@@ -395,6 +397,43 @@ def plot_success_matrix(csv_path):
         os.path.splitext(csv_path)[0] + ".png",
         "success rate",
     )
+
+
+def plot_certified_uar(csv_path):
+    """``certified_uar.png`` from ``certified_uar.csv``: certified UAR against the raw L2 radius (left) and against
+    the radius as each utterance's SNR in dB, or as the Linf budget it covers (right), one line per split.
+
+    The curves are exact step functions: the CSV holds every radius where certified UAR changes.
+    """
+    plt = pyplot()
+    if plt is None:
+        return None
+    rows = read_csv(csv_path)
+    axes_names = list(dict.fromkeys(r["axis"] for r in rows))
+    fig, axes = plt.subplots(1, len(axes_names), figsize=(5.2 * len(axes_names), 3.6), squeeze=False)
+    labels = {
+        "radius": "certified L2 radius (raw, the smoothed input's units)",
+        "snr_db": "SNR, dB, of each utterance at its radius (smaller = larger budget)",
+        "linf_eps": "Linf eps covered on the features (radius / sqrt(d))",
+    }
+    for ax, name in zip(axes[0], axes_names):
+        for split in dict.fromkeys(r["split"] for r in rows):
+            points = [
+                (float(r["value"]), float(r["certified_UAR"])) for r in rows if (r["split"], r["axis"]) == (split, name)
+            ]
+            if points:
+                ax.plot(*zip(*points), drawstyle="steps-pre", label=SPLIT_TITLES.get(split, split))
+        if name == "snr_db":
+            ax.invert_xaxis()
+        ax.set_xlabel(labels.get(name, name))
+        ax.set_ylabel("certified UAR")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    folder = os.path.dirname(csv_path)
+    fig.suptitle(f"Certified UAR of the smoothed {run_title(folder)} (an abstention counts as wrong)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, os.path.splitext(csv_path)[0] + ".png")
 
 
 def plot_grid_curves(grid_csv):

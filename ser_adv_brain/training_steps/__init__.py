@@ -8,7 +8,8 @@ in its ``loss`` what it computes, in a few lines:
 
 - ``CleanStep``: ``L(x)`` (single training, and the warm-up of adversarial training).
 - ``WaveformNoiseStep``, ``FeatureNoiseStep``: ``objective(real, noisy twin)``, the
-  paper's noise-augmentation baselines (noise on the audio, or on the log-Mel).
+  paper's noise-augmentation baselines (noise on the audio, or on the log-Mel); with
+  ``objective: null``, ``L(noisy copy)`` alone, randomised smoothing's training.
 - ``FusedAdversarialStep``, ``SeparateAdversarialStep``, ``CoupledAdversarialStep``:
   ``objective(real, fake)`` with ``fake`` from ``attack``; the same
   objective at three costs. ``adversarial_step(attack, objective,

@@ -1,0 +1,132 @@
+"""Randomised smoothing end to end: a tiny ``cnn4_smoothing_waveform`` run of the EmoDB recipe on the sample clips
+ends with its certificates and exports them; ``ser-adv certify`` certifies and attacks it again; the exported
+interface certifies an utterance exactly as the run did."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from helpers import (
+    EMODB_SAMPLE_FOLDS,
+    EMODB_SAMPLES,
+    TINY,
+    flags,
+    markdown_rows,
+    run_command,
+    run_recipe,
+    subprocess_env,
+)
+
+from ser_adv_brain.evaluation.smoothing import RandomizedSmoothing
+from ser_adv_brain.interface import EmotionRecognizer
+from ser_adv_brain.tables import read_csv
+
+HPARAMS = "recipes/EmoDB/hparams/cnn4_smoothing_waveform.yaml"
+SIGMA = 0.25  # the yaml's
+# APGD with its gradients averaged over 2 noise draws (the rand tier's 20, at 100 steps, cost minutes).
+EOT_ATTACK = "!new:ser_adv_brain.attacks.WaveformAPGD {eps: 20, steps: 2, eot_iter: 2, label_source: target}"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The run, its suite cut to one FGSM budget (this file checks the smoothing, not the suite)."""
+    out = tmp_path_factory.mktemp("smoothing") / "run"
+    run_recipe(
+        HPARAMS,
+        *flags(
+            **{
+                **TINY,
+                **EMODB_SAMPLE_FOLDS,
+                "warmup_steps": 0,
+                "smoothing_n0": 4,
+                "smoothing_n": 16,
+                "suite_budgets": "{features_linf: [0.1], waveform_snr: [30, 20]}",
+            }
+        ),
+        "--eval_eps=[0.0]",
+        "--attack_suite=\n  - !new:ser_adv_brain.attacks.FGSM\n      eps: 0.1",
+        f"--data_folder={EMODB_SAMPLES}",
+        f"--output_folder={out}",
+        "--noprogressbar",
+    )
+    return out
+
+
+def test_the_run_ends_with_the_certificates_of_its_test_split_and_exports_its_smoothing(run):
+    rows = read_csv(run / "certificates.csv")
+    assert sorted(r["id"] for r in rows) == sorted(r["ID"] for r in read_csv(run / "test.csv"))
+    limit = RandomizedSmoothing(sigma=SIGMA, n0=4, n=16).max_radius
+    for row in rows:
+        radius = float(row["radius"])
+        assert 0 <= radius <= limit * (1 + 1e-5) and (radius == 0) == (row["prediction"] == "abstain")
+        if radius > 0:
+            assert float(row["radius_snr_db"]) == pytest.approx(
+                20 * math.log10(float(row["signal_norm"]) / radius), abs=0.01
+            )
+    report = (run / "certification.md").read_text()
+    for fact in ("**Certified object**", "**Noise**", "**Gain policy**", "**Radius in dB**", "n = 16"):
+        assert fact in report
+    budgets = [row[:2] for row in markdown_rows(report) if row[0] == "waveform_snr"]
+    assert budgets == [["waveform_snr", "30"], ["waveform_snr", "20"]]
+    assert os.path.getsize(run / "certified_uar.png") > 5000
+    exported = (run / "interface" / "hyperparams.yaml").read_text()
+    assert "smoothing: !new:ser_adv_brain.evaluation.smoothing.RandomizedSmoothing" in exported
+    for line in ("domain: waveform", f"sigma: {SIGMA}", "n0: 4", "n: 16", "alpha: 0.001"):
+        assert f"    {line}\n" in exported
+
+
+def test_the_interface_certifies_an_utterance_as_the_run_did(run, tmp_path):
+    recognizer = EmotionRecognizer.from_hparams(source=str(run / "interface"), savedir=str(tmp_path))
+    row = read_csv(run / "test.csv")[0]
+    certified = next(r for r in read_csv(run / "certificates.csv") if r["id"] == row["ID"])
+    index, labels, radius, snr = recognizer.certify_batch(recognizer.load_audio(row["wav"]), keys=[row["ID"]])
+    assert labels == [certified["prediction"]] and f"{float(radius[0]):.6g}" == certified["radius"]
+    assert f"{float(snr[0]):.2f}" == certified["radius_snr_db"] or float(radius[0]) == 0
+    out_prob, score, index, labels = recognizer.classify_file(row["wav"], smoothing=True)
+    assert out_prob.shape == (1, 7) and (labels[0] == "abstain") == (int(index[0]) == -1)
+
+
+def test_certify_recertifies_at_another_sigma_and_attacks_with_expectation_over_the_noise(run, tmp_path):
+    """Through the installed console script, as users type it."""
+    out = tmp_path / "sigma0.5"
+    run_command(
+        [
+            shutil.which("ser-adv"),
+            "certify",
+            run,
+            "--sigma=0.5",
+            "--n0=3",
+            "--n=10",
+            f"--attacks=[{EOT_ATTACK}]",
+            "--budgets={waveform_snr: [20]}",
+            f"--output_folder={out}",
+            "--noprogressbar",
+        ]
+    )
+    assert "sigma = 0.5," in (out / "certification.md").read_text()
+    limit = RandomizedSmoothing(sigma=0.5, n0=3, n=10).max_radius
+    assert max(float(r["radius"]) for r in read_csv(out / "certificates.csv")) <= limit * (1 + 1e-5)
+    attacked = read_csv(out / "smoothed_attack.csv")
+    assert [(r["threat_model"], r["budget"], r["attack"]) for r in attacked] == [
+        ("waveform_snr", "20.0", "WaveformAPGD-CE"),
+        ("waveform_snr", "20.0", "robust"),
+    ]
+    # Ten votes certify at most 0.0013, far below any utterance's radius at 20 dB: nothing is certified,
+    # so nothing certified can be fooled.
+    (row,) = [r for r in markdown_rows((out / "certification.md").read_text()) if r[0] == "waveform_snr"]
+    assert row[3:] == [".000", row[4], "0"] and 0 <= float(row[4]) <= 1
+    assert (run / "certificates.csv").read_text() != (out / "certificates.csv").read_text()
+
+
+def test_certify_names_a_folder_without_a_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ser_adv_brain.commands.certify", str(tmp_path)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "is not a training output folder" in done.stderr

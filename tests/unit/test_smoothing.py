@@ -1,0 +1,254 @@
+"""Randomised smoothing (``evaluation.smoothing``, ``evaluation.certification``): the bound, the radius, the
+abstentions, certified UAR, keyed noise, the training noise and the interface, on hand-built classifiers."""
+
+import math
+
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from helpers import load_hparams, tiny
+from speechbrain.dataio.encoder import CategoricalEncoder
+from test_brain import build
+from test_training_steps import batches_tracked
+
+from ser_adv_brain.attacks import APGD, FGSM, WaveformAPGD
+from ser_adv_brain.audio import GaussianWaveformNoise
+from ser_adv_brain.evaluation import smoothing as smoothing_module
+from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
+from ser_adv_brain.evaluation.smoothing import ABSTAIN, RandomizedSmoothing, clopper_pearson_lower
+from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
+from ser_adv_brain.features import FeatureNormalizer, LogMel
+from ser_adv_brain.interface import EmotionRecognizer
+from ser_adv_brain.reports.certification_report import curve_rows, moved_to_another_emotion
+
+
+class LinearRule(torch.nn.Module):
+    """Class 1 where ``w . x > 0``, class 0 elsewhere, ``|w|_2 = 1``: ``P(f(x + d) = 1) = Phi(w . x / sigma)``,
+    and the smoothed classifier is the rule itself, whose exact robust radius at ``x`` is ``|w . x|``."""
+
+    def __init__(self, direction):
+        super().__init__()
+        self.register_buffer("w", direction / direction.norm())
+
+    def forward(self, inputs):
+        score = inputs.flatten(1) @ self.w.flatten()
+        return torch.stack([-score, score], dim=1), None
+
+
+@pytest.mark.parametrize("successes, trials", [(0, 50), (1, 50), (37, 50), (50, 50), (612, 1000), (1000, 1000)])
+@pytest.mark.parametrize("alpha", [0.001, 0.05])
+def test_the_bound_is_the_one_sided_clopper_pearson_interval(successes, trials, alpha):
+    bound = float(clopper_pearson_lower(successes, trials, alpha))
+    test = scipy.stats.binomtest(successes, trials, alternative="greater")
+    assert bound == pytest.approx(test.proportion_ci(confidence_level=1 - alpha, method="exact").low, abs=1e-12)
+    if successes == trials:  # by hand: P(all n succeed) = p^n = alpha at the bound
+        assert bound == pytest.approx(alpha ** (1 / trials), rel=1e-12)
+
+
+@pytest.mark.parametrize("margin", [0.25, 0.5, 1.0])
+def test_the_radius_is_sigma_phi_inverse_of_the_bound_and_stays_within_a_linear_rules_margin(margin):
+    """Certify a point at distance ``margin`` from a linear rule's boundary, in 6 dimensions: the radius is
+    ``sigma * PhiInverse(pA)``, ``pA`` the bound on the votes, never more than the margin (the rule's exact
+    robust radius) and, with 20,000 votes, within 0.05 of it (the bound's slack is at most 0.03 here)."""
+    sigma, direction = 0.5, torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])
+    x = (margin * direction / direction.norm()).unsqueeze(0)
+    smoothing = RandomizedSmoothing(sigma=sigma, domain="features", n0=100, n=20000, batch_size=5000)
+    rule = LinearRule(direction)
+    certificate = smoothing.certify(rule, x, keys=["u"])
+    votes = smoothing.vote_counts(rule, x, smoothing.n, keys=["u"], stream=smoothing_module.ESTIMATION)[0, 1]
+    p_lower = float(clopper_pearson_lower(votes, smoothing.n, smoothing.alpha))
+    assert int(certificate.prediction) == 1 and float(certificate.p_lower) == pytest.approx(p_lower, abs=1e-12)
+    assert float(certificate.radius) == pytest.approx(sigma * scipy.stats.norm.ppf(p_lower), rel=1e-9)
+    assert p_lower < scipy.stats.norm.cdf(margin / sigma)  # the bound is below the true vote probability
+    assert margin - 0.05 < float(certificate.radius) <= margin
+
+
+def test_certify_and_predict_abstain_on_a_tied_vote():
+    """On the boundary of a linear rule the vote is 1/2 each way: no class is certified, PREDICT abstains."""
+    smoothing = RandomizedSmoothing(sigma=1.0, domain="features", n0=50, n=2000)
+    rule, x = LinearRule(torch.tensor([1.0, 1.0])), torch.zeros(3, 2)
+    certificate = smoothing.certify(rule, x, keys=["a", "b", "c"])
+    assert certificate.prediction.tolist() == [ABSTAIN] * 3 and certificate.radius.tolist() == [0.0] * 3
+    assert smoothing.predict(rule, x, keys=["a", "b", "c"]).prediction.tolist() == [ABSTAIN] * 3
+
+
+def test_certify_abstains_when_the_bound_is_exactly_one_half(monkeypatch):
+    """``pA > 1/2`` is needed: at ``pA = 1/2`` the radius would be 0 and the class not certified."""
+    monkeypatch.setattr(smoothing_module, "clopper_pearson_lower", lambda k, n, alpha: torch.full((len(k),), 0.5))
+    smoothing = RandomizedSmoothing(sigma=1.0, domain="features", n0=10, n=10)
+    certificate = smoothing.certify(LinearRule(torch.tensor([1.0])), torch.tensor([[3.0]]), keys=["a"])
+    assert certificate.prediction.tolist() == [ABSTAIN] and certificate.radius.tolist() == [0.0]
+
+
+def hand_certificates(prediction, radius, targets):
+    n = len(targets)
+    return SplitCertificates(
+        ids=[f"u{i}" for i in range(n)],
+        targets=torch.tensor(targets),
+        prediction=torch.tensor(prediction),
+        p_lower=torch.full((n,), 0.9, dtype=torch.float64),
+        radius=torch.tensor(radius, dtype=torch.float64),
+        signal_norm=torch.full((n,), 10.0, dtype=torch.float64),
+        dims=100,
+        n_classes=2,
+    )
+
+
+def test_certified_uar_counts_an_abstention_as_wrong_at_every_radius():
+    # Class 0: one certified at radius 1, one abstention; class 1: certified at radius 0.5 and 2.
+    certs = hand_certificates([0, ABSTAIN, 1, 1], [1.0, 0.0, 0.5, 2.0], [0, 0, 1, 1])
+    assert certs.uar(0.0) == pytest.approx((1 / 2 + 2 / 2) / 2)
+    assert certs.uar(1.0) == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert certs.uar(1.5) == pytest.approx((0 + 1 / 2) / 2)
+    # The same on the budgets: 20 dB SNR of |x| = 10 is radius 1; Linf eps 0.1 over 100 values is L2 radius 1.
+    assert certs.uar_within("waveform_snr", 20.0) == certs.uar_within("features_linf", 0.1) == certs.uar(1.0)
+    curve = {(r["axis"], r["value"]): r["certified_UAR"] for r in curve_rows({"test": certs}, smoothing(), {})}
+    assert curve[("radius", 0.0)] == curve[("radius", 1.0)] + 0.25 == 0.75
+
+
+def smoothing():
+    return RandomizedSmoothing(sigma=1.0, domain="waveform", n0=5, n=20)
+
+
+class ThreeLines(torch.nn.Module):
+    """Three classes, each a fixed random linear score of the features."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.register_buffer("w", torch.randn(size, 3, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, feats):
+        return feats.flatten(1) @ self.w, None
+
+
+def test_an_utterances_certificate_does_not_depend_on_its_batch():
+    torch.manual_seed(0)
+    model = ThreeLines(15 * 7)  # 105 values a copy: torch draws normals 16 at a time
+    feats, targets = torch.randn(4, 15, 7), torch.tensor([0, 1, 2, 0])
+    ids = ["a", "b", "c", "d"]
+    smoothing = RandomizedSmoothing(sigma=3.0, domain="features", n0=8, n=40, batch_size=16)
+    together = certify_split(smoothing, model, [(ids, feats, targets)], n_classes=3)
+    apart = certify_split(smoothing, model, [([i], feats[[k]], targets[[k]]) for k, i in enumerate(ids)][::-1], 3)
+    assert together.ids == apart.ids == ids
+    assert torch.equal(together.p_lower, apart.p_lower) and torch.equal(together.prediction, apart.prediction)
+    assert torch.equal(together.radius, apart.radius)
+    other_batches = certify_split(smoothing.with_options(batch_size=7), model, [(ids, feats, targets)], 3)
+    assert torch.equal(other_batches.p_lower, together.p_lower)  # nor on the noisy copies per forward pass
+    first = smoothing.predict(model, feats, keys=ids)
+    assert torch.equal(first.counts[2:3], smoothing.predict(model, feats[2:3], keys=["c"]).counts)
+    assert not torch.equal(first.counts[2:3], smoothing.predict(model, feats[2:3], keys=["other"]).counts)
+
+
+def test_the_waveform_noise_has_sigma_whatever_the_signals_level():
+    """A fixed sigma in full-scale units (SpeechBrain's AddNoise would scale it to each signal's level),
+    and the padding after a signal stays silent."""
+    torch.manual_seed(0)
+    wavs = torch.cat([0.001 * torch.randn(1, 20000), 0.5 * torch.randn(1, 20000)])
+    noisy = GaussianWaveformNoise(sigma=0.05)(wavs, torch.tensor([1.0, 0.5]))
+    noise = noisy - wavs
+    assert float(noise[0].std()) == pytest.approx(0.05, rel=0.03)
+    assert float(noise[1, :10000].std()) == pytest.approx(0.05, rel=0.03)
+    assert torch.equal(noise[1, 10000:], torch.zeros(10000))
+
+
+class Tied(torch.nn.Module):
+    """Two classes by the sign of a fixed projection of the features; at sigma 1e4 the vote is a coin toss."""
+
+    def forward(self, feats):
+        score = feats.flatten(1).sum(dim=1, keepdim=True)
+        return torch.cat([score, -score], dim=1), None
+
+
+def test_the_interface_returns_an_abstention():
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(["anger", "neutral"])
+    normalizer = FeatureNormalizer(n_mels=8)
+    normalizer.count.fill_(1)
+    recognizer = EmotionRecognizer(
+        modules={"compute_features": LogMel(n_mels=8), "normalizer": normalizer, "model": Tied()},
+        hparams={
+            "sample_rate": 16000,
+            "n_fft": 512,
+            "hop_length": 256,
+            "n_frames": 16,
+            "n_classes": 2,
+            "max_audio_seconds": 10.0,
+            "label_encoder": encoder,
+            "attack": FGSM(eps=0.1),
+            "smoothing": RandomizedSmoothing(sigma=1e4, domain="features", n0=20, n=400),
+        },
+        run_opts={"device": "cpu"},
+    )
+    wavs = 0.1 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    out_prob, score, index, labels = recognizer.classify_batch(wavs, smoothing=True, keys=["a", "b"])
+    assert index.tolist() == [ABSTAIN, ABSTAIN] and labels == ["abstain", "abstain"]
+    assert torch.allclose(out_prob.exp().sum(dim=1), torch.ones(2, dtype=torch.float64))
+    index, labels, radius, snr = recognizer.certify_batch(wavs, keys=["a", "b"])
+    assert index.tolist() == [ABSTAIN, ABSTAIN] and labels == ["abstain", "abstain"]
+    assert radius.tolist() == [0.0, 0.0] and all(math.isnan(s) for s in snr.tolist())  # no dB on the features
+
+
+def attack_plan(budgets, **options):
+    """APGD in L2 on the features, each gradient averaged over 4 noise draws, at ``budgets``."""
+    attack = APGD(eps=1.0, steps=10, norm="l2", eot_iter=4, eta=None, label_source="target", **options)
+    return suite_plan(suite_entries([attack]), {"features_l2": budgets})
+
+
+def test_the_adaptive_attack_books_an_abstention_as_wrong():
+    """Two points at distance 1 from a linear rule's boundary: EOT-APGD in L2 walks straight at it, so the
+    smoothed classifier holds at 0.5, abstains at 1 (the point reached is on the boundary: a tied vote) and
+    names the other class at 2."""
+    direction = torch.tensor([1.0, 0.0, 0.0])
+    rule, smoothing = LinearRule(direction), RandomizedSmoothing(sigma=0.25, domain="features", n0=20, n=400)
+    x, targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 3.0, -2.0]]), torch.tensor([1, 1])
+    outcomes = attack_smoothed(smoothing, rule, attack_plan([0.5, 1.0, 2.0]), [(["a", "b"], x, targets)], 2, False)
+    held, tied, crossed = (outcomes.predictions[key].tolist() for key in outcomes.keys)
+    assert held == [1, 1] and tied == [2, 2] and crossed == [0, 0]  # 2 = n_classes: an abstention
+    assert outcomes.robust_after("features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(outcomes, "features_l2", 1.0).tolist() == [False, False]
+    assert moved_to_another_emotion(outcomes, "features_l2", 2.0).tolist() == [True, True]
+
+
+def test_the_adaptive_attack_on_an_utterance_does_not_depend_on_its_batch():
+    """EOT-APGD on the samples against three linear scores (whose gradient's direction depends on the noise
+    drawn): an utterance's realised SNR and verdict are the same alone as after another utterance."""
+    wavs, base = 0.1 * torch.randn(2, 400, generator=torch.Generator().manual_seed(0)), ThreeLines(400)
+    targets = base(wavs)[0].argmax(dim=1)  # the model is right on both: both are attacked
+    attack = WaveformAPGD(eps=10.0, steps=3, eot_iter=2, label_source="target")
+    plan = suite_plan(suite_entries([attack]), {"waveform_snr": [10.0]})
+
+    def outcome(ids, rows):
+        smoothing = RandomizedSmoothing(sigma=0.05, domain="waveform", n0=10, n=50)
+        return attack_smoothed(smoothing, base, plan, [(ids, wavs[rows], targets[rows])], 3, False, draws=4)
+
+    together, alone = outcome(["a", "b"], [0, 1]), outcome(["b"], [1])
+    (key,) = together.keys
+    assert math.isfinite(together.details["snr_db"][key][1])  # attacked
+    assert together.details["snr_db"][key][1] == alone.details["snr_db"][key][0]
+    assert together.predictions[key][1] == alone.predictions[key][0]
+
+
+@pytest.mark.parametrize("domain", ["waveform", "features"])
+def test_smoothing_trains_on_the_noisy_copy_alone(tiny_manifests, tmp_path, domain):
+    """The yaml's step without objective: one forward, on the noisy copy (noise of the yaml's sigma where the
+    yaml puts it), its cross-entropy the loss, batch norm's statistics moved once."""
+    name = f"recipes/EmoDB/hparams/cnn4_smoothing_{domain}.yaml"
+    annotations = {f"{split}_annotation": path for split, path in tiny_manifests.items()}
+    hparams = load_hparams(name, **tiny(name), **annotations, data_folder="unused", output_folder=str(tmp_path))
+    brain, _, batch = build(hparams)
+    with torch.no_grad():
+        clean = batch.sig.data if domain == "waveform" else brain.compute_features(batch.sig.data)
+    seen, tracked = [], batches_tracked(brain.modules.model)
+    watched = brain.modules.compute_features if domain == "waveform" else brain.modules.model
+    hooks = [
+        watched.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
+        brain.modules.model.register_forward_hook(lambda module, args, out: seen.append(out[0].detach())),
+    ]
+    loss = brain.fit_batch(batch)
+    for hook in hooks:
+        hook.remove()
+    noisy, logits = seen
+    assert float((noisy - clean).std()) == pytest.approx(hparams["smoothing_sigma"], rel=0.1)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, brain.targets(batch))), rel=1e-5)
+    assert batches_tracked(brain.modules.model) == {name: n + 1 for name, n in tracked.items()}
