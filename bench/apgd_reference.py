@@ -77,9 +77,14 @@ def theirs_one(kind, model, low, scale, inputs, labels, eps, norm, n_classes, st
     return attack(unit, labels).view(inputs.shape) * scale + low
 
 
-def ours(kind, model, inputs, labels, eps, norm, steps):
+def ours(kind, model, inputs, labels, eps, norm, steps, seed):
     """The project's APGD-``kind`` as the standard tier runs it (every step taken here, as torchattacks')."""
-    options = {"loss": "ce" if kind == "CE" else "dlr", "targets": 9 if kind == "T" else 0, "steps": steps}
+    options = {
+        "loss": "ce" if kind == "CE" else "dlr",
+        "targets": 9 if kind == "T" else 0,
+        "steps": steps,
+        "seed": seed,
+    }
     if norm == "snr":
         return WaveformAPGD(eps=eps, label_source="target", **options).perturb(model, inputs, labels)
     return APGD(eps=eps, norm=norm, eta=None, label_source="target", **options).perturb(model, inputs, labels)
@@ -91,7 +96,7 @@ def pcm_rounded(clean, adversarial):
     return (clean + delta).clamp(-1.0, PCM_TOP)
 
 
-def compare(folder, threat_models, steps):
+def compare(folder, threat_models, steps, kinds, seed):
     run = TrainedModel(folder)
     n_classes = run.hparams["n_classes"]
     wavs, labels = [], []
@@ -105,9 +110,9 @@ def compare(folder, threat_models, steps):
     rows = []
     for norm, eps in threat_models:
         model, inputs = (run.waveform_model, wavs) if norm == "snr" else (run.model, feats)
-        for kind in ("CE", "DLR", "T"):
-            torch.manual_seed(0)
-            scored = {"ours": ours(kind, model, inputs, labels, eps, norm, steps)}
+        for kind in kinds:
+            torch.manual_seed(seed)  # torchattacks' random start; ours draws from its own generator, seeded alike
+            scored = {"ours": ours(kind, model, inputs, labels, eps, norm, steps, seed)}
             reference = theirs(kind, model, inputs, labels, eps, norm, n_classes, steps)
             if norm == "snr":
                 scored["torchattacks, as returned"] = reference
@@ -148,6 +153,8 @@ def main():
         default=["linf", "l2", "snr"],
         help="which to compare (the waveform one attacks with torchattacks one utterance at a time: the slowest)",
     )
+    parser.add_argument("--kinds", nargs="+", choices=["CE", "DLR", "T"], default=["CE", "DLR", "T"])
+    parser.add_argument("--seed", type=int, default=0, help="both implementations' random starts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budgets = {"linf": args.linf, "l2": args.l2, "snr": args.snr}
@@ -156,7 +163,7 @@ def main():
     header += ["fooled by it only", "fooled by ours only"]
     rows = []
     for folder in args.runs:
-        run_rows, n_correct, n = compare(folder, threat_models, args.steps)
+        run_rows, n_correct, n = compare(folder, threat_models, args.steps, args.kinds, args.seed)
         print(f"{folder}: {n} test utterances, {n_correct} correct on clean audio")
         rows += run_rows
     print(markdown_table(rows, header))
