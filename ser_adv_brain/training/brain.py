@@ -55,7 +55,8 @@ class EmotionBrain(sb.Brain):
     (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
     as modules they follow the Brain to its device. A model that takes the
     waveform itself (``takes_waveform``: a ``SelfSupervisedClassifier``) needs
-    neither of the first two: ``compute_features`` hands it the audio. Expected hparams:
+    neither of the first two: ``compute_features`` hands it the audio, and a waveform attack
+    attacks it as it is (``waveform_model``). Expected hparams:
     ``n_classes``, ``epoch_counter``; ``label_encoder`` is added by the recipe. Beyond
     ``sb.Brain``'s arguments: ``training_step`` (a ``TrainingStep``) and
     ``sync_batchnorm`` (under DDP on GPUs, SyncBatchNorm across processes).
