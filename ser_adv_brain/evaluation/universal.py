@@ -21,7 +21,6 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation
-from ser_adv_brain.models import WaveformClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def learn_all(brain, steps, dataset, loader_kwargs, max_key, folder):
     """``learnt_perturbation`` for every ``(budget, entry)`` of ``steps`` on the checkpoint ``max_key`` selects."""
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
-    model = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model).eval()
+    model = brain.waveform_model.eval()
     checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key)
     training_split = split_digest(dataset)
     batches = training_batches(brain, dataset, loader_kwargs)

@@ -3,7 +3,6 @@
 import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
-from speechbrain.nnet.pooling import StatisticsPooling
 
 from ser_adv_brain.checks import check_choice
 
@@ -54,7 +53,7 @@ class SelfSupervisedClassifier(torch.nn.Module):
     layer : int or None
         See above.
     pooling : str
-        ``"mean"`` (mean over frames, SpeechBrain's recipe) or ``"attentive"``
+        ``"mean"`` (mean over frames, as SpeechBrain's recipe, without its noise) or ``"attentive"``
         (attentive statistics pooling, Okabe et al., Interspeech 2018: mean and
         standard deviation under learnt frame weights).
     freeze_encoder : bool
@@ -114,7 +113,10 @@ class SelfSupervisedClassifier(torch.nn.Module):
         # Zeros: every layer weighs the same at the start, as SpeechBrain's WeightedSSLModel.
         self.layer_weights = torch.nn.Parameter(torch.zeros(n_states)) if layer is None else None
         if pooling == "mean":
-            self.pooling, pooled = StatisticsPooling(return_std=False), dim
+            # Written out: SpeechBrain's StatisticsPooling (its IEMOCAP recipe's) adds random noise of up to 9e-5
+            # to the mean at every forward, in eval mode too, so an attack and the pass that scores its output
+            # would see two different models, each drawing from torch's global generator.
+            self.pooling, pooled = None, dim
         else:
             self.pooling, pooled = AttentiveStatisticsPooling(dim, attention_channels=dim), 2 * dim
         self.embedding_dim = pooled
@@ -122,6 +124,15 @@ class SelfSupervisedClassifier(torch.nn.Module):
         # LayerDrop (Fan et al., 2020) skips random transformer layers in training, and their hidden states
         # with them: layer k would not be layer k, and the layer weights would not line up. Off.
         self.encoder.model.config.layerdrop = 0.0
+        # The embedding that replaces frames masked by SpecAugment, which SpeechBrain's wrapper turns off
+        # (apply_spec_augment): no forward uses it, and DDP would wait for its gradient at every step.
+        mask_embedding = getattr(self.encoder.model, "masked_spec_embed", None)  # absent where masking is off
+        if mask_embedding is not None and not self.encoder.model.config.apply_spec_augment:
+            mask_embedding.requires_grad_(False)
+        # Hugging Face's convolutions set requires_grad on their input in train mode (for reentrant gradient
+        # checkpointing), which raises on a waveform that already requires grad: a train-mode attack's. Off:
+        # the checkpointing here is non-reentrant, and needs no such input.
+        self.encoder.model.feature_extractor._requires_grad = False
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
         if gradient_checkpointing:
@@ -146,8 +157,8 @@ class SelfSupervisedClassifier(torch.nn.Module):
 
     def forward(self, wavs):
         frames = self.frames(wavs)
-        if isinstance(self.pooling, StatisticsPooling):
-            embedding = self.pooling(frames).squeeze(1)
+        if self.pooling is None:
+            embedding = frames.mean(dim=1)
         else:  # SpeechBrain's attentive pooling works on [batch, channels, frames]
             embedding = self.pooling(frames.transpose(1, 2)).squeeze(-1)
         return self.classifier(embedding), embedding

@@ -14,7 +14,7 @@ import torch
 import tqdm
 
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
-from ser_adv_brain.models import takes_waveform
+from ser_adv_brain.models import WaveformClassifier, takes_waveform
 from ser_adv_brain.training.checkpoints import GeneratorStates
 from ser_adv_brain.training.distributed import out_of_step_errors
 from ser_adv_brain.training_steps import TrainingStep
@@ -55,7 +55,8 @@ class EmotionBrain(sb.Brain):
     (``FeatureNormalizer``) and ``model`` (returns ``(logits, embedding)``);
     as modules they follow the Brain to its device. A model that takes the
     waveform itself (``takes_waveform``: a ``SelfSupervisedClassifier``) needs
-    neither of the first two: ``compute_features`` hands it the audio. Expected hparams:
+    neither of the first two: ``compute_features`` hands it the audio, and a waveform attack
+    attacks it as it is (``waveform_model``). Expected hparams:
     ``n_classes``, ``epoch_counter``; ``label_encoder`` is added by the recipe. Beyond
     ``sb.Brain``'s arguments: ``training_step`` (a ``TrainingStep``) and
     ``sync_batchnorm`` (under DDP on GPUs, SyncBatchNorm across processes).
@@ -99,6 +100,14 @@ class EmotionBrain(sb.Brain):
     def takes_waveform(self):
         """Whether the model takes the waveform itself (its ``input_domain``; see ``models.takes_waveform``)."""
         return takes_waveform(self.model)
+
+    @property
+    def waveform_model(self):
+        """The bare model as a waveform attack sees it, waveforms -> ``(logits, embedding)``, differentiable:
+        the model itself if it takes the waveform, else log-Mel, normaliser and model (``WaveformClassifier``)."""
+        if self.takes_waveform:
+            return self.model
+        return WaveformClassifier(self.modules.compute_features, self.modules.normalizer, self.model)
 
     def compute_features(self, wavs):
         """Waveforms ``[batch, time]`` -> the model's input: normalised log-Mel ``[batch, frames, n_mels]``,

@@ -3,9 +3,12 @@
 The fake twin is the attack's output at the real features (FGSM in Ren et al.,
 ICASSP 2020; any ``Attack`` on the features) or, for an attack on the audio
 (``domain == "waveform"``: ``WaveformPGD``, ``WaveformAPGD``, ``WaveformKLPGD``),
-the features of its adversarial audio: the attack runs through the
-differentiable front end (``WaveformClassifier``: log-Mel, normaliser, the bare
-model), on the batch's padded waveforms with their lengths. The three steps
+the model's input made from its adversarial audio: the attack runs on the
+Brain's ``waveform_model`` (for a model on log-Mel features, the differentiable
+``WaveformClassifier``: log-Mel, normaliser, the bare model; for a model that
+takes the waveform, the bare model itself), on the batch's padded waveforms
+with their lengths, and the twin is ``brain.compute_features`` of its audio
+(that audio's normalised log-Mel, or the audio itself). The three steps
 compute the same objective and differ only in how many passes it takes;
 ``adversarial_step`` picks the cheapest one that the attack and the objective
 allow. Under DDP, every pass but the fake forward uses the bare model, so DDP's
@@ -26,7 +29,6 @@ adversarial audio.
 """
 
 from ser_adv_brain.attacks.base import DOMAINS, Attack, GradientAttack
-from ser_adv_brain.models.waveform import WaveformClassifier
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
 
@@ -68,9 +70,9 @@ class AdversarialStep(TrainingStep):
     ---------
     attack : Attack
         Makes the fake features (``domain == "features"``) or the fake audio
-        whose features are the twin (``domain == "waveform"``); its ``perturb``
-        gets the bare model (in a ``WaveformClassifier`` for the audio), never
-        the DDP-wrapped one.
+        from which the twin is made (``domain == "waveform"``); its ``perturb``
+        gets the bare model (the Brain's ``waveform_model`` for the audio),
+        never the DDP-wrapped one.
     objective : AdversarialObjective
         ``objective(real, fake, targets)`` -> the loss and its parts.
     warmup_steps : int
@@ -101,16 +103,15 @@ class AdversarialStep(TrainingStep):
         return {"feats": feats, "logits": logits, "embedding": embedding}
 
     def fake_inputs(self, brain, batch, feats, targets, gradient):
-        """The fake features: the attack at the real ones (``gradient``: its input gradient there, or None),
-        or the features of the attack's adversarial audio."""
+        """The fake input: the attack at the real features (``gradient``: its input gradient there, or None),
+        or the model's input made from the attack's adversarial audio (its features, or the audio itself)."""
         if self.attack.domain == "features":
             return self.attack.perturb(brain.model, feats.detach(), targets, gradient=gradient)
-        front_end = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, brain.model)
         # The attack rounds its audio to 16-bit PCM as at evaluation (WaveformBudget), so the twin is
         # an input the attack suite could score. Kept in training because it is free: it follows the
         # attack's steps, and the twin enters the objective as a constant (its zero derivative is never taken).
         wavs = self.attack.perturb(
-            front_end,
+            brain.waveform_model,
             batch.sig.data,
             targets,
             loss_scale=brain.attack_loss_scale(),

@@ -39,9 +39,12 @@ def wrapper(folder, **options):
 
 
 @pytest.mark.parametrize("family", sorted(ENCODER_CLASSES))
-def test_each_recipe_yaml_loads_the_saved_encoder_it_is_pointed_at(family, encoders, tmp_path):
+@pytest.mark.parametrize("hparams_file", ["{}_single.yaml", "wav2vec2_vanilla.yaml"])
+def test_each_recipe_yaml_loads_the_saved_encoder_it_is_pointed_at(hparams_file, family, encoders, tmp_path):
+    """Each family's single-training file, and the adversarial files (wav2vec2_*) with any family's weights:
+    SpeechBrain's HuBERT and WavLM wrappers are its Wav2Vec2 wrapper, and the weights' config picks the encoder."""
     hparams = load_hparams(
-        f"recipes/EmoDB/hparams/{family}_single.yaml",
+        f"recipes/EmoDB/hparams/{hparams_file.format(family)}",
         encoder_source=encoders[family],
         data_folder=str(EMODB_SAMPLES),
         output_folder=str(tmp_path),
@@ -64,6 +67,28 @@ def test_a_frozen_encoder_learns_nothing_yet_passes_gradients_to_the_waveform(en
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.classifier.weight.grad.abs().sum() > 0 and model.layer_weights.grad.abs().sum() > 0
     assert wavs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("freeze_feature_extractor", [True, False])
+def test_a_train_mode_attack_gets_the_waveforms_gradient(encoders, freeze_feature_extractor):
+    """In train mode (an attack's ``model_mode: train``), Hugging Face's convolutions would set requires_grad on
+    their input, which fails on a waveform that requires grad."""
+    encoder = wrapper(encoders["hubert"], freeze_feature_extractor=freeze_feature_extractor)
+    model = SelfSupervisedClassifier(encoder, n_classes=3).train()
+    wavs = WAVS.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(wavs)[0].logsumexp(-1).sum(), wavs)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attentive"])
+def test_the_model_is_one_function_of_the_audio(encoders, pooling):
+    """In eval mode two forwards agree and draw nothing from torch's generator: an attack and the pass that
+    scores its output see the same model (SpeechBrain's mean pooling adds random noise to the mean)."""
+    model = SelfSupervisedClassifier(wrapper(encoders["wav2vec2"]), n_classes=3, pooling=pooling).eval()
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        first, second = model(WAVS)[0], model(WAVS)[0]
+    assert torch.equal(first, second) and torch.equal(torch.get_rng_state(), state)
 
 
 def test_the_wrappers_own_freeze_is_refused_as_it_leaves_attacks_no_gradient(encoders):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from test_brain import RUN_OPTS, build, parameters
 
 from ser_adv_brain.attacks import KLPGD
-from ser_adv_brain.models import CNN4, WaveformClassifier
+from ser_adv_brain.models import CNN4, WaveformClassifier, takes_waveform
 from ser_adv_brain.objectives import SimilarityAdversarialObjective, TRADESObjective
 from ser_adv_brain.training_steps import NoiseStep, adversarial_step
 
@@ -207,7 +207,9 @@ def plain_fake(brain, hparams, model, batch, feats, targets):
         return brain.compute_features(hparams["waveform_noise"](batch.sig.data, batch.sig.lengths))
     attack = hparams["training_attack"]
     state = None if attack.generator is None else attack.generator.get_state()
-    if attack.domain == "waveform":  # the log-Mel of the adversarial audio, padding left out
+    if attack.domain == "waveform" and takes_waveform(model):  # the adversarial audio itself, padding left out
+        fake = attack.perturb(copy.deepcopy(model), batch.sig.data, targets, wav_lens=batch.sig.lengths)
+    elif attack.domain == "waveform":  # the log-Mel of the adversarial audio, padding left out
         front_end = WaveformClassifier(brain.modules.compute_features, brain.modules.normalizer, copy.deepcopy(model))
         fake = brain.compute_features(attack.perturb(front_end, batch.sig.data, targets, wav_lens=batch.sig.lengths))
     else:

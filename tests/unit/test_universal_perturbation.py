@@ -6,13 +6,14 @@ import math
 import pytest
 import soundfile
 import torch
-from helpers import markdown_rows
+from helpers import load_hparams, markdown_rows, tiny
+from test_brain import build
 
 from ser_adv_brain.attacks import UniversalPerturbation, WaveformPGD
 from ser_adv_brain.audio.pcm import quantize_pcm16
 from ser_adv_brain.evaluation.masking import masking_report
 from ser_adv_brain.evaluation.suite import SplitOutcomes, suite_entries, suite_plan
-from ser_adv_brain.evaluation.universal import cache_tag, learnt_perturbation
+from ser_adv_brain.evaluation.universal import cache_tag, learn_all, learnt_perturbation
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
 from ser_adv_brain.reports.suite_report import write_suite_report
@@ -241,6 +242,21 @@ def test_the_cache_is_reused_for_the_same_identity_and_the_wav_holds_v(tmp_path)
     assert identity(attack, 20.0) != identity(attack) and cache_tag(identity(attack, 20.0)) != cache_tag(
         identity(attack)
     )
+
+
+def test_the_suite_learns_v_on_a_model_that_takes_the_waveform(tiny_manifests, tmp_path):
+    """The suite's learning attacks the Brain's waveform model: for a self-supervised model, the bare model
+    itself (it has no log-Mel features to go through)."""
+    name = "recipes/EmoDB/hparams/wav2vec2_single.yaml"
+    manifests = {f"{split}_annotation": path for split, path in tiny_manifests.items()}
+    folder = {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "run")}
+    brain, datasets, _ = build(load_hparams(name, **tiny(name), **manifests, **folder))
+    brain.checkpointer.save_checkpoint()
+    attack = UniversalPerturbation(eps=30.0, epochs=1, label_source="target")
+    (entry,) = suite_entries([attack])
+    learn_all(brain, [(30.0, entry)], datasets["train"], {"batch_size": 4}, None, str(tmp_path / "v"))
+    learnt = attack.learnt[30.0]
+    assert sorted(learnt.training_ids) == sorted(datasets["train"].data_ids) and learnt.perturbation.abs().sum() > 0
 
 
 UNIVERSAL = ("waveform_universal", 30.0, "Universal")

@@ -1,8 +1,10 @@
 """Waveform-domain adversarial training: the twin, its budget, the gradients, the modes, what DDP sees.
 
-The steps are built from the yaml files users run
-(``recipes/EmoDB/hparams/cnn4_waveform_{vanilla,similarity,trades}.yaml``) at
-``TINY`` size, on the tiny synthetic manifests.
+The steps are built from the yaml files users run at ``TINY`` size, on the tiny synthetic manifests:
+``recipes/EmoDB/hparams/cnn4_waveform_{vanilla,similarity,trades}.yaml`` (a model on log-Mel features: the
+attack runs through the log-Mel, the twin is the log-Mel of its audio) and
+``wav2vec2_{vanilla,similarity,trades}.yaml`` (a model that takes the waveform: the attack runs on the bare
+model, the twin is its audio), the latter with a tiny random encoder.
 """
 
 import functools
@@ -19,6 +21,7 @@ from ser_adv_brain.attacks import FGSM, KLPGD, UniversalPerturbation, WaveformAP
 from ser_adv_brain.attacks.base import Attack
 from ser_adv_brain.audio.pcm import PCM16_SCALE, quantize_pcm16
 from ser_adv_brain.models import WaveformClassifier
+from ser_adv_brain.models.self_supervised import TINY_ENCODER, random_encoder_folder
 from ser_adv_brain.objectives import (
     SimilarityAdversarialObjective,
     TRADESObjective,
@@ -29,18 +32,24 @@ from ser_adv_brain.training_steps import CoupledAdversarialStep, SeparateAdversa
 SNR_DB = 40.0  # the yaml files' training_snr_db
 
 
+# The waveform-training yaml files of a model on log-Mel features and of one that takes the waveform.
+YAML_FILES = {"cnn4": "cnn4_waveform_{}", "wav2vec2": "wav2vec2_{}"}
+KINDS = ["vanilla", "similarity", "trades"]
+
+
 @pytest.fixture
 def waveform_hparams(tiny_manifests, tmp_path):
-    """Returns ``make(kind, **overrides)``: ``cnn4_waveform_<kind>.yaml`` at ``TINY`` size on the tiny manifests."""
+    """Returns ``make(kind, model="cnn4", **overrides)``: ``YAML_FILES[model]`` of ``kind`` at ``TINY`` size on
+    the tiny manifests."""
 
-    def make(kind, **overrides):
-        name = f"recipes/EmoDB/hparams/cnn4_waveform_{kind}.yaml"
+    def make(kind, model="cnn4", **overrides):
+        name = f"recipes/EmoDB/hparams/{YAML_FILES[model].format(kind)}.yaml"
         return load_hparams(
             name,
             **{
                 **tiny(name),
                 "data_folder": str(tmp_path),  # unused: the manifests below are given
-                "output_folder": str(tmp_path / kind),
+                "output_folder": str(tmp_path / f"{model}_{kind}"),
                 "train_annotation": tiny_manifests["train"],
                 "valid_annotation": tiny_manifests["valid"],
                 "test_annotation": tiny_manifests["test"],
@@ -87,25 +96,32 @@ def realised_snr(clean, adversarial):
     return float(10 * torch.log10(clean.pow(2).sum() / (adversarial - clean).pow(2).sum()))
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "similarity", "trades"])
-def test_the_twin_is_the_log_mel_of_the_attacks_audio_within_the_snr_of_each_utterance(
-    waveform_hparams, monkeypatch, kind
+@pytest.mark.parametrize("model", sorted(YAML_FILES))
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_twin_is_the_models_input_made_from_the_attacks_audio_within_the_snr_of_each_utterance(
+    waveform_hparams, monkeypatch, kind, model
 ):
-    """The fake forward's input is the features of the attack's output; that output is 16-bit PCM, within
-    40 dB SNR of each utterance's real samples, and leaves the padding alone: the attack got the lengths."""
-    brain, _, batch = build(waveform_hparams(kind, training_steps=2))
+    """The attack runs on the bare model, behind the differentiable log-Mel and normaliser for a model on
+    features; the fake forward's input is the normalised log-Mel of the attack's output, or that output itself
+    for a model that takes the waveform. The output is 16-bit PCM, within 40 dB SNR of each utterance's real
+    samples, and leaves the padding alone: the attack got the lengths."""
+    brain, _, batch = build(waveform_hparams(kind, model, training_steps=2))
     batch = padded(batch, [1.0, 0.5, 0.75, 0.3])
     calls = spy_on_attack(brain.hparams.training_attack, monkeypatch)
     seen, hook = model_inputs(brain)
     brain.fit_batch(batch)
     hook.remove()
     (call,) = calls
-    assert isinstance(call["model"], WaveformClassifier) and call["model"].model is brain.model
     assert torch.equal(call["inputs"], batch.sig.data)
     assert torch.equal(call["kwargs"]["wav_lens"], batch.sig.lengths)
     wavs = call["out"]
-    with torch.no_grad():
-        assert torch.equal(seen[-1], brain.compute_features(wavs))
+    if model == "wav2vec2":
+        assert call["model"] is brain.model and "compute_features" not in brain.modules
+        assert torch.equal(seen[-1], wavs)
+    else:
+        assert isinstance(call["model"], WaveformClassifier) and call["model"].model is brain.model
+        with torch.no_grad():
+            assert torch.equal(seen[-1], brain.modules.normalizer(brain.modules.compute_features(wavs)))
     assert torch.equal(wavs * PCM16_SCALE, (wavs * PCM16_SCALE).round())  # rounded to 16-bit PCM, as at evaluation
     clean = quantize_pcm16(batch.sig.data)
     for index, rel in enumerate(batch.sig.lengths.tolist()):
@@ -115,43 +131,78 @@ def test_the_twin_is_the_log_mel_of_the_attacks_audio_within_the_snr_of_each_utt
         assert SNR_DB <= snr < SNR_DB + 10, f"utterance {index}: {snr} dB"
 
 
-# (yaml, overrides, step class, the formula's weights); beta != gamma, so that swapping them shows.
+# (model, yaml, overrides, step class, the formula's weights); beta != gamma, so that swapping them shows.
 GRADIENT_CASES = [
-    ("vanilla", {"alpha": 0.3}, SeparateAdversarialStep, {"kind": "vanilla", "alpha": 0.3}),
+    ("cnn4", "vanilla", {"alpha": 0.3}, SeparateAdversarialStep, {"kind": "vanilla", "alpha": 0.3}),
     (
+        "cnn4",
         "vanilla",
         {"alpha": 0.3, "attack_labels": "target", "attack_mode": "train"},
         SeparateAdversarialStep,
         {"kind": "vanilla", "alpha": 0.3},
     ),
     (
+        "cnn4",
         "similarity",
         {"beta": 0.3, "gamma": 0.5},
         CoupledAdversarialStep,
         {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "mse"},
     ),
-    ("trades", {"trades_beta": 2.0}, CoupledAdversarialStep, {"kind": "trades", "beta": 2.0, "distance_weight": 0.0}),
     (
+        "cnn4",
+        "trades",
+        {"trades_beta": 2.0},
+        CoupledAdversarialStep,
+        {"kind": "trades", "beta": 2.0, "distance_weight": 0.0},
+    ),
+    (
+        "cnn4",
         "trades",
         {"attack_mode": "train", "distance_weight": 0.5, "distance": "l1"},
         CoupledAdversarialStep,
         {"kind": "trades", "beta": 6.0, "distance_weight": 0.5, "distance": "l1"},
     ),
+    ("wav2vec2", "vanilla", {"alpha": 0.3}, SeparateAdversarialStep, {"kind": "vanilla", "alpha": 0.3}),
+    (
+        "wav2vec2",
+        "similarity",
+        {"beta": 0.3, "gamma": 0.5},
+        CoupledAdversarialStep,
+        {"kind": "similarity", "beta": 0.3, "gamma": 0.5, "distance": "mse"},
+    ),
+    (
+        "wav2vec2",
+        "trades",
+        {"trades_beta": 2.0, "attack_mode": "train"},
+        CoupledAdversarialStep,
+        {"kind": "trades", "beta": 2.0, "distance_weight": 0.0},
+    ),
 ]
 
 
+@pytest.fixture(scope="module")
+def encoder_without_dropout(tmp_path_factory):
+    """A tiny random wav2vec 2.0 encoder without dropout: the reference's forwards then draw what the step's do."""
+    no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0}
+    return random_encoder_folder("wav2vec2", str(tmp_path_factory.mktemp("encoder")), **TINY_ENCODER, **no_dropout)
+
+
 @pytest.mark.parametrize(
-    "kind, overrides, step_class, spec",
+    "model, kind, overrides, step_class, spec",
     GRADIENT_CASES,
-    ids=[f"{c[0]}-{'-'.join(map(str, c[1].values()))}" for c in GRADIENT_CASES],
+    ids=[f"{c[0]}-{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in GRADIENT_CASES],
 )
-def test_parameter_gradients_are_the_objectives_on_the_same_twin(waveform_hparams, kind, overrides, step_class, spec):
+def test_parameter_gradients_are_the_objectives_on_the_same_twin(
+    waveform_hparams, encoder_without_dropout, model, kind, overrides, step_class, spec
+):
     """One ``fit_batch`` with plain SGD moves the parameters by ``lr *`` the objective's gradient, written
     out on a copy of the model with the same adversarial audio (``plain_two_pass``), and leaves the model in
     train mode with the BN statistics where the two training forwards put them (the attack's passes, eval
-    or train mode, leave them alone)."""
+    or train mode, leave them alone); frozen parameters (the encoder's convolutions) do not move."""
     lr = 1000.0  # large, so that the parameter change carries the gradient's digits
-    hparams = waveform_hparams(kind, training_steps=2, **overrides)
+    if model == "wav2vec2":
+        overrides = {**overrides, "encoder_source": encoder_without_dropout}
+    hparams = waveform_hparams(kind, model, training_steps=2, **overrides)
     assert type(hparams["training_step"]) is step_class
     hparams["opt_class"] = functools.partial(torch.optim.SGD, lr=lr)
     brain, _, batch = build(hparams, {**RUN_OPTS, "max_grad_norm": 1e12})
@@ -160,7 +211,10 @@ def test_parameter_gradients_are_the_objectives_on_the_same_twin(waveform_hparam
     loss = brain.fit_batch(batch)
     for name, param in brain.modules.model.named_parameters():
         step = (before[name] - param.detach()) / lr
-        assert torch.allclose(step, expected[name], rtol=1e-3, atol=1e-6), name
+        if expected[name] is None:  # frozen
+            assert not param.requires_grad and not step.any(), name
+        else:
+            assert torch.allclose(step, expected[name], rtol=1e-3, atol=1e-6), name
     for name, buffer in brain.modules.model.named_buffers():
         assert torch.allclose(buffer, expected_buffers[name], rtol=1e-5, atol=1e-7), name
     assert all(module.training for module in brain.modules.modules())
@@ -236,15 +290,16 @@ def test_an_attack_made_before_an_evaluation_is_refused_as_the_training_attack(a
         adversarial_step(attack, VanillaAdversarialObjective(0.5))
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "similarity", "trades"])
-def test_ddp_sees_one_forward_and_one_all_reduce_per_step(waveform_hparams, tmp_path, monkeypatch, kind):
+@pytest.mark.parametrize("model, kind", [("cnn4", kind) for kind in KINDS] + [("wav2vec2", "similarity")])
+def test_ddp_sees_one_forward_and_one_all_reduce_per_step(waveform_hparams, tmp_path, monkeypatch, model, kind):
     """Under DDP (gloo, one process) the attack's passes and the real forward use the bare model: the
-    DDP-wrapped one runs the fake forward only, and its reducer all-reduces once per optimiser step."""
+    DDP-wrapped one runs the fake forward only, and its reducer all-reduces once per optimiser step (which
+    it could not if a parameter got no gradient: the self-supervised encoder's unused mask embedding)."""
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(name, value)
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        brain, _, batch = build(waveform_hparams(kind, training_steps=2))
+        brain, _, batch = build(waveform_hparams(kind, model, training_steps=2))
         wrapped = brain.modules.model
         assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
         forwards, reduced_backwards = [], []
@@ -259,7 +314,8 @@ def test_ddp_sees_one_forward_and_one_all_reduce_per_step(waveform_hparams, tmp_
         for _ in range(2):
             assert torch.isfinite(brain.fit_batch(batch))
         assert len(forwards) == 2 and sum(reduced_backwards) == 2
-        assert all(call["model"].model is wrapped.module for call in calls) and len(calls) == 2
+        bare = [call["model"] if model == "wav2vec2" else call["model"].model for call in calls]
+        assert all(m is wrapped.module for m in bare) and len(calls) == 2
     finally:
         torch.distributed.destroy_process_group()
 
@@ -297,12 +353,15 @@ def test_waveform_kl_pgd_raises_the_kl_within_the_snr_after_rounding(tiny_hparam
     assert (out.snr_db >= 30.0).all()
 
 
-def test_the_yaml_files_train_against_the_suites_smallest_waveform_budget(waveform_hparams):
-    """40 dB SNR, PGD (KL-PGD for TRADES) with 5 steps, the suite's waveform attack at 40 dB among the evaluations."""
+@pytest.mark.parametrize("model", sorted(YAML_FILES))
+def test_the_yaml_files_train_against_the_suites_smallest_waveform_budget(waveform_hparams, model):
+    """40 dB SNR, PGD (KL-PGD for TRADES) with 5 steps, the suite's waveform attack at 40 dB among the
+    evaluations; the paper's report is FGSM on the features, or on the samples for a model that takes them."""
+    report_attack = {"cnn4": FGSM, "wav2vec2": WaveformPGD}[model]
     for kind, attack_class in (("vanilla", WaveformPGD), ("similarity", WaveformPGD), ("trades", WaveformKLPGD)):
-        hparams = waveform_hparams(kind)
+        hparams = waveform_hparams(kind, model)
         attack = hparams["training_attack"]
         assert type(attack) is attack_class and hparams["training_snr_db"] == attack.eps == SNR_DB
         assert (attack.norm, attack.steps, attack.random_start) == ("snr", 5, True)
-        assert hparams["training_step"].attack is attack and isinstance(hparams["attack"], FGSM)
+        assert hparams["training_step"].attack is attack and type(hparams["attack"]) is report_attack
         assert any(a.threat_model == "waveform_snr" for a in hparams["attack_suite"])
