@@ -7,8 +7,9 @@ real data only (``cnn4_single``) or on real data and their FGSM twins
 (``cnn4_vanilla``, ``cnn4_similarity``), then tested on real and attacked data.
 The same script trains self-supervised encoders (wav2vec 2.0, HuBERT, WavLM)
 with a pooled linear head on the waveform (``wav2vec2_single``, ...), attacked
-and adversarially trained on the waveform only (``wav2vec2_vanilla``, ...); ``cnn4_smoothing_*`` train the base classifier of
-randomised smoothing (Cohen et al., ICML 2019) and end with its certificates.
+and adversarially trained on the waveform only (``wav2vec2_vanilla``, ...);
+``cnn4_smoothing_*`` train the base classifier of randomised smoothing (Cohen
+et al., ICML 2019) and end with its certificates.
 
 To run:
     python train.py hparams/cnn4_vanilla.yaml --data_folder=/path/to/emodb/wav
