@@ -40,6 +40,13 @@ setup(
         # Self-supervised encoders (wav2vec 2.0, HuBERT, WavLM) through SpeechBrain's Hugging Face wrappers:
         # a large package that the log-Mel recipes do not need. The tests need it, so dev pulls it in.
         "ssl": SSL,
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "import-linter==2.17", "ruff==0.17.6", *SSL],
+        "dev": [
+            "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
+            "hypothesis==6.170.17",
+            "import-linter==2.17",
+            "ruff==0.17.6",
+            *SSL,
+        ],
     },
 )
