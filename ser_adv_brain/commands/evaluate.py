@@ -24,7 +24,8 @@ gradient-masking checks), the confusion matrices, a few real / adversarial wav p
 (``adversarial_wavs/``), the pictures (``ser_adv_brain.reports.plots``) and, with the test split, the
 model's benchmark entry ``entry.json`` (``ser_adv_brain.reports.entry``). A universal perturbation of the suite
 is learnt on the run's training split first, or read back from the run's ``universal_perturbations/`` where an
-earlier evaluation kept it (``ser_adv_brain.evaluation.universal``).
+earlier evaluation kept it (``ser_adv_brain.evaluation.universal``). A killed evaluation, run again with the
+same command, attacks only the batches it had not finished (``ser_adv_brain.evaluation.progress``).
 """
 
 import logging

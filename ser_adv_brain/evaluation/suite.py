@@ -50,6 +50,7 @@ import tqdm
 
 from ser_adv_brain.attacks.base import Attack
 from ser_adv_brain.evaluation.over_the_air import predicted_in_held_out_rooms
+from ser_adv_brain.evaluation.progress import batch_outcomes, outcomes_of
 from ser_adv_brain.metrics import uar_of_correct
 from ser_adv_brain.models import WaveformClassifier, takes_waveform
 from ser_adv_brain.training.brain import broadcast_buffers
@@ -347,7 +348,9 @@ def run_attack(entry, budget, model, waveform_model, wavs, feats, targets, keys)
     return adversarial.detach(), predicted, details
 
 
-def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None):
+def evaluate_suite(
+    brain, dataset, plan, early_exit=True, loader_kwargs=None, max_key="UAR", wav_pairs=None, progress=None
+):
     """Runs a suite's ``plan`` (see ``suite_plan``) on one split and returns its gathered ``SplitOutcomes``.
 
     Arguments
@@ -365,6 +368,9 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
     wav_pairs : tuple (folder, n) or None
         Writes real and adversarial audio of up to ``n`` utterances of this
         process's first batch under each waveform attack to ``folder``.
+    progress : SuiteProgress or None
+        Batches done by an earlier, killed run of the same evaluation are read from it instead of attacked
+        again, and every batch attacked is recorded in it (``ser_adv_brain.evaluation.progress``).
     """
     keys = [AttackKey(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
     brain.on_evaluate_start(max_key=max_key)
@@ -386,8 +392,18 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
     loader = brain.make_dataloader(dataset, sb.Stage.TEST, **loader_kwargs)
     room_groups = {group: entries[0].attack.rooms for group, _, entries in plan if entries[0].attack.rooms is not None}
     outcomes = SplitOutcomes(keys, brain.hparams.n_classes, room_groups)
-    progress = tqdm.tqdm(loader, desc=f"attack suite ({len(dataset)} utterances)", disable=brain.noprogressbar)
-    for batch in progress:
+    progress_bar = tqdm.tqdm(loader, desc=f"attack suite ({len(dataset)} utterances)", disable=brain.noprogressbar)
+    for batch in progress_bar:
+        kept = progress.done(batch.id) if progress is not None else None
+        if kept is not None:
+            appended, attacked, forward_rows = outcomes_of(kept, AttackKey)
+            outcomes.append(list(batch.id), *appended)
+            outcomes.attacked_count += attacked
+            for key, rows in forward_rows.items():
+                outcomes.forward_rows[key] += rows
+            wav_pairs = None  # written with the first batch, when it was attacked
+            continue
+        attacked_before, rows_before = outcomes.attacked_count, dict(outcomes.forward_rows)
         batch = batch.to(brain.device)
         targets, wavs = brain.targets(batch), batch.sig.data
         with torch.no_grad():
@@ -452,7 +468,12 @@ def evaluate_suite(brain, dataset, plan, early_exit=True, loader_kwargs=None, ma
         wav_pairs = None  # from the first batch only
         gradient_ok = input_gradient_ok(model, feats, targets)
         room_clean = {group: prediction.cpu() for group, prediction in room_clean.items()}
-        outcomes.append(list(batch.id), targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details, room_clean)
+        appended = (targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details, room_clean)
+        outcomes.append(list(batch.id), *appended)
+        if progress is not None:
+            attacked = outcomes.attacked_count - attacked_before
+            forward_rows = {key: outcomes.forward_rows[key] - rows_before[key] for key in keys}
+            progress.record(batch.id, batch_outcomes(*appended), attacked, forward_rows)
     return outcomes.gather()
 
 

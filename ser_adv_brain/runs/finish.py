@@ -7,11 +7,12 @@ import os
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.evaluation.masking import destroy_plan
+from ser_adv_brain.evaluation.progress import SuiteProgress, progress_path, suite_identity
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.evaluation.triptych import write_triptych
 from ser_adv_brain.evaluation.universal import CACHE_FOLDER, learn_universal
 from ser_adv_brain.interface import export_interface
-from ser_adv_brain.reports.entry import make_entry, write_entry
+from ser_adv_brain.reports.entry import code_version, make_entry, write_entry
 from ser_adv_brain.reports.fgsm_report import write_fgsm_report
 from ser_adv_brain.reports.model_card import write_model_card
 from ser_adv_brain.reports.plots import draw_run, pyplot
@@ -99,6 +100,15 @@ def report_attacks(
     universal_folder = os.path.join(hparams["output_folder"], CACHE_FOLDER)
     learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)
     wavs = os.path.join(output_folder, "adversarial_wavs")
+    # Each split's outcomes are kept batch by batch until the reports are written: a killed evaluation resumes.
+    checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key).path
+    progress = {
+        split: SuiteProgress(
+            progress_path(output_folder, split),
+            suite_identity(checkpoint, plan + checks, suite_early_exit, datasets[split].data_ids, code_version()),
+        )
+        for split in splits
+    }
     suite = {
         split: evaluate_suite(
             brain,
@@ -108,6 +118,7 @@ def report_attacks(
             loader_kwargs,
             max_key,
             wav_pairs=(wavs, 3) if split == splits[-1] and if_main_process() else None,
+            progress=progress[split],
         )
         for split in splits
     }
@@ -122,6 +133,8 @@ def report_attacks(
             hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step
         )
         write_entry(output_folder, entry)
+    for kept in progress.values():
+        kept.remove()
     run_on_main(draw_run_pictures, args=[brain, hparams, datasets[splits[-1]], attack, output_folder])
     return fgsm, suite
 

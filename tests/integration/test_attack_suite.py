@@ -14,7 +14,9 @@ import torch
 from helpers import TINY, evaluation_brain, flags, markdown_rows, run_command, run_recipe
 
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, UniversalPerturbation, WaveformPGD
+from ser_adv_brain.evaluation import suite as suite_module
 from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_report
+from ser_adv_brain.evaluation.progress import SuiteProgress
 from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.reports.suite_report import write_suite_report
@@ -163,6 +165,63 @@ def test_evaluate_command_writes_the_suite_and_the_masking_checks(single_run):
     assert report.index("| data ") < report.index("**robust UAR**") < report.index("Gradient-masking checks")
     assert ["data", "eps", "Dev UAR", "Test UAR"] in markdown_rows(report)
     assert read_csv(os.path.join(out, "robustness.csv"))[0].keys() >= {"split", "eps", "data", "UAR"}
+    # The batch-by-batch progress is dropped once the reports are written.
+    assert not [f for f in os.listdir(out) if f.startswith("suite_progress")]
+
+
+class KilledAfter(SuiteProgress):
+    """Progress whose evaluation is killed once it has recorded ``batches`` batches."""
+
+    def __init__(self, path, identity, batches):
+        super().__init__(path, identity)
+        self.left = batches
+
+    def record(self, *args):
+        super().record(*args)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_evaluation_resumes_at_its_first_batch_not_done_with_the_same_outcomes(
+    single_run, tmp_path, monkeypatch
+):
+    """Random attacks (PGD restarts, Square's squares) and a waveform attack (its realised SNR) included: the
+    resumed evaluation attacks only the batches not done, and its outcomes, cost included, are the
+    uninterrupted run's, utterance by utterance."""
+    brain, split = single_run["brain"], single_run["datasets"]["test"]
+    attacks = [
+        PGD(eps=0.05, steps=2, restarts=2, eta=None, label_source="target", seed=3),
+        SquareAttack(eps=0.05, max_queries=10, p_init=0.3, eta=None, label_source="target", seed=4),
+        WaveformPGD(eps=40.0, steps=2, label_source="target"),
+    ]
+    plan = suite_plan(suite_entries(attacks), {"features_linf": [0.005, 0.02], "waveform_snr": [40.0]})
+    calls = []
+    attack_once = suite_module.run_attack
+    monkeypatch.setattr(suite_module, "run_attack", lambda *args: calls.append(1) or attack_once(*args))
+
+    def evaluate(progress=None):
+        calls.clear()
+        return evaluate_suite(brain, split, plan, True, {"batch_size": 4}, progress=progress)
+
+    whole, whole_calls = evaluate(), len(calls)
+    path = str(tmp_path / "suite_progress_test.json")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(KilledAfter(path, "this evaluation", batches=2))
+    killed_calls = len(calls)
+    resumed = evaluate(SuiteProgress(path, "this evaluation"))
+    assert len(split) > 8 and 0 < killed_calls and killed_calls + len(calls) == whole_calls
+    assert resumed.ids == whole.ids and torch.equal(resumed.clean, whole.clean)
+    assert torch.equal(resumed.gradient_ok, whole.gradient_ok)
+    for key in whole.keys:
+        assert torch.equal(resumed.predictions[key], whole.predictions[key]), key
+        for field in whole.details:
+            assert torch.allclose(resumed.details[field][key], whole.details[field][key], equal_nan=True)
+    assert resumed.attacked_count == whole.attacked_count and resumed.forward_rows == whole.forward_rows
+    # Another evaluation's progress (another checkpoint, attack or split) is set aside, never mixed in.
+    restarted = evaluate(SuiteProgress(path, "another evaluation"))
+    assert len(calls) == whole_calls and os.path.isfile(f"{path}.other")
+    assert all(torch.equal(restarted.predictions[key], whole.predictions[key]) for key in whole.keys)
 
 
 def test_transfer_matrix_diagonal_is_the_white_box_attack(single_run):

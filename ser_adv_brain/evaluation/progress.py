@@ -1,0 +1,135 @@
+"""A split's attack-suite outcomes kept on disk batch by batch, so that a killed evaluation resumes where it stopped.
+
+A standard-tier evaluation of one model can take hours on a CPU (``bench/README.md``); without this, a
+killed one started over. Every batch's outcomes (``SplitOutcomes.append``'s arguments and the batch's
+cost) are written as the batch ends; a rerun of the same evaluation reads them back and attacks only the
+batches not done. The result is the same as an uninterrupted run's, utterance by utterance: an attack's
+random draws are keyed by the utterance ID, not by the batch or by what ran before (``suite`` module).
+
+The file belongs to one evaluation: its ``identity`` (checkpoint, plan with every attack's settings, early
+exit, split and batch composition, process rank) is written with it; a file of another evaluation is set
+aside, named in the log, and the evaluation starts from the first batch. JSON, not pickle: a reader can
+open it, and loading it runs no code.
+"""
+
+import json
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def progress_path(folder, split):
+    """``<folder>/suite_progress_<split>.json``; under DDP, rank N's ``.rankN`` beside it (each rank its batches)."""
+    path = os.path.join(folder, f"suite_progress_{split}.json")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        return path if rank == 0 else f"{path}.rank{rank}"
+    return path
+
+
+def attack_settings(attack):
+    """An attack's settings: its scalar attributes (budget, steps, loss, restarts, seed...), for the identity."""
+    simple = (bool, int, float, str, type(None))
+    return {name: value for name, value in sorted(vars(attack).items()) if isinstance(value, simple)}
+
+
+def suite_identity(checkpoint, plan, early_exit, ids, code_version):
+    """What an evaluation's outcomes depend on: checkpoint, plan (every attack's class and settings), early exit,
+    the split's utterances and the code; under DDP the ranks."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    steps = [
+        (group, budget, [(entry.name, type(entry.attack).__name__, attack_settings(entry.attack)) for entry in entries])
+        for group, budget, entries in plan
+    ]
+    return repr((str(checkpoint), steps, bool(early_exit), sorted(ids), code_version, world))
+
+
+def _listed(per_key):
+    return [[list(key), values] for key, values in per_key.items()]
+
+
+class SuiteProgress:
+    """The batches of one split's suite done so far, in ``path`` (JSON), for an evaluation of ``identity``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "suite_progress_test.json")
+    >>> progress = SuiteProgress(path, identity="checkpoint A, PGD-10 at eps .02")
+    >>> progress.record(["u1", "u2"], {"clean": [3, 1]}, attacked=2, forward_rows={("features_linf", 0.02, "PGD"): 22})
+    >>> SuiteProgress(path, identity="checkpoint A, PGD-10 at eps .02").done(["u1", "u2"])["clean"]
+    [3, 1]
+    >>> SuiteProgress(path, identity="checkpoint B, PGD-10 at eps .02").done(["u1", "u2"]) is None
+    True
+    """
+
+    def __init__(self, path, identity):
+        self.path, self.identity, self.batches = path, str(identity), {}
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            kept = json.load(f)
+        if kept.get("identity") == self.identity:
+            self.batches = {tuple(batch["ids"]): batch for batch in kept["batches"]}
+            logger.info(f"Resuming the attack suite: {len(self.batches)} batch(es) already done, read from {path}")
+        else:
+            aside = f"{path}.other"
+            os.replace(path, aside)
+            logger.warning(f"{path} was written by another evaluation (checkpoint, attacks or split); kept as {aside}")
+
+    def done(self, ids):
+        """The outcomes recorded for the batch of utterances ``ids``, or None if it is not done."""
+        return self.batches.get(tuple(ids))
+
+    def record(self, ids, outcomes, attacked, forward_rows):
+        """Writes a finished batch: ``outcomes`` (JSON-ready values), its utterance-attacks and forwards per attack."""
+        self.batches[tuple(ids)] = {
+            "ids": list(ids),
+            **outcomes,
+            "attacked": attacked,
+            "forward_rows": _listed(forward_rows),
+        }
+        partial = f"{self.path}.partial"
+        with open(partial, "w", encoding="utf-8") as f:  # replaced whole: a kill mid-write loses nothing done
+            json.dump({"identity": self.identity, "batches": list(self.batches.values())}, f)
+        os.replace(partial, self.path)
+
+    def remove(self):
+        """Forgets the progress (the evaluation's reports are written)."""
+        if os.path.isfile(self.path):
+            os.remove(self.path)
+
+
+def batch_outcomes(targets, clean, gradient_ok, predictions, details, room_clean):
+    """One batch's outcomes (``SplitOutcomes.append``'s arguments, tensors) as JSON-ready lists."""
+    return {
+        "targets": targets.tolist(),
+        "clean": clean.tolist(),
+        "gradient_ok": gradient_ok.tolist(),
+        "predictions": _listed({key: value.tolist() for key, value in predictions.items()}),
+        "details": {field: _listed({k: v.tolist() for k, v in per_key.items()}) for field, per_key in details.items()},
+        "room_clean": {group: value.tolist() for group, value in room_clean.items()},
+    }
+
+
+def outcomes_of(batch, key_type):
+    """``batch_outcomes`` read back: ``SplitOutcomes.append``'s arguments after ``ids``, as tensors, then the
+    batch's utterance-attacks and forwards per attack; ``key_type`` makes the attack keys (``AttackKey``)."""
+
+    def keyed(pairs, dtype):
+        return {key_type(*key): torch.tensor(values, dtype=dtype) for key, values in pairs}
+
+    appended = (
+        torch.tensor(batch["targets"]),
+        torch.tensor(batch["clean"]),
+        torch.tensor(batch["gradient_ok"], dtype=torch.bool),
+        keyed(batch["predictions"], torch.long),
+        # NaN (an attack that does not report a field) is not standard JSON, but Python's json writes and reads it.
+        {field: keyed(pairs, torch.float64) for field, pairs in batch["details"].items()},
+        {group: torch.tensor(values) for group, values in batch["room_clean"].items()},
+    )
+    forward_rows = {key_type(*key): rows for key, rows in batch["forward_rows"]}
+    return appended, batch["attacked"], forward_rows
