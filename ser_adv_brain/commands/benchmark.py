@@ -6,6 +6,7 @@ only to the runs whose yaml has it):
     ser-adv benchmark recipes/EmoDB --data_folder=/path/to/emodb/wav --base_channels=16
     ser-adv benchmark recipes/EmoDB --trainings cnn4_single cnn4_trades --folds 0 1 --tier=quick \\
         --data_folder=/path/to/emodb/wav --base_channels=16 --gpus 0 1
+    ser-adv benchmark recipes/EmoDB --data_folder=/path/to/emodb/wav --base_channels=16 --jobs 2
 
 1. Trains every run: ``python <recipe>/train.py <hparams>/<training>.yaml --fold=<k> --seed=<s>
    --output_folder=<output_folder>/<training>/fold<k>-seed<s> <your options>``, resumable as the sweep's
@@ -217,10 +218,9 @@ def main(argv=None):
         # Fold by fold, trained then evaluated: a partial benchmark already holds whole folds.
         for replicate in dict.fromkeys(run.replicate for run in runs):
             group = [run for run in runs if run.replicate == replicate]
-            failed += run_grid(group, train_script, overrides, args.gpus)
-            failed += run_jobs(
-                [evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished], args.gpus
-            )
+            failed += run_grid(group, train_script, overrides, args.gpus, args.jobs)
+            evaluations = [evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished]
+            failed += run_jobs(evaluations, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     report = aggregate(runs, args.tier, args.output_folder, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
     if report:

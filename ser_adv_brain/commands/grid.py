@@ -128,11 +128,26 @@ def add_grid_options(parser, default_folder):
     parser.add_argument("--output_folder", default=None, help=f"the grid's folder (default: {default_folder})")
     parser.add_argument("--hparams_dir", default=None, help="default: <recipe>/hparams, else the repository's hparams/")
     parser.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one run per GPU at a time")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="without --gpus, runs at a time on the CPU (default 1), each with its share of the cores",
+    )
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive number")
+    return value
 
 
 def check_grid_options(parser, args, overrides, own_options, suffix):
     """Refuses the run options the grid sets itself (``own_options``: option -> the grid's own option), finds
     ``train.py`` and fills in the folders' defaults (``results/<recipe name><suffix>``); returns ``train.py``."""
+    if args.gpus and args.jobs != 1:
+        parser.error("--jobs is for the CPU; with --gpus, one run per GPU runs at a time")
     for option in overrides:
         key = option.split("=")[0]
         if key in own_options:
@@ -201,15 +216,21 @@ def training_job(run, train_script, overrides):
     )
 
 
-def run_jobs(jobs, gpus=()):
-    """Runs every job not done (one per GPU at a time with ``gpus``, else one after the other); returns the
-    labels of the failed ones."""
+def run_jobs(jobs, gpus=(), cpu_jobs=1):
+    """Runs every job not done (one per GPU at a time with ``gpus``, else ``cpu_jobs`` at a time on the CPU);
+    returns the labels of the failed ones.
+
+    Several jobs on the CPU each get ``OMP_NUM_THREADS`` = cores / ``cpu_jobs`` unless it is set: torch would
+    give each of them every core, and they would slow each other down.
+    """
     for job in jobs:
         if job.done:
             logger.info(f"{job.label}: done, skipped")
+    slots = list(gpus) or [None] * cpu_jobs
     devices = queue.Queue()
-    for gpu in gpus or [None]:
+    for gpu in slots:
         devices.put(gpu)
+    threads = {} if gpus or cpu_jobs == 1 else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cpu_jobs))}
 
     def launch(job):
         device = devices.get()
@@ -221,6 +242,7 @@ def run_jobs(jobs, gpus=()):
             # The jobs import the ser_adv_brain this process imports (train.py's folder, not the cwd, is on their path).
             env["PYTHONPATH"] = os.pathsep.join(p for p in [PACKAGE_ROOT, env.get("PYTHONPATH")] if p)
             env.update(job.environment)
+            env = {**threads, **env}
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(device)
             state = "resumed" if os.path.exists(job.log_file) else "started"
@@ -237,10 +259,10 @@ def run_jobs(jobs, gpus=()):
             devices.put(device)
 
     todo = [job for job in jobs if not job.done]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(slots)) as pool:
         return [label for label in pool.map(launch, todo) if label]
 
 
-def run_grid(runs, train_script, overrides, gpus=()):
+def run_grid(runs, train_script, overrides, gpus=(), cpu_jobs=1):
     """Trains every unfinished run of a grid (``run_jobs``); returns the labels of the failed ones."""
-    return run_jobs([training_job(run, train_script, overrides) for run in runs], gpus)
+    return run_jobs([training_job(run, train_script, overrides) for run in runs], gpus, cpu_jobs)

@@ -331,7 +331,7 @@ def main(argv=None):
     if unknown:
         sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
-    failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus)
+    failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     table = write_tables(runs, args.output_folder, f"{corpus}: the paper's grid")
     logger.info(f"Paper table ({os.path.join(args.output_folder, 'paper_table.md')}):\n{table}")

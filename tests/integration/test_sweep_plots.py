@@ -29,6 +29,7 @@ STUB_TRAIN = textwrap.dedent('''
     out = args["output_folder"]
     name = os.path.basename(out)
     call = {"argv": sys.argv[1:], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
+            "threads": os.environ.get("OMP_NUM_THREADS"),
             "kernels": {k: v for k, v in os.environ.items()
                         if k.endswith(("CPU_CAPABILITY", "CPU_ISA", "INSTRUCTIONS"))},
             "pythonpath": os.environ.get("PYTHONPATH", ""),
@@ -161,6 +162,27 @@ def test_one_run_per_gpu_at_a_time(stub_recipe, monkeypatch):
     assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in done for b in done if a is not b), (
         "never in parallel"
     )
+
+
+def test_jobs_run_that_many_at_a_time_on_the_cpu_each_with_its_share_of_the_cores(stub_recipe, monkeypatch):
+    monkeypatch.setenv("STUB_SLEEP", "0.3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(grid.os, "cpu_count", lambda: 8)
+    run_sweep(stub_recipe, "--models", "cnn4", "--eps=[0.02, 0.04]", "--jobs", "3")
+    done = calls(stub_recipe)
+    assert len(done) == 5 and {c["threads"] for c in done} == {"2"} and {c["gpu"] for c in done} == {None}
+    at_once = [sum(a["start"] <= b["start"] < a["end"] for a in done) for b in done]
+    assert max(at_once) == 3, at_once
+    # A thread count the user set is kept; --jobs with --gpus is refused before any run.
+    stub_recipe["log"].unlink()
+    shutil.rmtree(stub_recipe["out"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_sweep(stub_recipe, "--models", "cnn4", "--eps=[0.02]", "--jobs", "2")
+    assert {c["threads"] for c in calls(stub_recipe)} == {"1"}
+    stub_recipe["log"].unlink()
+    with pytest.raises(SystemExit):
+        run_sweep(stub_recipe, "--models", "cnn4", "--eps=[0.02]", "--jobs", "2", "--gpus", "0")
+    assert not stub_recipe["log"].exists()
 
 
 def test_unknown_model_and_sweep_owned_option_are_refused_before_any_run(stub_recipe):
