@@ -14,6 +14,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import speechbrain as sb
@@ -248,12 +249,14 @@ def run_jobs(jobs, gpus=(), cpu_jobs=1):
             state = "resumed" if os.path.exists(job.log_file) else "started"
             logger.info(f"{job.label}: {state}" + ("" if device is None else f" on GPU {device}"))
             os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
+            started = time.monotonic()
             with open(job.log_file, "a", encoding="utf-8") as log:
                 code = subprocess.call(list(job.command), stdout=log, stderr=subprocess.STDOUT, env=env)
+            took = f"{(time.monotonic() - started) / 60:.1f} min"
             if code != 0 or not job.done:
-                logger.error(f"{job.label}: failed (exit code {code}); see {job.log_file}")
+                logger.error(f"{job.label}: failed after {took} (exit code {code}); see {job.log_file}")
                 return job.label
-            logger.info(f"{job.label}: done")
+            logger.info(f"{job.label}: done in {took}")
             return None
         finally:
             devices.put(device)
