@@ -563,15 +563,10 @@ def plot_benchmark(csv_path):
             means, lows, highs = ([float(p[1][field]) for p in points] for field in ("UAR", "low", "high"))
             line = ax.plot(x, means, marker="o", markersize=3, linewidth=1.4, label=name)[0]
             ax.fill_between(x, lows, highs, color=line.get_color(), alpha=0.12)
-            ax.set_xticks(
-                list(x),
-                [
-                    label if label == "real" else f"{label} dB" if group.endswith("_snr") else label
-                    for label, _ in points
-                ],
-            )
-        ax.set_title(group.replace("_", ", "), fontsize=10)
-        ax.set_xlabel("budget (0 = real data)" if not group.endswith("_snr") else "SNR budget")
+            decibels = in_decibels(group)
+            ax.set_xticks(list(x), [f"{label} dB" if decibels and label != "real" else label for label, _ in points])
+        ax.set_title(PANEL_TITLES.get(group, group.replace("_", ", ")), fontsize=10)
+        ax.set_xlabel(AXIS_LABELS.get(group, "budget"))
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test UAR (mean over folds, 95% interval)")

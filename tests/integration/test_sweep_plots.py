@@ -425,3 +425,20 @@ def test_the_robustness_picture_is_titled_with_the_run_not_its_seed_folder(tmp_p
     assert plots.run_title(str(run)) == "cnn4_trades (fold0-seed1234)"
     assert plots.run_title(str(run / "standard")) == "cnn4_trades (fold0-seed1234, standard)"
     assert plots.run_title(str(tmp_path)) == os.path.basename(tmp_path)
+
+
+def test_the_benchmark_picture_labels_every_decibel_budget_in_db(tmp_path, monkeypatch):
+    """A universal perturbation's budget (dB below a reference level) is in dB as an SNR is: the picture
+    asks the suite which threat models are in decibels, not the name's ending."""
+    rows = [("real", 0.6), ("features_linf@0.02", 0.3), ("waveform_universal@30", 0.5), ("waveform_snr@40", 0.2)]
+    path = tmp_path / "benchmark.csv"
+    write(path, "training,figure,UAR,low,high\n" + "".join(f"single,{f},{u},{u - 0.1},{u + 0.1}\n" for f, u in rows))
+    shown = {}
+    monkeypatch.setattr(plots, "save", lambda fig, _: shown.setdefault("axes", fig.axes))
+    plots.plot_benchmark(str(path))
+    ticks = {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in shown["axes"]}
+    assert ticks == {
+        plots.PANEL_TITLES["features_linf"]: ["real", "0.02"],
+        plots.PANEL_TITLES["waveform_universal"]: ["real", "30 dB"],
+        plots.PANEL_TITLES["waveform_snr"]: ["real", "40 dB"],
+    }
