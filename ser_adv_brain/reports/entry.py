@@ -81,6 +81,31 @@ def code_version():
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def training_yaml(output_folder, experiment_name):
+    r"""The name of the yaml file a run was trained from, read from the header of SpeechBrain's copy of it
+    (``hyperparams.yaml``: ``# Generated <date> from:``, then ``# <path>``): one yaml file can train several
+    experiments (``--experiment_name=hubert_vanilla`` with ``wav2vec2_vanilla.yaml``). ``<experiment_name>.yaml``
+    where the copy or its header is missing.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
+    ...     _ = f.write("# Generated 2026-12-06 from:\n# /home/me/recipes/EmoDB/hparams/wav2vec2_vanilla.yaml\n")
+    >>> training_yaml(folder, "hubert_vanilla"), training_yaml(tempfile.mkdtemp(), "hubert_vanilla")
+    ('wav2vec2_vanilla.yaml', 'hubert_vanilla.yaml')
+    """
+    try:
+        with open(os.path.join(output_folder, "hyperparams.yaml"), encoding="utf-8") as f:
+            first, second = f.readline(), f.readline()
+    except FileNotFoundError:
+        first = second = ""
+    if first.startswith("# Generated") and second.startswith("#") and second.strip().endswith(".yaml"):
+        return os.path.basename(second[1:].strip())
+    return f"{experiment_name}.yaml"
+
+
 def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
     """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``)."""
     corpus, protocol, fold = read_protocol(hparams["output_folder"])
@@ -94,7 +119,10 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
         "fold": fold,
         "seed": hparams["seed"],
         "architecture": {"model": type(hparams["model"]).__name__, "base_channels": hparams.get("base_channels")},
-        "training": {"yaml": f"{hparams['experiment_name']}.yaml", "step": repr(training_step)},
+        "training": {
+            "yaml": training_yaml(hparams["output_folder"], hparams["experiment_name"]),
+            "step": repr(training_step),
+        },
         "split": split,
         "utterances": len(outcomes.ids),
         "tier": tier,

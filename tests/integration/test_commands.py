@@ -168,6 +168,7 @@ def test_every_entry_is_its_runs_own_report(benchmark_run):
         }
         assert {(r["threat_model"], r["budget"]): r["robust_UAR"] for r in entry["results"]} == suite
         assert entry["utterances"] == len(entry["per_utterance"]) == 14
+        assert entry["training"]["yaml"] == f"{entry['name']}.yaml"
         assert entry["attacks"] == ["FGSM", "PGD-10", "SquareAttack", "WaveformPGD-10"]
         # Passes are counted per budget; a larger budget may need none (every utterance fooled at a smaller one).
         assert all(r["forward_passes_per_utterance"] >= 0 for r in entry["results"])
