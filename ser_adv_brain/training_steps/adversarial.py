@@ -106,7 +106,8 @@ class AdversarialStep(TrainingStep):
         """The fake input: the attack at the real features (``gradient``: its input gradient there, or None),
         or the model's input made from the attack's adversarial audio (its features, or the audio itself)."""
         if self.attack.domain == "features":
-            return self.attack.perturb(brain.model, feats.detach(), targets, gradient=gradient)
+            loss_scale = brain.attack_loss_scale()
+            return self.attack.perturb(brain.model, feats.detach(), targets, loss_scale=loss_scale, gradient=gradient)
         # The attack rounds its audio to 16-bit PCM as at evaluation (WaveformBudget), so the twin is
         # an input the attack suite could score. Kept in training because it is free: it follows the
         # attack's steps, and the twin enters the objective as a constant (its zero derivative is never taken).

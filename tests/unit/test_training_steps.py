@@ -55,6 +55,28 @@ def test_train_mode_pgd_leaves_batchnorm_statistics_alone(tiny_hparams):
     assert batches_tracked(brain.modules.model) == {name: n + 2 for name, n in before.items()}
 
 
+@pytest.mark.parametrize("model_mode", ["eval", "train"])
+def test_every_gradient_of_the_training_attack_is_loss_scaled(tiny_hparams, monkeypatch, model_mode):
+    """Under fp16 the attack's input gradients are taken at the GradScaler's scale (a gradient that underflows to
+    zero has no sign): every PGD step's, not only the first one's."""
+    hparams = tiny_hparams("cnn4_vanilla")
+    hparams["attack"] = PGD(eps=0.05, steps=3, random_start=False, label_source="target", model_mode=model_mode)
+    hparams["training_step"] = adversarial_step(hparams["attack"], hparams["objective"])
+    brain, _, batch = build(hparams)
+    monkeypatch.setattr(brain, "attack_loss_scale", lambda: 512.0)
+    scales = []
+    take_gradient = hparams["attack"].gradient_from_logits
+    monkeypatch.setattr(
+        hparams["attack"],
+        "gradient_from_logits",
+        lambda logits, inputs, labels, loss_scale=1.0, **kw: (
+            scales.append(loss_scale) or take_gradient(logits, inputs, labels, loss_scale, **kw)
+        ),
+    )
+    brain.fit_batch(batch)
+    assert len(scales) >= 2 and set(scales) == {512.0}, scales
+
+
 class ShiftedCopyStep(SeparateAdversarialStep):
     """A plug-in whose fake data are not an attack: the real features shifted by one."""
 
