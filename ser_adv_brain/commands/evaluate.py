@@ -28,6 +28,7 @@ earlier evaluation kept it (``ser_adv_brain.evaluation.universal``). A killed ev
 same command, attacks only the batches it had not finished (``ser_adv_brain.evaluation.progress``).
 """
 
+import json
 import logging
 import os
 import sys
@@ -77,6 +78,9 @@ def main(argv=None):
             override = f.read()
     else:
         override = suite_override(text_or_file(args.attacks)) if args.attacks else ""
+    if args.budgets is not None:
+        # Merged into the run's own at loading, whose checks read them; replaced as a whole below.
+        override += f"\nsuite_budgets: {json.dumps(args.budgets)}\n"
     try:
         hparams, datasets, brain = load_trained(args.folder, [*rest, *device_options(args)], override)
     except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run

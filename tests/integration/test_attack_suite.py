@@ -169,6 +169,27 @@ def test_evaluate_command_writes_the_suite_and_the_masking_checks(single_run):
     assert not [f for f in os.listdir(out) if f.startswith("suite_progress")]
 
 
+def test_evaluate_budgets_may_name_a_threat_model_the_runs_yaml_has_no_budgets_for(single_run, tmp_path):
+    """--budgets replaces the run's suite_budgets: the checks at loading must not refuse a threat model that only
+    --budgets names (the run's yaml has features_linf and waveform_snr, not waveform_linf)."""
+    attack = "!new:ser_adv_brain.attacks.WaveformPGD {eps: 0.001, steps: 1, norm: linf, label_source: target}"
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "ser_adv_brain.commands.evaluate",
+            single_run["out"],
+            f"--attacks=[{attack}]",
+            "--budgets={waveform_linf: [0.001]}",
+            "--splits=test",
+            f"--output_folder={tmp_path}",
+            "--noprogressbar",
+        ]
+    )
+    rows = read_csv(tmp_path / "attack_suite.csv")
+    assert {(r["threat_model"], float(r["budget"])) for r in rows} == {("waveform_linf", 0.001)}
+
+
 class KilledAfter(SuiteProgress):
     """Progress whose evaluation is killed once it has recorded ``batches`` batches."""
 
