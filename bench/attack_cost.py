@@ -33,16 +33,15 @@ other's in the same round. Targets (issue 8):
 With ``--trained FOLDER`` (a training output folder), it also measures the
 early exit's saving in a robust-UAR evaluation of that trained model: the
 suite of its yaml (``attack_suite`` at ``suite_budgets``), or with ``--tier``
-a tier's (the benchmark's cost per model: ``--tier=standard
---budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"``), on its test
-split, with and without early exit, taking turns; it prints both times, the
+a tier's at ``--budgets`` (default: the tier's; the benchmark's cost per
+model: ``--tier=standard``), on its test split, with and without early exit, taking turns; it prints both times, the
 utterance-attacks each ran, and whether robust UAR came out the same.
 
 Run from the repository root (about a minute of CPU time on 1 thread):
     PYTHONPATH=. python bench/attack_cost.py
     PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB/cnn4_vanilla/final
     PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB_benchmark/cnn4_single/fold0-seed1234 \
-        --tier=standard --budgets="{features_linf: [0.02, 0.04], waveform_snr: [40]}"
+        --tier=standard
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/attack_cost.py --device cuda --precision bf16
 """
@@ -63,7 +62,7 @@ from common import (
 
 from ser_adv_brain.attacks import APGD, FGSM, PGD, WaveformPGD
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.runs import load_trained
 from ser_adv_brain.training.checkpoints import selection_key
@@ -137,8 +136,13 @@ def measure_model(args, model_name, folder):
 def measure_early_exit(args):
     """Robust-UAR evaluation of a trained model's test split with and without early exit, round-robin."""
     hparams, datasets, brain = load_trained(args.trained, [f"--device={args.device}", "--noprogressbar"])
-    attacks = tier_attacks(args.tier) if args.tier else hparams["attack_suite"]
-    budgets = yaml.safe_load(args.budgets) if args.budgets else hparams["suite_budgets"]
+    attacks = (
+        tier_attacks(args.tier, output_folder=args.trained, sample_rate=hparams["sample_rate"])
+        if args.tier
+        else hparams["attack_suite"]
+    )
+    budgets = args.budgets or (tier_budgets(args.tier) if args.tier else None)
+    budgets = yaml.safe_load(budgets) if budgets else hparams["suite_budgets"]
     for attack in attacks:
         attack.set_class_names(hparams["label_encoder"])
     plan = suite_plan(suite_entries(attacks), budgets)
@@ -212,7 +216,9 @@ def main(argv=None):
     )
     parser.add_argument("--exit-rounds", type=int, default=1, help="timed rounds of each robust-UAR evaluation")
     parser.add_argument("--tier", choices=TIERS, default=None, help="with --trained: a tier's suite, not the yaml's")
-    parser.add_argument("--budgets", default=None, help="with --trained: suite budgets as yaml (default: the yaml's)")
+    parser.add_argument(
+        "--budgets", default=None, help="with --trained: suite budgets as yaml (default: the tier's, else the yaml's)"
+    )
     args = parse_arguments(parser, argv)
     print(
         f"device={args.device} precision={args.precision} base_channels={args.base_channels} "

@@ -80,7 +80,6 @@ def main(argv=None):
     """Parses the arguments, loads and checks the interface, runs the waveform suite; returns its outcomes."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    attacks = load_attacks(args.attacks) if args.attacks else tier_attacks(args.tier, domain="waveform")
     device = args.device or "cpu"
     output_folder = args.output_folder or os.path.join(
         "results", "attack_interface", os.path.basename(os.path.normpath(args.source))
@@ -95,9 +94,15 @@ def main(argv=None):
     if getattr(interface.hparams, "label_encoder", None) is None:
         sys.exit(f"attack-interface: {args.source} cannot be attacked: it has no label_encoder to name its classes.")
     classifier = PretrainedClassifier(interface)
+    rate = interface.audio_normalizer.sample_rate
+    attacks = (
+        load_attacks(args.attacks)
+        if args.attacks
+        else tier_attacks(args.tier, domain="waveform", output_folder=output_folder, sample_rate=rate)
+    )
     os.makedirs(output_folder, exist_ok=True)
     try:
-        first = manifest_rows(args.manifest, output_folder, interface.audio_normalizer.sample_rate)[0]
+        first = manifest_rows(args.manifest, output_folder, rate)[0]
     except DataValidationError as error:
         sys.exit(f"attack-interface: {error}")
     wav = interface.load_audio(first["wav"]).unsqueeze(0)  # the interface's own reading: rate and channels

@@ -12,14 +12,16 @@ only to the runs whose yaml has it):
    --output_folder=<output_folder>/<training>/fold<k>-seed<s> <your options>``, resumable as the sweep's
    (``ser_adv_brain.commands.grid``); folds are speaker folds (``ser_adv_brain.data.manifests.fold_split``).
 2. Evaluates every trained run on its test split in the tier (``--tier``: ``standard`` by default,
-   AutoAttack's composition; ``ser_adv_brain.evaluation.tiers``) at ``--budgets``:
+   AutoAttack's composition; ``audio`` for the threats to the audio path; ``ser_adv_brain.evaluation.tiers``)
+   at ``--budgets`` (default: the tier's):
    ``ser-adv evaluate <run> --tier=<tier> --splits=test``, into ``<run>/<tier>/``, which holds the run's
    benchmark entry ``entry.json``. An evaluation already done is skipped.
-3. From the entries: ``benchmark.md`` (the table of every training's real and robust UAR with 95%
-   intervals, the paired comparisons of every training with ``--baseline``, and the paper's three
-   findings as held, not held or not decidable), ``benchmark.csv`` and ``benchmark.png`` (UAR against
-   the budget with interval bands), ``benchmark_folds.csv`` (every run's figures) and the leaderboard
-   (``leaderboard.md``, ``leaderboard.csv``); see ``ser_adv_brain.reports.benchmark_report``.
+3. From the entries, into ``<output_folder>/<tier>/`` (the same runs in another tier are a benchmark of
+   their own): ``benchmark.md`` (the table of every training's real and robust UAR with 95% intervals, the
+   paired comparisons of every training with ``--baseline``, and the paper's three findings as held, not
+   held or not decidable), ``benchmark.csv`` and ``benchmark.png`` (UAR against the budget with interval
+   bands), ``benchmark_folds.csv`` (every run's figures) and the leaderboard (``leaderboard.md``,
+   ``leaderboard.csv``); see ``ser_adv_brain.reports.benchmark_report``.
 
 ``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far (every
 training on the same folds and seeds: a training behind the others is left out, and named).
@@ -40,7 +42,7 @@ from ser_adv_brain.commands.grid import (
     run_jobs,
     unknown_override_keys,
 )
-from ser_adv_brain.evaluation.tiers import TIERS
+from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
 from ser_adv_brain.reports.entry import ENTRY_FILE, read_entries, result_key
 from ser_adv_brain.reports.leaderboard import write_leaderboard
@@ -50,9 +52,6 @@ logger = logging.getLogger(__name__)
 
 # The eight trainings: single, the paper's two noise baselines and two defences, and PGD, TRADES and fast training.
 TRAININGS = ("single", "raw_noise", "logmel_noise", "vanilla", "similarity", "pgd", "trades", "fast")
-# The waveform at 30 and 20 dB too: a model that keeps anything at 40 dB (a waveform-trained one) is measured where
-# the recipes' suites measure it, and a model fooled at 40 dB costs nothing more (nested budgets, early exit).
-DEFAULT_BUDGETS = "{features_linf: [0.02, 0.04], waveform_snr: [40, 30, 20]}"
 
 
 def plan_benchmark(hparams_dir, output_folder, trainings, folds, seeds):
@@ -191,8 +190,8 @@ def parse_arguments(argv):
     parser.add_argument("--tier", choices=TIERS, default="standard")
     parser.add_argument(
         "--budgets",
-        default=DEFAULT_BUDGETS,
-        help=f"the evaluation's budgets, a yaml mapping (default {DEFAULT_BUDGETS}; see ser-adv evaluate --budgets)",
+        default=None,
+        help="the evaluation's budgets, a yaml mapping (default: the tier's; see ser-adv evaluate --budgets)",
     )
     parser.add_argument(
         "--baseline", default=None, help="the training every other is compared with (default: cnn4_single)"
@@ -201,6 +200,7 @@ def parse_arguments(argv):
     args, overrides = parser.parse_known_args(argv)
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
+    args.budgets = args.budgets or tier_budgets(args.tier)
     args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
     return args, train_script, overrides
 
@@ -224,9 +224,10 @@ def main(argv=None):
             evaluations = [evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished]
             failed += run_jobs(evaluations, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))
-    report = aggregate(runs, args.tier, args.output_folder, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
+    reports = os.path.join(args.output_folder, args.tier)
+    report = aggregate(runs, args.tier, reports, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
     if report:
-        logger.info(f"Benchmark ({os.path.join(args.output_folder, 'benchmark.md')}):\n{report}")
+        logger.info(f"Benchmark ({os.path.join(reports, 'benchmark.md')}):\n{report}")
     if failed:
         logger.error(f"Failed: {', '.join(failed)}. Run the same command again to resume them.")
         sys.exit(1)

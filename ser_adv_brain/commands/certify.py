@@ -96,7 +96,7 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run
         sys.exit(f"certify: {error}")
     if args.tier:
-        attacks = tier_attacks(args.tier)
+        attacks = tier_attacks(args.tier, output_folder=hparams["output_folder"], sample_rate=hparams["sample_rate"])
     elif args.attacks:
         attacks = load_hyperpyyaml(f"attacks: {text_or_file(args.attacks)}")["attacks"]
     else:

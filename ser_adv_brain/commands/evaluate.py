@@ -10,11 +10,12 @@ Usage (any yaml key or run option of the run can follow, as for train.py):
         --attacks="[!new:ser_adv_brain.attacks.FGSM {eps: 0.02, eta: null, label_source: target}]" \\
         --suite_budgets="{features_linf: [0.02, 0.1]}" --suite_early_exit=False
 
-The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``; see
-``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline or as the
-path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its threat
-model; ``--budgets`` replaces the run's ``suite_budgets`` as a whole (``--suite_budgets``, a yaml override
-as for train.py, updates only the threat models it names, as SpeechBrain merges overrides).
+The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``,
+``audio``; see ``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline
+or as the path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its
+threat model: the run's own, or the tier's with ``--tier``; ``--budgets`` replaces them as a whole
+(``--suite_budgets``, a yaml override as for train.py, updates only the threat models it names, as
+SpeechBrain merges overrides).
 
 It reloads the run's own ``hyperparams.yaml`` and manifests, restores the checkpoint its
 ``select_checkpoint`` names (best dev UAR by default), and writes into ``--output_folder`` (default: the
@@ -35,7 +36,7 @@ import sys
 
 from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file, yaml_budgets
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
-from ser_adv_brain.evaluation.tiers import TIERS, tier_file
+from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets, tier_file
 from ser_adv_brain.runs import attack_settings, load_trained, report_attacks
 from ser_adv_brain.training.checkpoints import selection_key
 
@@ -61,6 +62,8 @@ def parse_arguments(argv):
     parser.add_argument("--output_folder", default=None, help="default: the run's folder (<run>/<tier> with --tier)")
     add_device(parser)
     args, rest = parser.parse_known_args(argv)
+    if args.tier and args.budgets is None:
+        args.budgets = tier_budgets(args.tier)
     if args.budgets is not None:
         args.budgets = yaml_budgets(args.budgets, "--budgets")
     args.splits = args.splits.split(",")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from helpers import (
     EMODB_SAMPLES,
     RECIPE_HPARAMS_FILES,
@@ -26,7 +27,8 @@ from helpers import (
 )
 
 from ser_adv_brain.commands.cli import SUBCOMMANDS
-from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks
+from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
 from ser_adv_brain.reports.entry import read_entries
 from ser_adv_brain.tables import read_csv
 
@@ -90,7 +92,26 @@ def test_the_standard_tier_is_autoattacks_composition():
     ]
     square = next(attack for attack in tier_attacks("standard") if attack.name == "SquareAttack")
     assert square.max_queries == 5000 and all(a.targets == 9 for a in tier_attacks("standard") if a.name.endswith("-T"))
-    assert all(attack.eot_iter == 20 for attack in tier_attacks("rand")) and set(TIERS) == {"quick", "standard", "rand"}
+    assert all(attack.eot_iter == 20 for attack in tier_attacks("rand"))
+    assert set(TIERS) == {"quick", "standard", "rand", "audio"}
+
+
+def test_the_audio_tier_attacks_every_threat_model_of_the_waveform_at_its_own_budgets(tmp_path):
+    attacks = tier_attacks("audio", output_folder=tmp_path, sample_rate=8000)
+    assert [(a.name, a.threat_model) for a in attacks] == [
+        ("WaveformAPGD-CE", "waveform_snr"),
+        ("WaveformAPGD-T", "waveform_snr"),
+        ("Universal", "waveform_universal"),
+        ("OverTheAirPGD-10", "waveform_room_snr"),
+    ]
+    rooms = attacks[-1].rooms
+    assert (rooms.folder, rooms.settings["sample_rate"]) == (str(tmp_path / "rooms"), 8000)
+    plan = suite_plan(suite_entries(attacks), yaml.safe_load(tier_budgets("audio")))
+    assert {(step.group, step.budget) for step in plan} == {
+        (threat, budget)
+        for threat in ("waveform_snr", "waveform_universal", "waveform_room_snr")
+        for budget in (40.0, 30.0, 20.0)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +197,7 @@ def test_every_entry_is_its_runs_own_report(benchmark_run):
 
 
 def test_the_benchmark_report_figure_and_leaderboard(benchmark_run, tmp_path):
-    out = benchmark_run["out"]
+    out = benchmark_run["out"] / "quick"  # the tier's reports
     report = (out / "benchmark.md").read_text()
     rows = markdown_rows(report)
     assert rows[0] == [
@@ -192,7 +213,7 @@ def test_the_benchmark_report_figure_and_leaderboard(benchmark_run, tmp_path):
     assert len(folds) == 4 and os.path.getsize(out / "benchmark.png") > 5000
     assert "#### features_linf at 0.05" in (out / "leaderboard.md").read_text()
     # The installed console script exits 0 after a subcommand that returns its results to Python callers.
-    run([shutil.which("ser-adv"), "leaderboard", out, "--tier=quick", f"--output_folder={tmp_path}"])
+    run([shutil.which("ser-adv"), "leaderboard", out.parent, "--tier=quick", f"--output_folder={tmp_path}"])
     assert (tmp_path / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
 
 
@@ -232,6 +253,13 @@ def test_evaluate_in_a_tier_writes_into_its_own_folder(benchmark_run):
         ("waveform_snr", 20),
     ]
     assert (run_folder / "attack_suite.csv").read_text() == before  # the run's own report is left alone
+    # Without --budgets, a tier's own (the audio tier's: threat models the run's yaml has no budgets for).
+    run([*CLI, "evaluate", run_folder, "--tier=audio", "--splits=test", "--noprogressbar"])
+    (entry,) = read_entries(run_folder / "audio")
+    assert {(r["threat_model"], r["budget"]) for r in entry["results"]} == {
+        (threat, budget) for threat, budgets in yaml.safe_load(tier_budgets("audio")).items() for budget in budgets
+    }
+    assert entry["tier"] == "audio" and (run_folder / "rooms" / "rooms.csv").is_file()
     # --budgets replaces the run's suite_budgets as a whole: the run's waveform budgets are not kept.
     done = run(
         [

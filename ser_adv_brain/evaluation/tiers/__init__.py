@@ -4,18 +4,48 @@
 - ``standard``: AutoAttack's standard composition (APGD-CE, APGD-T, Square Attack at 5,000 queries) in
   every threat model;
 - ``rand``: AutoAttack's rand version, for defences whose forward pass is random (APGD-CE and APGD-DLR
-  with expectation over 20 draws).
+  with expectation over 20 draws);
+- ``audio``: the threats to the audio path: APGD-CE and APGD-T under the SNR budget, the universal
+  perturbation and the over-the-air attack through simulated rooms.
 
-Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files; the attacks'
-budgets are replaced by the run's ``suite_budgets``. A model that takes the waveform (a self-supervised
-encoder's) is evaluated with a tier's waveform attacks (``tier_attacks(name, domain="waveform")``).
+Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files, and has its
+budgets (``TIER_BUDGETS``), which ``--budgets`` may replace; each attack runs at every budget of its
+threat model. An attack may refer to ``<output_folder>`` (the over-the-air attack keeps its rooms there)
+and ``<sample_rate>``: a run's, when a run is evaluated in the tier. A model that takes the waveform (a
+self-supervised encoder's) is evaluated with a tier's waveform attacks (``tier_attacks(name, domain="waveform")``).
 """
 
 import os
 
+import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-TIERS = ("quick", "standard", "rand")
+TIERS = ("quick", "standard", "rand", "audio")
+# Linf .02 and .04 on the features; the waveform at 40, 30 and 20 dB: a model fooled at 40 dB costs nothing
+# more (nested budgets, early exit), and one that keeps something there is measured where the recipes' suites do.
+_FEATURES_AND_WAVEFORM = {"features_linf": [0.02, 0.04], "waveform_snr": [40.0, 30.0, 20.0]}
+TIER_BUDGETS = {
+    "quick": _FEATURES_AND_WAVEFORM,
+    "standard": _FEATURES_AND_WAVEFORM,
+    "rand": _FEATURES_AND_WAVEFORM,
+    "audio": {
+        "waveform_snr": [40.0, 30.0, 20.0],
+        "waveform_universal": [40.0, 30.0, 20.0],
+        "waveform_room_snr": [40.0, 30.0, 20.0],
+    },
+}
+
+
+def tier_budgets(name):
+    """The tier's budgets as a yaml flow mapping (what ``--budgets`` takes).
+
+    Example
+    -------
+    >>> tier_budgets("standard")
+    '{features_linf: [0.02, 0.04], waveform_snr: [40.0, 30.0, 20.0]}'
+    """
+    tier_file(name)
+    return yaml.safe_dump(TIER_BUDGETS[name], default_flow_style=True, sort_keys=False, width=1000).strip()
 
 
 def tier_file(name):
@@ -25,9 +55,12 @@ def tier_file(name):
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.yaml")
 
 
-def tier_attacks(name, domain=None):
+def tier_attacks(name, domain=None, output_folder=".", sample_rate=16000):
     """The tier's attacks, freshly made (each call its own objects, with their own generators); with
-    ``domain`` (``"waveform"``: for a model that takes the waveform), only those on that input."""
+    ``domain`` (``"waveform"``: for a model that takes the waveform), only those on that input.
+    ``output_folder`` and ``sample_rate`` are what the tier's ``<output_folder>`` and ``<sample_rate>`` refer to."""
     with open(tier_file(name), encoding="utf-8") as f:
-        attacks = load_hyperpyyaml(f)["attack_suite"]
+        text = f.read()
+    keys = yaml.safe_dump({"output_folder": str(output_folder), "sample_rate": int(sample_rate)})
+    attacks = load_hyperpyyaml(keys + text)["attack_suite"]
     return [attack for attack in attacks if domain is None or attack.domain == domain]
