@@ -203,7 +203,7 @@ class APGD(PGD):
         step = 2.0 * radius * torch.ones(per_utterance, dtype=inputs.dtype, device=inputs.device)
         adversarial, previous = start.detach().clone(), start.detach().clone()
         grad, logits, loss = self.gradient(model, adversarial, labels, aimed, loss_scale)
-        fooled = self.succeeded(logits, labels)
+        fooled = self.succeeded_as_scored(model, adversarial, inputs, self.succeeded(logits, labels), labels)
         found, best, best_loss, best_grad = adversarial.clone(), adversarial.clone(), loss.clone(), grad.clone()
         history = [loss]  # per iteration, every utterance's loss (the start's first)
         last_best, halved_last = best_loss.clone(), torch.ones(n, dtype=torch.bool, device=inputs.device)
@@ -228,7 +228,9 @@ class APGD(PGD):
             )
             previous, adversarial = put(previous, active, x), put(adversarial, active, moved)
             grad = put(grad, active, grad_now)
-            now = self.succeeded(logits, take(labels, active))
+            now = self.succeeded_as_scored(
+                model, moved, x0, self.succeeded(logits, take(labels, active)), take(labels, active)
+            )
             stepped = torch.arange(n, device=inputs.device) if active is None else active
             found[stepped[now]], fooled[stepped[now]] = moved[now], True
             loss = put(history[-1].clone(), active, loss_now)

@@ -387,6 +387,11 @@ class GradientAttack(Attack):
         predictions = logits.argmax(dim=-1)
         return predictions == labels if self.targeted else predictions != labels
 
+    def succeeded_as_scored(self, model, adversarial, inputs, succeeded, labels):
+        """``succeeded`` (from the logits at ``adversarial``) for the input the attack will return: here the
+        same; a waveform attack's is its audio rounded to 16-bit PCM (``WaveformBudget``)."""
+        return succeeded
+
     def loss(self, logits, labels):
         """Per-utterance loss the attack increases: the cross-entropy, negated when targeted."""
         loss = F.cross_entropy(logits.float(), labels, reduction="none")

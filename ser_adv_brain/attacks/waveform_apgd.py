@@ -9,9 +9,11 @@ class WaveformAPGD(WaveformBudget, APGD):
 
     With ``norm="snr"`` the ball is each utterance's L2 ball of radius
     ``|x|_2 / 10^(eps / 20)``, so APGD's step size starts at twice that radius;
-    the perturbation is rounded onto the 16-bit PCM grid at the end (an
-    iterate that fooled the model before rounding may not after: the suite
-    scores the rounded audio).
+    the perturbation is rounded onto the 16-bit PCM grid at the end. An
+    iterate that fools the model counts (it is kept, and with
+    ``stop_when_fooled`` the utterance stops) only if its rounded audio fools
+    it too, which costs one forward pass of those utterances: the suite
+    scores the rounded audio.
 
     Arguments
     ---------
@@ -19,7 +21,8 @@ class WaveformAPGD(WaveformBudget, APGD):
         The budget in the norm's unit (dB for ``"snr"``).
     norm : str
         ``"snr"`` or ``"linf"``.
-    steps, loss, targets, eot_iter, random_start, restarts, seed, label_source, model_mode, class_names :
+    steps, loss, targets, eot_iter, random_start, restarts, seed, stop_when_fooled, label_source, model_mode,
+    class_names :
         See ``APGD``.
 
     Example
@@ -44,11 +47,12 @@ class WaveformAPGD(WaveformBudget, APGD):
         random_start=True,
         restarts=1,
         seed=0,
+        stop_when_fooled=False,
         label_source="predicted",
         model_mode="eval",
         class_names=None,
     ):
-        # No eta (the features' clip), and every step taken: see WaveformBudget on the 16-bit rounding.
+        # No eta: the features' clip has no meaning on the samples.
         super().__init__(
             eps=eps,
             steps=steps,
@@ -59,7 +63,7 @@ class WaveformAPGD(WaveformBudget, APGD):
             random_start=random_start,
             restarts=restarts,
             seed=seed,
-            stop_when_fooled=False,
+            stop_when_fooled=stop_when_fooled,
             eta=None,
             label_source=label_source,
             model_mode=model_mode,

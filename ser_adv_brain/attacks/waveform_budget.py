@@ -19,6 +19,13 @@ class AdversarialAudio(NamedTuple):
     snr_db: torch.Tensor  # [batch], realised SNR of each utterance (inf where unchanged)
 
 
+def as_pcm16(adversarial, clean):
+    """``adversarial`` as a 16-bit file holds it: its perturbation of ``clean`` (on the PCM grid) rounded
+    towards zero onto the grid, so that the budget holds after rounding."""
+    delta = torch.trunc((adversarial - clean) * PCM16_SCALE) / PCM16_SCALE
+    return (clean + delta).clamp(-1.0, (PCM16_SCALE - 1) / PCM16_SCALE)
+
+
 class WaveformBudget:
     """The waveform threat model of a PGD-type attack (``PGD``, ``APGD``): budget, radius, 16-bit PCM rounding.
 
@@ -88,9 +95,20 @@ class WaveformBudget:
         mask = length_mask(clean, wav_lens)
         radius = self.radius(clean, self.eps if eps is None else eps, mask)
         adversarial = self.attack(model, clean, targets, radius, loss_scale, gradient, mask, keys)
-        delta = torch.trunc((adversarial - clean) * PCM16_SCALE) / PCM16_SCALE  # towards zero: stays in budget
-        wavs = (clean + delta).clamp(-1.0, (PCM16_SCALE - 1) / PCM16_SCALE)
+        wavs = as_pcm16(adversarial, clean)
         return AdversarialAudio(wavs, snr_db(clean, wavs, wav_lens))
+
+    def succeeded_as_scored(self, model, adversarial, inputs, succeeded, labels):
+        """Whether the audio rounded to 16-bit PCM still fools, where the iterate ``adversarial`` does (one
+        forward pass of those utterances): so that an attack stops only on what the suite will score as fooled."""
+        rows = succeeded.nonzero().view(-1)
+        if len(rows) == 0:
+            return succeeded
+        with torch.no_grad():
+            logits, _ = model(as_pcm16(adversarial[rows], inputs[rows]))
+        confirmed = succeeded.clone()
+        confirmed[rows] = self.succeeded(logits, labels[rows])
+        return confirmed
 
     def perturb(self, model, inputs, targets, eps=None, loss_scale=1.0, gradient=None, wav_lens=None, keys=None):
         """The adversarial audio of ``run``, without the SNR."""

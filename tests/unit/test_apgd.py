@@ -248,3 +248,53 @@ def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path
     assert (fooled[False] | ~fooled[True]).all()
     never = ~fooled[True]
     torch.testing.assert_close(runs[True][never], runs[False][never])
+
+
+class OffGridDetector(torch.nn.Module):
+    """Class 1 exactly when a sample lies off the 16-bit PCM grid; class 0 (with a small slope, for a gradient)
+    on it: every unrounded iterate fools it, and no audio a 16-bit file can hold does."""
+
+    def forward(self, wavs):
+        off_grid = ((wavs * 32768 - torch.round(wavs * 32768)).abs() > 1e-3).any(dim=-1).float()
+        logits = torch.stack([1.0 + 1e-3 * wavs.sum(dim=-1), 5.0 * off_grid], dim=-1)
+        return logits, None
+
+
+@pytest.mark.parametrize("stop_when_fooled", [True, False])
+def test_waveform_apgd_counts_an_iterate_as_fooling_only_if_its_16_bit_audio_fools(stop_when_fooled):
+    wavs = torch.round(0.1 * torch.randn(3, 400, generator=torch.Generator().manual_seed(0)) * 32768) / 32768
+    attack = WaveformAPGD(eps=30.0, steps=6, stop_when_fooled=stop_when_fooled, label_source="target")
+    passes, gradient = [], attack.gradient
+    attack.gradient = lambda *args: passes.append(1) or gradient(*args)
+    out = attack.run(OffGridDetector(), wavs, torch.zeros(3, dtype=torch.long))
+    assert len(passes) == 1 + 6, "an iterate that fools only off the PCM grid stopped the attack"
+    assert (OffGridDetector()(out.wavs)[0].argmax(-1) == 0).all()
+
+
+class LinearOnSamples(torch.nn.Module):
+    """Logits linear in the samples: margins an SNR budget of 40 dB crosses for some utterances, not all."""
+
+    def __init__(self, n_samples, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_samples, n_classes)
+
+    def forward(self, wavs):
+        return self.linear(wavs), None
+
+
+def test_stopping_when_fooled_on_the_waveform_fools_the_same_audio_at_a_fraction_of_the_passes():
+    torch.manual_seed(0)
+    classifier = LinearOnSamples(4000, 5).eval()
+    wavs = 0.1 * torch.randn(8, 4000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        labels = classifier(wavs)[0].argmax(-1)
+    fooled, passes = {}, {}
+    for stop in (True, False):
+        attack = WaveformAPGD(eps=40.0, steps=10, stop_when_fooled=stop, label_source="target", seed=2)
+        gradient, passes[stop] = attack.gradient, []
+        attack.gradient = lambda *args, calls=passes[stop], take=gradient: calls.append(len(args[1])) or take(*args)
+        out = attack.run(classifier, wavs, labels, keys=[f"u{i}" for i in range(8)])
+        with torch.no_grad():
+            fooled[stop] = classifier(out.wavs)[0].argmax(-1) != labels
+    assert fooled[True].any() and not fooled[True].all() and torch.equal(fooled[True], fooled[False])
+    assert sum(passes[True]) < sum(passes[False])
