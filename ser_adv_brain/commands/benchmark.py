@@ -160,6 +160,13 @@ def paper_findings(trainings, fgsm_key):
     return findings
 
 
+def findings_of(entries, trainings):
+    """The paper's findings, about attacks on the features (FGSM, Linf), at the tier's first Linf budget on the
+    features; none for a tier without one (the audio tier)."""
+    features = next((r for r in entries[0]["results"] if r["threat_model"] == "features_linf"), None)
+    return paper_findings(trainings, result_key("features_linf", features["budget"])) if features else []
+
+
 def aggregate(runs, tier, output_folder, title, baseline):
     """Writes the benchmark's report, figure and leaderboard from the evaluations done; returns the report."""
     entries = complete_entries(runs, tier)
@@ -168,8 +175,7 @@ def aggregate(runs, tier, output_folder, title, baseline):
         return None
     os.makedirs(output_folder, exist_ok=True)
     trainings = list(dict.fromkeys(entry["name"] for entry in entries))
-    first = entries[0]["results"][0]
-    findings = paper_findings(trainings, result_key(first["threat_model"], first["budget"]))
+    findings = findings_of(entries, trainings)
     pairs = [(a, b, key) for _, a, b, key, key_b, _ in findings if key == key_b and b != baseline]
     report = write_benchmark_report(
         entries, output_folder, title, baseline if baseline in trainings else trainings[0], pairs, findings

@@ -122,9 +122,9 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
             ["A", "B", "figure", "difference [95% interval], p"],
         ),
         "",
-        "#### The paper's findings at this size",
-        "",
     ]
+    if findings:
+        lines += ["#### The paper's findings at this size", ""]
     for statement, a, b, key_a, key_b, sign in findings:
         result = comparison(entries, a, b, key_a, key_b)
         lines.append(

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 
+from ser_adv_brain.commands.benchmark import findings_of
 from ser_adv_brain.reports.leaderboard import check_comparable, leaderboard_rows, write_leaderboard
 
 EMOTIONS = ["anger", "anger", "sadness", "sadness"]
@@ -92,3 +93,17 @@ def test_models_on_other_folds_or_budgets_are_refused():
 def test_the_leaderboard_files(tmp_path):
     markdown = write_leaderboard(entries(), str(tmp_path))
     assert "#### features_linf at 0.02" in markdown and (tmp_path / "leaderboard.csv").read_text().count("\n") == 3
+
+
+def test_the_papers_findings_are_read_on_the_features_and_left_out_of_a_tier_without_them():
+    """The paper's claims are about FGSM on the features: at the first Linf budget on the features, whatever
+    comes first in the entry, and none in the audio tier."""
+    trainings = ["cnn4_single", "cnn4_vanilla", "cnn4_similarity"]
+    mixed = entry("cnn4_single", 0, [True] * 4, [True] * 4)
+    waveform = {"threat_model": "waveform_snr", "budget": 40.0, "unit": "dB", "robust_UAR": None}
+    mixed["results"].insert(0, waveform)
+    findings = findings_of([mixed], trainings)
+    assert len(findings) == 5 and {f[3] for f in findings} <= {"real", "features_linf@0.02"}
+    audio = entry("cnn4_single", 0, [True] * 4, [True] * 4, tier="audio")
+    audio["results"] = [waveform]
+    assert findings_of([audio], trainings) == []
