@@ -7,7 +7,8 @@ batches not done. The result is the same as an uninterrupted run's, utterance by
 random draws are keyed by the utterance ID, not by the batch or by what ran before (``suite`` module).
 
 The file belongs to one evaluation: its ``identity`` (checkpoint, plan with every attack's settings, early
-exit, split and batch composition, process rank) is written with it; a file of another evaluation is set
+exit, the split's utterances, code version, number of DDP processes) is written with it; a batch is matched
+by its utterance IDs; a file of another evaluation is set
 aside, named in the log, and the evaluation starts from the first batch. JSON, not pickle: a reader can
 open it, and loading it runs no code.
 """
@@ -18,19 +19,17 @@ import os
 
 import torch
 
+from ser_adv_brain.training.checkpoints import rank_file
+
 logger = logging.getLogger(__name__)
 
 
 def progress_path(folder, split):
     """``<folder>/suite_progress_<split>.json``; under DDP, rank N's ``.rankN`` beside it (each rank its batches)."""
-    path = os.path.join(folder, f"suite_progress_{split}.json")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank = torch.distributed.get_rank()
-        return path if rank == 0 else f"{path}.rank{rank}"
-    return path
+    return str(rank_file(os.path.join(folder, f"suite_progress_{split}.json")))
 
 
-def attack_settings(attack):
+def scalar_settings(attack):
     """An attack's settings: its scalar attributes (budget, steps, loss, restarts, seed...), for the identity."""
     simple = (bool, int, float, str, type(None))
     return {name: value for name, value in sorted(vars(attack).items()) if isinstance(value, simple)}
@@ -41,7 +40,7 @@ def suite_identity(checkpoint, plan, early_exit, ids, code_version):
     the split's utterances and the code; under DDP the ranks."""
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     steps = [
-        (group, budget, [(entry.name, type(entry.attack).__name__, attack_settings(entry.attack)) for entry in entries])
+        (group, budget, [(entry.name, type(entry.attack).__name__, scalar_settings(entry.attack)) for entry in entries])
         for group, budget, entries in plan
     ]
     return repr((str(checkpoint), steps, bool(early_exit), sorted(ids), code_version, world))
