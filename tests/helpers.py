@@ -17,6 +17,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.models import takes_waveform
 from ser_adv_brain.training.brain import build_brain
 
@@ -367,3 +368,17 @@ def files_to_check(check_str):
     """The paths of a ``file_exists=[a,b,...]`` check, as SpeechBrain's recipe tests read it."""
     match = re.search(r"file_exists=\[(.*?)\]", check_str)
     return [name.strip() for name in match.group(1).split(",")] if match else []
+
+
+class KilledAfter(BatchProgress):
+    """Progress whose evaluation is killed once it has recorded ``batches`` batches."""
+
+    def __init__(self, path, identity, batches):
+        super().__init__(path, identity)
+        self.left = batches
+
+    def record(self, *args):
+        super().record(*args)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt

@@ -117,7 +117,7 @@ class SplitCertificates:
         return uar_of_correct(self.correct & self.covers(threat_model, budget), self.targets, self.n_classes)
 
 
-def certify_split(smoothing, base, batches, n_classes):
+def certify_split(smoothing, base, batches, n_classes, progress=None):
     """CERTIFY on every utterance of ``batches`` (``(ids, inputs, targets)`` in the smoothing's domain).
 
     Arguments
@@ -128,6 +128,9 @@ def certify_split(smoothing, base, batches, n_classes):
     batches : iterable
         ``(ids, inputs, targets)``; under DDP each process's own share.
     n_classes : int
+    progress : BatchProgress or None
+        Batches certified by an earlier, killed run of the same certification are read from it, and every
+        batch certified is recorded in it (``ser_adv_brain.evaluation.progress``).
 
     Returns
     -------
@@ -136,10 +139,14 @@ def certify_split(smoothing, base, batches, n_classes):
     """
     rows, dims = [], None
     for ids, inputs, targets in batches:
+        dims = inputs[0].numel()
+        kept = progress.done(ids) if progress is not None else None
+        if kept is not None:
+            rows.extend(tuple(row) for row in kept["rows"])
+            continue
         certificate = smoothing.certify(base, inputs, keys=list(ids))
         norms = inputs.detach().double().flatten(1).norm(dim=1).cpu()
-        dims = inputs[0].numel()
-        rows.extend(
+        batch_rows = list(
             zip(
                 ids,
                 targets.tolist(),
@@ -149,6 +156,9 @@ def certify_split(smoothing, base, batches, n_classes):
                 norms.tolist(),
             )
         )
+        rows.extend(batch_rows)
+        if progress is not None:
+            progress.record(ids, {"rows": batch_rows})
     parts = gathered((rows, dims))
     rows = sorted(row for part, _ in parts for row in part)
     dims = next(d for _, d in parts if d is not None)
@@ -165,7 +175,7 @@ def certify_split(smoothing, base, batches, n_classes):
     )
 
 
-def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, draws=8):
+def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, draws=8, progress=None):
     """The smoothed classifier under each attack of ``plan``, attacked with expectation over its noise.
 
     ``plan`` is a suite plan (``suite_plan``) of attacks in the smoothing's
@@ -175,7 +185,9 @@ def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, 
     on its output. Each of the attack's forward passes costs ``draws`` passes
     of the base classifier. With ``early_exit`` an utterance that the smoothed classifier
     gets wrong (or abstains on) is not attacked at larger budgets or by later
-    attacks, as in the suite.
+    attacks, as in the suite. With ``progress`` (a ``BatchProgress``), each
+    utterance's outcomes are recorded as it is done, and those of an earlier,
+    killed run of the same attack are read back instead of attacked again.
 
     Returns
     -------
@@ -197,6 +209,11 @@ def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, 
 
     for ids, inputs, targets in batches:
         for index, utterance in enumerate(ids):
+            kept = progress.done([utterance]) if progress is not None else None
+            if kept is not None:
+                outcomes.append_recorded([utterance], kept)
+                continue
+            cost_before = outcomes.cost()
             x, y = inputs[index : index + 1], targets[index : index + 1].cpu()
             clean = booked(smoothing.predict(base, x, [utterance]).prediction)
             alive = {group: bool(clean == y) for group, _, _ in plan}
@@ -222,5 +239,8 @@ def attack_smoothed(smoothing, base, plan, batches, n_classes, early_exit=True, 
                     alive[group] &= bool(predictions[key] == y)
             noisy = smoothing.noisy_classifier(base, utterance, f"{ATTACK}/gradient")
             gradient_ok = input_gradient_ok(noisy, x, y.to(x.device)).cpu()
-            outcomes.append([utterance], y, clean, gradient_ok, predictions, details)
+            appended = (y, clean, gradient_ok, predictions, details, {})
+            outcomes.append([utterance], *appended)
+            if progress is not None:
+                progress.record([utterance], outcomes.record_of(appended, cost_before))
     return outcomes.gather()

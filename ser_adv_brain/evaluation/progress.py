@@ -1,16 +1,16 @@
-"""A split's attack-suite outcomes kept on disk batch by batch, so that a killed evaluation resumes where it stopped.
+"""An evaluation's outcomes kept on disk batch by batch, so that a killed evaluation resumes where it stopped.
 
-A standard-tier evaluation of one model can take hours on a CPU (``bench/README.md``); without this, a
-killed one started over. Every batch's outcomes (``SplitOutcomes.append``'s arguments and the batch's
-cost) are written as the batch ends; a rerun of the same evaluation reads them back and attacks only the
-batches not done. The result is the same as an uninterrupted run's, utterance by utterance: an attack's
-random draws are keyed by the utterance ID, not by the batch or by what ran before (``suite`` module).
+A standard-tier evaluation of one model, or a smoothed classifier's certificates, can take hours on a CPU
+(``bench/README.md``); without this, a killed one started over. The attack suite (its ``SplitOutcomes``), the
+certificates and the smoothed classifier's adaptive attack write each batch's outcomes as the batch ends; a
+rerun of the same evaluation reads them back and works only on the batches not done. The result is the same
+as an uninterrupted run's, utterance by utterance: attacks and smoothing noise draw from generators keyed by
+the utterance ID, not by the batch or by what ran before (``suite`` and ``smoothing`` modules).
 
-The file belongs to one evaluation: its ``identity`` (checkpoint, plan with every attack's settings, early
-exit, the split's utterances, code version, number of DDP processes) is written with it; a batch is matched
-by its utterance IDs; a file of another evaluation is set
-aside, named in the log, and the evaluation starts from the first batch. JSON, not pickle: a reader can
-open it, and loading it runs no code.
+The file belongs to one evaluation: its ``identity`` (``evaluation_identity``: checkpoint, what is evaluated
+with every setting, the split's utterances, code version, number of DDP processes) is written with it; a
+batch is matched by its utterance IDs; a file of another evaluation is set aside, named in the log, and the
+evaluation starts from the first batch. JSON, not pickle: a reader can open it, and loading it runs no code.
 """
 
 import json
@@ -24,44 +24,49 @@ from ser_adv_brain.training.checkpoints import rank_file
 logger = logging.getLogger(__name__)
 
 
-def progress_path(folder, split):
-    """``<folder>/suite_progress_<split>.json``; under DDP, rank N's ``.rankN`` beside it (each rank its batches)."""
-    return str(rank_file(os.path.join(folder, f"suite_progress_{split}.json")))
+def progress_path(folder, what, split):
+    """``<folder>/<what>_progress_<split>.json`` (``what``: ``suite``, ``certificates``...); under DDP, rank N's
+    ``.rankN`` beside it (each rank its batches)."""
+    return str(rank_file(os.path.join(folder, f"{what}_progress_{split}.json")))
 
 
-def scalar_settings(attack):
-    """An attack's settings: its scalar attributes (budget, steps, loss, restarts, seed...), for the identity."""
+def scalar_settings(plugin):
+    """An attack's or a smoothing's settings: its scalar attributes (budget, steps, loss, sigma, n, seed...)."""
     simple = (bool, int, float, str, type(None))
-    return {name: value for name, value in sorted(vars(attack).items()) if isinstance(value, simple)}
+    return {name: value for name, value in sorted(vars(plugin).items()) if isinstance(value, simple)}
 
 
-def suite_identity(checkpoint, plan, early_exit, ids, code_version):
-    """What an evaluation's outcomes depend on: checkpoint, plan (every attack's class and settings), early exit,
-    the split's utterances and the code; under DDP the ranks."""
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    steps = [
+def plan_settings(plan):
+    """A suite plan (``suite_plan``) with every attack's class and settings, for an identity."""
+    return [
         (group, budget, [(entry.name, type(entry.attack).__name__, scalar_settings(entry.attack)) for entry in entries])
         for group, budget, entries in plan
     ]
-    return repr((str(checkpoint), steps, bool(early_exit), sorted(ids), code_version, world))
+
+
+def evaluation_identity(checkpoint, ids, code_version, **evaluated):
+    """What an evaluation's outcomes depend on: checkpoint, the split's utterances, the code, under DDP the
+    ranks, and what is evaluated (``plan=plan_settings(...)``, ``early_exit=``, ``smoothing=scalar_settings(...)``)."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return repr((str(checkpoint), sorted(evaluated.items()), sorted(ids), code_version, world))
 
 
 def _listed(per_key):
     return [[list(key), values] for key, values in per_key.items()]
 
 
-class SuiteProgress:
-    """The batches of one split's suite done so far, in ``path`` (JSON), for an evaluation of ``identity``.
+class BatchProgress:
+    """The batches of one evaluation done so far, in ``path`` (JSON), for an evaluation of ``identity``.
 
     Example
     -------
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "suite_progress_test.json")
-    >>> progress = SuiteProgress(path, identity="checkpoint A, PGD-10 at eps .02")
-    >>> progress.record(["u1", "u2"], {"clean": [3, 1]}, attacked=2, forward_rows={("features_linf", 0.02, "PGD"): 22})
-    >>> SuiteProgress(path, identity="checkpoint A, PGD-10 at eps .02").done(["u1", "u2"])["clean"]
+    >>> progress = BatchProgress(path, identity="checkpoint A, PGD-10 at eps .02")
+    >>> progress.record(["u1", "u2"], {"clean": [3, 1]})
+    >>> BatchProgress(path, identity="checkpoint A, PGD-10 at eps .02").done(["u1", "u2"])["clean"]
     [3, 1]
-    >>> SuiteProgress(path, identity="checkpoint B, PGD-10 at eps .02").done(["u1", "u2"]) is None
+    >>> BatchProgress(path, identity="checkpoint B, PGD-10 at eps .02").done(["u1", "u2"]) is None
     True
     """
 
@@ -73,7 +78,7 @@ class SuiteProgress:
             kept = json.load(f)
         if kept.get("identity") == self.identity:
             self.batches = {tuple(batch["ids"]): batch for batch in kept["batches"]}
-            logger.info(f"Resuming the attack suite: {len(self.batches)} batch(es) already done, read from {path}")
+            logger.info(f"Resuming: {len(self.batches)} batch(es) already done, read from {path}")
         else:
             aside = f"{path}.other"
             os.replace(path, aside)
@@ -83,15 +88,11 @@ class SuiteProgress:
         """The outcomes recorded for the batch of utterances ``ids``, or None if it is not done."""
         return self.batches.get(tuple(ids))
 
-    def record(self, ids, outcomes, attacked, forward_rows):
-        """Writes a finished batch: ``outcomes`` (JSON-ready values), its utterance-attacks and forwards per attack."""
-        self.batches[tuple(ids)] = {
-            "ids": list(ids),
-            **outcomes,
-            "attacked": attacked,
-            "forward_rows": _listed(forward_rows),
-        }
+    def record(self, ids, outcomes):
+        """Writes a finished batch of utterances ``ids``: ``outcomes``, a dict of JSON-ready values."""
+        self.batches[tuple(ids)] = {"ids": list(ids), **outcomes}
         partial = f"{self.path}.partial"
+        os.makedirs(os.path.dirname(os.path.abspath(partial)), exist_ok=True)  # an output folder not made yet
         with open(partial, "w", encoding="utf-8") as f:  # replaced whole: a kill mid-write loses nothing done
             json.dump({"identity": self.identity, "batches": list(self.batches.values())}, f)
         os.replace(partial, self.path)
@@ -102,15 +103,19 @@ class SuiteProgress:
             os.remove(self.path)
 
 
-def batch_outcomes(targets, clean, gradient_ok, predictions, details, room_clean):
-    """One batch's outcomes (``SplitOutcomes.append``'s arguments, tensors) as JSON-ready lists."""
+def batch_outcomes(appended, attacked, forward_rows):
+    """One batch of a suite as JSON-ready lists: ``appended`` (``SplitOutcomes.append``'s arguments after
+    ``ids``, tensors), its utterance-attacks and forwards per attack."""
+    targets, clean, gradient_ok, predictions, details, room_clean = appended
     return {
         "targets": targets.tolist(),
         "clean": clean.tolist(),
         "gradient_ok": gradient_ok.tolist(),
         "predictions": _listed({key: value.tolist() for key, value in predictions.items()}),
         "details": {field: _listed({k: v.tolist() for k, v in per_key.items()}) for field, per_key in details.items()},
-        "room_clean": {group: value.tolist() for group, value in room_clean.items()},
+        "room_clean": {group: value.tolist() for group, value in (room_clean or {}).items()},
+        "attacked": attacked,
+        "forward_rows": _listed(forward_rows),
     }
 
 

@@ -213,6 +213,25 @@ class SplitOutcomes:
                 given = details[field][key].tolist() if field in details else [float("nan")] * len(ids)
                 self.details[field][key].extend(given)
 
+    def cost(self):
+        """``(utterance-attacks, forwards per attack)`` so far, to book a batch's share (``record_of``)."""
+        return self.attacked_count, dict(self.forward_rows)
+
+    def record_of(self, appended, cost_before):
+        """The batch just appended (``append``'s arguments after ``ids``) as a ``BatchProgress`` record
+        (``progress.batch_outcomes``), with the cost it added since ``cost_before`` (``cost``)."""
+        attacked, rows = cost_before
+        added = {key: self.forward_rows[key] - rows[key] for key in self.keys}
+        return batch_outcomes(appended, self.attacked_count - attacked, added)
+
+    def append_recorded(self, ids, record):
+        """Appends a batch read back from its ``BatchProgress`` record (``record_of``), its cost included."""
+        appended, attacked, forward_rows = outcomes_of(record, AttackKey)
+        self.append(ids, *appended)
+        self.attacked_count += attacked
+        for key, rows in forward_rows.items():
+            self.forward_rows[key] += rows
+
     def gather(self):
         """Joins the outcomes of every DDP process, sorted by utterance ID, as tensors (in place)."""
         parts = [self.__dict__]
@@ -368,7 +387,7 @@ def evaluate_suite(
     wav_pairs : tuple (folder, n) or None
         Writes real and adversarial audio of up to ``n`` utterances of this
         process's first batch under each waveform attack to ``folder``.
-    progress : SuiteProgress or None
+    progress : BatchProgress or None
         Batches done by an earlier, killed run of the same evaluation are read from it instead of attacked
         again, and every batch attacked is recorded in it (``ser_adv_brain.evaluation.progress``).
     """
@@ -396,14 +415,10 @@ def evaluate_suite(
     for batch in progress_bar:
         kept = progress.done(batch.id) if progress is not None else None
         if kept is not None:
-            appended, attacked, forward_rows = outcomes_of(kept, AttackKey)
-            outcomes.append(list(batch.id), *appended)
-            outcomes.attacked_count += attacked
-            for key, rows in forward_rows.items():
-                outcomes.forward_rows[key] += rows
+            outcomes.append_recorded(list(batch.id), kept)
             wav_pairs = None  # written with the first batch, when it was attacked
             continue
-        attacked_before, rows_before = outcomes.attacked_count, dict(outcomes.forward_rows)
+        cost_before = outcomes.cost()
         batch = batch.to(brain.device)
         targets, wavs = brain.targets(batch), batch.sig.data
         with torch.no_grad():
@@ -471,9 +486,7 @@ def evaluate_suite(
         appended = (targets.cpu(), clean.cpu(), gradient_ok.cpu(), predictions, details, room_clean)
         outcomes.append(list(batch.id), *appended)
         if progress is not None:
-            attacked = outcomes.attacked_count - attacked_before
-            forward_rows = {key: outcomes.forward_rows[key] - rows_before[key] for key in keys}
-            progress.record(batch.id, batch_outcomes(*appended), attacked, forward_rows)
+            progress.record(batch.id, outcomes.record_of(appended, cost_before))
     return outcomes.gather()
 
 

@@ -10,9 +10,17 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.audio.loading import frames_to_samples
 from ser_adv_brain.evaluation.certification import attack_smoothed, certify_split
+from ser_adv_brain.evaluation.progress import (
+    BatchProgress,
+    evaluation_identity,
+    plan_settings,
+    progress_path,
+    scalar_settings,
+)
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.models import WaveformClassifier
 from ser_adv_brain.reports.certification_report import write_certification_report
+from ser_adv_brain.reports.entry import code_version
 from ser_adv_brain.reports.plots import plot_certified_uar
 from ser_adv_brain.training.brain import broadcast_buffers
 
@@ -95,12 +103,36 @@ def report_certificates(
     broadcast_buffers(brain.modules)
     base = smoothing_base(brain, smoothing.domain)
     logger.info(f"Certifying {smoothing!r} on {', '.join(splits)}")
+    # Certificates and attack outcomes are kept batch by batch until the report is written: a killed
+    # certification resumes (each utterance's noise is keyed by its ID, so nothing changes).
+    checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key).path
+    progress = {
+        (what, split): BatchProgress(
+            progress_path(output_folder, what, split),
+            evaluation_identity(checkpoint, datasets[split].data_ids, code_version(), **evaluated),
+        )
+        for split in splits
+        for what, evaluated in [
+            ("certificates", {"smoothing": scalar_settings(smoothing)}),
+            (
+                "smoothed_attack",
+                {
+                    "smoothing": scalar_settings(smoothing),
+                    "plan": plan_settings(plan),
+                    "early_exit": bool(early_exit),
+                    "draws": attack_draws,
+                },
+            ),
+        ]
+        if what == "certificates" or plan
+    }
     certificates = {
         split: certify_split(
             smoothing,
             base,
             smoothing_batches(brain, datasets[split], loader_kwargs, smoothing.domain, "certificates"),
             n_classes,
+            progress[("certificates", split)],
         )
         for split in splits
     }
@@ -113,6 +145,7 @@ def report_certificates(
             n_classes,
             early_exit,
             attack_draws,
+            progress[("smoothed_attack", split)],
         )
         for split in (splits if plan else ())
     }
@@ -130,5 +163,7 @@ def report_certificates(
             certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan, attack_draws
         )
         logger.info(f"Certificates ({output_folder}/certification.md):\n{markdown}")
+    for kept in progress.values():
+        kept.remove()
     run_on_main(plot_certified_uar, args=[os.path.join(output_folder, "certified_uar.csv")])
     return certificates, attacked

@@ -7,7 +7,7 @@ import os
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.evaluation.masking import destroy_plan
-from ser_adv_brain.evaluation.progress import SuiteProgress, progress_path, suite_identity
+from ser_adv_brain.evaluation.progress import BatchProgress, evaluation_identity, plan_settings, progress_path
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.evaluation.triptych import write_triptych
 from ser_adv_brain.evaluation.universal import CACHE_FOLDER, learn_universal
@@ -103,9 +103,15 @@ def report_attacks(
     # Each split's outcomes are kept batch by batch until the reports are written: a killed evaluation resumes.
     checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key).path
     progress = {
-        split: SuiteProgress(
-            progress_path(output_folder, split),
-            suite_identity(checkpoint, plan + checks, suite_early_exit, datasets[split].data_ids, code_version()),
+        split: BatchProgress(
+            progress_path(output_folder, "suite", split),
+            evaluation_identity(
+                checkpoint,
+                datasets[split].data_ids,
+                code_version(),
+                plan=plan_settings(plan + checks),
+                early_exit=bool(suite_early_exit),
+            ),
         )
         for split in splits
     }

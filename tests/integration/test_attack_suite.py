@@ -11,12 +11,12 @@ import sys
 import pytest
 import soundfile
 import torch
-from helpers import TINY, evaluation_brain, flags, markdown_rows, run_command, run_recipe
+from helpers import TINY, KilledAfter, evaluation_brain, flags, markdown_rows, run_command, run_recipe
 
 from ser_adv_brain.attacks import FGSM, PGD, SquareAttack, TransferAttack, UniversalPerturbation, WaveformPGD
 from ser_adv_brain.evaluation import suite as suite_module
 from ser_adv_brain.evaluation.masking import NONE_FIRED, destroy_plan, masking_report
-from ser_adv_brain.evaluation.progress import SuiteProgress
+from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
 from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.reports.suite_report import write_suite_report
@@ -190,20 +190,6 @@ def test_evaluate_budgets_may_name_a_threat_model_the_runs_yaml_has_no_budgets_f
     assert {(r["threat_model"], float(r["budget"])) for r in rows} == {("waveform_linf", 0.001)}
 
 
-class KilledAfter(SuiteProgress):
-    """Progress whose evaluation is killed once it has recorded ``batches`` batches."""
-
-    def __init__(self, path, identity, batches):
-        super().__init__(path, identity)
-        self.left = batches
-
-    def record(self, *args):
-        super().record(*args)
-        self.left -= 1
-        if self.left == 0:
-            raise KeyboardInterrupt
-
-
 def test_a_killed_evaluation_resumes_at_its_first_batch_not_done_with_the_same_outcomes(
     single_run, tmp_path, monkeypatch
 ):
@@ -230,7 +216,7 @@ def test_a_killed_evaluation_resumes_at_its_first_batch_not_done_with_the_same_o
     with pytest.raises(KeyboardInterrupt):
         evaluate(KilledAfter(path, "this evaluation", batches=2))
     killed_calls = len(calls)
-    resumed = evaluate(SuiteProgress(path, "this evaluation"))
+    resumed = evaluate(BatchProgress(path, "this evaluation"))
     assert len(split) > 8 and 0 < killed_calls and killed_calls + len(calls) == whole_calls
     assert resumed.ids == whole.ids and torch.equal(resumed.clean, whole.clean)
     assert torch.equal(resumed.gradient_ok, whole.gradient_ok)
@@ -240,7 +226,7 @@ def test_a_killed_evaluation_resumes_at_its_first_batch_not_done_with_the_same_o
             assert torch.allclose(resumed.details[field][key], whole.details[field][key], equal_nan=True)
     assert resumed.attacked_count == whole.attacked_count and resumed.forward_rows == whole.forward_rows
     # Another evaluation's progress (another checkpoint, attack or split) is set aside, never mixed in.
-    restarted = evaluate(SuiteProgress(path, "another evaluation"))
+    restarted = evaluate(BatchProgress(path, "another evaluation"))
     assert len(calls) == whole_calls and os.path.isfile(f"{path}.other")
     assert all(torch.equal(restarted.predictions[key], whole.predictions[key]) for key in whole.keys)
 

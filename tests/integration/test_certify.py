@@ -20,6 +20,8 @@ from helpers import (
     subprocess_env,
 )
 
+from ser_adv_brain.commands import certify as certify_command
+from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.evaluation.smoothing import RandomizedSmoothing
 from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.tables import read_csv
@@ -119,6 +121,36 @@ def test_certify_recertifies_at_another_sigma_and_attacks_with_expectation_over_
     (row,) = [r for r in markdown_rows((out / "certification.md").read_text()) if r[0] == "waveform_snr"]
     assert row[3:] == [".000", row[4], "0"] and 0 <= float(row[4]) <= 1
     assert (run / "certificates.csv").read_text() != (out / "certificates.csv").read_text()
+
+
+def test_a_killed_certify_resumes_where_it_stopped_and_another_smoothing_starts_afresh(run, tmp_path, monkeypatch):
+    """``ser-adv certify`` killed after its first batch, run again: it certifies only the batches left and
+    writes the run's own certificates; a certification with other settings sets the kept batches aside."""
+    out = tmp_path / "again"
+    progress = out / "certificates_progress_test.json"
+    certify_once, record_once, calls = RandomizedSmoothing.certify, BatchProgress.record, []
+    monkeypatch.setattr(RandomizedSmoothing, "certify", lambda *a, **k: calls.append(1) or certify_once(*a, **k))
+
+    def killed(*options):
+        monkeypatch.setattr(BatchProgress, "record", lambda *a: record_once(*a) or sys.exit("killed"))
+        with pytest.raises(SystemExit, match="killed"):
+            certify_command.main([str(run), f"--output_folder={out}", "--noprogressbar", *options])
+        monkeypatch.setattr(BatchProgress, "record", record_once)
+        assert progress.is_file()
+
+    def certified(*options):
+        calls.clear()
+        certify_command.main([str(run), f"--output_folder={out}", "--noprogressbar", *options])
+        return len(calls)
+
+    killed()
+    left = certified()
+    assert (out / "certificates.csv").read_text() == (run / "certificates.csv").read_text()
+    assert not progress.exists()  # dropped once the report is written
+    batches = left + 1
+    assert batches > 1
+    killed()
+    assert certified("--n=17") == batches and (tmp_path / "again" / f"{progress.name}.other").is_file()
 
 
 def test_certify_names_a_folder_without_a_run(tmp_path):

@@ -7,15 +7,17 @@ import pytest
 import scipy.stats
 import torch
 import torch.nn.functional as F
-from helpers import load_hparams, tiny
+from helpers import KilledAfter, load_hparams, tiny
 from speechbrain.dataio.encoder import CategoricalEncoder
 from test_brain import build
 from test_training_steps import batches_tracked
 
 from ser_adv_brain.attacks import APGD, FGSM, WaveformAPGD
 from ser_adv_brain.audio import GaussianWaveformNoise
+from ser_adv_brain.evaluation import certification as certification_module
 from ser_adv_brain.evaluation import smoothing as smoothing_module
 from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
+from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.evaluation.smoothing import ABSTAIN, RandomizedSmoothing, clopper_pearson_lower
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.features import FeatureNormalizer, LogMel
@@ -227,6 +229,49 @@ def test_the_adaptive_attack_on_an_utterance_does_not_depend_on_its_batch():
     assert math.isfinite(together.details["snr_db"][key][1])  # attacked
     assert together.details["snr_db"][key][1] == alone.details["snr_db"][key][0]
     assert together.predictions[key][1] == alone.predictions[key][0]
+
+
+def test_a_killed_certification_and_adaptive_attack_resume_at_the_first_batch_not_done(tmp_path, monkeypatch):
+    """Both are killed after 2 of 3 batches (utterances, for the attack) and resumed: only what was not done
+    is certified or attacked again, and the outcomes, cost included, are the uninterrupted run's."""
+    wavs, base = 0.1 * torch.randn(6, 400, generator=torch.Generator().manual_seed(0)), ThreeLines(400)
+    targets = base(wavs)[0].argmax(dim=1)
+    targets[0] = (targets[0] + 1) % 3  # one utterance the early exit leaves alone
+    ids = [f"u{i}" for i in range(6)]
+    batches = [(ids[i : i + 2], wavs[i : i + 2], targets[i : i + 2]) for i in (0, 2, 4)]
+    smoothing = RandomizedSmoothing(sigma=0.05, domain="waveform", n0=10, n=50)
+    plan = suite_plan(
+        suite_entries([WaveformAPGD(eps=10.0, steps=3, eot_iter=2, label_source="target")]),
+        {"waveform_snr": [20.0, 10.0]},
+    )
+    calls = []
+    certify_once, attack_once = RandomizedSmoothing.certify, certification_module.run_attack
+    monkeypatch.setattr(
+        RandomizedSmoothing, "certify", lambda *args, **kw: calls.append(1) or certify_once(*args, **kw)
+    )
+    monkeypatch.setattr(certification_module, "run_attack", lambda *args: calls.append(1) or attack_once(*args))
+
+    def certified(progress=None):
+        calls.clear()
+        return certify_split(smoothing, base, batches, 3, progress)
+
+    def attacked(progress=None):
+        calls.clear()
+        return attack_smoothed(smoothing, base, plan, batches, 3, True, draws=2, progress=progress)
+
+    for run, fields in [(certified, ["prediction", "p_lower", "radius", "signal_norm"]), (attacked, ["clean"])]:
+        whole, whole_calls = run(), len(calls)
+        path = str(tmp_path / f"{run.__name__}_progress_test.json")
+        with pytest.raises(KeyboardInterrupt):
+            run(KilledAfter(path, "this run", batches=2))
+        killed_calls = len(calls)
+        resumed = run(BatchProgress(path, "this run"))
+        assert 0 < killed_calls < whole_calls and killed_calls + len(calls) == whole_calls, run.__name__
+        assert resumed.ids == whole.ids and all(torch.equal(getattr(resumed, f), getattr(whole, f)) for f in fields)
+        if run is attacked:
+            assert all(torch.equal(resumed.predictions[k], whole.predictions[k]) for k in whole.keys)
+            assert torch.equal(resumed.gradient_ok, whole.gradient_ok)
+            assert resumed.attacked_count == whole.attacked_count and resumed.forward_rows == whole.forward_rows
 
 
 @pytest.mark.parametrize("domain", ["waveform", "features"])
