@@ -23,8 +23,10 @@ only to the runs whose yaml has it):
    bands), ``benchmark_folds.csv`` (every run's figures) and the leaderboard (``leaderboard.md``,
    ``leaderboard.csv``); see ``ser_adv_brain.reports.benchmark_report``.
 
-``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far (every
-training on the same folds and seeds: a training behind the others is left out, and named).
+The report is of the folder: the trainings asked for on the folds and seeds all of them have, and every
+other training evaluated there in the tier on all of these (a command for fewer trainings or folds keeps
+the folder's whole report); a training evaluated on fewer of them, or otherwise, is left out and named.
+``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far.
 """
 
 import logging
@@ -45,7 +47,7 @@ from ser_adv_brain.commands.grid import (
 from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
 from ser_adv_brain.reports.entry import ENTRY_FILE, read_entries, result_key
-from ser_adv_brain.reports.leaderboard import write_leaderboard
+from ser_adv_brain.reports.leaderboard import check_evaluated_alike, write_leaderboard
 from ser_adv_brain.reports.plots import plot_benchmark
 
 logger = logging.getLogger(__name__)
@@ -95,23 +97,44 @@ def evaluation_job(run, tier, budgets, device_options):
     )
 
 
-def complete_entries(runs, tier):
-    """The entries of the evaluations done, of the trainings that have every fold and seed the others have."""
-    entries = read_entries_of(runs, tier)
+def tier_entries(output_folder, tier):
+    """Every entry of a ``tier`` evaluation in the benchmark's folder (``<training>/<run>/<tier>/entry.json``),
+    whichever benchmark command made it."""
+    return [
+        entry
+        for entry in read_entries(output_folder)
+        if os.path.basename(os.path.dirname(entry["path"])) == tier and entry["tier"] == tier
+    ]
+
+
+def complete_entries(entries, trainings):
+    """The entries to aggregate: those of ``trainings`` on the folds and seeds every one of them has, and those
+    of any other training of the folder evaluated alike on all of these, so that a command with fewer trainings
+    or folds aggregates the folder's evaluations and never leaves a smaller report in place of a larger one."""
     replicates_of = {}
     for entry in entries:
         replicates_of.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
-    if not replicates_of:
+    asked = [replicates_of[training] for training in trainings if training in replicates_of]
+    if not asked:
         return []
-    everyone = set.intersection(*replicates_of.values())
-    behind = sorted(name for name, done in replicates_of.items() if done != everyone)
+    everyone = set.intersection(*asked)
+    first = next(entry for entry in entries if entry["name"] in trainings)
+    kept = {name for name, done in replicates_of.items() if everyone <= done}
+    for name in sorted(kept - set(trainings)):
+        try:
+            check_evaluated_alike([first, *(entry for entry in entries if entry["name"] == name)])
+        except ValueError as error:
+            kept.discard(name)
+            logger.warning(f"{name} is left out of the report: {error}")
+    behind = sorted(set(replicates_of) - kept - set(trainings))
     if behind:
-        logger.warning(f"Aggregated on the {len(everyone)} fold-and-seed runs every training has; {behind} have more.")
-    return [entry for entry in entries if (entry["fold"], entry["seed"]) in everyone]
-
-
-def read_entries_of(runs, tier):
-    return [entry for run in runs for entry in read_entries(os.path.join(run.folder, tier))]
+        logger.warning(
+            f"{behind} are left out of the report: not evaluated on all of its {len(everyone)} folds and seeds."
+        )
+    ahead = sorted(name for name in kept if replicates_of[name] != everyone)
+    if ahead:
+        logger.warning(f"Aggregated on the {len(everyone)} fold-and-seed runs every training has; {ahead} have more.")
+    return [entry for entry in entries if entry["name"] in kept and (entry["fold"], entry["seed"]) in everyone]
 
 
 def paper_findings(trainings, fgsm_key):
@@ -167,9 +190,10 @@ def findings_of(entries, trainings):
     return paper_findings(trainings, result_key("features_linf", features["budget"])) if features else []
 
 
-def aggregate(runs, tier, output_folder, title, baseline):
-    """Writes the benchmark's report, figure and leaderboard from the evaluations done; returns the report."""
-    entries = complete_entries(runs, tier)
+def aggregate(folder, trainings, tier, output_folder, title, baseline):
+    """Writes the benchmark's report, figure and leaderboard from the evaluations done in ``folder``
+    (``complete_entries``); returns the report."""
+    entries = complete_entries(tier_entries(folder, tier), trainings)
     if not entries:
         logger.warning("No evaluation done yet: nothing to aggregate.")
         return None
@@ -231,7 +255,8 @@ def main(argv=None):
             failed += run_jobs(evaluations, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     reports = os.path.join(args.output_folder, args.tier)
-    report = aggregate(runs, args.tier, reports, f"{corpus}: the benchmark, {args.tier} tier", args.baseline)
+    title = f"{corpus}: the benchmark, {args.tier} tier"
+    report = aggregate(args.output_folder, args.trainings, args.tier, reports, title, args.baseline)
     if report:
         logger.info(f"Benchmark ({os.path.join(reports, 'benchmark.md')}):\n{report}")
     if failed:

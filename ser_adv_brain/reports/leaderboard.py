@@ -41,12 +41,8 @@ def budgets_of(entry):
     return [(r["threat_model"], r["budget"]) for r in entry["results"]]
 
 
-def check_comparable(entries):
-    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or folds differ from the first entry's."""
-    if not entries:
-        raise ValueError(
-            "No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark)."
-        )
+def check_evaluated_alike(entries):
+    """Raises a ``ValueError`` naming the first entry whose protocol or budgets differ from the first entry's."""
     first = entries[0]
     for entry in entries[1:]:
         for field in PROTOCOL_FIELDS:
@@ -59,6 +55,15 @@ def check_comparable(entries):
             raise ValueError(
                 f"{entry['path']}: its budgets {budgets_of(entry)} differ from {first['path']}'s {budgets_of(first)}."
             )
+
+
+def check_comparable(entries):
+    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or folds differ from the first entry's."""
+    if not entries:
+        raise ValueError(
+            "No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark)."
+        )
+    check_evaluated_alike(entries)
     replicates = {}
     for entry in entries:
         replicates.setdefault(entry["name"], []).append((entry["fold"], entry["seed"]))

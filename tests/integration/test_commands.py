@@ -217,6 +217,19 @@ def test_the_benchmark_report_figure_and_leaderboard(benchmark_run, tmp_path):
     assert (tmp_path / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
 
 
+def test_a_benchmark_of_fewer_trainings_and_folds_keeps_the_folders_whole_report(benchmark_run):
+    """The folder's report aggregated again by a command for one training on one fold: still both trainings on
+    both folds, not the smaller report of what the command named."""
+    out = benchmark_run["out"] / "quick"
+    before = (out / "benchmark_folds.csv").read_text()
+    command = [part for part in benchmark_run["command"] if not part.startswith("--warmup_steps")]  # vanilla's key
+    command.remove("cnn4_vanilla")
+    command.remove("1")  # of --folds 0 1
+    run([*command, "--report_only"])
+    assert (out / "benchmark_folds.csv").read_text() == before
+    assert [row[0] for row in markdown_rows((out / "benchmark.md").read_text())[1:3]] == ["cnn4_single", "cnn4_vanilla"]
+
+
 def test_the_leaderboard_command_refuses_mixed_tiers_and_missing_folds(benchmark_run, tmp_path):
     entries = tmp_path / "entries"
     for index, entry in enumerate(tier_entries(benchmark_run["out"])):
