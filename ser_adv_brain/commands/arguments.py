@@ -53,18 +53,29 @@ def load_attacks(text):
 
 def yaml_floats(text, option):
     """A yaml list of numbers (``"[0.02, 0.04]"``); a ``SystemExit`` naming ``option`` otherwise."""
-    value = yaml.safe_load(text)
+    return list_of_floats(yaml.safe_load(text), option, text)
+
+
+def list_of_floats(value, option, given):
+    """``value`` (parsed yaml) as a list of floats; a ``SystemExit`` naming ``option`` and what was ``given``."""
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise SystemExit(f'{option} must be a yaml list of numbers, like "[0.02, 0.04]"; got {text!r}')
+        raise SystemExit(f'{option} must be a yaml list of numbers, like "[0.02, 0.04]"; got {given!r}')
     return [float(v) for v in value]
 
 
 def yaml_budgets(text, option):
     """A yaml mapping of threat models to lists of budgets (``"{features_linf: [0.02], waveform_snr: [40]}"``);
-    a ``SystemExit`` naming ``option`` otherwise."""
+    a ``SystemExit`` naming ``option`` otherwise.
+
+    Example
+    -------
+    >>> yaml_budgets("{features_linf: [0.02], waveform_snr: [40]}", "--budgets")
+    {'features_linf': [0.02], 'waveform_snr': [40.0]}
+    >>> yaml_budgets("{features_linf: 0.02}", "--budgets")
+    Traceback (most recent call last):
+    SystemExit: --budgets's features_linf must be a yaml list of numbers, like "[0.02, 0.04]"; got 0.02
+    """
     value = yaml.safe_load(text)
     if not isinstance(value, dict) or not value:
         raise SystemExit(f'{option} must be a yaml mapping like "{{features_linf: [0.02, 0.04]}}"; got {text!r}')
-    return {
-        str(threat): yaml_floats(yaml.safe_dump(budgets), f"{option}'s {threat}") for threat, budgets in value.items()
-    }
+    return {str(threat): list_of_floats(budgets, f"{option}'s {threat}", budgets) for threat, budgets in value.items()}
