@@ -97,7 +97,7 @@ def evaluation_job(run, tier, budgets, device_options):
     )
 
 
-def tier_entries(output_folder, tier):
+def benchmark_entries(output_folder, tier):
     """Every entry of a ``tier`` evaluation in the benchmark's folder (``<training>/<run>/<tier>/entry.json``),
     whichever benchmark command made it."""
     return [
@@ -193,7 +193,7 @@ def findings_of(entries, trainings):
 def aggregate(folder, trainings, tier, output_folder, title, baseline):
     """Writes the benchmark's report, figure and leaderboard from the evaluations done in ``folder``
     (``complete_entries``); returns the report."""
-    entries = complete_entries(tier_entries(folder, tier), trainings)
+    entries = complete_entries(benchmark_entries(folder, tier), trainings)
     if not entries:
         logger.warning("No evaluation done yet: nothing to aggregate.")
         return None

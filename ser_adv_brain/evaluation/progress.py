@@ -113,7 +113,7 @@ def batch_outcomes(appended, attacked, forward_rows):
         "gradient_ok": gradient_ok.tolist(),
         "predictions": _listed({key: value.tolist() for key, value in predictions.items()}),
         "details": {field: _listed({k: v.tolist() for k, v in per_key.items()}) for field, per_key in details.items()},
-        "room_clean": {group: value.tolist() for group, value in (room_clean or {}).items()},
+        "room_clean": {group: value.tolist() for group, value in room_clean.items()},
         "attacked": attacked,
         "forward_rows": _listed(forward_rows),
     }
