@@ -108,7 +108,7 @@ def benchmark_entries(output_folder, tier):
 
 
 def complete_entries(entries, trainings):
-    """The entries to aggregate: those of ``trainings`` on the folds and seeds every one of them has, and those
+    """The entries to aggregate: those of ``trainings`` on the folds and seeds every one of them has, then those
     of any other training of the folder evaluated alike on all of these, so that a command with fewer trainings
     or folds aggregates the folder's evaluations and never leaves a smaller report in place of a larger one."""
     replicates_of = {}
@@ -134,7 +134,9 @@ def complete_entries(entries, trainings):
     ahead = sorted(name for name in kept if replicates_of[name] != everyone)
     if ahead:
         logger.warning(f"Aggregated on the {len(everyone)} fold-and-seed runs every training has; {ahead} have more.")
-    return [entry for entry in entries if entry["name"] in kept and (entry["fold"], entry["seed"]) in everyone]
+    order = {name: index for index, name in enumerate([*trainings, *sorted(kept - set(trainings))])}
+    kept_entries = [entry for entry in entries if entry["name"] in kept and (entry["fold"], entry["seed"]) in everyone]
+    return sorted(kept_entries, key=lambda entry: order[entry["name"]])  # the table's rows in the command's order
 
 
 def paper_findings(trainings, fgsm_key):
