@@ -105,26 +105,18 @@ def report_certificates(
     logger.info(f"Certifying {smoothing!r} on {', '.join(splits)}")
     # Certificates and attack outcomes are kept batch by batch until the report is written: a killed
     # certification resumes (each utterance's noise is keyed by its ID, so nothing changes).
-    checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key).path
-    progress = {
-        (what, split): BatchProgress(
-            progress_path(output_folder, what, split),
-            evaluation_identity(checkpoint, datasets[split].data_ids, code_version(), **evaluated),
+    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key).path, code_version()
+
+    def progress_of(what, split, **evaluated):
+        identity = evaluation_identity(
+            checkpoint, datasets[split].data_ids, version, smoothing=scalar_settings(smoothing), **evaluated
         )
-        for split in splits
-        for what, evaluated in [
-            ("certificates", {"smoothing": scalar_settings(smoothing)}),
-            (
-                "smoothed_attack",
-                {
-                    "smoothing": scalar_settings(smoothing),
-                    "plan": plan_settings(plan),
-                    "early_exit": bool(early_exit),
-                    "draws": attack_draws,
-                },
-            ),
-        ]
-        if what == "certificates" or plan
+        return BatchProgress(progress_path(output_folder, what, split), identity)
+
+    attack_evaluated = {"plan": plan_settings(plan), "early_exit": bool(early_exit), "draws": attack_draws}
+    certified_progress = {split: progress_of("certificates", split) for split in splits}
+    attacked_progress = {
+        split: progress_of("smoothed_attack", split, **attack_evaluated) for split in (splits if plan else ())
     }
     certificates = {
         split: certify_split(
@@ -132,7 +124,7 @@ def report_certificates(
             base,
             smoothing_batches(brain, datasets[split], loader_kwargs, smoothing.domain, "certificates"),
             n_classes,
-            progress[("certificates", split)],
+            certified_progress[split],
         )
         for split in splits
     }
@@ -145,7 +137,7 @@ def report_certificates(
             n_classes,
             early_exit,
             attack_draws,
-            progress[("smoothed_attack", split)],
+            attacked_progress[split],
         )
         for split in (splits if plan else ())
     }
@@ -163,7 +155,7 @@ def report_certificates(
             certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan, attack_draws
         )
         logger.info(f"Certificates ({output_folder}/certification.md):\n{markdown}")
-    for kept in progress.values():
-        kept.remove()
+    for progress in [*certified_progress.values(), *attacked_progress.values()]:
+        progress.remove()
     run_on_main(plot_certified_uar, args=[os.path.join(output_folder, "certified_uar.csv")])
     return certificates, attacked

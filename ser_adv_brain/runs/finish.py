@@ -101,14 +101,14 @@ def report_attacks(
     learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)
     wavs = os.path.join(output_folder, "adversarial_wavs")
     # Each split's outcomes are kept batch by batch until the reports are written: a killed evaluation resumes.
-    checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key).path
+    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key).path, code_version()
     progress = {
         split: BatchProgress(
             progress_path(output_folder, "suite", split),
             evaluation_identity(
                 checkpoint,
                 datasets[split].data_ids,
-                code_version(),
+                version,
                 plan=plan_settings(plan + checks),
                 early_exit=bool(suite_early_exit),
             ),
