@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from ser_adv_brain.training.checkpoints import rank_file
+from ser_adv_brain.training.checkpoints import checkpoint_identity, rank_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,11 @@ def plan_settings(plan):
 
 
 def evaluation_identity(checkpoint, ids, code_version, **evaluated):
-    """What an evaluation's outcomes depend on: checkpoint, the split's utterances, the code, under DDP the
-    ranks, and what is evaluated (``plan=plan_settings(...)``, ``early_exit=``, ``smoothing=scalar_settings(...)``)."""
+    """What an evaluation's outcomes depend on: the checkpoint (a SpeechBrain ``Checkpoint``, by
+    ``checkpoint_identity``: wherever the run's folder is), the split's utterances, the code, under DDP the ranks,
+    and what is evaluated (``plan=plan_settings(...)``, ``early_exit=``, ``smoothing=scalar_settings(...)``)."""
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    return repr((str(checkpoint), sorted(evaluated.items()), sorted(ids), code_version, world))
+    return repr((checkpoint_identity(checkpoint), sorted(evaluated.items()), sorted(ids), code_version, world))
 
 
 def _listed(per_key):

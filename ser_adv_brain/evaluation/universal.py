@@ -21,6 +21,7 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation
+from ser_adv_brain.training.checkpoints import checkpoint_identity
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def identity_of(attack, budget, checkpoint, training_split):
         "length": attack.length,
         "seed": attack.seed,
         "budget": float(budget),
-        "checkpoint": [os.path.basename(checkpoint.path), checkpoint.meta.get("unixtime")],
+        "checkpoint": checkpoint_identity(checkpoint),
         "training_split": training_split,
     }
 

@@ -103,9 +103,10 @@ def report_certificates(
     broadcast_buffers(brain.modules)
     base = smoothing_base(brain, smoothing.domain)
     logger.info(f"Certifying {smoothing!r} on {', '.join(splits)}")
-    # Certificates and attack outcomes are kept batch by batch until the report is written: a killed
-    # certification resumes (each utterance's noise is keyed by its ID, so nothing changes).
-    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key).path, code_version()
+    # Certificates and attack outcomes are kept batch by batch: a killed certification resumes (each
+    # utterance's noise is keyed by its ID, so nothing changes). The certificates' file stays after the report:
+    # the adaptive attack added later to the same run and smoothing reads them instead of voting again.
+    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key), code_version()
 
     def progress_of(what, split, **evaluated):
         identity = evaluation_identity(
@@ -155,7 +156,7 @@ def report_certificates(
             certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan, attack_draws
         )
         logger.info(f"Certificates ({output_folder}/certification.md):\n{markdown}")
-    for progress in [*certified_progress.values(), *attacked_progress.values()]:
+    for progress in attacked_progress.values():
         progress.remove()
     run_on_main(plot_certified_uar, args=[os.path.join(output_folder, "certified_uar.csv")])
     return certificates, attacked

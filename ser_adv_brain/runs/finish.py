@@ -101,7 +101,7 @@ def report_attacks(
     learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)
     wavs = os.path.join(output_folder, "adversarial_wavs")
     # Each split's outcomes are kept batch by batch until the reports are written: a killed evaluation resumes.
-    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key).path, code_version()
+    checkpoint, version = brain.checkpointer.find_checkpoint(max_key=max_key), code_version()
     progress = {
         split: BatchProgress(
             progress_path(output_folder, "suite", split),

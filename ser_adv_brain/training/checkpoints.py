@@ -54,6 +54,20 @@ def selection_key(choice):
     return CHECKPOINT_SELECTION[choice]
 
 
+def checkpoint_identity(checkpoint):
+    """A checkpoint's name for what depends on it (a universal perturbation, an evaluation's progress): its
+    folder's name and save time, not its path, so a run's folder can be moved or copied (or named relative at
+    training and absolute later) and stay the same run.
+
+    Example
+    -------
+    >>> checkpoint = Checkpoint(pathlib.Path("/runs/a/save/CKPT+1"), {"unixtime": 1.5}, {})
+    >>> checkpoint_identity(checkpoint) == checkpoint_identity(checkpoint._replace(path=pathlib.Path("save/CKPT+1")))
+    True
+    """
+    return [pathlib.PurePath(checkpoint.path).name, checkpoint.meta.get("unixtime")]
+
+
 def rank_file(path, rank=None):
     """Where DDP rank ``rank`` (this process's by default) keeps its own copy of a checkpoint file.
 

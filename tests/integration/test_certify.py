@@ -146,11 +146,27 @@ def test_a_killed_certify_resumes_where_it_stopped_and_another_smoothing_starts_
     killed()
     left = certified()
     assert (out / "certificates.csv").read_text() == (run / "certificates.csv").read_text()
-    assert not progress.exists()  # dropped once the report is written
     batches = left + 1
     assert batches > 1
-    killed()
+    assert certified() == 0  # kept after the report: the same certification again votes nothing
     assert certified("--n=17") == batches and (tmp_path / "again" / f"{progress.name}.other").is_file()
+
+
+def test_the_adaptive_attack_added_to_a_finished_run_reads_its_certificates_back(run, tmp_path, monkeypatch):
+    """``ser-adv certify --attacks`` on the run's folder votes nothing again: the certificates its training wrote
+    are read back, and only the attack runs. Here the folder is moved (copied, the paths in its hyperparams.yaml
+    changed as ``load_trained``'s error advises): the same checkpoint at another path is the same run."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    saved = copy / "hyperparams.yaml"
+    saved.write_text(saved.read_text().replace(str(run), str(copy)))
+    certify_once, calls = RandomizedSmoothing.certify, []
+    monkeypatch.setattr(RandomizedSmoothing, "certify", lambda *a, **k: calls.append(1) or certify_once(*a, **k))
+    certify_command.main([str(copy), f"--attacks=[{EOT_ATTACK}]", "--budgets={waveform_snr: [20]}", "--noprogressbar"])
+    assert calls == []
+    assert (copy / "certificates.csv").read_text() == (run / "certificates.csv").read_text()
+    assert [r["attack"] for r in read_csv(copy / "smoothed_attack.csv")] == ["WaveformAPGD-CE", "robust"]
+    assert not (copy / "smoothed_attack_progress_test.json").exists()
 
 
 def test_certify_names_a_folder_without_a_run(tmp_path):
