@@ -5,7 +5,7 @@
   every threat model;
 - ``rand``: AutoAttack's rand version, for defences whose forward pass is random (APGD-CE and APGD-DLR
   with expectation over 20 draws);
-- ``audio``: the threats to the audio path: APGD-CE and APGD-T under the SNR budget, the universal
+- ``audio``: the threats to the audio path beside the standard tier's SNR budget: the universal
   perturbation and the over-the-air attack through simulated rooms.
 
 Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files, and has its
@@ -29,7 +29,6 @@ TIER_BUDGETS = {
     "standard": _FEATURES_AND_WAVEFORM,
     "rand": _FEATURES_AND_WAVEFORM,
     "audio": {
-        "waveform_snr": [40.0, 30.0, 20.0],
         "waveform_universal": [40.0, 30.0, 20.0],
         "waveform_room_snr": [40.0, 30.0, 20.0],
     },
