@@ -1,10 +1,12 @@
 """CNN-4, VGG-16 and ResNet-50: tiny forward passes, and full-size layers as in the paper's table."""
 
+import copy
+
 import pytest
 import torch
 
 from ser_adv_brain.models import CNN4, VGG16, ResNet50
-from ser_adv_brain.models.common import PooledClassifier
+from ser_adv_brain.models.common import MaxPool2d, PooledClassifier
 from ser_adv_brain.models.resnet50 import Bottleneck
 
 # Embedding width per base_channels: CNN-4 and VGG-16 end at 8x, ResNet-50 at 8x4.
@@ -123,3 +125,33 @@ def test_batch_norm_after_every_conv(model_class):
     model = model_class(base_channels=2)
     kinds = layer_kinds(model.trunk).split()
     assert all(after == "B" for kind, after in zip(kinds, kinds[1:]) if kind.startswith("C"))
+
+
+def channels_first_pooling(model):
+    """A copy of ``model`` with torch's own max pooling in place of ``MaxPool2d``."""
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, MaxPool2d):
+                pool = torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
+                setattr(module, name, pool)
+    return model
+
+
+@pytest.mark.parametrize("model_class", [CNN4, VGG16, ResNet50])
+def test_pooling_in_channels_last_order_changes_no_output(model_class):
+    """Without a gradient a CPU pools in channels-last order (``MaxPool2d``): logits and embedding are torch's
+    channels-first pooling's bit for bit, at odd sizes too (ceil mode), in eval and train mode; with a gradient
+    the input's gradient is too."""
+    torch.manual_seed(0)
+    model = model_class(n_classes=7, base_channels=8)
+    reference = channels_first_pooling(model)
+    feats = torch.randn(3, 75, 37)
+    for train in (False, True):
+        model.train(train), reference.train(train)
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(model(feats), reference(feats)))
+    gradients = [
+        torch.autograd.grad(m(f)[0].sum(), f)[0] for m in (model, reference) for f in [feats.clone().requires_grad_()]
+    ]
+    assert torch.equal(*gradients)
