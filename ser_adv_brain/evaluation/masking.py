@@ -23,7 +23,7 @@ last (the default suite's order).
 
 import torch
 
-from ser_adv_brain.evaluation.suite import PlanStep, budget_text
+from ser_adv_brain.evaluation.suite import PlanStep, budget_text, suite_plan
 
 UNIVERSAL, PER_UTTERANCE = "waveform_universal", "waveform_snr"  # the groups the universal check compares
 
@@ -55,6 +55,18 @@ def destroy_plan(entries, eps, waveform=False):
     if over_the_air and eps:
         plan.append(PlanStep(f"{DESTROY}_{over_the_air[0].threat_model}", DESTROY_SNR_DB, tuple(over_the_air)))
     return plan
+
+
+def universal_check_plan(plan, per_utterance):
+    """The universal check's per-utterance attacks where the suite has none (the audio tier: its SNR attacks are
+    the standard tier's): the entries of ``per_utterance`` under the SNR budget (``PER_UTTERANCE``), at each budget
+    of the suite's universal perturbations, as check groups that count in no robust UAR. Empty if the suite has
+    no universal perturbation, or has its own per-utterance SNR attacks (they are the check's then)."""
+    groups = {step.group for step in plan}
+    entries = [entry for entry in per_utterance if entry.threat_model == PER_UTTERANCE]
+    if UNIVERSAL not in groups or PER_UTTERANCE in groups or not entries:
+        return []
+    return suite_plan(entries, {PER_UTTERANCE: sorted({step.budget for step in plan if step.group == UNIVERSAL})})
 
 
 def fooled_beyond(outcomes, group, budget, later, earlier):
@@ -173,8 +185,9 @@ def masking_report(outcomes_by_split, plan):
             f"no {PER_UTTERANCE} budgets)."
         )
     elif UNIVERSAL in groups and not any(universal_sentences(o, plan, s) for s, o in outcomes_by_split.items()):
+        names = dict.fromkeys(entry.name for group, _, entries in plan if group == PER_UTTERANCE for entry in entries)
         lines.append(
-            "- No universal perturbation fooled an utterance that the per-utterance waveform attacks left correct "
-            "within an SNR budget its realised SNR meets."
+            f"- No universal perturbation fooled an utterance that the per-utterance waveform attacks "
+            f"({', '.join(names)}) left correct within an SNR budget its realised SNR meets."
         )
     return "\n".join(lines) + "\n"
