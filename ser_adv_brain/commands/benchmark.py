@@ -139,11 +139,23 @@ def complete_entries(entries, trainings):
     return sorted(kept_entries, key=lambda entry: order[entry["name"]])  # the table's rows in the command's order
 
 
+def papers_training(trainings, kind):
+    """The benchmarked training of the paper's ``kind`` (single, vanilla, similarity): the recipes name it
+    ``<model>_<kind>``; ``cnn4_waveform_vanilla`` trains against another attack than the paper's FGSM.
+
+    Example
+    -------
+    >>> papers_training(["cnn4_waveform_vanilla", "cnn4_vanilla"], "vanilla")
+    'cnn4_vanilla'
+    >>> papers_training(["cnn4_single", "cnn4_waveform_vanilla"], "vanilla") is None
+    True
+    """
+    return next((t for t in trainings if t.count("_") == 1 and t.endswith(f"_{kind}")), None)
+
+
 def paper_findings(trainings, fgsm_key):
     """The paper's three findings as claims on the benchmark's figures (skipped where a training is not benchmarked)."""
-    single, vanilla, similarity = (
-        next((t for t in trainings if t.endswith(f"_{kind}")), None) for kind in ("single", "vanilla", "similarity")
-    )
+    single, vanilla, similarity = (papers_training(trainings, kind) for kind in ("single", "vanilla", "similarity"))
     findings = []
     if single:
         findings.append(("The attack works: robust UAR falls below real-data UAR", single, single, REAL, fgsm_key, 1))

@@ -107,3 +107,7 @@ def test_the_papers_findings_are_read_on_the_features_and_left_out_of_a_tier_wit
     audio = entry("cnn4_single", 0, [True] * 4, [True] * 4, tier="audio")
     audio["results"] = [waveform]
     assert findings_of([audio], trainings) == []
+    # Waveform-trained vanilla and similarity are not the paper's trainings, listed first or alone.
+    waveform_trained = ["cnn4_waveform_vanilla", "cnn4_waveform_similarity"]
+    assert findings_of([mixed], [*waveform_trained, *trainings]) == findings
+    assert len(findings_of([mixed], ["cnn4_single", *waveform_trained])) == 1  # the attack works, on single
