@@ -18,28 +18,16 @@ Run from the repository root (under a minute of CPU time on 1 thread), at EmoDB'
     PYTHONPATH=. python bench/inference_cost.py --n-frames 188
 """
 
-import copy
 import statistics
 
 import torch
 from common import argument_parser, parse_arguments, round_robin
 
 from ser_adv_brain.models import CNN4, VGG16, ResNet50
-from ser_adv_brain.models.common import MaxPool2d
+from ser_adv_brain.models.common import with_torch_pooling
 
 MODELS = {"cnn4": CNN4, "vgg16": VGG16, "resnet50": ResNet50}
 N_MELS = 64
-
-
-def with_torch_pooling(model):
-    """A copy of ``model`` with ``torch.nn.MaxPool2d`` (channels-first on every path) in place of ``MaxPool2d``."""
-    model = copy.deepcopy(model)
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, MaxPool2d):
-                pool = torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
-                setattr(module, name, pool)
-    return model
 
 
 def forward(model, feats):

@@ -1,5 +1,7 @@
 """Pieces shared by the three models: conv-BN-ReLU and the pooled classifier head."""
 
+import copy
+
 import torch
 
 
@@ -33,6 +35,18 @@ class MaxPool2d(torch.nn.MaxPool2d):
         if maps.device.type == "cpu" and not (torch.is_grad_enabled() and maps.requires_grad):
             return super().forward(maps.contiguous(memory_format=torch.channels_last)).contiguous()
         return super().forward(maps)
+
+
+def with_torch_pooling(model):
+    """A copy of ``model`` with torch's ``MaxPool2d`` (channels-first on every path) in place of ``MaxPool2d``: the
+    reference that ``bench/inference_cost.py`` times and the tests compare with."""
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, MaxPool2d):
+                pool = torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
+                setattr(module, name, pool)
+    return model
 
 
 def max_pool(kernel_size=2, stride=None):

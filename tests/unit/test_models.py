@@ -1,12 +1,10 @@
 """CNN-4, VGG-16 and ResNet-50: tiny forward passes, and full-size layers as in the paper's table."""
 
-import copy
-
 import pytest
 import torch
 
 from ser_adv_brain.models import CNN4, VGG16, ResNet50
-from ser_adv_brain.models.common import MaxPool2d, PooledClassifier
+from ser_adv_brain.models.common import PooledClassifier, with_torch_pooling
 from ser_adv_brain.models.resnet50 import Bottleneck
 
 # Embedding width per base_channels: CNN-4 and VGG-16 end at 8x, ResNet-50 at 8x4.
@@ -127,17 +125,6 @@ def test_batch_norm_after_every_conv(model_class):
     assert all(after == "B" for kind, after in zip(kinds, kinds[1:]) if kind.startswith("C"))
 
 
-def channels_first_pooling(model):
-    """A copy of ``model`` with torch's own max pooling in place of ``MaxPool2d``."""
-    model = copy.deepcopy(model)
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, MaxPool2d):
-                pool = torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
-                setattr(module, name, pool)
-    return model
-
-
 @pytest.mark.parametrize("model_class", [CNN4, VGG16, ResNet50])
 def test_pooling_in_channels_last_order_changes_no_output(model_class):
     """Without a gradient a CPU pools in channels-last order (``MaxPool2d``): logits and embedding are torch's
@@ -145,7 +132,7 @@ def test_pooling_in_channels_last_order_changes_no_output(model_class):
     the input's gradient is too."""
     torch.manual_seed(0)
     model = model_class(n_classes=7, base_channels=8)
-    reference = channels_first_pooling(model)
+    reference = with_torch_pooling(model)
     feats = torch.randn(3, 75, 37)
     for train in (False, True):
         model.train(train), reference.train(train)
