@@ -177,7 +177,10 @@ def masking_report(outcomes_by_split, plan):
     sentences = [s for split, outcomes in outcomes_by_split.items() for s in masking_sentences(outcomes, plan, split)]
     lines = ["### Gradient-masking checks (Carlini et al. 2019)", ""] + [f"- {s}" for s in sentences or [NONE_FIRED]]
     if not any(group == DESTROY for group, _, _ in plan):
-        lines.append("- Not checked: the destroying budget (masking_check_eps) has no white-box attack to run.")
+        lines.append(
+            "- Not checked: a destroying budget on the features or the per-utterance SNR (masking_check_eps): no "
+            "white-box attack of the suite perturbs them."
+        )
     groups = {group for group, _, _ in plan}
     if UNIVERSAL in groups and PER_UTTERANCE not in groups:
         lines.append(

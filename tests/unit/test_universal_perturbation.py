@@ -312,7 +312,9 @@ def test_masking_check_fires_when_the_universal_perturbation_beats_the_per_utter
         "No universal perturbation fooled an utterance that the per-utterance waveform attacks (WaveformPGD)" in quiet
     )
     alone = suite_plan(suite_entries([UniversalPerturbation(eps=30.0)]), {"waveform_universal": [30.0]})
-    assert "Not checked: universal perturbations" in masking_report({"test": outcomes(34.0)}, alone)
+    alone_report = masking_report({"test": outcomes(34.0)}, alone)
+    assert "Not checked: universal perturbations" in alone_report
+    assert "Not checked: a destroying budget on the features or the per-utterance SNR" in alone_report
 
 
 def test_a_suite_without_per_utterance_snr_attacks_checks_its_universal_perturbations_with_the_quick_tiers():
