@@ -23,7 +23,8 @@ last (the default suite's order).
 
 import torch
 
-from ser_adv_brain.evaluation.suite import PlanStep, budget_text, suite_plan
+from ser_adv_brain.evaluation.suite import PlanStep, budget_text, suite_entries, suite_plan
+from ser_adv_brain.evaluation.tiers import tier_attacks
 
 UNIVERSAL, PER_UTTERANCE = "waveform_universal", "waveform_snr"  # the groups the universal check compares
 
@@ -57,15 +58,17 @@ def destroy_plan(entries, eps, waveform=False):
     return plan
 
 
-def universal_check_plan(plan, per_utterance):
+def universal_check_plan(plan):
     """The universal check's per-utterance attacks where the suite has none (the audio tier: its SNR attacks are
-    the standard tier's): the entries of ``per_utterance`` under the SNR budget (``PER_UTTERANCE``), at each budget
-    of the suite's universal perturbations, as check groups that count in no robust UAR. Empty if the suite has
-    no universal perturbation, or has its own per-utterance SNR attacks (they are the check's then)."""
+    the standard tier's): the quick tier's waveform PGD, the cheapest per-utterance attack that still follows the
+    model's gradient, at each budget of the suite's universal perturbations, as check groups that count in no
+    robust UAR. Empty if the suite has no universal perturbation, or has its own per-utterance SNR attacks (they
+    are the check's then)."""
     groups = {step.group for step in plan}
-    entries = [entry for entry in per_utterance if entry.threat_model == PER_UTTERANCE]
-    if UNIVERSAL not in groups or PER_UTTERANCE in groups or not entries:
+    if UNIVERSAL not in groups or PER_UTTERANCE in groups:
         return []
+    quick = suite_entries(tier_attacks("quick", domain="waveform"))
+    entries = [entry for entry in quick if entry.threat_model == PER_UTTERANCE]
     return suite_plan(entries, {PER_UTTERANCE: sorted({step.budget for step in plan if step.group == UNIVERSAL})})
 
 

@@ -9,7 +9,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from ser_adv_brain.evaluation.masking import destroy_plan, universal_check_plan
 from ser_adv_brain.evaluation.progress import BatchProgress, evaluation_identity, plan_settings, progress_path
 from ser_adv_brain.evaluation.suite import evaluate_suite, suite_entries, suite_plan
-from ser_adv_brain.evaluation.tiers import tier_attacks
 from ser_adv_brain.evaluation.triptych import write_triptych
 from ser_adv_brain.evaluation.universal import CACHE_FOLDER, learn_universal
 from ser_adv_brain.interface import export_interface
@@ -96,11 +95,7 @@ def report_attacks(
     entries = suite_entries(attack_suite)
     attach_sources(entries, brain.device)
     plan = suite_plan(entries, suite_budgets)
-    # A suite without per-utterance SNR attacks (the audio tier) checks its universal perturbations against the
-    # quick tier's waveform PGD: the cheapest per-utterance attack that still sees the model's gradient.
-    per_utterance = suite_entries(tier_attacks("quick", domain="waveform"))
-    checks = destroy_plan(entries, masking_check_eps, waveform=brain.takes_waveform)
-    checks += universal_check_plan(plan, per_utterance)
+    checks = destroy_plan(entries, masking_check_eps, waveform=brain.takes_waveform) + universal_check_plan(plan)
     # Universal perturbations learn on the training split (never on what they attack), kept in the run's folder.
     universal_folder = os.path.join(hparams["output_folder"], CACHE_FOLDER)
     learn_universal(brain, plan, datasets["train"], loader_kwargs, max_key, universal_folder)

@@ -13,7 +13,6 @@ from ser_adv_brain.attacks import UniversalPerturbation, WaveformPGD
 from ser_adv_brain.audio.pcm import quantize_pcm16
 from ser_adv_brain.evaluation.masking import masking_report, universal_check_plan
 from ser_adv_brain.evaluation.suite import SplitOutcomes, suite_entries, suite_plan
-from ser_adv_brain.evaluation.tiers import tier_attacks
 from ser_adv_brain.evaluation.universal import cache_tag, learn_all, learnt_perturbation
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
@@ -320,16 +319,15 @@ def test_masking_check_fires_when_the_universal_perturbation_beats_the_per_utter
 def test_a_suite_without_per_utterance_snr_attacks_checks_its_universal_perturbations_with_the_quick_tiers():
     """The audio tier has no attack under the per-utterance SNR budget (the standard tier's): the universal check
     then runs the quick tier's waveform PGD at the universal budgets, as check groups of no robust UAR."""
-    per_utterance = suite_entries(tier_attacks("quick", domain="waveform"))
     alone = suite_plan(suite_entries([UniversalPerturbation(eps=30.0)]), {"waveform_universal": [20.0, 30.0]})
-    checks = universal_check_plan(alone, per_utterance)
+    checks = universal_check_plan(alone)
     assert [(group, budget, [e.name for e in entries]) for group, budget, entries in checks] == [
         ("waveform_snr", 30.0, ["WaveformPGD-10"]),
         ("waveform_snr", 20.0, ["WaveformPGD-10"]),
     ]
-    assert universal_check_plan(plan(), per_utterance) == []  # the suite's own per-utterance attacks check it
+    assert universal_check_plan(plan()) == []  # the suite's own per-utterance attacks check it
     without_universal = suite_plan(suite_entries([WaveformPGD(eps=30.0)]), {"waveform_snr": [30.0]})
-    assert universal_check_plan(without_universal, per_utterance) == []
+    assert universal_check_plan(without_universal) == []
 
 
 def test_entries_of_the_suite_are_named_for_their_target_and_run_from_the_smallest_ball():
