@@ -79,6 +79,9 @@ class OverTheAirPGD(WaveformPGD):
         if not isinstance(rooms, SimulatedRooms):
             raise TypeError(f"rooms must be a SimulatedRooms (ser_adv_brain.audio.rooms), got {rooms!r}")
         check_positive_int(samples=samples)
+        for split in ("attack", "held_out"):  # made in the one, scored in the other
+            if not rooms.size(split):
+                raise ValueError(f"OverTheAirPGD needs {split} rooms: {rooms!r} has n_{split} 0")
         self.rooms, self.samples = rooms, samples
         self.generator = torch.Generator().manual_seed(seed)  # the rooms are drawn even without a random start
         self.keys, self.step_index = None, 0

@@ -3,8 +3,9 @@
 A room here is a whole listening condition: a shoebox room with a loudspeaker and a microphone in
 it (its impulse response, simulated offline by the image-source method), the level and colour of
 its background noise, and the gain of the recording. ``SimulatedRooms`` draws them from a seed, in
-two disjoint sets: the rooms an over-the-air attack is made in, and the held-out rooms it is
-evaluated in. ``RoomBank.play`` plays a batch of waveforms through rooms, differentiably.
+disjoint sets: the rooms an over-the-air attack is made in, the held-out rooms it is evaluated in,
+and rooms to train in. ``RoomBank.play`` plays a batch of waveforms through rooms, differentiably;
+``RoomAugmentation`` records each training utterance in a random training room.
 """
 
 import json
@@ -16,10 +17,11 @@ import soundfile
 import torch
 import torchaudio.functional
 
+from ser_adv_brain.audio.pcm import length_mask
 from ser_adv_brain.checks import check_non_negative, check_positive_int
 from ser_adv_brain.tables import read_csv, write_csv
 
-ROOM_SPLITS = ("attack", "held_out")
+ROOM_SPLITS = ("attack", "held_out", "train")  # in this order: the index seeds each room's draw
 SETTINGS_FILE = "rooms.json"
 ROOMS_FILE = "rooms.csv"
 ROOM_FIELDS = [
@@ -107,7 +109,8 @@ class RoomBank:
 
 
 class SimulatedRooms:
-    """Shoebox rooms drawn from a seed, split into rooms that make an attack and held-out rooms that evaluate it.
+    """Shoebox rooms drawn from a seed, split into rooms that make an attack, held-out rooms that evaluate it and
+    rooms that train a model (``RoomAugmentation``), from one distribution.
 
     Each room, drawn uniformly from the ranges below (``split`` and index seed its own draw, so a room
     does not change when the number of rooms does, and the two sets never share a draw):
@@ -128,16 +131,18 @@ class SimulatedRooms:
 
     Generating is a cached, idempotent step: the first use writes ``<folder>/<split>/<ID>.wav`` (32-bit
     float), ``<folder>/<split>_rirs.csv`` (the columns SpeechBrain's ``AddReverb`` reads, paths under
-    ``$rir_folder``: ``AddReverb(rir_csv(folder, "attack"), replacements={"rir_folder": folder})`` trains
-    with them), ``<folder>/rooms.csv`` (every room's parameters) and ``<folder>/rooms.json`` (these settings);
-    later uses read them, and different settings regenerate them. The files are written whole and
-    then renamed, and are the same for the same settings, so processes that generate them at once agree.
+    ``$rir_folder``: ``AddReverb(rir_csv(folder, "train"), replacements={"rir_folder": folder})`` reverberates
+    with them, without the rooms' noise and gain), ``<folder>/rooms.csv`` (every room's parameters) and
+    ``<folder>/rooms.json`` (these settings); later uses read them, and different settings regenerate them.
+    The files are written whole and then renamed, and are the same for the same settings, so processes that
+    generate them at once agree. A split of no rooms writes no files.
 
     Arguments
     ---------
     folder : str
-    n_attack, n_held_out : int
-        Rooms in each set.
+    n_attack, n_held_out, n_train : int
+        Rooms in each set (0: none). The sets never share a room, whatever their sizes: a model trained in
+        the ``train`` rooms of a seed is never evaluated in a room it heard.
     seed : int
     sample_rate : int
         The audio's sample rate (Hz).
@@ -163,6 +168,7 @@ class SimulatedRooms:
         folder,
         n_attack=16,
         n_held_out=4,
+        n_train=0,
         seed=0,
         sample_rate=16000,
         length=(3.0, 10.0),
@@ -175,7 +181,13 @@ class SimulatedRooms:
         gain_db=(-6.0, 6.0),
         max_rir_seconds=1.0,
     ):
-        check_positive_int(n_attack=n_attack, n_held_out=n_held_out, sample_rate=sample_rate)
+        check_positive_int(sample_rate=sample_rate)
+        counts = {"n_attack": n_attack, "n_held_out": n_held_out, "n_train": n_train}
+        for name, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {count!r}")
+        if not any(counts.values()):
+            raise ValueError(f"SimulatedRooms needs at least one room, got {counts}")
         check_non_negative(max_rir_seconds=max_rir_seconds)
         ranges = dict(
             length=length,
@@ -209,8 +221,7 @@ class SimulatedRooms:
             ) from error
         self.folder = folder
         self.settings = {
-            "n_attack": n_attack,
-            "n_held_out": n_held_out,
+            **counts,
             "seed": seed,
             "sample_rate": sample_rate,
             **{name: [float(b) for b in bounds] for name, bounds in ranges.items()},
@@ -230,6 +241,8 @@ class SimulatedRooms:
         """The rooms of ``split`` (``"attack"`` or ``"held_out"``) as a ``RoomBank``, generated on first use."""
         if split not in ROOM_SPLITS:
             raise ValueError(f"split must be one of {ROOM_SPLITS}, got {split!r}")
+        if not self.size(split):
+            raise ValueError(f"{self!r} has no {split} rooms: set n_{split} to 1 or more")
         if split not in self.banks:
             rows = [row for row in self.prepare() if row["split"] == split]  # every value read back as text
             rirs = [torch.from_numpy(soundfile.read(self.rir_path(row), dtype="float32")[0]) for row in rows]
@@ -251,7 +264,7 @@ class SimulatedRooms:
                 if json.load(f) == self.settings:
                     return read_csv(os.path.join(self.folder, ROOMS_FILE))
         rows = []  # generated afresh: the settings changed, or nothing is there yet
-        for split in ROOM_SPLITS:
+        for split in (split for split in ROOM_SPLITS if self.size(split)):
             os.makedirs(os.path.join(self.folder, split), exist_ok=True)
             mine = []
             for index in range(self.size(split)):
@@ -322,6 +335,55 @@ class SimulatedRooms:
             f"distance {[low, high]}: no loudspeaker and microphone that far apart in {tries} tries in room "
             f"{index} of {split} ({dims[0]:.1f} x {dims[1]:.1f} m); widen distance or the room's size."
         )
+
+
+class RoomAugmentation(torch.nn.Module):
+    """Each utterance as a microphone records it in one of the ``train`` rooms of ``rooms``, drawn at random.
+
+    ``gain * (h * x + n)`` (``RoomBank.play``): the room's impulse response, its coloured background noise
+    at its SNR, its recording gain. It takes SpeechBrain's ``AddNoise`` call signature, so
+    ``WaveformNoiseStep`` trains with it as it does with white noise; the padding after each signal
+    (``lengths``, relative) stays silent. The model then hears in training what the over-the-air threat
+    plays it (``OverTheAirPGD``), in rooms of the same distribution that the attack's and the held-out
+    rooms never share. (SpeechBrain's ``AddReverb`` convolves a whole batch with one response, circularly,
+    and adds no room noise or gain: the threat's recording would not be the one trained on.)
+
+    The room and the noise are drawn from torch's global generator, like dropout: part of training's random
+    stream, which the checkpoints save.
+
+    Arguments
+    ---------
+    rooms : SimulatedRooms
+        With ``n_train`` rooms (generated into its folder on first use).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> small = dict(length=[3, 4], width=[3, 4], height=[2.5, 3], rt60=[0.1, 0.2], max_rir_seconds=0.05)
+    >>> rooms = SimulatedRooms(tempfile.mkdtemp(), n_attack=0, n_held_out=0, n_train=2, **small)
+    >>> _ = torch.manual_seed(0)
+    >>> heard = RoomAugmentation(rooms)(0.1 * torch.randn(3, 1600), torch.tensor([1.0, 1.0, 0.5]))
+    >>> heard.shape, bool((heard[2, 800:] == 0).all())
+    (torch.Size([3, 1600]), True)
+    """
+
+    def __init__(self, rooms):
+        super().__init__()
+        if not isinstance(rooms, SimulatedRooms):
+            raise TypeError(f"rooms must be a SimulatedRooms (ser_adv_brain.audio.rooms), got {rooms!r}")
+        if not rooms.size("train"):
+            raise ValueError(f"RoomAugmentation needs training rooms: {rooms!r} has n_train 0")
+        self.rooms = rooms
+
+    def extra_repr(self):
+        return f"rooms={self.rooms!r}"
+
+    def forward(self, wavs, lengths=None):
+        bank = self.rooms.bank("train")
+        chosen = torch.randint(len(bank), (len(wavs),), device=wavs.device)
+        heard = bank.play(wavs, chosen, torch.randn_like(wavs))
+        mask = length_mask(wavs, lengths)
+        return heard if mask is None else heard * mask
 
 
 def write_whole(path, write):

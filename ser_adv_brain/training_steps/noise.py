@@ -94,7 +94,8 @@ class WaveformNoiseStep(NoiseStep):
     ``noise`` is SpeechBrain's ``speechbrain.augment.time_domain.AddNoise``
     (without a noise csv: white noise at an SNR drawn per utterance from
     ``[snr_low, snr_high]`` dB), ``GaussianWaveformNoise`` (a fixed sigma,
-    randomised smoothing's), or any module with its call signature.
+    randomised smoothing's), ``RoomAugmentation`` (a recording in a simulated
+    room), or any module with its call signature.
     """
 
     def noisy_features(self, brain, batch, feats=None):

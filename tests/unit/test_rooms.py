@@ -1,5 +1,6 @@
-"""Simulated rooms: deterministic from the seed, attack and held-out sets disjoint, cached, read by AddReverb,
-and playing audio through a room is the convolution, the noise at its SNR and the gain it says."""
+"""Simulated rooms: deterministic from the seed, attack, held-out and training sets disjoint, cached, read by
+AddReverb, and playing audio through a room is the convolution, the noise at its SNR and the gain it says;
+room augmentation records each utterance in a training room."""
 
 import os
 
@@ -9,8 +10,9 @@ import soundfile
 import torch
 from speechbrain.augment.time_domain import AddReverb
 
+from ser_adv_brain.attacks import OverTheAirPGD
 from ser_adv_brain.audio import rooms as rooms_module
-from ser_adv_brain.audio.rooms import RoomBank, SimulatedRooms, rir_csv
+from ser_adv_brain.audio.rooms import RoomAugmentation, RoomBank, SimulatedRooms, rir_csv
 from ser_adv_brain.tables import read_csv
 
 # Small, dry rooms and short responses: a room takes milliseconds to simulate.
@@ -116,7 +118,13 @@ def test_impossible_ranges_are_named(tmp_path):
     with pytest.raises(ValueError, match="gain_db"):
         SimulatedRooms(str(tmp_path), gain_db=[6, -6])
     with pytest.raises(ValueError, match="n_held_out"):
-        SimulatedRooms(str(tmp_path), n_held_out=0)
+        SimulatedRooms(str(tmp_path), n_held_out=-1)
+    with pytest.raises(ValueError, match="at least one room"):
+        SimulatedRooms(str(tmp_path), n_attack=0, n_held_out=0)
+    with pytest.raises(ValueError, match="held_out rooms"):
+        OverTheAirPGD(40, rooms=SimulatedRooms(str(tmp_path), n_held_out=0))
+    with pytest.raises(ValueError, match="n_train 0"):
+        RoomAugmentation(SimulatedRooms(str(tmp_path)))
     with pytest.raises(ValueError, match="distance"):
         simulated(tmp_path, distance=[20, 30])
 
@@ -126,3 +134,35 @@ def test_rir_files_hold_what_the_bank_plays(tmp_path):
     audio, rate = soundfile.read(tmp_path / "attack" / "attack_000.wav", dtype="float32")
     assert rate == 16000 and np.linalg.norm(audio) == pytest.approx(1.0, abs=1e-5)
     assert torch.equal(banks["attack"].rirs[0, : len(audio)], torch.from_numpy(audio))
+
+
+def test_training_rooms_are_their_own_and_leave_the_attack_and_held_out_rooms_as_they_were(tmp_path):
+    _, banks = simulated(tmp_path / "a")
+    rooms, with_training = simulated(tmp_path / "b", n_train=3)
+    training = rooms.bank("train")
+    assert training.ids == ["train_000", "train_001", "train_002"]
+    for split in ("attack", "held_out"):
+        assert torch.equal(banks[split].rirs, with_training[split].rirs)
+        for heard in with_training[split].rirs:
+            assert all(not torch.equal(heard, trained) for trained in training.rirs)
+    alone = SimulatedRooms(str(tmp_path / "c"), n_attack=0, n_held_out=0, n_train=3, **SMALL)
+    assert torch.equal(alone.bank("train").rirs, training.rirs)  # the same rooms without the other sets
+    assert sorted(os.listdir(tmp_path / "c")) == ["rooms.csv", "rooms.json", "train", "train_rirs.csv"]
+
+
+def test_room_augmentation_records_each_utterance_in_a_training_room_and_keeps_the_padding_silent(tmp_path):
+    rooms, _ = simulated(tmp_path, n_train=4)
+    wavs = 0.1 * torch.randn(32, 800, generator=torch.Generator().manual_seed(0))
+    lengths = torch.ones(32)
+    lengths[5] = 0.5
+    torch.manual_seed(3)
+    heard = RoomAugmentation(rooms)(wavs, lengths)
+    torch.manual_seed(3)  # the same draws, by hand: a room per utterance, then the rooms' noise
+    chosen = torch.randint(4, (32,))
+    expected = rooms.bank("train").play(wavs, chosen, torch.randn_like(wavs))
+    expected[5, 400:] = 0.0
+    assert torch.allclose(heard, expected) and bool((heard[5, 400:] == 0).all())
+    assert len(set(chosen.tolist())) == 4  # rooms are drawn per utterance, not per batch
+    torch.manual_seed(3)
+    in_attack_rooms = rooms.bank("attack").play(wavs, chosen % 3, torch.randn_like(wavs))
+    assert not torch.allclose(heard, in_attack_rooms)
