@@ -407,6 +407,15 @@ def hyperparameter_problems(hparams):
         problems.append(
             Problem("hyperparameter ddp_timeout_minutes", f"must be a number of minutes > 0, got {timeout!r}")
         )
+    step = hparams.get("training_step")
+    if hparams.get("select_checkpoint") == "best_noisy_dev" and not getattr(step, "trains_on_noisy_copies_only", 0):
+        problems.append(
+            Problem(
+                "hyperparameter select_checkpoint",
+                f"best_noisy_dev needs a training step that trains on noisy copies only (no objective), and "
+                f"{step!r} does not, so no dev UAR on noisy copies is kept; use best_dev or final",
+            )
+        )
     if not isinstance(hparams["modules"]["model"], torch.nn.Module):
         problems.append(
             Problem(

@@ -8,6 +8,7 @@ a recipe's ``Brain`` subclass runs it in ``compute_forward`` / ``compute_objecti
 import functools
 import gc
 import logging
+import zlib
 
 import speechbrain as sb
 import torch
@@ -68,6 +69,7 @@ class EmotionBrain(sb.Brain):
 
     position = "the start"
     stage_name = "TRAIN stage"  # until a stage starts (fit_batch called on its own)
+    noisy_confusion = None  # an evaluation stage's counts on noisy copies, for a model trained on them only
 
     def __init__(self, *args, training_step=None, sync_batchnorm=False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,6 +159,36 @@ class EmotionBrain(sb.Brain):
             broadcast_buffers(self.modules)
             self.confusion = ConfusionMatrix(self.hparams.n_classes)
             self.loss_sum = 0.0
+            noisy = self.chosen_training_step.trains_on_noisy_copies_only
+            self.noisy_confusion = ConfusionMatrix(self.hparams.n_classes) if noisy else None
+
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's evaluation of a batch; for a model trained on noisy copies only, also its predictions
+        on a noisy copy (``count_noisy_predictions``)."""
+        loss = super().evaluate_batch(batch, stage)
+        if self.noisy_confusion is not None:
+            self.count_noisy_predictions(batch)
+        return loss
+
+    @torch.no_grad()
+    def count_noisy_predictions(self, batch):
+        """Counts the model's predictions on one noisy copy of ``batch``, made by the training step, for the
+        stage's ``noisy_UAR``.
+
+        A model trained on noisy copies only (randomised smoothing's base classifier) has never seen a clean
+        input: its clean UAR says nothing of whether training works, its UAR on the noise it is trained for
+        does (and is what the smoothed classifier's vote counts, one draw at a time). The noise is drawn
+        from the batch's utterance IDs with the global generators forked, so every epoch scores the same
+        noisy copies (dev figures differ by the model alone) and training's random stream, which the
+        checkpoints save, is left as it was.
+        """
+        batch = batch.to(self.device)
+        devices = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.evaluation_ctx:
+            torch.manual_seed(zlib.crc32(",".join(batch.id).encode()))
+            feats = self.chosen_training_step.noisy_features(self, batch)
+            logits, _ = self.model(feats)
+        self.noisy_confusion.append(logits.argmax(dim=-1), self.targets(batch))
 
     def eval_stats(self, stage_loss):
         """Loss, UAR and accuracy of the finished evaluation stage, summed over DDP ranks."""
@@ -165,7 +197,11 @@ class EmotionBrain(sb.Brain):
         sb.utils.distributed.ddp_all_reduce(total, torch.distributed.ReduceOp.SUM)
         count = int(self.confusion.counts.sum())
         loss = float(total) / count if count else stage_loss
-        return {"loss": loss, "UAR": self.confusion.uar(), "accuracy": self.confusion.accuracy()}
+        stats = {"loss": loss, "UAR": self.confusion.uar(), "accuracy": self.confusion.accuracy()}
+        if self.noisy_confusion is not None:
+            self.noisy_confusion.all_reduce(self.device)
+            stats["noisy_UAR"] = self.noisy_confusion.uar()
+        return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """The stage's statistics (kept in ``train_stats`` after training); after validation, keeps
@@ -178,7 +214,8 @@ class EmotionBrain(sb.Brain):
             return self.train_stats
         stats = self.eval_stats(stage_loss)
         if stage == sb.Stage.VALID:
-            self.checkpointer.save_and_keep_only(meta={"UAR": stats["UAR"]}, max_keys=["UAR"])
+            keys = [key for key in ("UAR", "noisy_UAR") if key in stats]
+            self.checkpointer.save_and_keep_only(meta={key: stats[key] for key in keys}, max_keys=keys)
         return stats
 
     def train_loss_parts(self):

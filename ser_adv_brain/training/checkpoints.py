@@ -37,12 +37,13 @@ STAGING_PREFIX = "saving-"
 
 # yaml ``select_checkpoint`` -> the key ``Brain.evaluate`` recovers by. None recovers the most
 # recent checkpoint, which ``save_and_keep_only`` keeps beside the best (keep_recent=True).
-CHECKPOINT_SELECTION = {"best_dev": "UAR", "final": None}
+# ``noisy_UAR`` exists for models trained on noisy copies only (randomised smoothing's base classifier).
+CHECKPOINT_SELECTION = {"best_dev": "UAR", "best_noisy_dev": "noisy_UAR", "final": None}
 
 
 def selection_key(choice):
-    """The key that selects the checkpoint to test (yaml ``select_checkpoint``): best dev UAR or the final one
-    (the authors' code).
+    """The key that selects the checkpoint to test (yaml ``select_checkpoint``): best dev UAR, best dev UAR on
+    the training's noisy copies (a model that sees no clean input), or the final one (the authors' code).
 
     Example
     -------

@@ -11,9 +11,13 @@ class TrainingStep:
     the ``loss`` the Brain backpropagates and, for the training log, its parts.
     ``at(optimizer_step)`` is the step to run at that point of training (a
     warm-up runs another); ``generators()`` the random generators of its own.
+    A step with ``trains_on_noisy_copies_only`` has ``noisy_features``.
     """
 
     warmup_steps = 0  # optimizer steps of clean training first (``at`` runs a CleanStep until then)
+    # Whether the model never sees a clean input (randomised smoothing's base classifier): its evaluations
+    # then also score ``noisy_features(brain, batch)``, the inputs it is trained for.
+    trains_on_noisy_copies_only = False
 
     def at(self, optimizer_step):
         return self

@@ -55,6 +55,10 @@ class NoiseStep(AdversarialStep):
         parts = f"noise={self.noise!r}, objective={self.objective!r}, warmup_steps={self.warmup_steps}"
         return f"{type(self).__name__}({parts})"
 
+    @property
+    def trains_on_noisy_copies_only(self):
+        return self.objective is None
+
     def generators(self):
         """None of its own: the noise draws from the global generators, which ``RandomState`` saves."""
         return []

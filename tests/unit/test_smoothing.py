@@ -5,15 +5,19 @@ import math
 
 import pytest
 import scipy.stats
+import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from helpers import KilledAfter, load_hparams, tiny
+from helpers import KilledAfter, RecipeBrain, load_hparams, tiny
+from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.encoder import CategoricalEncoder
-from test_brain import build
+from test_brain import RUN_OPTS, build
 from test_training_steps import batches_tracked
 
 from ser_adv_brain.attacks import APGD, FGSM, WaveformAPGD
 from ser_adv_brain.audio import GaussianWaveformNoise
+from ser_adv_brain.data.dataio import dataio_prep, manifests_of
+from ser_adv_brain.data.validation import hyperparameter_problems
 from ser_adv_brain.evaluation import certification as certification_module
 from ser_adv_brain.evaluation import smoothing as smoothing_module
 from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
@@ -23,6 +27,8 @@ from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.interface import EmotionRecognizer
 from ser_adv_brain.reports.certification_report import curve_rows, moved_to_another_emotion
+from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training.checkpoints import selection_key
 
 
 class LinearRule(torch.nn.Module):
@@ -272,6 +278,78 @@ def test_a_killed_certification_and_adaptive_attack_resume_at_the_first_batch_no
             assert all(torch.equal(resumed.predictions[k], whole.predictions[k]) for k in whole.keys)
             assert torch.equal(resumed.gradient_ok, whole.gradient_ok)
             assert resumed.attacked_count == whole.attacked_count and resumed.forward_rows == whole.forward_rows
+
+
+def smoothing_hparams(tiny_manifests, tmp_path, **overrides):
+    """``cnn4_smoothing_waveform.yaml`` at tiny size on the tiny manifests."""
+    name = "recipes/EmoDB/hparams/cnn4_smoothing_waveform.yaml"
+    annotations = {f"{split}_annotation": path for split, path in tiny_manifests.items()}
+    options = {**tiny(name), **annotations, "data_folder": "unused", "output_folder": str(tmp_path), **overrides}
+    return load_hparams(name, **options)
+
+
+def test_a_model_trained_on_noisy_copies_only_is_also_scored_on_noisy_copies(tiny_manifests, tmp_path, monkeypatch):
+    """Smoothing's base classifier never sees a clean input: an evaluation also counts its predictions on
+    the training step's noisy copy of each utterance (``noisy_UAR``), the same copies every epoch, and
+    leaves training's random stream as it was."""
+    brain, datasets, _ = build(smoothing_hparams(tiny_manifests, tmp_path, smoothing_sigma=0.5))
+    step, copies = brain.chosen_training_step, []
+    noisy_features = step.noisy_features
+    monkeypatch.setattr(step, "noisy_features", lambda *a: copies.append(noisy_features(*a)) or copies[-1])
+
+    batches = list(make_dataloader(datasets["valid"], batch_size=4))
+
+    def evaluate():
+        brain.on_stage_start(sb.Stage.VALID, 1)
+        brain.modules.eval()
+        for batch in batches:
+            brain.evaluate_batch(batch, sb.Stage.VALID)
+        return brain.eval_stats(0.0)
+
+    state = torch.get_rng_state()
+    stats, first = evaluate(), list(copies)
+    assert torch.equal(torch.get_rng_state(), state)
+    expected = torch.zeros_like(brain.noisy_confusion.counts)
+    for batch, feats in zip(batches, first, strict=True):
+        assert not torch.allclose(feats, brain.compute_features(batch.sig.data))  # a noisy copy
+        with torch.no_grad():
+            predicted = brain.model(feats)[0].argmax(dim=-1)
+        for target, guess in zip(brain.targets(batch).tolist(), predicted.tolist()):
+            expected[target, guess] += 1
+    assert first and torch.equal(brain.noisy_confusion.counts, expected)
+    assert stats["noisy_UAR"] == brain.noisy_confusion.uar()
+    copies.clear()
+    torch.randn(3)  # training's draws between two epochs' evaluations
+    evaluate()
+    assert all(torch.equal(a, b) for a, b in zip(first, copies, strict=True))  # the same copies again
+
+
+def test_best_noisy_dev_tests_the_epoch_with_the_best_noisy_dev_uar(tiny_manifests, tiny_hparams, tmp_path):
+    """Scripted dev UARs: clean .9, .1, .2 and noisy .3, .5, .4. ``best_noisy_dev`` tests epoch 2, ``best_dev``
+    epoch 1; a training with clean inputs keeps no noisy UAR, and asking for ``best_noisy_dev`` there is an error
+    before training."""
+    hparams = smoothing_hparams(tiny_manifests, tmp_path, number_of_epochs=3)
+    datasets, hparams["label_encoder"] = dataio_prep(hparams, manifests_of(hparams), hparams["n_frames"])
+    brain = build_brain(hparams, RUN_OPTS, RecipeBrain)
+    scripted, eval_stats = iter([(0.9, 0.3), (0.1, 0.5), (0.2, 0.4)]), brain.eval_stats
+
+    def scripted_stats(stage_loss):
+        stats = eval_stats(stage_loss)
+        if not brain.stage_name.startswith("VALID"):
+            return stats
+        clean, noisy = next(scripted)
+        return {**stats, "UAR": clean, "noisy_UAR": noisy}
+
+    brain.eval_stats = scripted_stats
+    brain.fit_normalizer(datasets["train"], hparams["test_dataloader_options"])
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"], train_loader_kwargs={"batch_size": 4})
+    for choice, epoch in [("best_noisy_dev", 2), ("best_dev", 1), ("final", 3)]:
+        brain.evaluate(datasets["test"], max_key=selection_key(choice), test_loader_kwargs={"batch_size": 4})
+        assert hparams["epoch_counter"].current == epoch, choice
+    assert not [p for p in hyperparameter_problems({**hparams, "select_checkpoint": "best_noisy_dev"})]
+    clean = tiny_hparams("cnn4_single", select_checkpoint="best_noisy_dev")
+    (problem,) = hyperparameter_problems(clean)
+    assert "select_checkpoint" in str(problem) and "best_noisy_dev" in str(problem)
 
 
 @pytest.mark.parametrize("domain", ["waveform", "features"])
