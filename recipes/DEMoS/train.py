@@ -46,6 +46,8 @@ class EmotionRecognitionBrain(EmotionBrain):
         """Waveforms -> log-Mel -> z-scored features -> the model's logits and embedding."""
         batch = batch.to(self.device)
         if stage == sb.Stage.TRAIN:
+            if hasattr(self.hparams, "wav_augment"):  # in place: the loss reads the augmented batch too
+                self.augment_batch(batch, self.hparams.wav_augment)
             return self.training_step.forward(self, batch)  # clean, or with the attack's fake twin
         feats = self.modules.compute_features(batch.sig.data)
         feats = self.modules.normalizer(feats)

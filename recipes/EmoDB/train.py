@@ -45,6 +45,8 @@ class EmotionRecognitionBrain(EmotionBrain):
         model's logits and embedding."""
         batch = batch.to(self.device)
         if stage == sb.Stage.TRAIN:
+            if hasattr(self.hparams, "wav_augment"):  # in place: the loss reads the augmented batch too
+                self.augment_batch(batch, self.hparams.wav_augment)
             return self.training_step.forward(self, batch)  # clean, or with the attack's fake twin
         feats = self.compute_features(batch.sig.data)  # EmotionBrain.compute_features: the model's input
         # The bare model, not DDP's wrapper: DDP would wait on ranks with fewer evaluation batches.

@@ -13,6 +13,7 @@ import zlib
 import speechbrain as sb
 import torch
 import tqdm
+from speechbrain.dataio.batch import PaddedData
 
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.models import WaveformClassifier, takes_waveform
@@ -120,6 +121,26 @@ class EmotionBrain(sb.Brain):
 
     def targets(self, batch):
         return batch.emo_encoded.data.view(-1).to(self.device)
+
+    @torch.no_grad()
+    def augment_batch(self, batch, wav_augment):
+        """Passes the training batch's audio through ``wav_augment``, as SpeechBrain's recipes augment (the yaml's
+        ``speechbrain.augment.augmenter.Augmenter``, or any module ``(wavs, lengths) -> (wavs, lengths)``).
+
+        In place, so that the training step's loss reads the audio its forward saw; where the augmenter adds
+        copies (``concat_original``, ``repeat_augment``, ``parallel_augment``) the labels and utterance IDs
+        are replicated as it replicates the audio (``replicate_labels``). The training step then makes its
+        fake twin from the augmented audio: a waveform attack perturbs the audio as augmented (a room's
+        recording, say), the perturbation added after the augmentation.
+        """
+        wavs, lengths = wav_augment(batch.sig.data, batch.sig.lengths)
+        if len(wavs) != len(batch.id):
+            rows = wav_augment.replicate_labels(torch.arange(len(batch.id), device=wavs.device))
+            labels = batch.emo_encoded
+            picked = [tensor[rows.to(tensor.device)] for tensor in labels]
+            batch.emo_encoded = PaddedData(*picked)
+            batch.id = [batch.id[row] for row in rows.tolist()]
+        batch.sig = PaddedData(wavs, lengths)
 
     def training_loss(self, predictions, batch):
         """The training step's loss, for ``compute_objectives``; its parts (real loss, fake loss...) are logged."""

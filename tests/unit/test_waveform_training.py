@@ -365,3 +365,24 @@ def test_the_yaml_files_train_against_the_suites_smallest_waveform_budget(wavefo
         assert (attack.norm, attack.steps, attack.random_start) == ("snr", 5, True)
         assert hparams["training_step"].attack is attack and type(hparams["attack"]) is report_attack
         assert any(a.threat_model == "waveform_snr" for a in hparams["attack_suite"])
+
+
+def test_a_training_batch_goes_through_wav_augment_and_the_attack_perturbs_what_it_made(waveform_hparams, monkeypatch):
+    """``cnn4_waveform_trades_rooms.yaml``: each step's batch is its real audio and the same audio recorded in a
+    training room (SpeechBrain's ``Augmenter``, ``concat_original``), labels and utterance IDs replicated to
+    match; the training attack then perturbs both halves, the recordings as recorded."""
+    from ser_adv_brain.audio.rooms import RoomAugmentation
+
+    hparams = waveform_hparams("trades_rooms", n_training_rooms=2, warmup_steps=0)
+    brain, _, batch = build(hparams)
+    clean, targets, ids = batch.sig.data.clone(), brain.targets(batch).clone(), list(batch.id)
+    recorded, record = [], RoomAugmentation.forward
+    monkeypatch.setattr(
+        RoomAugmentation, "forward", lambda self, *a, **k: recorded.append(record(self, *a, **k)) or recorded[-1]
+    )
+    calls = spy_on_attack(hparams["training_attack"], monkeypatch)
+    assert torch.isfinite(brain.fit_batch(batch))
+    (call,), (in_rooms,), n = calls, recorded, len(clean)
+    assert torch.equal(call["inputs"][:n], clean)
+    assert torch.equal(call["inputs"][n:], in_rooms) and not torch.allclose(in_rooms, clean)
+    assert torch.equal(brain.targets(batch), targets.repeat(2)) and batch.id == ids * 2
