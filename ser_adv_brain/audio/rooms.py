@@ -113,7 +113,7 @@ class SimulatedRooms:
     rooms that train a model (``RoomAugmentation``), from one distribution.
 
     Each room, drawn uniformly from the ranges below (``split`` and index seed its own draw, so a room
-    does not change when the number of rooms does, and the two sets never share a draw):
+    does not change when the number of rooms does, and the sets never share a draw):
 
     - its size ``length x width x height`` in metres (3-10 x 3-10 x 2.5-4 by default: from a small
       office or bedroom to a meeting room or a living room, where a call or a health monitor listens);
@@ -238,7 +238,7 @@ class SimulatedRooms:
         return self.settings[f"n_{split}"]
 
     def bank(self, split):
-        """The rooms of ``split`` (``"attack"`` or ``"held_out"``) as a ``RoomBank``, generated on first use."""
+        """The rooms of ``split`` (one of ``ROOM_SPLITS``) as a ``RoomBank``, generated on first use."""
         if split not in ROOM_SPLITS:
             raise ValueError(f"split must be one of {ROOM_SPLITS}, got {split!r}")
         if not self.size(split):

@@ -408,7 +408,7 @@ def hyperparameter_problems(hparams):
             Problem("hyperparameter ddp_timeout_minutes", f"must be a number of minutes > 0, got {timeout!r}")
         )
     step = hparams.get("training_step")
-    if hparams.get("select_checkpoint") == "best_noisy_dev" and not getattr(step, "trains_on_noisy_copies_only", 0):
+    if hparams.get("select_checkpoint") == "best_noisy_dev" and not getattr(step, "trains_on_noisy_copies_only", False):
         problems.append(
             Problem(
                 "hyperparameter select_checkpoint",
