@@ -15,6 +15,13 @@ def check_positive_int(**values):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def check_non_negative_int(**values):
+    """Raises a ``ValueError`` naming the first argument that is not an integer >= 0."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
 def check_choice(name, value, choices):
     """Raises a ``ValueError`` naming ``name`` if ``value`` is not one of ``choices``."""
     if value not in choices:

@@ -18,7 +18,7 @@ import torch
 import torchaudio.functional
 
 from ser_adv_brain.audio.pcm import length_mask
-from ser_adv_brain.checks import check_non_negative, check_positive_int
+from ser_adv_brain.checks import check_non_negative, check_non_negative_int, check_positive_int
 from ser_adv_brain.tables import read_csv, write_csv
 
 ROOM_SPLITS = ("attack", "held_out", "train")  # in this order: the index seeds each room's draw
@@ -183,9 +183,7 @@ class SimulatedRooms:
     ):
         check_positive_int(sample_rate=sample_rate)
         counts = {"n_attack": n_attack, "n_held_out": n_held_out, "n_train": n_train}
-        for name, count in counts.items():
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {count!r}")
+        check_non_negative_int(**counts)
         if not any(counts.values()):
             raise ValueError(f"SimulatedRooms needs at least one room, got {counts}")
         check_non_negative(max_rir_seconds=max_rir_seconds)

@@ -29,6 +29,7 @@ adversarial audio.
 """
 
 from ser_adv_brain.attacks.base import DOMAINS, Attack, GradientAttack
+from ser_adv_brain.checks import check_non_negative_int
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 from ser_adv_brain.training_steps.base import CleanStep, TrainingStep
 
@@ -59,8 +60,7 @@ def check_arguments(attack, objective, warmup_steps):
         )
     if not isinstance(objective, AdversarialObjective):
         raise TypeError(f"hparams 'objective' must be an AdversarialObjective, got {objective!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    check_non_negative_int(warmup_steps=warmup_steps)
 
 
 class AdversarialStep(TrainingStep):

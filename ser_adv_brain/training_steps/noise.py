@@ -13,6 +13,7 @@ classifier of randomised smoothing with ``d ~ N(0, sigma^2 I)``
 (``GaussianWaveformNoise``, ``GaussianFeatureNoise``).
 """
 
+from ser_adv_brain.checks import check_non_negative_int
 from ser_adv_brain.objectives.base import AdversarialObjective, classification_loss
 from ser_adv_brain.training_steps.adversarial import AdversarialStep, detached
 
@@ -47,8 +48,7 @@ class NoiseStep(AdversarialStep):
     def __init__(self, noise, objective, warmup_steps=0):
         if objective is not None and not isinstance(objective, AdversarialObjective):
             raise TypeError(f"hparams 'objective' must be an AdversarialObjective or null, got {objective!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        check_non_negative_int(warmup_steps=warmup_steps)
         self.noise, self.objective, self.warmup_steps = noise, objective, warmup_steps
 
     def __repr__(self):
