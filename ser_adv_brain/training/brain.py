@@ -8,13 +8,13 @@ a recipe's ``Brain`` subclass runs it in ``compute_forward`` / ``compute_objecti
 import functools
 import gc
 import logging
-import zlib
 
 import speechbrain as sb
 import torch
 import tqdm
 from speechbrain.dataio.batch import PaddedData
 
+from ser_adv_brain.attacks.base import keyed_seed
 from ser_adv_brain.metrics import ConfusionMatrix, RunningMeans
 from ser_adv_brain.models import WaveformClassifier, takes_waveform
 from ser_adv_brain.training.checkpoints import GeneratorStates
@@ -199,14 +199,15 @@ class EmotionBrain(sb.Brain):
         A model trained on noisy copies only (randomised smoothing's base classifier) has never seen a clean
         input: its clean UAR says nothing of whether training works, its UAR on the noise it is trained for
         does (and is what the smoothed classifier's vote counts, one draw at a time). The noise is drawn
-        from the batch's utterance IDs with the global generators forked, so every epoch scores the same
+        from a seed of the batch's utterance IDs (``keyed_seed``, as the attacks' keyed draws) with the
+        global generators forked, so every epoch scores the same
         noisy copies (dev figures differ by the model alone) and training's random stream, which the
         checkpoints save, is left as it was.
         """
         batch = batch.to(self.device)
         devices = [self.device] if torch.device(self.device).type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self.evaluation_ctx:
-            torch.manual_seed(zlib.crc32(",".join(batch.id).encode()))
+            torch.manual_seed(keyed_seed(0, ",".join(batch.id)))
             feats = self.chosen_training_step.noisy_features(self, batch)
             logits, _ = self.model(feats)
         self.noisy_confusion.append(logits.argmax(dim=-1), self.targets(batch))
