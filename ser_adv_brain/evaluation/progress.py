@@ -9,8 +9,9 @@ the utterance ID, not by the batch or by what ran before (``suite`` and ``smooth
 
 The file belongs to one evaluation: its ``identity`` (``evaluation_identity``: checkpoint, what is evaluated
 with every setting, the split's utterances, code version, number of DDP processes) is written with it; a
-batch is matched by its utterance IDs; a file of another evaluation is set aside, named in the log, and the
-evaluation starts from the first batch. JSON, not pickle: a reader can open it, and loading it runs no code.
+batch is matched by its utterance IDs; a file of another evaluation is set aside (the log names the parts of
+the identity that differ: a new code version is the one a user may not expect), and the evaluation starts
+from the first batch. JSON, not pickle: a reader can open it, and loading it runs no code.
 """
 
 import json
@@ -45,11 +46,31 @@ def plan_settings(plan):
 
 
 def evaluation_identity(checkpoint, ids, code_version, **evaluated):
-    """What an evaluation's outcomes depend on: the checkpoint (a SpeechBrain ``Checkpoint``, by
-    ``checkpoint_identity``: wherever the run's folder is), the split's utterances, the code, under DDP the ranks,
-    and what is evaluated (``plan=plan_settings(...)``, ``early_exit=``, ``smoothing=scalar_settings(...)``)."""
+    """What an evaluation's outcomes depend on, part by part (JSON-ready): the checkpoint (a SpeechBrain
+    ``Checkpoint``, by ``checkpoint_identity``: wherever the run's folder is), what is evaluated
+    (``plan=plan_settings(...)``, ``early_exit=``, ``smoothing=scalar_settings(...)``), the split's utterances,
+    the code and, under DDP, the number of processes."""
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    return repr((checkpoint_identity(checkpoint), sorted(evaluated.items()), sorted(ids), code_version, world))
+    return {
+        "checkpoint": checkpoint_identity(checkpoint),
+        "evaluated": repr(sorted(evaluated.items())),
+        "utterances": sorted(ids),
+        "code_version": code_version,
+        "processes": world,
+    }
+
+
+def identity_difference(kept, identity):
+    """Which parts of two identities differ, for the log: the code versions are given (a user who updated
+    the code may not expect them to matter), other parts by name (their values are long)."""
+    if not (isinstance(kept, dict) and isinstance(identity, dict)):
+        return "its identity"
+    parts = [part for part in identity if kept.get(part) != identity[part]]
+    parts += [part for part in kept if part not in identity]
+    named = [
+        f"code_version ({kept.get(part)}, now {identity[part]})" if part == "code_version" else part for part in parts
+    ]
+    return ", ".join(named)
 
 
 def _listed(per_key):
@@ -57,7 +78,8 @@ def _listed(per_key):
 
 
 class BatchProgress:
-    """The batches of one evaluation done so far, in ``path`` (JSON), for an evaluation of ``identity``.
+    """The batches of one evaluation done so far, in ``path`` (JSON), for an evaluation of ``identity``
+    (``evaluation_identity``'s dict of parts, or any value that reads back from JSON equal: lists, not tuples).
 
     Example
     -------
@@ -72,7 +94,7 @@ class BatchProgress:
     """
 
     def __init__(self, path, identity):
-        self.path, self.identity, self.batches = path, str(identity), {}
+        self.path, self.identity, self.batches = path, identity, {}
         if not os.path.isfile(path):
             return
         with open(path, encoding="utf-8") as f:
@@ -83,7 +105,11 @@ class BatchProgress:
         else:
             aside = f"{path}.other"
             os.replace(path, aside)
-            logger.warning(f"{path} was written by another evaluation (checkpoint, attacks or split); kept as {aside}")
+            difference = identity_difference(kept.get("identity"), self.identity)
+            logger.warning(
+                f"{path} was written by another evaluation (it differs in {difference}): kept as {aside}; "
+                "this evaluation starts from its first batch"
+            )
 
     def done(self, ids):
         """The outcomes recorded for the batch of utterances ``ids``, or None if it is not done."""
