@@ -119,7 +119,10 @@ class TrainingStepBrain(EmotionBrain):
     ``compute_objectives`` run it. (Benchmarks time training steps and evaluations only, and import no recipe.)"""
 
     def compute_forward(self, batch, stage):
-        return self.training_step.forward(self, batch.to(self.device))
+        batch = batch.to(self.device)
+        if hasattr(self.hparams, "wav_augment"):  # as the recipes: in place, so the loss reads the augmented batch
+            self.augment_batch(batch, self.hparams.wav_augment)
+        return self.training_step.forward(self, batch)
 
     def compute_objectives(self, predictions, batch, stage):
         return self.training_loss(predictions, batch)

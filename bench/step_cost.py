@@ -33,9 +33,17 @@ Waveform-domain training (issue 20, ``recipes/EmoDB/hparams/<model>_waveform_
 with the attack on the samples at 40 dB SNR (waveform PGD-k, KL-PGD-k), against
 the same floor in model passes, stated (no target). Each attack step also runs
 the log-Mel and its backward, and the twin one more log-Mel, which the floor
-leaves out: the column ``vs features`` divides the step's time by that of the
-feature-domain step with the same attack steps, objective and mode, measured
-in the same rounds.
+leaves out: the column ``vs`` divides the step's time by that of the
+feature-domain step with the same attack steps, objective and mode (named in
+it), measured in the same rounds.
+
+Training in simulated rooms (issue 20, ``recipes/EmoDB/hparams/cnn4_{rooms,waveform_trades_rooms}.yaml``):
+room augmentation as a noise baseline (``WaveformNoiseStep``: the real batch and its recordings, 2 forwards
+and 2 backwards, floor 2.0x), beside the raw-audio noise baseline whose step differs only by the noise; and
+waveform TRADES on each batch concatenated with its recordings (the yaml's ``wav_augment``), whose floor is
+waveform TRADES's times the augmenter's batch factor (measured: 2 with ``concat_original``), beside
+waveform TRADES without rooms. The room's convolution and noise are outside the floors; ``vs`` compares
+each with the row it adds the rooms to.
 
 ``--attack-steps`` sets k (3 by default; the yaml files train with 5).
 
@@ -45,6 +53,7 @@ On a GPU, at the paper's width:
     PYTHONPATH=. python bench/step_cost.py --device cuda --precision bf16
 """
 
+import copy
 import os
 import statistics
 
@@ -60,7 +69,7 @@ from common import (
 )
 
 from ser_adv_brain.attacks import KLPGD
-from ser_adv_brain.training_steps import FusedAdversarialStep
+from ser_adv_brain.training_steps import FusedAdversarialStep, NoiseStep
 
 # Attack options of the yaml files: (label source, model mode while generating).
 ATTACK_MODES = {
@@ -96,6 +105,21 @@ WAVEFORM = [
     ("waveform PGD-{k}, similarity", "waveform_similarity", ["predicted/eval"], None),
     ("waveform TRADES, KL-PGD-{k}", "waveform_trades", ["predicted/eval"], "TRADES, KL-PGD-{k}"),
 ]
+
+# Training in rooms (issue 20): (row label, hparams suffix, hparams folder (None: --hparams-dir), attack modes
+# measured ("-": no attack), the row it adds the rooms to, or None).
+ROOMS = [
+    ("raw-audio noise", "raw_noise", None, ["-"], None),
+    ("rooms", "rooms", WAVEFORM_HPARAMS_DIR, ["-"], "raw-audio noise"),
+    (
+        "waveform TRADES in rooms, KL-PGD-{k}",
+        "waveform_trades_rooms",
+        WAVEFORM_HPARAMS_DIR,
+        ["predicted/eval"],
+        "waveform TRADES, KL-PGD-{k}",
+    ),
+]
+NOISE_FLOOR = 2.0  # a noise baseline's step: real and noisy forwards and their backward, 6 units
 
 # How the Brain runs a step -> (floor, target) as multiples of a single-training step.
 PATH_BOUNDS = {
@@ -161,11 +185,21 @@ def measure_model(args, model, folder):
             brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
                 args, f"{model}_{suffix}", options, folder, WAVEFORM_HPARAMS_DIR
             )
+    for label, suffix, folder_of_yaml, modes, _ in ROOMS:
+        if not os.path.isfile(os.path.join(folder_of_yaml or args.hparams_dir, f"{model}_{suffix}.yaml")):
+            continue
+        for mode in modes:
+            attack_options = {**steps, **ATTACK_MODES[mode]} if mode in ATTACK_MODES else {}
+            options = {**attack_options, "warmup_steps": 0, "data_folder": folder}
+            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
+                args, f"{model}_{suffix}", options, folder, folder_of_yaml
+            )
     for brain in brains.values():
         # The recipe's own normaliser fit, on the benchmark data (z-scored inputs, as in training).
         brain.fit_normalizer(dataset, {"batch_size": args.batch_size})
+    # Each step gets its own copy of the batch object: wav_augment replaces its audio, labels and IDs in place.
     times = round_robin(
-        {name: (lambda brain=brain: brain.fit_batch(batch)) for name, brain in brains.items()},
+        {name: (lambda brain=brain: brain.fit_batch(copy.copy(batch))) for name, brain in brains.items()},
         args.steps,
         args.warmup,
         args.device,
@@ -176,9 +210,11 @@ def measure_model(args, model, folder):
     for (label, mode), brain in brains.items():
         if hasattr(brain.hparams, "training_attack"):
             path = type(brain.hparams.training_step).__name__
-            floor = stronger_floor(brain)
-            # No target for a waveform step: its floor leaves the front end out (see vs features).
+            floor = stronger_floor(brain) * batch_factor(brain, batch)
+            # No target for a waveform step: its floor leaves the front end out (see vs).
             target = STRONGER_TARGET * floor if brain.hparams.training_attack.domain == "features" else None
+        elif isinstance(brain.hparams.training_step, NoiseStep):
+            path, floor, target = type(brain.hparams.training_step).__name__, NOISE_FLOOR, None
         else:
             path = "-" if brain is single else step_path(brain)
             floor, target = PATH_BOUNDS.get(path, (None, None))
@@ -193,19 +229,31 @@ def measure_model(args, model, folder):
                 "ratio": statistics.median(t / s for t, s in zip(times[(label, mode)], single_times)),
                 "floor": floor,
                 "target": target,
-                "vs_features": None,
+                "vs": None,
             }
         )
     by_key = {(row["objective"], row["labels/mode"]): row for row in rows}
-    for label, _, modes, feature_label in WAVEFORM:
-        if feature_label is None:
+    references = [(row[0], row[2], row[3]) for row in WAVEFORM] + [(row[0], row[3], row[4]) for row in ROOMS]
+    for label, modes, reference in references:
+        if reference is None:
             continue
-        label, feature_label = label.format(k=args.attack_steps), feature_label.format(k=args.attack_steps)
+        label, reference = label.format(k=args.attack_steps), reference.format(k=args.attack_steps)
         for mode in modes:
-            if (label, mode) in by_key and (feature_label, mode) in by_key:
-                ratios = (t / f for t, f in zip(times[(label, mode)], times[(feature_label, mode)]))
-                by_key[(label, mode)]["vs_features"] = statistics.median(ratios)
+            # A noise row is compared with the other noise row (no attack, mode "-").
+            compared = (reference, mode) if (reference, mode) in by_key else (reference, "-")
+            if (label, mode) in by_key and compared in by_key:
+                ratios = (t / f for t, f in zip(times[(label, mode)], times[compared]))
+                by_key[(label, mode)]["vs"] = f"{statistics.median(ratios):.2f} ({reference})"
     return rows
+
+
+def batch_factor(brain, batch):
+    """How many times the batch the training step sees: the yaml's ``wav_augment`` may add copies."""
+    if not hasattr(brain.hparams, "wav_augment"):
+        return 1
+    augmented = copy.copy(batch)
+    brain.augment_batch(augmented, brain.hparams.wav_augment)
+    return len(augmented.id) / len(batch.id)
 
 
 def print_table(rows):
@@ -221,7 +269,7 @@ def print_table(rows):
         "floor",
         "target",
         "met",
-        "vs features",
+        "vs",
     ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -238,7 +286,7 @@ def print_table(rows):
             "" if row["floor"] is None else f"{row['floor']:.2f}",
             f"{row['target']:.2f}" if bounded else "",
             ("yes" if row["ratio"] <= row["target"] else "NO") if bounded else "",
-            "" if row["vs_features"] is None else f"{row['vs_features']:.2f}",
+            row["vs"] or "",
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -265,8 +313,8 @@ def main(argv=None):
     print("Targets (issue 3): " + ", ".join(f"{path} <= {target}x" for path, (_, target) in PATH_BOUNDS.items()))
     print(
         f"Targets (issue 9): PGD-k, fast and TRADES steps <= {STRONGER_TARGET}x their floor "
-        "(on the GPU; stated on the CPU); waveform steps: stated against the same floor, "
-        "and against the feature-domain step (vs features)"
+        "(on the GPU; stated on the CPU); waveform and rooms steps: stated against their floor, "
+        "and against the step they add the waveform attack or the rooms to (vs)"
     )
     return rows
 
