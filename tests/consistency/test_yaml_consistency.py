@@ -144,7 +144,15 @@ EXPERIMENT_KEYS = {
     "encoder_source",
 }
 # Keys that hold the kind of training (the file name after the model: single, vanilla, raw_noise, ...).
-TRAINING_KEYS = {"objective", "training_step", "training_attack", "smoothing", "smoothing_noise", "smoothing_sigma"}
+TRAINING_KEYS = {
+    "objective",
+    "training_step",
+    "training_attack",
+    "smoothing",
+    "smoothing_noise",
+    "smoothing_sigma",
+    "wav_augment",  # the training batch's augmentation (rooms, noise)
+}
 
 
 def as_written(node):
