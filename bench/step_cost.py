@@ -239,10 +239,8 @@ def measure_model(args, model, folder):
             continue
         label, reference = label.format(k=args.attack_steps), reference.format(k=args.attack_steps)
         for mode in modes:
-            # A noise row is compared with the other noise row (no attack, mode "-").
-            compared = (reference, mode) if (reference, mode) in by_key else (reference, "-")
-            if (label, mode) in by_key and compared in by_key:
-                ratios = (t / f for t, f in zip(times[(label, mode)], times[compared]))
+            if (label, mode) in by_key and (reference, mode) in by_key:
+                ratios = (t / f for t, f in zip(times[(label, mode)], times[(reference, mode)]))
                 by_key[(label, mode)]["vs"] = f"{statistics.median(ratios):.2f} ({reference})"
     return rows
 
