@@ -42,8 +42,9 @@ room augmentation as a noise baseline (``WaveformNoiseStep``: the real batch and
 and 2 backwards, floor 2.0x), beside the raw-audio noise baseline whose step differs only by the noise; and
 waveform TRADES on each batch concatenated with its recordings (the yaml's ``wav_augment``), whose floor is
 waveform TRADES's times the augmenter's batch factor (measured: 2 with ``concat_original``), beside
-waveform TRADES without rooms. The room's convolution and noise are outside the floors; ``vs`` compares
-each with the row it adds the rooms to.
+waveform TRADES without rooms; and its control (``cnn4_waveform_trades_noise.yaml``: white noise for the
+rooms, the same batch factor). The room's convolution and noise are outside the floors; ``vs`` compares
+each with the row it adds the rooms (or the noise) to.
 
 ``--attack-steps`` sets k (3 by default; the yaml files train with 5).
 
@@ -106,14 +107,21 @@ WAVEFORM = [
     ("waveform TRADES, KL-PGD-{k}", "waveform_trades", ["predicted/eval"], "TRADES, KL-PGD-{k}"),
 ]
 
-# Training in rooms (issue 20): (row label, hparams suffix, hparams folder (None: --hparams-dir), attack modes
-# measured ("-": no attack), the row it adds the rooms to, or None).
+# Training in rooms (issue 20) and its control: (row label, hparams suffix, hparams folder (None: --hparams-dir),
+# attack modes measured ("-": no attack), the row it adds the rooms or the noise to, or None).
 ROOMS = [
     ("raw-audio noise", "raw_noise", None, ["-"], None),
     ("rooms", "rooms", WAVEFORM_HPARAMS_DIR, ["-"], "raw-audio noise"),
     (
         "waveform TRADES in rooms, KL-PGD-{k}",
         "waveform_trades_rooms",
+        WAVEFORM_HPARAMS_DIR,
+        ["predicted/eval"],
+        "waveform TRADES, KL-PGD-{k}",
+    ),
+    (
+        "waveform TRADES with noise (the control), KL-PGD-{k}",
+        "waveform_trades_noise",
         WAVEFORM_HPARAMS_DIR,
         ["predicted/eval"],
         "waveform TRADES, KL-PGD-{k}",
@@ -312,7 +320,7 @@ def main(argv=None):
     print(
         f"Targets (issue 9): PGD-k, fast and TRADES steps <= {STRONGER_TARGET}x their floor "
         "(on the GPU; stated on the CPU); waveform and rooms steps: stated against their floor, "
-        "and against the step they add the waveform attack or the rooms to (vs)"
+        "and against the step they add the waveform attack, the rooms or the noise to (vs)"
     )
     return rows
 
