@@ -96,19 +96,25 @@ STRONGER = [
 ]
 STRONGER_TARGET = 1.05  # target: within 5% of the method's pass-count floor (on the GPU)
 
-# Waveform-domain training (issue 20): (row label, hparams suffix, attack modes measured, the STRONGER
-# row with the same attack and objective, or None); every attack takes --attack-steps steps. The yaml
-# files ship with the EmoDB recipe, whose front end and CNN-4 are those of hparams/; sizes are
+# Waveform-domain training (issue 20): (row label, hparams suffix, hparams folder, attack modes measured,
+# the STRONGER row with the same attack and objective, or None); every attack takes --attack-steps steps.
+# The yaml files ship with the EmoDB recipe, whose front end and CNN-4 are those of hparams/; sizes are
 # overridden as for every row.
 WAVEFORM_HPARAMS_DIR = os.path.join(REPO, "recipes", "EmoDB", "hparams")
 WAVEFORM = [
-    ("waveform PGD-{k}", "waveform_vanilla", ["target/train", "predicted/eval"], "PGD-{k}"),
-    ("waveform PGD-{k}, similarity", "waveform_similarity", ["predicted/eval"], None),
-    ("waveform TRADES, KL-PGD-{k}", "waveform_trades", ["predicted/eval"], "TRADES, KL-PGD-{k}"),
+    ("waveform PGD-{k}", "waveform_vanilla", WAVEFORM_HPARAMS_DIR, ["target/train", "predicted/eval"], "PGD-{k}"),
+    ("waveform PGD-{k}, similarity", "waveform_similarity", WAVEFORM_HPARAMS_DIR, ["predicted/eval"], None),
+    (
+        "waveform TRADES, KL-PGD-{k}",
+        "waveform_trades",
+        WAVEFORM_HPARAMS_DIR,
+        ["predicted/eval"],
+        "TRADES, KL-PGD-{k}",
+    ),
 ]
 
-# Training in rooms (issue 20) and its control: (row label, hparams suffix, hparams folder (None: --hparams-dir),
-# attack modes measured ("-": no attack), the row it adds the rooms or the noise to, or None).
+# Training in rooms (issue 20) and its control, as WAVEFORM (hparams folder None: --hparams-dir; attack mode
+# "-": no attack), each compared with the row it adds the rooms or the noise to.
 ROOMS = [
     ("raw-audio noise", "raw_noise", None, ["-"], None),
     ("rooms", "rooms", WAVEFORM_HPARAMS_DIR, ["-"], "raw-audio noise"),
@@ -185,15 +191,7 @@ def measure_model(args, model, folder):
             brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
                 args, f"{model}_{suffix}", options, folder
             )
-    for label, suffix, modes, _ in WAVEFORM:
-        if not os.path.isfile(os.path.join(WAVEFORM_HPARAMS_DIR, f"{model}_{suffix}.yaml")):
-            continue
-        for mode in modes:
-            options = {**steps, **ATTACK_MODES[mode], "warmup_steps": 0, "data_folder": folder}
-            brains[(label.format(k=args.attack_steps), mode)], _ = make_brain(
-                args, f"{model}_{suffix}", options, folder, WAVEFORM_HPARAMS_DIR
-            )
-    for label, suffix, folder_of_yaml, modes, _ in ROOMS:
+    for label, suffix, folder_of_yaml, modes, _ in WAVEFORM + ROOMS:
         if not os.path.isfile(os.path.join(folder_of_yaml or args.hparams_dir, f"{model}_{suffix}.yaml")):
             continue
         for mode in modes:
@@ -241,8 +239,7 @@ def measure_model(args, model, folder):
             }
         )
     by_key = {(row["objective"], row["labels/mode"]): row for row in rows}
-    references = [(row[0], row[2], row[3]) for row in WAVEFORM] + [(row[0], row[3], row[4]) for row in ROOMS]
-    for label, modes, reference in references:
+    for label, _, _, modes, reference in WAVEFORM + ROOMS:
         if reference is None:
             continue
         label, reference = label.format(k=args.attack_steps), reference.format(k=args.attack_steps)
