@@ -39,10 +39,10 @@ from ser_adv_brain.commands.grid import (
     Job,
     add_grid_options,
     check_grid_options,
+    override_problems,
     replicates,
     run_grid,
     run_jobs,
-    unknown_override_keys,
 )
 from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
@@ -254,9 +254,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     runs = plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
-    unknown = unknown_override_keys(runs, overrides)
-    if unknown:
-        sys.exit(f"benchmark: no yaml of the benchmark has the key(s) {unknown} (from {overrides}).")
+    problems = [] if args.report_only else override_problems(runs, overrides)
+    if problems:
+        sys.exit(f"benchmark: {'; '.join(problems)}. No run was started.")
     failed = []
     if not args.report_only:
         logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already trained")

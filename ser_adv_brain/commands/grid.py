@@ -103,7 +103,7 @@ class GridRun:
 
     def command(self, train_script, overrides):
         """``train.py`` with the run's own options, then ``overrides`` but the yaml keys its yaml lacks."""
-        keys, own = yaml_override_keys(overrides), top_level_keys(self.hparams_file)
+        keys, own = set(yaml_overrides(overrides)), top_level_keys(self.hparams_file)
         passed = [option for option in overrides if option_key(option) not in keys - own]
         return [
             sys.executable,
@@ -168,23 +168,64 @@ def option_key(option):
     return option.split("=", 1)[0].lstrip("-")
 
 
-def yaml_override_keys(overrides):
-    """The keys of the yaml overrides among command-line options (the others are SpeechBrain's run options)."""
+def yaml_overrides(overrides):
+    """The yaml overrides among command-line options, key -> value (the others are SpeechBrain's run options)."""
     _, _, text = sb.parse_arguments(["hparams.yaml", *overrides])
-    return set(yaml.safe_load(text) or {})
+    return yaml.safe_load(text) or {}
+
+
+def top_level_nodes(hparams_file):
+    """A yaml file's top-level keys and their value nodes, read without loading it (nothing of it runs)."""
+    with open(hparams_file, encoding="utf-8") as f:
+        node = yaml.compose(f)
+    return {key.value: value for key, value in node.value} if node is not None else {}
 
 
 def top_level_keys(hparams_file):
-    """The keys a yaml file defines, read without loading it (nothing of it runs)."""
-    with open(hparams_file, encoding="utf-8") as f:
-        node = yaml.compose(f)
-    return {key.value for key, _ in node.value} if node is not None else set()
+    """The keys a yaml file defines."""
+    return set(top_level_nodes(hparams_file))
 
 
-def unknown_override_keys(runs, overrides):
-    """The yaml keys among ``overrides`` that no yaml of the grid has (a typo, most likely)."""
-    known = set().union(*(top_level_keys(f) for f in {run.hparams_file for run in runs}))
-    return sorted(yaml_override_keys(overrides) - known)
+def top_level_int(hparams_file, key):
+    """The plain integer a yaml file gives ``key`` at its top level; None for anything else (a ``!ref``...).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+    ...     _ = f.write("n_folds: 5\\nfold: !ref <n_folds>\\n")
+    >>> top_level_int(f.name, "n_folds"), top_level_int(f.name, "fold"), top_level_int(f.name, "seed")
+    (5, None, None)
+    >>> os.remove(f.name)
+    """
+    node = top_level_nodes(hparams_file).get(key)
+    return int(node.value) if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int" else None
+
+
+def override_problems(runs, overrides):
+    """What would fail every run it reaches, found before any starts: a yaml key among ``overrides`` that no
+    yaml of the grid has (a typo, most likely), a ``--data_folder`` that is not a folder, a fold (the grid's or
+    ``--fold``) outside a yaml's ``n_folds``. Returns one sentence per problem."""
+    values, files = yaml_overrides(overrides), sorted({run.hparams_file for run in runs})
+    problems = []
+    unknown = sorted(set(values) - set().union(*(top_level_keys(f) for f in files)))
+    if unknown:
+        problems.append(f"no yaml of the grid has the key(s) {unknown} (from {overrides})")
+    data_folder = values.get("data_folder")
+    if data_folder is not None and not os.path.isdir(str(data_folder)):
+        problems.append(f"--data_folder={data_folder} is not a folder")
+    beyond = {}  # (n_folds, folds outside it) -> the yaml files
+    for hparams_file in files:
+        n_folds = values.get("n_folds", top_level_int(hparams_file, "n_folds"))
+        folds = {run.replicate.fold for run in runs if run.hparams_file == hparams_file} - {None}
+        folds = folds or ({values["fold"]} if isinstance(values.get("fold"), int) else set())
+        outside = tuple(sorted(fold for fold in folds if isinstance(n_folds, int) and not 0 <= fold < n_folds))
+        if outside:
+            beyond.setdefault((n_folds, outside), []).append(os.path.basename(hparams_file))
+    for (n_folds, outside), names in beyond.items():
+        which = "every yaml of the grid has" if len(names) == len(files) else f"{', '.join(names)} have"
+        problems.append(f"{which} n_folds: {n_folds} (folds 0 to {n_folds - 1}), not fold(s) {list(outside)}")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ from ser_adv_brain.commands.grid import (
     GridRun,
     add_grid_options,
     check_grid_options,
+    override_problems,
     replicates,
     run_grid,
-    unknown_override_keys,
 )
 from ser_adv_brain.reports.plots import plot_grid_curves
 from ser_adv_brain.tables import markdown_table, read_csv, uar_text, write_csv
@@ -327,9 +327,9 @@ def main(argv=None):
     runs = plan_grid(
         args.hparams_dir, args.output_folder, args.models, args.modes, args.eps, args.seeds, args.cpu_kernels
     )
-    unknown = unknown_override_keys(runs, overrides)
-    if unknown:
-        sys.exit(f"sweep: no yaml of the grid has the key(s) {sorted(unknown)} (from {overrides}).")
+    problems = [] if args.report_only else override_problems(runs, overrides)
+    if problems:
+        sys.exit(f"sweep: {'; '.join(problems)}. No run was started.")
     logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already finished")
     failed = [] if args.report_only else run_grid(runs, train_script, overrides, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))

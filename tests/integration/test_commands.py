@@ -117,6 +117,20 @@ def test_the_audio_tier_attacks_the_threat_models_of_the_waveform_the_standard_t
     }
 
 
+def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(tmp_path):
+    # A data folder that is not one, and folds beyond the yaml's n_folds (5 for EmoDB), fail every run they reach.
+    command = [*CLI, "benchmark", "recipes/EmoDB", f"--output_folder={tmp_path / 'bench'}", "--folds", "0", "5"]
+    done = run([*command, f"--data_folder={tmp_path / 'wav'}"], check=False)
+    assert done.returncode != 0
+    assert f"--data_folder={tmp_path / 'wav'} is not a folder" in done.stderr
+    assert "every yaml of the grid has n_folds: 5 (folds 0 to 4), not fold(s) [5]" in done.stderr
+    assert not (tmp_path / "bench").exists()
+    # --n_folds is read from the command line, as the runs would read it; --report_only starts nothing, checks nothing.
+    with_six = run([*command, f"--data_folder={tmp_path / 'wav'}", "--n_folds=6"], check=False).stderr
+    assert "is not a folder" in with_six and "not fold(s)" not in with_six
+    assert run([*command, f"--data_folder={tmp_path / 'wav'}", "--report_only"]).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def benchmark_run(tmp_path_factory):
     """Two trainings x two folds of the EmoDB recipe on the sample clips, quick tier, then the same command again."""
