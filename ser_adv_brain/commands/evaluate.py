@@ -13,7 +13,8 @@ Usage (any yaml key or run option of the run can follow, as for train.py):
 The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``,
 ``audio``; see ``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline
 or as the path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its
-threat model: the run's own, or the tier's with ``--tier``; ``--budgets`` replaces them as a whole
+threat model: the run's own, or the tier's with ``--tier``; ``--budgets`` replaces them as a whole, and is
+refused before any attack if it misses a threat model of the suite or names one no attack perturbs
 (``--suite_budgets``, a yaml override as for train.py, updates only the threat models it names, as
 SpeechBrain merges overrides).
 
@@ -90,10 +91,16 @@ def main(argv=None):
         sys.exit(f"evaluate: {error}")
     if args.budgets is not None:
         hparams["suite_budgets"] = args.budgets
-        try:  # before the FGSM report's hour: every threat model of the suite has its budgets
-            suite_plan(suite_entries(hparams["attack_suite"]), args.budgets)
+        # Before the FGSM report's hour: every threat model of the suite has its budgets, and every budget an attack.
+        entries = suite_entries(hparams["attack_suite"])
+        try:
+            suite_plan(entries, args.budgets)
         except ValueError as error:
             sys.exit(f"evaluate: --budgets: {error}")
+        threats = sorted({entry.threat_model for entry in entries})
+        unused = sorted(set(args.budgets) - set(threats))
+        if unused:
+            sys.exit(f"evaluate: --budgets: no attack of the suite perturbs {unused} (its threat models: {threats}).")
     output_folder = args.output_folder or (os.path.join(args.folder, args.tier) if args.tier else args.folder)
     return report_attacks(
         brain,

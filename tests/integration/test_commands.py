@@ -308,3 +308,10 @@ def test_evaluate_in_a_tier_writes_into_its_own_folder(benchmark_run):
     )
     assert done.returncode != 0 and "--budgets: suite_budgets has no budgets for 'waveform_snr'" in done.stderr
     assert not (run_folder / "no_snr").exists()
+    # Budgets for a threat model no attack of the suite perturbs (a typo, most likely) are refused as early.
+    budgets = "--budgets={features_linf: [0.05], waveform_snr: [20], feature_linf: [0.1]}"
+    done = run(
+        [*CLI, "evaluate", run_folder, "--tier=quick", budgets, f"--output_folder={run_folder / 'typo'}"], check=False
+    )
+    assert done.returncode != 0 and "--budgets: no attack of the suite perturbs ['feature_linf']" in done.stderr
+    assert not (run_folder / "typo").exists()
