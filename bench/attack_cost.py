@@ -40,7 +40,7 @@ utterance-attacks each ran, and whether robust UAR came out the same.
 Run from the repository root (about a minute of CPU time on 1 thread):
     PYTHONPATH=. python bench/attack_cost.py
     PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB/cnn4_vanilla/final
-    PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB_benchmark/cnn4_single/fold0-seed1234 \
+    PYTHONPATH=. python bench/attack_cost.py --trained results/EmoDB_benchmark/cnn4_single/fold0-seed1234 \\
         --tier=standard --utterances=24
 On a GPU, at the paper's width:
     PYTHONPATH=. python bench/attack_cost.py --device cuda --precision bf16

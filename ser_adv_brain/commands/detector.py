@@ -2,8 +2,8 @@
 
 Usage (detector yaml keys and run options can follow, as for train.py):
     ser-adv detector results/cnn4_vanilla/1234 hparams/detector.yaml
-    ser-adv detector results/cnn4_vanilla/1234 hparams/detector.yaml \
-        --number_of_epochs=5 --output_folder=results/cnn4_vanilla/1234/detector_pgd \
+    ser-adv detector results/cnn4_vanilla/1234 hparams/detector.yaml \\
+        --number_of_epochs=5 --output_folder=results/cnn4_vanilla/1234/detector_pgd \\
         --attack="!new:ser_adv_brain.attacks.PGD {eps: 0.02, steps: 5, eta: null, label_source: target}"
 
 The paper's future work: a detector that recognises fake data. The classifier
