@@ -72,10 +72,12 @@ def replicate_means(folds_by_arm, n_classes, replicates=REPLICATES, seed=0):
     n_folds = len(folds_by_arm[0])
     means = torch.empty(replicates, len(folds_by_arm), dtype=torch.float64)
     for r in range(replicates):
-        chosen = torch.randint(n_folds, (n_folds,), generator=generator)
-        draws = {int(f): stratified_draw(folds_by_arm[0][int(f)].targets, generator) for f in chosen.unique()}
+        chosen = torch.randint(n_folds, (n_folds,), generator=generator).tolist()
+        # One draw of utterances per drawn copy of a fold (a fold drawn twice is resampled twice), the same for
+        # every arm: what the arms share cancels in a paired comparison.
+        draws = [stratified_draw(folds_by_arm[0][f].targets, generator) for f in chosen]
         for arm, folds in enumerate(folds_by_arm):
-            means[r, arm] = sum(fold_uar(folds[int(f)], n_classes, draws[int(f)]) for f in chosen) / n_folds
+            means[r, arm] = sum(fold_uar(folds[f], n_classes, draw) for f, draw in zip(chosen, draws)) / n_folds
     return means
 
 

@@ -61,3 +61,12 @@ def test_a_paired_comparison_needs_the_same_utterances():
 
 def test_fold_uar_on_drawn_utterances():
     assert fold_uar(fold(True, False, True, True), 2, torch.tensor([0, 0, 2, 3])) == 1.0
+
+
+def test_every_drawn_copy_of_a_fold_draws_its_own_utterances():
+    """Four copies of one fold: drawing the folds changes nothing, and four independent draws of utterances make
+    the interval half as wide as one fold's (1 / sqrt(4)). Were a fold drawn twice to share one draw of its
+    utterances, it would be about two thirds as wide (sqrt(7 / 16): the copies' counts have E[sum c^2] = 7)."""
+    many = FoldOutcomes(torch.arange(60) % 2, torch.arange(60) % 3 != 0)
+    one, four = uar_interval([many], 2), uar_interval([many] * 4, 2)
+    assert 0.42 < (four.high - four.low) / (one.high - one.low) < 0.58
