@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from ser_adv_brain.evaluation.intervals import FoldOutcomes, fold_uar, paired_comparison, stratified_draw, uar_interval
+from ser_adv_brain.evaluation.intervals import (
+    FoldOutcomes,
+    drawn_uars,
+    fold_uar,
+    paired_comparison,
+    stratified_draws,
+    uar_interval,
+)
 
 TARGETS = torch.tensor([0, 0, 1, 1])
 
@@ -31,10 +38,15 @@ def test_the_interval_resamples_the_utterances_within_a_fold():
 
 def test_a_stratified_draw_keeps_every_class_and_its_count():
     targets = torch.tensor([0, 1, 1, 2, 2, 2])
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        drawn = targets[stratified_draw(targets, generator)]
-        assert torch.equal(torch.bincount(drawn, minlength=3), torch.tensor([1, 2, 3]))
+    drawn = targets[stratified_draws(targets, 20, torch.Generator().manual_seed(0))]
+    for row in drawn:
+        assert torch.equal(torch.bincount(row, minlength=3), torch.tensor([1, 2, 3]))
+
+
+def test_the_uars_of_many_draws_at_once_are_each_draws_fold_uar():
+    outcomes = FoldOutcomes(torch.tensor([0, 2, 2, 3, 3, 3]), torch.tensor([True, False, True, True, False, False]))
+    draws = stratified_draws(outcomes.targets, 50, torch.Generator().manual_seed(1))
+    assert drawn_uars(outcomes, draws, 5).tolist() == pytest.approx([fold_uar(outcomes, 5, row) for row in draws])
 
 
 def test_a_paired_comparison_cancels_what_both_trainings_share():
