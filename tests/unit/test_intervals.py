@@ -8,6 +8,7 @@ from ser_adv_brain.evaluation.intervals import (
     drawn_uars,
     fold_uar,
     paired_comparison,
+    replicate_means,
     stratified_draws,
     uar_interval,
 )
@@ -82,3 +83,45 @@ def test_every_drawn_copy_of_a_fold_draws_its_own_utterances():
     many = FoldOutcomes(torch.arange(60) % 2, torch.arange(60) % 3 != 0)
     one, four = uar_interval([many], 2), uar_interval([many] * 4, 2)
     assert 0.42 < (four.high - four.low) / (one.high - one.low) < 0.58
+
+
+def many_classes(seed):
+    """A fold of 7 classes x 30 utterances, about 60% right: UARs fine-grained enough for percentiles."""
+    generator = torch.Generator().manual_seed(seed)
+    return FoldOutcomes(torch.arange(210) % 7, torch.rand(210, generator=generator) < 0.6)
+
+
+def share(mask):
+    return float(mask.double().mean())
+
+
+def is_central_95_percent(draws, low, high):
+    """``low`` and ``high`` are the 2.5th and 97.5th percentiles of ``draws`` (ties allowed on either side)."""
+    return share(draws < low) <= 0.025 <= share(draws <= low) and share(draws > high) <= 0.025 <= share(draws >= high)
+
+
+def test_the_interval_is_the_central_95_percent_of_the_replicates():
+    folds = [many_classes(0), many_classes(1), many_classes(2)]
+    interval = uar_interval(folds, 7)
+    assert is_central_95_percent(replicate_means([folds], 7)[:, 0], interval.low, interval.high)
+    # A paired comparison's interval and p-value come from the same replicates of both arms.
+    other = [FoldOutcomes(f.targets, f.correct.roll(1)) for f in folds]
+    means = replicate_means([folds, other], 7)
+    differences = means[:, 0] - means[:, 1]
+    result = paired_comparison(folds, other, 7)
+    assert is_central_95_percent(differences, result.low, result.high)
+    assert result.p_value == pytest.approx(2 * min(share(differences <= 0), share(differences >= 0)))
+    assert 0.05 < result.p_value < 1
+
+
+def test_a_difference_no_replicate_crosses_has_the_smallest_p_value_one_over_the_replicates():
+    right, wrong = fold(True, True, True, True), fold(False, False, False, False)
+    assert paired_comparison([right], [wrong], 2, replicates=400).p_value == 1 / 400
+
+
+def test_the_same_folds_give_the_same_figures_every_time_with_seed_0_by_default():
+    """The published intervals are reproduced from the entries: the bootstrap's draws are seeded, by 0 unless told."""
+    folds, other = [many_classes(0), many_classes(1)], [many_classes(2), many_classes(3)]
+    assert uar_interval(folds, 7) == uar_interval(folds, 7, seed=0) != uar_interval(folds, 7, seed=1)
+    assert paired_comparison(folds, other, 7) == paired_comparison(folds, other, 7, seed=0)
+    assert paired_comparison(folds, other, 7) != paired_comparison(folds, other, 7, seed=1)
