@@ -8,20 +8,24 @@ import collections
 import re
 import sys
 
+# The modules bench/mutation.sh mutates, at their paths in the package's layers.
 SELECTED = re.compile(
-    r"ser_adv_brain\.(attacks|objectives|metrics|features|checkpoints)\."
-    r"|ser_adv_brain\.audio\.x_fix_length_"
-    r"|ser_adv_brain\.manifests\.x_(split_sizes|largest_remainder|speaker_independent_split)_"
+    r"ser_adv_brain\.(attacks|objectives|features|metrics|training\.checkpoints|evaluation\.intervals)\."
+    r"|ser_adv_brain\.audio\.loading\.x_fix_length_"
+    r"|ser_adv_brain\.data\.manifests\.x_(split_sizes|largest_remainder|speaker_independent_split)_"
 )
 
 
 def module(name):
+    """The table's row for a mutant: ``attacks``, ``checkpoints``, ``intervals``, ``audio.fix_length``,
+    ``manifests.split_sizes``..."""
     parts = name.split(".")
-    if parts[1] in ("attacks", "objectives"):
-        return parts[1]
-    if parts[1] in ("audio", "manifests"):
-        return f"{parts[1]}.{parts[2][2:].split('__mutmut')[0]}"
-    return parts[1]
+    function = parts[-1].split("__mutmut")[0][2:]  # x_split_sizes__mutmut_35 -> split_sizes
+    if parts[1] == "audio":
+        return f"audio.{function}"
+    if parts[1] == "data":
+        return f"manifests.{function}"
+    return parts[2] if parts[1] in ("training", "evaluation") else parts[1]
 
 
 counts = collections.defaultdict(collections.Counter)
