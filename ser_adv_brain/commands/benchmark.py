@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 
-from ser_adv_brain.commands.arguments import parser_for
+from ser_adv_brain.commands.arguments import parser_for, yaml_budgets
 from ser_adv_brain.commands.grid import (
     GridRun,
     Job,
@@ -44,7 +44,7 @@ from ser_adv_brain.commands.grid import (
     run_grid,
     run_jobs,
 )
-from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets
+from ser_adv_brain.evaluation.tiers import TIER_BUDGETS, TIERS, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
 from ser_adv_brain.reports.entry import ENTRY_FILE, read_entries, result_key
 from ser_adv_brain.reports.leaderboard import check_evaluated_alike, write_leaderboard
@@ -95,6 +95,19 @@ def evaluation_job(run, tier, budgets, device_options):
         os.path.join(folder, "evaluate_log.txt"),
         tuple(run.replicate.environment.items()),
     )
+
+
+def evaluated_otherwise(runs, tier, budgets):
+    """The runs whose evaluation in ``tier`` is done at other budgets than ``budgets`` (threat model -> list), as
+    sentences ``"<their budgets>: <runs>"``: the benchmark would skip them as done and report their budgets."""
+    asked = {(threat, float(budget)) for threat, values in budgets.items() for budget in values}
+    by_budgets = {}
+    for run in runs:
+        for entry in read_entries(os.path.join(run.folder, tier)):
+            done = {(result["threat_model"], float(result["budget"])) for result in entry["results"]}
+            if done != asked:
+                by_budgets.setdefault(", ".join(f"{t} {b:g}" for t, b in sorted(done)), []).append(run.label)
+    return [f"{done} in {', '.join(labels)}" for done, labels in by_budgets.items()]
 
 
 def benchmark_entries(output_folder, tier):
@@ -245,6 +258,13 @@ def parse_arguments(argv):
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
     args.budgets = args.budgets or tier_budgets(args.tier)
+    # Checked here, not by each evaluation after hours of training.
+    args.budget_grid = yaml_budgets(args.budgets, "--budgets")
+    if set(args.budget_grid) != set(TIER_BUDGETS[args.tier]):
+        parser.error(
+            f"--budgets gives {sorted(args.budget_grid)}, but the {args.tier} tier's attacks perturb "
+            f"{sorted(TIER_BUDGETS[args.tier])}: give budgets for each of those"
+        )
     args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
     return args, train_script, overrides
 
@@ -255,6 +275,12 @@ def main(argv=None):
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     runs = plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
     problems = [] if args.report_only else override_problems(runs, overrides)
+    otherwise = [] if args.report_only else evaluated_otherwise(runs, args.tier, args.budget_grid)
+    if otherwise:
+        problems.append(
+            f"already evaluated in the {args.tier} tier at other budgets than {args.budgets}: {'; '.join(otherwise)} "
+            "(give another --output_folder, or move those evaluations away to evaluate again)"
+        )
     if problems:
         sys.exit(f"benchmark: {'; '.join(problems)}. No run was started.")
     failed = []

@@ -129,6 +129,10 @@ def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(
     with_six = run([*command, f"--data_folder={tmp_path / 'wav'}", "--n_folds=6"], check=False).stderr
     assert "is not a folder" in with_six and "not fold(s)" not in with_six
     assert run([*command, f"--data_folder={tmp_path / 'wav'}", "--report_only"]).returncode == 0
+    # Budgets that miss a threat model of the tier would fail every evaluation after the trainings.
+    done = run([*command, f"--data_folder={EMODB_SAMPLES}", "--budgets={features_linf: [0.02]}"], check=False)
+    assert "but the standard tier's attacks perturb ['features_linf', 'waveform_snr']" in done.stderr
+    assert not (tmp_path / "bench").exists()
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +251,19 @@ def test_a_benchmark_of_fewer_trainings_and_folds_keeps_the_folders_whole_report
     run([*command, "--report_only"])
     assert sorted(map(str, read_csv(out / "benchmark_folds.csv"))) == sorted(map(str, folds))
     assert [row[0] for row in markdown_rows((out / "benchmark.md").read_text())[1:3]] == ["cnn4_vanilla", "cnn4_single"]
+
+
+def test_a_benchmark_asked_for_other_budgets_than_its_evaluations_is_refused(benchmark_run, tmp_path):
+    """Its evaluations would be skipped as done, and the report would give their budgets, not the ones asked for."""
+    folder = tmp_path / "bench"
+    shutil.copytree(benchmark_run["out"], folder)
+    entries = {path: path.read_bytes() for path in folder.rglob("entry.json")}
+    command = [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+    other = "--budgets={features_linf: [0.05, 0.2], waveform_snr: [20]}"
+    done = run([other if p.startswith("--budgets") else p for p in command], check=False)
+    assert done.returncode != 0 and "already evaluated in the quick tier at other budgets" in done.stderr
+    assert all(f"{t}/fold{f}-seed1234" in done.stderr for t in ("cnn4_single", "cnn4_vanilla") for f in (0, 1))
+    assert ": started" not in done.stderr and {path: path.read_bytes() for path in entries} == entries
 
 
 def test_the_leaderboard_command_refuses_mixed_tiers_and_missing_folds(benchmark_run, tmp_path):
