@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the core modules (issue 13); not part of CI. About 12 minutes on 2 CPU cores.
+# Mutation testing of the core modules (issue 13); not part of CI. About an hour on 2 CPU cores.
 #
 #   python -m pip install mutmut==3.8.1   # once; not a dependency of the package or its tests
 #   bash bench/mutation.sh
