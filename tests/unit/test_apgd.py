@@ -98,6 +98,8 @@ def test_targets_need_the_dlr_loss():
 def test_checkpoints_follow_autoattacks_schedule():
     assert checkpoint_iterations(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert checkpoint_iterations(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # gaps of at least one iteration
+    # 20 steps (the adaptive attacks of smoothing): gaps 4, 3, 2, then 1, shrinking by one (int(0.03 N) = 0 -> 1).
+    assert checkpoint_iterations(20) == [4, 7, 9, *range(10, 21)]
 
 
 def step_sizes(attack, model, x, labels):
