@@ -65,7 +65,8 @@ def stratified_draws(targets, replicates, generator):
 
 def drawn_uars(fold, draws, n_classes):
     """``[replicates]``: the fold's UAR on each row of ``draws`` (``stratified_draws``), computed for all rows at
-    once (a loop over ``fold_uar`` made a report of a few folds take minutes)."""
+    once (a loop over ``fold_uar`` made a report of a few folds take minutes); UAR as ``fold_uar`` computes it,
+    the mean recall over the classes present."""
     targets, correct = fold.targets[draws], fold.correct[draws].double()
     hits = torch.zeros(len(draws), n_classes, dtype=torch.float64).scatter_add_(1, targets, correct)
     counts = torch.zeros_like(hits).scatter_add_(1, targets, torch.ones_like(correct))
@@ -94,6 +95,11 @@ def replicate_means(folds_by_arm, n_classes, replicates=REPLICATES, seed=0):
     return sums / n_folds
 
 
+def central_interval(draws):
+    """The percentile interval holding the central ``LEVEL`` of the bootstrap replicates ``draws``: (low, high)."""
+    return tuple(torch.quantile(draws, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)).tolist())
+
+
 def uar_interval(folds, n_classes, replicates=REPLICATES, seed=0):
     """Mean UAR over ``folds`` (``FoldOutcomes``) and its 95% two-level bootstrap interval (module docstring).
 
@@ -105,8 +111,7 @@ def uar_interval(folds, n_classes, replicates=REPLICATES, seed=0):
     """
     mean = sum(fold_uar(fold, n_classes) for fold in folds) / len(folds)
     draws = replicate_means([folds], n_classes, replicates, seed)[:, 0]
-    low, high = torch.quantile(draws, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)).tolist()
-    return Interval(mean, low, high)
+    return Interval(mean, *central_interval(draws))
 
 
 def paired_comparison(folds_a, folds_b, n_classes, replicates=REPLICATES, seed=0):
@@ -116,8 +121,6 @@ def paired_comparison(folds_a, folds_b, n_classes, replicates=REPLICATES, seed=0
     effect = sum(fold_uar(a, n_classes) - fold_uar(b, n_classes) for a, b in zip(folds_a, folds_b)) / len(folds_a)
     means = replicate_means([folds_a, folds_b], n_classes, replicates, seed)
     differences = means[:, 0] - means[:, 1]
-    low, high = torch.quantile(
-        differences, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)
-    ).tolist()
+    low, high = central_interval(differences)
     below, above = float((differences <= 0).double().mean()), float((differences >= 0).double().mean())
     return Comparison(effect, low, high, min(1.0, max(2 * min(below, above), 1 / replicates)))
