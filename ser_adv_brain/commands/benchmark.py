@@ -15,7 +15,8 @@ only to the runs whose yaml has it):
    AutoAttack's composition; ``audio`` for the threats to the audio path; ``ser_adv_brain.evaluation.tiers``)
    at ``--budgets`` (default: the tier's):
    ``ser-adv evaluate <run> --tier=<tier> --splits=test``, into ``<run>/<tier>/``, which holds the run's
-   benchmark entry ``entry.json``. An evaluation already done is skipped.
+   benchmark entry ``entry.json``. An evaluation already done is skipped, and its run is not trained again: a
+   folder of entries alone (copied from the machines that made them) resumes a benchmark.
 3. From the entries, into ``<output_folder>/<tier>/`` (the same runs in another tier are a benchmark of
    their own): ``benchmark.md`` (the table of every training's real and robust UAR with 95% intervals, the
    paired comparisons of every training with ``--baseline``, and the paper's three findings as held, not
@@ -285,14 +286,22 @@ def main(argv=None):
         sys.exit(f"benchmark: {'; '.join(problems)}. No run was started.")
     failed = []
     if not args.report_only:
-        logger.info(f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already trained")
         devices = [option for option in overrides if option.startswith("--device=")]
+        evaluations = {run: evaluation_job(run, args.tier, args.budgets, devices) for run in runs}
+        logger.info(
+            f"{len(runs)} runs in {args.output_folder}, {sum(run.finished for run in runs)} already trained, "
+            f"{sum(job.done for job in evaluations.values())} already evaluated in the {args.tier} tier"
+        )
         # Fold by fold, trained then evaluated: a partial benchmark already holds whole folds.
         for replicate in dict.fromkeys(run.replicate for run in runs):
             group = [run for run in runs if run.replicate == replicate]
-            failed += run_grid(group, train_script, overrides, args.gpus, args.jobs)
-            evaluations = [evaluation_job(run, args.tier, args.budgets, devices) for run in group if run.finished]
-            failed += run_jobs(evaluations, args.gpus, args.jobs)
+            # A run evaluated in the tier is done without its model: entries copied from another machine resume a
+            # benchmark there, and nothing is trained again.
+            failed += run_grid(
+                [r for r in group if not evaluations[r].done], train_script, overrides, args.gpus, args.jobs
+            )
+            jobs = [evaluations[run] for run in group if run.finished or evaluations[run].done]
+            failed += run_jobs(jobs, args.gpus, args.jobs)
     corpus = os.path.basename(os.path.normpath(args.recipe))
     reports = os.path.join(args.output_folder, args.tier)
     title = f"{corpus}: the benchmark, {args.tier} tier"

@@ -175,7 +175,9 @@ def test_the_benchmark_trains_and_evaluates_fold_by_fold_and_resumes(benchmark_r
         "cnn4_single/fold1-seed1234 (quick tier)",
         "cnn4_vanilla/fold1-seed1234 (quick tier)",
     ]
-    assert ": started" not in benchmark_run["again"] and benchmark_run["again"].count("done, skipped") == 8
+    # Evaluated runs are done: their trainings are not even looked at, their evaluations skipped.
+    assert ": started" not in benchmark_run["again"] and benchmark_run["again"].count("done, skipped") == 4
+    assert "4 already trained, 4 already evaluated in the quick tier" in benchmark_run["again"]
     # Each run's split is its fold's: fold 1 tests speakers 09 and 10 (dev: the next fold, 11).
     split = {r["spk_id"]: r["split"] for r in read_csv(out / "cnn4_single" / "fold1-seed1234" / "speaker_split.csv")}
     assert sorted(s for s, role in split.items() if role == "test") == ["09", "10"]
@@ -251,6 +253,21 @@ def test_a_benchmark_of_fewer_trainings_and_folds_keeps_the_folders_whole_report
     run([*command, "--report_only"])
     assert sorted(map(str, read_csv(out / "benchmark_folds.csv"))) == sorted(map(str, folds))
     assert [row[0] for row in markdown_rows((out / "benchmark.md").read_text())[1:3]] == ["cnn4_vanilla", "cnn4_single"]
+
+
+def test_a_benchmark_resumes_from_its_entries_alone(benchmark_run, tmp_path):
+    """Entries copied from the machines that made them, without the trained models: nothing is trained or
+    evaluated again, and the report is the one those machines' folder gave."""
+    folder = tmp_path / "bench"
+    for entry in tier_entries(benchmark_run["out"]):
+        copy = folder / os.path.relpath(entry["path"], benchmark_run["out"])
+        os.makedirs(copy.parent)
+        shutil.copy(entry["path"], copy)
+    command = [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+    done = run(command)
+    assert ": started" not in done.stderr and "0 already trained, 4 already evaluated" in done.stderr
+    report = (folder / "quick" / "benchmark.md").read_text()
+    assert report == (benchmark_run["out"] / "quick" / "benchmark.md").read_text()
 
 
 def test_a_benchmark_asked_for_other_budgets_than_its_evaluations_is_refused(benchmark_run, tmp_path):
