@@ -183,6 +183,11 @@ def test_the_benchmark_trains_and_evaluates_fold_by_fold_and_resumes(benchmark_r
     assert sorted(s for s, role in split.items() if role == "test") == ["09", "10"]
 
 
+def command_into(benchmark_run, folder):
+    """The fixture's benchmark command, writing into ``folder``."""
+    return [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+
+
 def tier_entries(folder, tier="quick"):
     return [entry for entry in read_entries(folder) if entry["tier"] == tier]
 
@@ -247,7 +252,7 @@ def test_a_benchmark_of_fewer_trainings_and_folds_keeps_the_folders_whole_report
     shutil.copytree(benchmark_run["out"], folder)
     out = folder / "quick"
     folds = read_csv(out / "benchmark_folds.csv")
-    command = [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+    command = command_into(benchmark_run, folder)
     command.remove("cnn4_single")
     command.remove("1")  # of --folds 0 1
     run([*command, "--report_only"])
@@ -263,7 +268,7 @@ def test_a_benchmark_resumes_from_its_entries_alone(benchmark_run, tmp_path):
         copy = folder / os.path.relpath(entry["path"], benchmark_run["out"])
         os.makedirs(copy.parent)
         shutil.copy(entry["path"], copy)
-    command = [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+    command = command_into(benchmark_run, folder)
     done = run(command)
     assert ": started" not in done.stderr and "0 already trained, 4 already evaluated" in done.stderr
     report = (folder / "quick" / "benchmark.md").read_text()
@@ -275,7 +280,7 @@ def test_a_benchmark_asked_for_other_budgets_than_its_evaluations_is_refused(ben
     folder = tmp_path / "bench"
     shutil.copytree(benchmark_run["out"], folder)
     entries = {path: path.read_bytes() for path in folder.rglob("entry.json")}
-    command = [f"--output_folder={folder}" if p.startswith("--output_folder") else p for p in benchmark_run["command"]]
+    command = command_into(benchmark_run, folder)
     other = "--budgets={features_linf: [0.05, 0.2], waveform_snr: [20]}"
     done = run([other if p.startswith("--budgets") else p for p in command], check=False)
     assert done.returncode != 0 and "already evaluated in the quick tier at other budgets" in done.stderr
