@@ -4,9 +4,10 @@ After RobustBench's model records (Croce et al., NeurIPS 2021 Datasets and Bench
 speech: the corpus and its speaker-fold protocol, the fold and seed, the architecture, the training
 (its yaml and training step), the test split's size, the tier of the attack suite and its attacks, the
 clean UAR and, per threat model and budget (with its unit), the robust UAR and the forward passes the
-attacks cost per utterance; the code version and date. Every test utterance's outcome is in the entry
-too (its emotion, whether the model got it right, and whether it stayed right at each budget), so that
-the UARs, and the intervals the leaderboard and the benchmark compute, can be checked from the file.
+attacks cost per utterance; the code version, date and hardware (a CPU's kernels change the floats).
+Every test utterance's outcome is in the entry too (its emotion, whether the model got it right, and
+whether it stayed right at each budget), so that the UARs, and the intervals the leaderboard and the
+benchmark compute, can be checked from the file.
 """
 
 import datetime
@@ -106,8 +107,28 @@ def training_yaml(output_folder, experiment_name):
     return f"{experiment_name}.yaml"
 
 
-def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
-    """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``)."""
+# The variables that cap the CPU kernels oneDNN and MKL pick (``ATEN_CPU_CAPABILITY`` shows in ATen's own answer).
+KERNEL_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def hardware(device):
+    """What computed an entry's floats, which another machine's kernels compute otherwise (up to .13 UAR apart,
+    ``docs/testing.md``): the GPU's name, or the CPU's ATen kernels and the variables that capped the others.
+
+    Example
+    -------
+    >>> hardware("cpu")["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"device": "cuda", "name": torch.cuda.get_device_name(device)}
+    limits = {name: os.environ[name] for name in KERNEL_LIMITS if name in os.environ}
+    return {"device": device.type, "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "kernel_limits": limits}
+
+
+def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, device):
+    """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``) on ``device``."""
     corpus, protocol, fold = read_protocol(hparams["output_folder"])
     budgets = [(step.group, step.budget) for step in plan]
     labels = hparams["label_encoder"].decode_ndim(outcomes.targets.tolist())
@@ -151,6 +172,7 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step):
         "code_version": code_version(),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
+        "hardware": hardware(device),
     }
 
 

@@ -136,7 +136,14 @@ def report_attacks(
         logger.info(f"The paper's FGSM report beside robust UAR:\n{fgsm_beside_robust(fgsm, suite, plan)}")
     if "test" in suite:
         entry = make_entry(
-            hparams, suite["test"], plan, tier or "yaml", "test", suite_early_exit, brain.chosen_training_step
+            hparams,
+            suite["test"],
+            plan,
+            tier or "yaml",
+            "test",
+            suite_early_exit,
+            brain.chosen_training_step,
+            brain.device,
         )
         write_entry(output_folder, entry)
     for kept in progress.values():

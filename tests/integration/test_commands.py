@@ -29,7 +29,7 @@ from helpers import (
 from ser_adv_brain.commands.cli import SUBCOMMANDS
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
-from ser_adv_brain.reports.entry import read_entries
+from ser_adv_brain.reports.entry import hardware, read_entries
 from ser_adv_brain.tables import read_csv
 
 CLI = [sys.executable, "-m", "ser_adv_brain.commands.cli"]
@@ -222,6 +222,20 @@ def test_every_entry_is_its_runs_own_report(benchmark_run):
         # Passes are counted per budget; a larger budget may need none (every utterance fooled at a smaller one).
         assert all(r["forward_passes_per_utterance"] >= 0 for r in entry["results"])
         assert (entry["results"][0]["forward_passes_per_utterance"] > 0) == (entry["clean_UAR"] > 0)
+        assert entry["hardware"] == hardware("cpu")  # the evaluations ran with this process's variables
+
+
+def test_an_entry_names_the_cpu_kernels_that_computed_it():
+    """Another host's kernels give other floats: the entry says which ones made it, capped ones included."""
+    code = "import json; from ser_adv_brain.reports.entry import hardware; print(json.dumps(hardware('cpu')))"
+    env = {**subprocess_env(), "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    env.pop("MKL_ENABLE_INSTRUCTIONS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == {
+        "device": "cpu",
+        "cpu_kernels": "DEFAULT",
+        "kernel_limits": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    }
 
 
 def test_the_benchmark_report_figure_and_leaderboard(benchmark_run, tmp_path):
