@@ -10,11 +10,11 @@ import os
 
 from ser_adv_brain.evaluation.intervals import paired_comparison, uar_interval
 from ser_adv_brain.evaluation.suite import in_decibels
-from ser_adv_brain.reports.entry import result_key
+from ser_adv_brain.reports.entry import figure_keys, heard_directly_key, in_rooms_key, result_key
 from ser_adv_brain.reports.leaderboard import by_model, check_comparable, emotions_of, fold_outcomes, interval_text
 from ser_adv_brain.tables import markdown_table, write_csv
 
-REAL = "real"  # the figure of real data, beside the budgets' ``result_key``s
+REAL = "real"  # the figure of real data, beside the entries' ``figure_keys``
 
 
 def budget_title(result):
@@ -24,11 +24,23 @@ def budget_title(result):
     return f"{result['threat_model']} {result['budget']:g}"
 
 
+def figure_columns(entry):
+    """``{figure key: (kind, column title)}`` for each of ``figure_keys(entry)``, in their order; the kind is
+    ``robust``, ``heard directly`` or ``real data in the rooms`` (an over-the-air threat model's other two)."""
+    columns = {}
+    for r in entry["results"]:
+        key = result_key(r["threat_model"], r["budget"])
+        columns[key] = ("robust", f"robust, {budget_title(r)}")
+        columns[heard_directly_key(key)] = ("heard directly", f"heard directly, {budget_title(r)}")
+        columns[in_rooms_key(r["threat_model"])] = ("real data in the rooms", "real data in the held-out rooms")
+    return {key: columns[key] for key in figure_keys(entry)}
+
+
 def figures(entries):
-    """``{training: {figure key: Interval}}``, ``REAL`` and every budget's ``result_key``."""
+    """``{training: {figure key: Interval}}``, ``REAL`` and every one of the entries' ``figure_keys``."""
     check_comparable(entries)
     emotions = emotions_of(entries)
-    keys = [REAL] + [result_key(r["threat_model"], r["budget"]) for r in entries[0]["results"]]
+    keys = [REAL] + figure_keys(entries[0])
     return {
         name: {
             key: uar_interval(fold_outcomes(mine, emotions, None if key == REAL else key), len(emotions))
@@ -39,7 +51,8 @@ def figures(entries):
 
 
 def fold_rows(entries):
-    """Per-fold CSV rows: training, fold, seed, real UAR and robust UAR at every budget."""
+    """Per-fold CSV rows: training, fold, seed, real UAR, robust UAR at every budget and an over-the-air threat
+    model's two more figures (``entry.figure_keys``)."""
     rows = []
     for name, mine in by_model(entries).items():
         for entry in mine:
@@ -50,9 +63,12 @@ def fold_rows(entries):
                 "utterances": entry["utterances"],
                 "real_UAR": entry["clean_UAR"],
             }
-            row.update(
-                {f"robust_UAR@{result_key(r['threat_model'], r['budget'])}": r["robust_UAR"] for r in entry["results"]}
-            )
+            for r in entry["results"]:
+                key = result_key(r["threat_model"], r["budget"])
+                row[f"robust_UAR@{key}"] = r["robust_UAR"]
+                if "robust_UAR_heard_directly" in r:
+                    row[f"UAR@{heard_directly_key(key)}"] = r["robust_UAR_heard_directly"]
+                    row[f"UAR@{in_rooms_key(r['threat_model'])}"] = r["real_UAR_in_rooms"]
             rows.append(row)
     return rows
 
@@ -79,7 +95,7 @@ def verdict(result, sign=1):
 
 def paired_rows(entries, baseline, pairs):
     """Every training against ``baseline`` at every figure, then the extra ``pairs`` ``(a, b, key)``."""
-    keys = [REAL] + [result_key(r["threat_model"], r["budget"]) for r in entries[0]["results"]]
+    keys = [REAL] + figure_keys(entries[0])
     rows = []
     for name in by_model(entries):
         if name != baseline:
@@ -98,7 +114,6 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
     ``findings``: ``(statement, a, b, key_a, key_b, sign)``: the claim that ``sign * (a at key_a - b at key_b) > 0``.
     """
     table = figures(entries)
-    results = entries[0]["results"]
     first = entries[0]
     folds = sorted({(e["fold"], e["seed"]) for e in entries})
     lines = [
@@ -112,7 +127,7 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
         "",
         markdown_table(
             [[name, *(interval_text(*row[key]) for key in row)] for name, row in table.items()],
-            ["training", "real data", *(f"robust, {budget_title(r)}" for r in results)],
+            ["training", "real data", *(title for _, title in figure_columns(first).values())],
         ),
         "",
         "#### Paired comparisons (A minus B on the same folds, seeds and utterances)",
@@ -141,8 +156,9 @@ def write_benchmark_report(entries, folder, title, baseline, pairs, findings):
     with open(os.path.join(folder, "benchmark.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     write_csv(os.path.join(folder, "benchmark_folds.csv"), fold_rows(entries))
+    kinds = {REAL: "real", **{key: kind for key, (kind, _) in figure_columns(entries[0]).items()}}
     rows = [
-        {"training": name, "figure": key, "UAR": value.mean, "low": value.low, "high": value.high}
+        {"training": name, "figure": key, "kind": kinds[key], "UAR": value.mean, "low": value.low, "high": value.high}
         for name, row in figures(entries).items()
         for key, value in row.items()
     ]

@@ -7,7 +7,9 @@ clean UAR and, per threat model and budget (with its unit), the robust UAR and t
 attacks cost per utterance; the code version, date and hardware (a CPU's kernels change the floats).
 Every test utterance's outcome is in the entry too (its emotion, whether the model got it right, and
 whether it stayed right at each budget), so that the UARs, and the intervals the leaderboard and the
-benchmark compute, can be checked from the file.
+benchmark compute, can be checked from the file. An over-the-air threat model adds the two figures that
+say what its robust UAR in the held-out rooms means (``suite_report.ROOM_ROWS``): the same audio heard
+directly, and real data in the rooms with no attack.
 """
 
 import datetime
@@ -38,6 +40,34 @@ PROTOCOL_FIELDS = ("corpus", "protocol", "split", "tier", "early_exit")
 def result_key(threat_model, budget):
     """``features_linf@0.02``: a budget's key in an entry's per-utterance outcomes."""
     return f"{threat_model}@{budget:g}"
+
+
+def heard_directly_key(key):
+    """``waveform_room_snr@40 heard directly``: robust at an over-the-air budget's ``result_key``, no room between."""
+    return f"{key} heard directly"
+
+
+def in_rooms_key(threat_model):
+    """``waveform_room_snr real data in the rooms``: right on real data in every held-out room of a threat model."""
+    return f"{threat_model} real data in the rooms"
+
+
+def figure_keys(entry):
+    """The keys of every figure an entry's utterances give beyond real data: robust at each budget
+    (``result_key``), then, for an over-the-air threat model, heard directly at each budget and real data in
+    its rooms."""
+    keys = [result_key(r["threat_model"], r["budget"]) for r in entry["results"]]
+    rooms = [r for r in entry["results"] if "robust_UAR_heard_directly" in r]
+    keys += [heard_directly_key(result_key(r["threat_model"], r["budget"])) for r in rooms]
+    return keys + [in_rooms_key(group) for group in dict.fromkeys(r["threat_model"] for r in rooms)]
+
+
+def utterance_outcome(row, key=None):
+    """Whether one of an entry's ``per_utterance`` rows was right: on real data (``key`` None), else at one of
+    ``figure_keys``."""
+    if key is None:
+        return row["correct"]
+    return row["robust"][key] if key in row["robust"] else row["over_the_air"][key]
 
 
 def read_protocol(output_folder):
@@ -133,6 +163,9 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
     budgets = [(step.group, step.budget) for step in plan]
     labels = hparams["label_encoder"].decode_ndim(outcomes.targets.tolist())
     robust = {result_key(g, b): outcomes.robust_after(g, b) for g, b in budgets}
+    rooms = [(g, b) for g, b in budgets if g in outcomes.room_clean]
+    over_the_air = {heard_directly_key(result_key(g, b)): outcomes.robust_after(g, b, directly=True) for g, b in rooms}
+    over_the_air.update({in_rooms_key(g): outcomes.correct_unattacked(g) for g, _ in rooms})
     return {
         "name": hparams["experiment_name"],
         "corpus": corpus,
@@ -157,6 +190,14 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
                 "unit": BUDGET_UNITS[g],
                 "robust_UAR": outcomes.uar(robust[result_key(g, b)]),
                 "forward_passes_per_utterance": outcomes.forward_passes_per_utterance(g, b),
+                **(
+                    {
+                        "robust_UAR_heard_directly": outcomes.uar(over_the_air[heard_directly_key(result_key(g, b))]),
+                        "real_UAR_in_rooms": outcomes.uar(over_the_air[in_rooms_key(g)]),
+                    }
+                    if (g, b) in rooms
+                    else {}
+                ),
             }
             for g, b in budgets
         ],
@@ -166,6 +207,7 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
                 "emotion": label,
                 "correct": bool(outcomes.clean_correct[i]),
                 "robust": {key: bool(value[i]) for key, value in robust.items()},
+                **({"over_the_air": {key: bool(value[i]) for key, value in over_the_air.items()}} if rooms else {}),
             }
             for i, (utterance, label) in enumerate(zip(outcomes.ids, labels))
         ],

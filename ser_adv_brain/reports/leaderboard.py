@@ -12,7 +12,7 @@ import os
 import torch
 
 from ser_adv_brain.evaluation.intervals import FoldOutcomes, uar_interval
-from ser_adv_brain.reports.entry import PROTOCOL_FIELDS, result_key
+from ser_adv_brain.reports.entry import PROTOCOL_FIELDS, figure_keys, result_key, utterance_outcome
 from ser_adv_brain.tables import markdown_table, uar_text, write_csv
 
 LEADERBOARD_FIELDS = [
@@ -42,7 +42,7 @@ def budgets_of(entry):
 
 
 def check_evaluated_alike(entries):
-    """Raises a ``ValueError`` naming the first entry whose protocol or budgets differ from the first entry's."""
+    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or figures differ from the first one's."""
     first = entries[0]
     for entry in entries[1:]:
         for field in PROTOCOL_FIELDS:
@@ -54,6 +54,12 @@ def check_evaluated_alike(entries):
         if budgets_of(entry) != budgets_of(first):
             raise ValueError(
                 f"{entry['path']}: its budgets {budgets_of(entry)} differ from {first['path']}'s {budgets_of(first)}."
+            )
+        if figure_keys(entry) != figure_keys(first):
+            raise ValueError(
+                f"{entry['path']}: its figures {figure_keys(entry)} differ from {first['path']}'s "
+                f"{figure_keys(first)} (an over-the-air entry made before entries kept its audio heard directly and "
+                "real data in the rooms: evaluate it again)."
             )
 
 
@@ -93,12 +99,12 @@ def emotions_of(entries):
 
 
 def fold_outcomes(entries, emotions, key=None):
-    """The ``FoldOutcomes`` of a model's entries: real data (``key`` None) or robust at a ``result_key``."""
+    """The ``FoldOutcomes`` of a model's entries: real data (``key`` None) or one of ``entry.figure_keys``."""
     outcomes = []
     for entry in entries:
         rows = entry["per_utterance"]
         targets = torch.tensor([emotions.index(r["emotion"]) for r in rows])
-        correct = torch.tensor([r["correct"] if key is None else r["robust"][key] for r in rows])
+        correct = torch.tensor([utterance_outcome(r, key) for r in rows])
         outcomes.append(FoldOutcomes(targets, correct))
     return outcomes
 

@@ -543,15 +543,15 @@ def draw_run(folder):
 def plot_benchmark(csv_path):
     """``benchmark.png`` beside the benchmark's ``benchmark.csv``: UAR against the budget, a panel per threat model.
 
-    Each training is a line through its mean UAR on real data and at each budget, in a band of its 95%
-    interval. Feature budgets grow to the right from real data (eps 0); SNR budgets grow to the right
-    as the SNR falls, from real data (no noise).
+    Each training is a line through its mean UAR on real data and robust at each budget, in a band of its 95%
+    interval (an over-the-air threat model's other two figures are in the table). Feature budgets grow to
+    the right from real data (eps 0); SNR budgets grow to the right as the SNR falls, from real data (no noise).
     """
     plt = pyplot()
     if plt is None:
         return None
-    rows = read_csv(csv_path)
-    groups = list(dict.fromkeys(r["figure"].split("@")[0] for r in rows if r["figure"] != "real"))
+    rows = [r for r in read_csv(csv_path) if r["kind"] in ("real", "robust")]
+    groups = list(dict.fromkeys(r["figure"].split("@")[0] for r in rows if r["kind"] == "robust"))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 2.0, 4), squeeze=False, sharey=True)
     for ax, group in zip(axes[0], groups):
         for name in dict.fromkeys(r["training"] for r in rows):

@@ -345,6 +345,8 @@ def test_evaluate_in_a_tier_writes_into_its_own_folder(benchmark_run):
         (threat, budget) for threat, budgets in yaml.safe_load(tier_budgets("audio")).items() for budget in budgets
     }
     assert entry["tier"] == "audio" and (run_folder / "rooms" / "rooms.csv").is_file()
+    (over_the_air,) = {r["threat_model"] for r in entry["results"] if "robust_UAR_heard_directly" in r}
+    assert over_the_air == "waveform_room_snr" and "over_the_air" in entry["per_utterance"][0]
     # Its universal perturbations are checked against a per-utterance attack all the same (the quick tier's).
     assert "Not checked: universal" not in (run_folder / "audio" / "robustness.md").read_text()
     # --budgets replaces the run's suite_budgets as a whole: the run's waveform budgets are not kept.

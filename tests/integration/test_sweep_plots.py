@@ -429,10 +429,14 @@ def test_the_robustness_picture_is_titled_with_the_run_not_its_seed_folder(tmp_p
 
 def test_the_benchmark_picture_labels_every_decibel_budget_in_db(tmp_path, monkeypatch):
     """A universal perturbation's budget (dB below a reference level) is in dB as an SNR is: the picture
-    asks the suite which threat models are in decibels, not the name's ending."""
-    rows = [("real", 0.6), ("features_linf@0.02", 0.3), ("waveform_universal@30", 0.5), ("waveform_snr@40", 0.2)]
+    asks the suite which threat models are in decibels, not the name's ending. It draws robust UAR only: an
+    over-the-air threat model's other two figures are the table's."""
+    rows = [("real", 0.6, "real"), ("features_linf@0.02", 0.3, "robust"), ("waveform_universal@30", 0.5, "robust")]
+    rows += [("waveform_room_snr@40", 0.2, "robust"), ("waveform_room_snr@40 heard directly", 0.4, "heard directly")]
+    rows += [("waveform_room_snr real data in the rooms", 0.5, "real data in the rooms")]
     path = tmp_path / "benchmark.csv"
-    write(path, "training,figure,UAR,low,high\n" + "".join(f"single,{f},{u},{u - 0.1},{u + 0.1}\n" for f, u in rows))
+    lines = "".join(f"single,{f},{kind},{u},{u - 0.1},{u + 0.1}\n" for f, u, kind in rows)
+    write(path, "training,figure,kind,UAR,low,high\n" + lines)
     shown = {}
     monkeypatch.setattr(plots, "save", lambda fig, _: shown.setdefault("axes", fig.axes))
     plots.plot_benchmark(str(path))
@@ -440,5 +444,5 @@ def test_the_benchmark_picture_labels_every_decibel_budget_in_db(tmp_path, monke
     assert ticks == {
         plots.PANEL_TITLES["features_linf"]: ["real", "0.02"],
         plots.PANEL_TITLES["waveform_universal"]: ["real", "30 dB"],
-        plots.PANEL_TITLES["waveform_snr"]: ["real", "40 dB"],
+        plots.PANEL_TITLES["waveform_room_snr"]: ["real", "40 dB"],
     }

@@ -86,6 +86,12 @@ def test_models_on_other_folds_or_budgets_are_refused():
     other[2]["results"][0]["budget"] = 0.04
     with pytest.raises(ValueError, match="its budgets"):
         check_comparable(other)
+    # An over-the-air entry made before entries kept its two more figures cannot join one that has them.
+    older, newer = copy.deepcopy(entries()), copy.deepcopy(entries())
+    for e in newer:
+        e["results"][0].update(robust_UAR_heard_directly=None, real_UAR_in_rooms=None)
+    with pytest.raises(ValueError, match="cnn4_trades/fold0/entry.json: its figures"):
+        check_comparable(newer[:2] + older[2:])
     with pytest.raises(ValueError, match="No entry.json found"):
         check_comparable([])
 

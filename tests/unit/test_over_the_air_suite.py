@@ -1,19 +1,24 @@
 """The over-the-air threat model in the attack suite: what "correct" means there, the early exit, the report's
-three figures (in the held-out rooms, heard directly, real data in the rooms) and its masking check."""
+three figures (in the held-out rooms, heard directly, real data in the rooms), the entry and benchmark that keep
+them, and its masking check."""
 
 import csv
 
 import pytest
 import torch
 from helpers import RecipeBrain, markdown_rows
+from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.attacks import OverTheAirPGD
 from ser_adv_brain.audio.rooms import SimulatedRooms
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 from ser_adv_brain.evaluation.masking import DESTROY_SNR_DB, destroy_plan, masking_sentences
 from ser_adv_brain.evaluation.suite import SplitOutcomes, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.reports.benchmark_report import figures
+from ser_adv_brain.reports.entry import make_entry
 from ser_adv_brain.reports.suite_report import write_suite_report
 from ser_adv_brain.training.brain import build_brain
+from ser_adv_brain.training_steps import CleanStep
 
 SMALL = dict(length=[3, 4], width=[3, 4], height=[2.5, 3], rt60=[0.1, 0.2], max_rir_seconds=0.02)
 GROUP = "waveform_room_snr"
@@ -73,6 +78,44 @@ def test_the_suite_reports_the_room_group_in_the_rooms_heard_directly_and_real_d
     assert float(table[("robust", 20.0)]["UAR_worst_so_far"]) == 0.0
     assert float(table[("robust, heard directly", 30.0)]["UAR_worst_so_far"]) == 0.5
     assert float(table[("real data, held-out rooms", 20.0)]["UAR_alone"]) == 0.75
+
+
+def test_an_entry_keeps_the_room_groups_figures_heard_directly_and_in_the_rooms_and_the_benchmark_reads_them(
+    rooms, tmp_path
+):
+    outcomes, plan = hand_built(rooms)
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(["anger", "sadness"])
+    encoder.expect_len(2)
+    hparams = {
+        "output_folder": str(tmp_path),
+        "label_encoder": encoder,
+        "experiment_name": "cnn4_single",
+        "seed": 1234,
+        "model": torch.nn.Identity(),
+    }
+    entry = make_entry(hparams, outcomes, plan, "audio", "test", True, CleanStep(), "cpu")
+    at_30, at_20 = entry["results"]
+    assert (at_30["robust_UAR"], at_30["robust_UAR_heard_directly"], at_30["real_UAR_in_rooms"]) == (0.25, 0.5, 0.75)
+    assert (at_20["robust_UAR"], at_20["robust_UAR_heard_directly"], at_20["real_UAR_in_rooms"]) == (0.0, 0.25, 0.75)
+    b = entry["per_utterance"][1]
+    assert b["over_the_air"] == {
+        f"{GROUP}@30 heard directly": True,
+        f"{GROUP}@20 heard directly": False,
+        f"{GROUP} real data in the rooms": False,
+    }
+    # The benchmark's figures of one entry are the entry's own UARs, the two over-the-air ones included.
+    (means,) = figures([{**entry, "path": "entry.json"}]).values()
+    assert {key: value.mean for key, value in means.items()} == pytest.approx(
+        {
+            "real": 1.0,
+            f"{GROUP}@30": 0.25,
+            f"{GROUP}@20": 0.0,
+            f"{GROUP}@30 heard directly": 0.5,
+            f"{GROUP}@20 heard directly": 0.25,
+            f"{GROUP} real data in the rooms": 0.75,
+        }
+    )
 
 
 def test_the_destroying_check_runs_over_the_air_and_says_when_the_rooms_keep_the_model_right(rooms):
