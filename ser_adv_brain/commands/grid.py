@@ -11,6 +11,7 @@ checkpoint, so a killed grid, rerun with the same command, goes on where it stop
 import concurrent.futures
 import logging
 import os
+import pydoc
 import queue
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 import speechbrain as sb
 import yaml
+
+from ser_adv_brain.models import takes_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +182,14 @@ def top_level_nodes(hparams_file):
     with open(hparams_file, encoding="utf-8") as f:
         node = yaml.compose(f)
     return {key.value: value for key, value in node.value} if node is not None else {}
+
+
+def yaml_model_takes_waveform(hparams_file):
+    """Whether the class a yaml file's ``model: !new:<class>`` names takes the waveform (its ``input_domain``,
+    ``models.takes_waveform``), read without building the model (a self-supervised encoder's is a download)."""
+    node = top_level_nodes(hparams_file).get("model")
+    tag = getattr(node, "tag", None) or ""
+    return tag.startswith("!new:") and takes_waveform(pydoc.locate(tag[len("!new:") :]))
 
 
 def top_level_keys(hparams_file):

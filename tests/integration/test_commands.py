@@ -133,6 +133,12 @@ def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(
     done = run([*command, f"--data_folder={EMODB_SAMPLES}", "--budgets={features_linf: [0.02]}"], check=False)
     assert "but the standard tier's attacks perturb ['features_linf', 'waveform_snr']" in done.stderr
     assert not (tmp_path / "bench").exists()
+    # A model that takes the waveform has no features for the tier's feature attacks: its evaluations would fail.
+    ssl = [*CLI, "benchmark", "recipes/EmoDB", f"--output_folder={tmp_path / 'bench'}", "--trainings", "cnn4_single"]
+    ssl += ["wav2vec2_single", f"--data_folder={EMODB_SAMPLES}"]
+    done = run(ssl, check=False)
+    assert "wav2vec2_single take(s) the waveform, which the standard tier's attacks" in done.stderr
+    assert "cnn4_single" not in done.stderr.split("take(s)")[0] and not (tmp_path / "bench").exists()
 
 
 @pytest.fixture(scope="module")

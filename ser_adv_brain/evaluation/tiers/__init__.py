@@ -11,8 +11,10 @@
 Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files, and has its
 budgets (``TIER_BUDGETS``), which ``--budgets`` may replace; each attack runs at every budget of its
 threat model. An attack may refer to ``<output_folder>`` (the over-the-air attack keeps its rooms there)
-and ``<sample_rate>``: a run's, when a run is evaluated in the tier. A model that takes the waveform (a
-self-supervised encoder's) is evaluated with a tier's waveform attacks (``tier_attacks(name, domain="waveform")``).
+and ``<sample_rate>``: a run's, when a run is evaluated in the tier. ``ser-adv attack-interface`` evaluates a
+model that takes the waveform (a self-supervised encoder's) with a tier's waveform attacks
+(``tier_attacks(name, domain="waveform")``); ``ser-adv evaluate --tier`` and the benchmark do not yet, and the
+benchmark refuses such a training before it starts in a tier that attacks the features.
 """
 
 import os
