@@ -82,7 +82,8 @@ def waveform_trainings(runs, tier):
     training."""
     if all(threat.split("_")[0] == "waveform" for threat in TIER_BUDGETS[tier]):  # "<domain>_<norm>"
         return []
-    return sorted({run.name for run in runs if yaml_model_takes_waveform(run.hparams_file)})
+    files = {run.name: run.hparams_file for run in runs}  # each yaml read once, not once per fold and seed
+    return sorted(name for name, hparams_file in files.items() if yaml_model_takes_waveform(hparams_file))
 
 
 def evaluation_job(run, tier, budgets, device_options):
