@@ -27,7 +27,11 @@ only to the runs whose yaml has it):
 The report is of the folder: the trainings asked for on the folds and seeds all of them have, and every
 other training evaluated there in the tier on all of these (a command for fewer trainings or folds keeps
 the folder's whole report); a training evaluated on fewer of them, or otherwise, is left out and named.
-``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far.
+``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far, and
+``--trainings`` names their entries (the yaml files are not read). Smoothed classifiers are aggregated so:
+``ser-adv certify`` writes each run's entry of the ``certified`` tier (``<run>/certified/entry.json``,
+named ``<experiment>_sigma<sigma>``), and ``--report_only --tier=certified --trainings <those names>``
+gives certified UAR, and UAR under the adaptive attack, with intervals over the folds.
 """
 
 import logging
@@ -48,7 +52,7 @@ from ser_adv_brain.commands.grid import (
 )
 from ser_adv_brain.evaluation.tiers import TIER_BUDGETS, TIERS, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
-from ser_adv_brain.reports.entry import ENTRY_FILE, read_entries, result_key
+from ser_adv_brain.reports.entry import CERTIFIED_TIER, ENTRY_FILE, read_entries, result_key
 from ser_adv_brain.reports.leaderboard import check_evaluated_alike, write_leaderboard
 from ser_adv_brain.reports.plots import plot_benchmark
 
@@ -232,7 +236,11 @@ def findings_of(entries, trainings):
 def aggregate(folder, trainings, tier, output_folder, title, baseline):
     """Writes the benchmark's report, figure and leaderboard from the evaluations done in ``folder``
     (``complete_entries``); returns the report."""
-    entries = complete_entries(benchmark_entries(folder, tier), trainings)
+    found = benchmark_entries(folder, tier)
+    missing = [training for training in trainings if not any(entry["name"] == training for entry in found)]
+    if missing:
+        logger.warning(f"No entry of the {tier} tier in {folder} for {', '.join(missing)}.")
+    entries = complete_entries(found, trainings)
     if not entries:
         logger.warning("No evaluation done yet: nothing to aggregate.")
         return None
@@ -256,7 +264,12 @@ def parse_arguments(argv):
     )
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="speaker folds (default: all 5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
-    parser.add_argument("--tier", choices=TIERS, default="standard")
+    parser.add_argument(
+        "--tier",
+        choices=[*TIERS, CERTIFIED_TIER],
+        default="standard",
+        help="the attack tier (default standard); certified: aggregate ser-adv certify's entries (--report_only)",
+    )
     parser.add_argument(
         "--budgets",
         default=None,
@@ -269,6 +282,14 @@ def parse_arguments(argv):
     args, overrides = parser.parse_known_args(argv)
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
+    args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
+    if args.tier == CERTIFIED_TIER:
+        if not args.report_only:
+            parser.error(
+                "the certified tier's entries are made by ser-adv certify RUN (docs/defences.md); aggregate them "
+                "with --report_only"
+            )
+        return args, train_script, overrides
     args.budgets = args.budgets or tier_budgets(args.tier)
     # Checked here, not by each evaluation after hours of training.
     args.budget_grid = yaml_budgets(args.budgets, "--budgets")
@@ -277,7 +298,6 @@ def parse_arguments(argv):
             f"--budgets gives {sorted(args.budget_grid)}, but the {args.tier} tier's attacks perturb "
             f"{sorted(TIER_BUDGETS[args.tier])}: give budgets for each of those"
         )
-    args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
     return args, train_script, overrides
 
 
@@ -285,7 +305,12 @@ def main(argv=None):
     """Trains, evaluates and aggregates the benchmark; exits 1 if a run or an evaluation failed."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, train_script, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    runs = plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
+    # With --report_only nothing runs: --trainings names entries, which need no yaml.
+    runs = (
+        []
+        if args.report_only
+        else plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
+    )
     problems = [] if args.report_only else override_problems(runs, overrides)
     waveform = [] if args.report_only else waveform_trainings(runs, args.tier)
     if waveform:

@@ -10,7 +10,8 @@ models ranked by robust UAR, each the mean over its folds and seeds with a 95% i
 evaluated otherwise than the others (corpus, fold protocol, split, tier, budgets, folds) are refused,
 naming the file and what differs (``ser_adv_brain.reports.leaderboard``). ``--tier`` keeps the entries of
 one tier only: a benchmark's folder holds each run's own entry (tier ``yaml``, the suite its training run
-ended with) beside its tier's (``<run>/<tier>/entry.json``). Writes ``leaderboard.md`` and
+ended with) beside its tier's (``<run>/<tier>/entry.json``), and a smoothing run's certificates make one of
+the ``certified`` tier (``ser-adv certify``; ranked by certified UAR). Writes ``leaderboard.md`` and
 ``leaderboard.csv`` into ``--output_folder`` (default: the folder).
 """
 
@@ -19,7 +20,7 @@ import sys
 
 from ser_adv_brain.commands.arguments import parser_for
 from ser_adv_brain.evaluation.tiers import TIERS
-from ser_adv_brain.reports.entry import read_entries
+from ser_adv_brain.reports.entry import CERTIFIED_TIER, read_entries
 from ser_adv_brain.reports.leaderboard import write_leaderboard
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ def main(argv=None):
     parser.add_argument("folder", help="a folder holding entry.json files (searched recursively)")
     parser.add_argument("--output_folder", default=None, help="default: the folder")
     parser.add_argument(
-        "--tier", choices=[*TIERS, "yaml"], default=None, help="only the entries of this tier (yaml: the runs' own)"
+        "--tier",
+        choices=[*TIERS, "yaml", CERTIFIED_TIER],
+        default=None,
+        help="only the entries of this tier (yaml: the runs' own; certified: ser-adv certify's)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     entries = [e for e in read_entries(args.folder) if args.tier is None or e["tier"] == args.tier]

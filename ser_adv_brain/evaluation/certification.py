@@ -39,6 +39,29 @@ from ser_adv_brain.evaluation.suite import (
 )
 from ser_adv_brain.metrics import uar_of_correct
 
+# The threat models whose budget is a ball around each input of the smoothed classifier, which a certified L2
+# radius can cover; not the universal perturbation (one for every utterance) nor over the air (a room between).
+CERTIFIED_THREATS = {
+    "waveform": ("waveform_snr", "waveform_l2", "waveform_linf"),
+    "features": ("features_l2", "features_linf"),
+}
+
+
+def certified_budgets(domain, budgets):
+    """``(threat model, budget)`` of ``budgets`` (threat model -> budgets) that a certificate in ``domain`` covers.
+
+    Example
+    -------
+    >>> certified_budgets("waveform", {"waveform_snr": [40, 30], "waveform_universal": [40], "features_linf": [0.02]})
+    [('waveform_snr', 40.0), ('waveform_snr', 30.0)]
+    """
+    return [
+        (threat, float(budget))
+        for threat, values in budgets.items()
+        if threat in CERTIFIED_THREATS[domain]
+        for budget in values
+    ]
+
 
 def gathered(values):
     """``values`` (a list) joined over every DDP process, in process order (itself outside DDP)."""

@@ -10,7 +10,14 @@ import os
 
 from ser_adv_brain.evaluation.intervals import paired_comparison, uar_interval
 from ser_adv_brain.evaluation.suite import in_decibels
-from ser_adv_brain.reports.entry import figure_keys, heard_directly_key, in_rooms_key, result_key
+from ser_adv_brain.reports.entry import (
+    CERTIFIED_TIER,
+    figure_keys,
+    heard_directly_key,
+    in_rooms_key,
+    result_key,
+    under_attack_key,
+)
 from ser_adv_brain.reports.leaderboard import by_model, check_comparable, emotions_of, fold_outcomes, interval_text
 from ser_adv_brain.tables import markdown_table, write_csv
 
@@ -26,13 +33,16 @@ def budget_title(result):
 
 def figure_columns(entry):
     """``{figure key: (kind, column title)}`` for each of ``figure_keys(entry)``, in their order; the kind is
-    ``robust``, ``heard directly`` or ``real data in the rooms`` (an over-the-air threat model's other two)."""
+    ``robust`` (``certified`` in the certified tier), ``heard directly`` or ``real data in the rooms`` (an
+    over-the-air threat model's other two), or ``under attack`` (a smoothed classifier's adaptive attack)."""
+    robust = "certified" if entry["tier"] == CERTIFIED_TIER else "robust"
     columns = {}
     for r in entry["results"]:
         key = result_key(r["threat_model"], r["budget"])
-        columns[key] = ("robust", f"robust, {budget_title(r)}")
+        columns[key] = (robust, f"{robust}, {budget_title(r)}")
         columns[heard_directly_key(key)] = ("heard directly", f"heard directly, {budget_title(r)}")
         columns[in_rooms_key(r["threat_model"])] = ("real data in the rooms", "real data in the held-out rooms")
+        columns[under_attack_key(key)] = ("under attack", f"under adaptive attack, {budget_title(r)}")
     return {key: columns[key] for key in figure_keys(entry)}
 
 
@@ -51,8 +61,8 @@ def figures(entries):
 
 
 def fold_rows(entries):
-    """Per-fold CSV rows: training, fold, seed, real UAR, robust UAR at every budget and an over-the-air threat
-    model's two more figures (``entry.figure_keys``)."""
+    """Per-fold CSV rows: training, fold, seed, real UAR, robust (or certified) UAR at every budget, an over-the-air
+    threat model's two more figures and a smoothed classifier's under attack (``entry.figure_keys``)."""
     rows = []
     for name, mine in by_model(entries).items():
         for entry in mine:
@@ -63,12 +73,15 @@ def fold_rows(entries):
                 "utterances": entry["utterances"],
                 "real_UAR": entry["clean_UAR"],
             }
+            robust = "certified" if entry["tier"] == CERTIFIED_TIER else "robust"
             for r in entry["results"]:
                 key = result_key(r["threat_model"], r["budget"])
-                row[f"robust_UAR@{key}"] = r["robust_UAR"]
+                row[f"{robust}_UAR@{key}"] = r["robust_UAR"]
                 if "robust_UAR_heard_directly" in r:
                     row[f"UAR@{heard_directly_key(key)}"] = r["robust_UAR_heard_directly"]
                     row[f"UAR@{in_rooms_key(r['threat_model'])}"] = r["real_UAR_in_rooms"]
+                if "robust_UAR_under_attack" in r:
+                    row[f"UAR@{under_attack_key(key)}"] = r["robust_UAR_under_attack"]
             rows.append(row)
     return rows
 
@@ -108,6 +121,14 @@ def comparison_text(result):
     return f"{result.effect:+.3f} [{result.low:+.3f}, {result.high:+.3f}], p = {result.p_value:.3f}"
 
 
+def evaluation_text(entry):
+    """How an entry was evaluated: its tier's attacks, or a certificate's votes and the adaptive attack's."""
+    if entry["tier"] != CERTIFIED_TIER:
+        return f"{entry['tier']} tier ({', '.join(entry['attacks'])})"
+    votes = "certified tier (CERTIFY, n0 = {n0}, n = {n}, alpha = {alpha:g}".format(**entry["certificate"])
+    return votes + (f"; adaptive attack: {', '.join(entry['attacks'])})" if entry["attacks"] else ")")
+
+
 def benchmark_markdown(entries, title, baseline, pairs, findings):
     """The report: the table, the paired comparisons against ``baseline`` and ``pairs``, the ``findings``.
 
@@ -121,8 +142,8 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
         "",
         f"{first['corpus']}, {first['protocol']['kind']}"
         + (f" ({first['protocol']['n_folds']} folds)" if "n_folds" in first["protocol"] else "")
-        + f", {len(folds)} fold-and-seed runs per training, test split ({first['split']}), {first['tier']} tier "
-        f"({', '.join(first['attacks'])}). Each cell: the mean UAR over the runs and its 95% interval "
+        + f", {len(folds)} fold-and-seed runs per training, test split ({first['split']}), {evaluation_text(first)}. "
+        "Each cell: the mean UAR over the runs and its 95% interval "
         "(two-level bootstrap over folds and utterances).",
         "",
         markdown_table(

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from ser_adv_brain.evaluation.certification import certified_budgets
 from ser_adv_brain.evaluation.smoothing import ABSTAIN_LABEL
 from ser_adv_brain.evaluation.suite import ball_size
 from ser_adv_brain.reports.suite_report import CSV_FIELDS, suite_rows
@@ -146,29 +147,27 @@ def policy_markdown(smoothing, facts):
 
 
 def budget_rows(certificates, smoothing, budgets, attacked=None, plan=()):
-    """Certified UAR at each budget of the smoothing's domain's threat models (and, with the adaptive attack's
-    outcomes, robust UAR under it and the certified utterances it still moved to another emotion)."""
+    """Certified UAR at each budget of ``budgets`` a certificate in the smoothing's domain covers
+    (``certified_budgets``), and, with the adaptive attack's outcomes, robust UAR under it and the certified
+    utterances it still moved to another emotion."""
     rows = []
-    for threat, values in budgets.items():
-        if not threat.startswith(smoothing.domain):
-            continue
-        for budget in values:
-            row = {"threat model": threat, "budget": budget}
-            for split, certs in certificates.items():
-                row[f"radius ({split}, median)"] = float(certs.budget_radius(threat, budget).median())
-                row[f"certified ({split})"] = certs.uar_within(threat, budget)
-                outcomes = (attacked or {}).get(split)
-                if outcomes is None or not any(g == threat and b == float(budget) for g, b, _ in plan):
-                    continue
-                if outcomes.ids != certs.ids:
-                    raise ValueError(f"The {split} split's certificates and attack outcomes are of other utterances.")
-                row[f"under attack ({split})"] = outcomes.uar(outcomes.robust_after(threat, float(budget)))
-                # Certified, yet PREDICT named another emotion under the attack (an abstention is no
-                # contradiction): each case has probability at most about 2 alpha, so more than a few are a bug.
-                certified = certs.correct & certs.covers(threat, budget)
-                moved = certified & moved_to_another_emotion(outcomes, threat, float(budget))
-                row[f"certified yet fooled ({split})"] = int(moved.sum())
-            rows.append(row)
+    for threat, budget in certified_budgets(smoothing.domain, budgets):
+        row = {"threat model": threat, "budget": budget}
+        for split, certs in certificates.items():
+            row[f"radius ({split}, median)"] = float(certs.budget_radius(threat, budget).median())
+            row[f"certified ({split})"] = certs.uar_within(threat, budget)
+            outcomes = (attacked or {}).get(split)
+            if outcomes is None or not any(g == threat and b == budget for g, b, _ in plan):
+                continue
+            if outcomes.ids != certs.ids:
+                raise ValueError(f"The {split} split's certificates and attack outcomes are of other utterances.")
+            row[f"under attack ({split})"] = outcomes.uar(outcomes.robust_after(threat, budget))
+            # Certified, yet PREDICT named another emotion under the attack (an abstention is no
+            # contradiction): each case has probability at most about 2 alpha, so more than a few are a bug.
+            certified = certs.correct & certs.covers(threat, budget)
+            moved = certified & moved_to_another_emotion(outcomes, threat, budget)
+            row[f"certified yet fooled ({split})"] = int(moved.sum())
+        rows.append(row)
     return rows
 
 

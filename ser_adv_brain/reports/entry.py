@@ -10,6 +10,12 @@ whether it stayed right at each budget), so that the UARs, and the intervals the
 benchmark compute, can be checked from the file. An over-the-air threat model adds the two figures that
 say what its robust UAR in the held-out rooms means (``suite_report.ROOM_ROWS``): the same audio heard
 directly, and real data in the rooms with no attack.
+
+A smoothed classifier's certificates (``ser-adv certify``) make an entry of the ``certified`` tier: robust
+UAR there is certified UAR (Cohen et al., ICML 2019), each utterance keeps its certificate (class, lower
+bound ``pA``, raw radius, its input's norm), and the adaptive attack's outcome, where it ran, adds robust
+UAR under attack beside it: the certified figure is a lower bound on the smoothed classifier's robust UAR,
+the attacked one an upper bound.
 """
 
 import datetime
@@ -33,8 +39,11 @@ BUDGET_UNITS = {
     "waveform_room_snr": "dB SNR per utterance (L2 on the 16-bit waveform), heard in held-out simulated rooms",
     "waveform_universal": "dB below the median training utterance's RMS (one 16-bit perturbation for all)",
 }
-# What must agree for two entries to stand in one table: the data, how they were split and tested, and how hard.
-PROTOCOL_FIELDS = ("corpus", "protocol", "split", "tier", "early_exit")
+# What must agree for two entries to stand in one table: the data, how they were split and tested, and how hard
+# (a certificate's votes and failure probability, and the attack on the smoothed classifier; absent from the attack
+# tiers' entries, whose tier names their attacks).
+PROTOCOL_FIELDS = ("corpus", "protocol", "split", "tier", "early_exit", "certificate", "adaptive_attack")
+CERTIFIED_TIER = "certified"
 
 
 def result_key(threat_model, budget):
@@ -52,14 +61,27 @@ def in_rooms_key(threat_model):
     return f"{threat_model} real data in the rooms"
 
 
+def under_attack_key(key):
+    """``waveform_snr@40 under attack``: a smoothed classifier still right at a budget's ``result_key`` under the
+    adaptive attack (a ``certified`` entry's robust figure is the certificate)."""
+    return f"{key} under attack"
+
+
 def figure_keys(entry):
-    """The keys of every figure an entry's utterances give beyond real data: robust at each budget
+    """The keys of every figure an entry's utterances give beyond real data: robust (or certified) at each budget
     (``result_key``), then, for an over-the-air threat model, heard directly at each budget and real data in
-    its rooms."""
+    its rooms, and, for a certified entry with its adaptive attack, under attack at each budget."""
     keys = [result_key(r["threat_model"], r["budget"]) for r in entry["results"]]
     rooms = [r for r in entry["results"] if "robust_UAR_heard_directly" in r]
     keys += [heard_directly_key(result_key(r["threat_model"], r["budget"])) for r in rooms]
-    return keys + [in_rooms_key(group) for group in dict.fromkeys(r["threat_model"] for r in rooms)]
+    keys += [in_rooms_key(group) for group in dict.fromkeys(r["threat_model"] for r in rooms)]
+    attacked = [r for r in entry["results"] if "robust_UAR_under_attack" in r]
+    return keys + [under_attack_key(result_key(r["threat_model"], r["budget"])) for r in attacked]
+
+
+# Where a ``per_utterance`` row keeps the outcomes of ``figure_keys``: robust or certified at each budget, then
+# an over-the-air threat model's other two figures, then the adaptive attack's on a smoothed classifier.
+OUTCOME_PARTS = ("robust", "over_the_air", "under_attack")
 
 
 def utterance_outcome(row, key=None):
@@ -67,7 +89,7 @@ def utterance_outcome(row, key=None):
     ``figure_keys``."""
     if key is None:
         return row["correct"]
-    return row["robust"][key] if key in row["robust"] else row["over_the_air"][key]
+    return next(row[part][key] for part in OUTCOME_PARTS if key in row.get(part, {}))
 
 
 def read_protocol(output_folder):
@@ -157,17 +179,12 @@ def hardware(device):
     return {"device": device.type, "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "kernel_limits": limits}
 
 
-def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, device):
-    """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``) on ``device``."""
+def run_identity(hparams, training_step, name=None):
+    """An entry's first fields, the evaluated model's identity: its name (the experiment's by default), corpus,
+    fold protocol and fold, seed, architecture and training (its yaml and ``training_step``)."""
     corpus, protocol, fold = read_protocol(hparams["output_folder"])
-    budgets = [(step.group, step.budget) for step in plan]
-    labels = hparams["label_encoder"].decode_ndim(outcomes.targets.tolist())
-    robust = {result_key(g, b): outcomes.robust_after(g, b) for g, b in budgets}
-    rooms = [(g, b) for g, b in budgets if g in outcomes.room_clean]
-    over_the_air = {heard_directly_key(result_key(g, b)): outcomes.robust_after(g, b, directly=True) for g, b in rooms}
-    over_the_air.update({in_rooms_key(g): outcomes.correct_unattacked(g) for g, _ in rooms})
     return {
-        "name": hparams["experiment_name"],
+        "name": name or hparams["experiment_name"],
         "corpus": corpus,
         "protocol": protocol,
         "fold": fold,
@@ -177,6 +194,29 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
             "yaml": training_yaml(hparams["output_folder"], hparams["experiment_name"]),
             "step": repr(training_step),
         },
+    }
+
+
+def provenance(device):
+    """An entry's last fields: the code version, date, torch and the hardware that computed it on ``device``."""
+    return {
+        "code_version": code_version(),
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "hardware": hardware(device),
+    }
+
+
+def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, device):
+    """The entry of a model evaluated on ``split`` (``outcomes``: its gathered ``SplitOutcomes``) on ``device``."""
+    budgets = [(step.group, step.budget) for step in plan]
+    labels = hparams["label_encoder"].decode_ndim(outcomes.targets.tolist())
+    robust = {result_key(g, b): outcomes.robust_after(g, b) for g, b in budgets}
+    rooms = [(g, b) for g, b in budgets if g in outcomes.room_clean]
+    over_the_air = {heard_directly_key(result_key(g, b)): outcomes.robust_after(g, b, directly=True) for g, b in rooms}
+    over_the_air.update({in_rooms_key(g): outcomes.correct_unattacked(g) for g, _ in rooms})
+    return {
+        **run_identity(hparams, training_step),
         "split": split,
         "utterances": len(outcomes.ids),
         "tier": tier,
@@ -211,10 +251,106 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
             }
             for i, (utterance, label) in enumerate(zip(outcomes.ids, labels))
         ],
-        "code_version": code_version(),
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "hardware": hardware(device),
+        **provenance(device),
+    }
+
+
+def make_certified_entry(
+    hparams, certificates, smoothing, budgets, policy, training_step, device, attacked=None, plan=(), draws=None
+):
+    """The ``certified`` entry of a smoothed classifier's test split.
+
+    Arguments
+    ---------
+    hparams : dict
+        The run's.
+    certificates : SplitCertificates
+        CERTIFY's outcome on the test split.
+    smoothing : RandomizedSmoothing
+        The smoothed classifier; its sigma names the model (``<experiment>_sigma<sigma>``): one base classifier
+        smoothed at two sigmas is two models.
+    budgets : list
+        ``(threat model, budget)`` pairs of ``certification.CERTIFIED_THREATS`` in the smoothing's domain.
+    policy : str
+        What is certified, where the noise is added, the gain policy and what the radius means
+        (``certification_report.policy_markdown``): a radius means nothing without them.
+    training_step : TrainingStep
+        The base classifier's.
+    device : str or torch.device
+    attacked, plan, draws :
+        The adaptive attack's ``SplitOutcomes`` on the same utterances, its suite plan and the noisy copies of
+        each of its forward passes; None: certificates only.
+    """
+    if attacked is not None and attacked.ids != certificates.ids:
+        raise ValueError("The certificates and the adaptive attack's outcomes are of other utterances.")
+    labels = hparams["label_encoder"].decode_ndim(list(range(certificates.n_classes)))
+    certified = {result_key(g, b): certificates.correct & certificates.covers(g, b) for g, b in budgets}
+    attacked_budgets = {(step.group, step.budget) for step in plan} if attacked is not None else set()
+    attacks = sorted({entry.name for step in plan for entry in step.entries}) if attacked is not None else []
+    under_attack = {
+        under_attack_key(result_key(g, b)): attacked.robust_after(g, b)
+        for g, b in budgets
+        if (g, b) in attacked_budgets
+    }
+    return {
+        **run_identity(hparams, training_step, name=f"{hparams['experiment_name']}_sigma{smoothing.sigma:g}"),
+        "split": "test",
+        "utterances": len(certificates.ids),
+        "tier": CERTIFIED_TIER,
+        "early_exit": True,  # the adaptive attack's (``attack_smoothed``): a wrong prediction is not attacked
+        "certificate": {"n0": smoothing.n0, "n": smoothing.n, "alpha": smoothing.alpha},
+        "smoothing": {
+            "domain": smoothing.domain,
+            "sigma": smoothing.sigma,
+            "seed": smoothing.seed,
+            "max_radius": smoothing.max_radius,
+            "policy": policy,
+        },
+        "attacks": attacks,
+        "adaptive_attack": {"attacks": attacks, "draws": draws} if attacked is not None else None,
+        "abstained": int((certificates.prediction < 0).sum()),
+        "clean_UAR": certificates.uar(0.0),
+        "results": [
+            {
+                "threat_model": g,
+                "budget": b,
+                "unit": BUDGET_UNITS[g],
+                "robust_UAR": certificates.uar_within(g, b),
+                "median_radius": float(certificates.budget_radius(g, b).median()),
+                "forward_passes_per_utterance": float(smoothing.n0 + smoothing.n),
+                **(
+                    {
+                        "robust_UAR_under_attack": attacked.uar(under_attack[under_attack_key(result_key(g, b))]),
+                        # Of the base classifier: each of the attack's passes averages ``draws`` noisy copies.
+                        "attack_forward_passes_per_utterance": attacked.forward_passes_per_utterance(g, b) * draws,
+                    }
+                    if (g, b) in attacked_budgets
+                    else {}
+                ),
+            }
+            for g, b in budgets
+        ],
+        "per_utterance": [
+            {
+                "id": utterance,
+                "emotion": labels[int(certificates.targets[i])],
+                "correct": bool(certificates.correct[i]),
+                "robust": {key: bool(value[i]) for key, value in certified.items()},
+                "certificate": {
+                    "prediction": labels[int(certificates.prediction[i])] if certificates.prediction[i] >= 0 else None,
+                    "p_lower": float(certificates.p_lower[i]),
+                    "radius": float(certificates.radius[i]),
+                    "signal_norm": float(certificates.signal_norm[i]),
+                },
+                **(
+                    {"under_attack": {key: bool(value[i]) for key, value in under_attack.items()}}
+                    if under_attack
+                    else {}
+                ),
+            }
+            for i, utterance in enumerate(certificates.ids)
+        ],
+        **provenance(device),
     }
 
 

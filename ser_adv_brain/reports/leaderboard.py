@@ -1,4 +1,5 @@
-"""The leaderboard of benchmark entries: per threat model and budget, the models ranked by robust UAR.
+"""The leaderboard of benchmark entries: per threat model and budget, the models ranked by robust UAR (certified
+UAR in the certified tier, ``entry.make_certified_entry``).
 
 A table holds only entries evaluated alike: the same corpus, speaker-fold protocol, test split, tier
 and early exit (``entry.PROTOCOL_FIELDS``), the same budgets, and every model on the same folds and
@@ -12,7 +13,7 @@ import os
 import torch
 
 from ser_adv_brain.evaluation.intervals import FoldOutcomes, uar_interval
-from ser_adv_brain.reports.entry import PROTOCOL_FIELDS, figure_keys, result_key, utterance_outcome
+from ser_adv_brain.reports.entry import CERTIFIED_TIER, PROTOCOL_FIELDS, figure_keys, result_key, utterance_outcome
 from ser_adv_brain.tables import markdown_table, uar_text, write_csv
 
 LEADERBOARD_FIELDS = [
@@ -46,9 +47,9 @@ def check_evaluated_alike(entries):
     first = entries[0]
     for entry in entries[1:]:
         for field in PROTOCOL_FIELDS:
-            if entry[field] != first[field]:
+            if entry.get(field) != first.get(field):
                 raise ValueError(
-                    f"{entry['path']}: its {field} is {entry[field]!r}, {first['path']} has {first[field]!r}; "
+                    f"{entry['path']}: its {field} is {entry.get(field)!r}, {first['path']} has {first.get(field)!r}; "
                     "a leaderboard ranks entries evaluated alike only."
                 )
         if budgets_of(entry) != budgets_of(first):
@@ -59,7 +60,8 @@ def check_evaluated_alike(entries):
             raise ValueError(
                 f"{entry['path']}: its figures {figure_keys(entry)} differ from {first['path']}'s "
                 f"{figure_keys(first)} (an over-the-air entry made before entries kept its audio heard directly and "
-                "real data in the rooms: evaluate it again)."
+                "real data in the rooms: evaluate it again; a smoothed classifier attacked at other budgets: attack "
+                "it at the same)."
             )
 
 
@@ -163,11 +165,12 @@ def interval_text(mean, low, high):
 def leaderboard_markdown(rows):
     """One table per threat model and budget."""
     first = rows[0]
+    robust = "certified UAR" if first["tier"] == CERTIFIED_TIER else "robust UAR"
     lines = [
         f"### Leaderboard: {first['corpus']}, {first['tier']} tier",
         "",
         "Mean over each model's folds and seeds, with its 95% interval (two-level bootstrap over folds and "
-        "utterances, `ser_adv_brain.evaluation.intervals`); ranked by robust UAR.",
+        f"utterances, `ser_adv_brain.evaluation.intervals`); ranked by {robust}.",
         "",
     ]
     for group, budget in dict.fromkeys((r["threat_model"], r["budget"]) for r in rows):
@@ -195,7 +198,7 @@ def leaderboard_markdown(rows):
                     "training step",
                     "folds x seeds",
                     "clean UAR",
-                    "robust UAR",
+                    robust,
                     "forward passes / utterance",
                 ],
             )

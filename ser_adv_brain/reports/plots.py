@@ -543,15 +543,17 @@ def draw_run(folder):
 def plot_benchmark(csv_path):
     """``benchmark.png`` beside the benchmark's ``benchmark.csv``: UAR against the budget, a panel per threat model.
 
-    Each training is a line through its mean UAR on real data and robust at each budget, in a band of its 95%
-    interval (an over-the-air threat model's other two figures are in the table). Feature budgets grow to
-    the right from real data (eps 0); SNR budgets grow to the right as the SNR falls, from real data (no noise).
+    Each training is a line through its mean UAR on real data and robust (or certified, in the certified tier)
+    at each budget, in a band of its 95% interval (an over-the-air threat model's other two figures, and a
+    smoothed classifier's under attack, are in the table). Feature budgets grow to the right from real data
+    (eps 0); SNR budgets grow to the right as the SNR falls, from real data (no noise).
     """
     plt = pyplot()
     if plt is None:
         return None
-    rows = [r for r in read_csv(csv_path) if r["kind"] in ("real", "robust")]
-    groups = list(dict.fromkeys(r["figure"].split("@")[0] for r in rows if r["kind"] == "robust"))
+    rows = [r for r in read_csv(csv_path) if r["kind"] in ("real", "robust", "certified")]
+    kind = next(r["kind"] for r in rows if r["kind"] != "real")
+    groups = list(dict.fromkeys(r["figure"].split("@")[0] for r in rows if r["kind"] == kind))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 2.0, 4), squeeze=False, sharey=True)
     for ax, group in zip(axes[0], groups):
         for name in dict.fromkeys(r["training"] for r in rows):
@@ -571,6 +573,6 @@ def plot_benchmark(csv_path):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test UAR (mean over folds, 95% interval)")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("Robust UAR against the budget, by training", fontsize=11)
+    fig.suptitle(f"{kind.capitalize()} UAR against the budget, by training", fontsize=11)
     fig.tight_layout()
     return save(fig, os.path.splitext(csv_path)[0] + ".png")

@@ -9,7 +9,7 @@ import tqdm
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ser_adv_brain.audio.loading import frames_to_samples
-from ser_adv_brain.evaluation.certification import attack_smoothed, certify_split
+from ser_adv_brain.evaluation.certification import attack_smoothed, certified_budgets, certify_split
 from ser_adv_brain.evaluation.progress import (
     BatchProgress,
     evaluation_identity,
@@ -19,8 +19,8 @@ from ser_adv_brain.evaluation.progress import (
 )
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
 from ser_adv_brain.models import WaveformClassifier
-from ser_adv_brain.reports.certification_report import write_certification_report
-from ser_adv_brain.reports.entry import code_version
+from ser_adv_brain.reports.certification_report import policy_markdown, write_certification_report
+from ser_adv_brain.reports.entry import CERTIFIED_TIER, code_version, make_certified_entry, write_entry
 from ser_adv_brain.reports.plots import plot_certified_uar
 from ser_adv_brain.training.brain import broadcast_buffers
 
@@ -69,7 +69,9 @@ def report_certificates(
     attack_draws=8,
 ):
     """Certifies the smoothed classifier of a run's checkpoint on ``splits``, optionally attacks it, writes the
-    report (``ser_adv_brain.reports.certification_report``) and ``certified_uar.png``.
+    report (``ser_adv_brain.reports.certification_report``), ``certified_uar.png`` and, for the test split, the
+    benchmark entry of the ``certified`` tier (``<output_folder>/certified/entry.json``,
+    ``ser_adv_brain.reports.entry.make_certified_entry``).
 
     Arguments
     ---------
@@ -156,6 +158,20 @@ def report_certificates(
             certificates, smoothing, output_folder, title, facts, labels, budgets, attacked, plan, attack_draws
         )
         logger.info(f"Certificates ({output_folder}/certification.md):\n{markdown}")
+        if "test" in certificates:
+            entry = make_certified_entry(
+                hparams,
+                certificates["test"],
+                smoothing,
+                certified_budgets(smoothing.domain, budgets),
+                policy_markdown(smoothing, facts),
+                brain.chosen_training_step,
+                brain.device,
+                attacked.get("test"),
+                plan,
+                attack_draws,
+            )
+            logger.info(f"Benchmark entry: {write_entry(os.path.join(output_folder, CERTIFIED_TIER), entry)}")
     for progress in attacked_progress.values():
         progress.remove()
     run_on_main(plot_certified_uar, args=[os.path.join(output_folder, "certified_uar.csv")])

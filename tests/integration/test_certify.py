@@ -20,11 +20,13 @@ from helpers import (
     subprocess_env,
 )
 
+from ser_adv_brain.commands import benchmark as benchmark_command
 from ser_adv_brain.commands import certify as certify_command
 from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.evaluation.smoothing import RandomizedSmoothing
 from ser_adv_brain.interface import EmotionRecognizer
-from ser_adv_brain.tables import read_csv
+from ser_adv_brain.reports.entry import read_entries
+from ser_adv_brain.tables import read_csv, uar_text
 
 HPARAMS = "recipes/EmoDB/hparams/cnn4_smoothing_waveform.yaml"
 SIGMA = 0.25  # the yaml's
@@ -78,6 +80,43 @@ def test_the_run_ends_with_the_certificates_of_its_test_split_and_exports_its_sm
     assert "smoothing: !new:ser_adv_brain.evaluation.smoothing.RandomizedSmoothing" in exported
     for line in ("domain: waveform", f"sigma: {SIGMA}", "n0: 4", "n: 16", "alpha: 0.001"):
         assert f"    {line}\n" in exported
+
+
+def test_the_run_keeps_its_certificates_in_a_benchmark_entry_which_the_benchmark_aggregates(run, capsys):
+    """The entry of the certified tier holds every utterance's certificate as ``certificates.csv`` has it, and
+    certified UAR at the run's budgets as ``certification.md``; ``ser-adv benchmark --report_only
+    --tier=certified`` gives the same figures from it."""
+    (entry,) = read_entries(run / "certified")
+    assert (entry["name"], entry["tier"], entry["adaptive_attack"]) == (
+        f"cnn4_smoothing_waveform_sigma{SIGMA}",
+        "certified",
+        None,
+    )
+    csv_rows = {r["id"]: r for r in read_csv(run / "certificates.csv")}
+    assert [r["id"] for r in entry["per_utterance"]] == sorted(csv_rows)
+    for row in entry["per_utterance"]:
+        kept = csv_rows[row["id"]]
+        assert (row["certificate"]["prediction"] or "abstain", row["emotion"]) == (kept["prediction"], kept["emotion"])
+        assert f"{row['certificate']['radius']:.6g}" == kept["radius"]
+    certified = {r[1]: r[3] for r in markdown_rows((run / "certification.md").read_text()) if r[0] == "waveform_snr"}
+    assert {f"{r['budget']:g}": uar_text(r["robust_UAR"]) for r in entry["results"]} == certified
+    benchmark_command.main(
+        [
+            "recipes/EmoDB",
+            "--report_only",
+            "--tier=certified",
+            "--trainings",
+            entry["name"],
+            f"--output_folder={run.parent}",
+        ]
+    )
+    (table,) = [
+        r for r in markdown_rows((run.parent / "certified" / "benchmark.md").read_text()) if r[0] == entry["name"]
+    ]
+    assert [cell.split(" ")[0] for cell in table[2:]] == [certified["30"], certified["20"]]
+    with pytest.raises(SystemExit):
+        benchmark_command.parse_arguments(["recipes/EmoDB", "--tier=certified"])
+    assert "made by ser-adv certify RUN" in capsys.readouterr().err
 
 
 def test_the_interface_certifies_an_utterance_as_the_run_did(run, tmp_path):
@@ -165,8 +204,15 @@ def test_the_adaptive_attack_added_to_a_finished_run_reads_its_certificates_back
     certify_command.main([str(copy), f"--attacks=[{EOT_ATTACK}]", "--budgets={waveform_snr: [20]}", "--noprogressbar"])
     assert calls == []
     assert (copy / "certificates.csv").read_text() == (run / "certificates.csv").read_text()
-    assert [r["attack"] for r in read_csv(copy / "smoothed_attack.csv")] == ["WaveformAPGD-CE", "robust"]
+    attacked = read_csv(copy / "smoothed_attack.csv")
+    assert [r["attack"] for r in attacked] == ["WaveformAPGD-CE", "robust"]
     assert not (copy / "smoothed_attack_progress_test.json").exists()
+    # The entry keeps the attack's outcome beside the certificates.
+    ((result,),) = [entry["results"] for entry in read_entries(copy / "certified")]
+    assert (
+        result["budget"] == 20
+        and f"{result['robust_UAR_under_attack']:.6f}" == f"{float(attacked[1]['UAR_worst_so_far']):.6f}"
+    )
 
 
 def test_certify_names_a_folder_without_a_run(tmp_path):

@@ -23,12 +23,15 @@ from ser_adv_brain.evaluation import smoothing as smoothing_module
 from ser_adv_brain.evaluation.certification import SplitCertificates, attack_smoothed, certify_split
 from ser_adv_brain.evaluation.progress import BatchProgress
 from ser_adv_brain.evaluation.smoothing import ABSTAIN, RandomizedSmoothing, clopper_pearson_lower
-from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
+from ser_adv_brain.evaluation.suite import DETAILS, AttackKey, SplitOutcomes, suite_entries, suite_plan
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.interface import EmotionRecognizer
+from ser_adv_brain.reports.benchmark_report import figure_columns, figures
 from ser_adv_brain.reports.certification_report import curve_rows, moved_to_another_emotion
+from ser_adv_brain.reports.entry import make_certified_entry
 from ser_adv_brain.training.brain import build_brain
 from ser_adv_brain.training.checkpoints import selection_key
+from ser_adv_brain.training_steps import CleanStep
 
 
 class LinearRule(torch.nn.Module):
@@ -235,6 +238,58 @@ def test_the_adaptive_attack_on_an_utterance_does_not_depend_on_its_batch():
     assert math.isfinite(together.details["snr_db"][key][1])  # attacked
     assert together.details["snr_db"][key][1] == alone.details["snr_db"][key][0]
     assert together.predictions[key][1] == alone.predictions[key][0]
+
+
+def test_a_certified_entry_keeps_each_certificate_and_the_adaptive_attack_and_the_benchmark_reads_them(tmp_path):
+    """The certificates of ``test_certified_uar_counts_an_abstention_as_wrong_at_every_radius`` at L2 budgets .5
+    and 1: certified UAR .75 and .5. PREDICT is right on all four; the adaptive attack fools nothing at .5 and
+    u1 and u2 at 1 (robust UAR under it 1 and .5)."""
+    certs = hand_certificates([0, ABSTAIN, 1, 1], [1.0, 0.0, 0.5, 2.0], [0, 0, 1, 1])
+    plan = attack_plan([0.5, 1.0])
+    keys = [AttackKey(group, budget, entry.name) for group, budget, entries in plan for entry in entries]
+    attacked = SplitOutcomes(keys, n_classes=2)
+    targets, nan = torch.tensor([0, 0, 1, 1]), torch.full((4,), float("nan"))
+    fooled = {keys[0]: targets, keys[1]: torch.tensor([0, 1, 0, 1])}
+    details = {field: {key: nan for key in keys} for field in DETAILS}
+    attacked.append(certs.ids, targets, targets, torch.ones(4, dtype=torch.bool), fooled, details)
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(["anger", "sadness"])
+    encoder.expect_len(2)
+    hparams = {
+        "output_folder": str(tmp_path),
+        "label_encoder": encoder,
+        "experiment_name": "cnn4_smoothing_features",
+        "seed": 1234,
+        "model": torch.nn.Identity(),
+    }
+    smoothing = RandomizedSmoothing(sigma=0.5, domain="features", n0=5, n=20)
+    budgets = [("features_l2", 0.5), ("features_l2", 1.0)]
+    entry = make_certified_entry(
+        hparams, certs, smoothing, budgets, "the policy", CleanStep(), "cpu", attacked.gather(), plan, draws=8
+    )
+    assert (entry["name"], entry["tier"], entry["abstained"]) == ("cnn4_smoothing_features_sigma0.5", "certified", 1)
+    assert entry["certificate"] == {"n0": 5, "n": 20, "alpha": 0.001}
+    assert entry["smoothing"]["policy"] == "the policy" and entry["smoothing"]["domain"] == "features"
+    half, one = entry["results"]
+    assert (half["robust_UAR"], half["robust_UAR_under_attack"]) == (0.75, 1.0)
+    assert (one["robust_UAR"], one["robust_UAR_under_attack"], one["median_radius"]) == (0.5, 0.5, 1.0)
+    u1, u2 = entry["per_utterance"][1:3]
+    assert u1["certificate"] == {"prediction": None, "p_lower": 0.9, "radius": 0.0, "signal_norm": 10.0}
+    assert u2["robust"] == {"features_l2@0.5": True, "features_l2@1": False}
+    assert u2["under_attack"] == {"features_l2@0.5 under attack": True, "features_l2@1 under attack": False}
+    # The benchmark's figures of the one entry are its own UARs, under attack included, in their own columns.
+    (means,) = figures([{**entry, "path": "entry.json"}]).values()
+    assert {key: value.mean for key, value in means.items()} == pytest.approx(
+        {
+            "real": 0.75,
+            "features_l2@0.5": 0.75,
+            "features_l2@1": 0.5,
+            "features_l2@0.5 under attack": 1.0,
+            "features_l2@1 under attack": 0.5,
+        }
+    )
+    kinds = [kind for kind, _ in figure_columns(entry).values()]
+    assert kinds == ["certified", "certified", "under attack", "under attack"]
 
 
 def test_a_killed_certification_and_adaptive_attack_resume_at_the_first_batch_not_done(tmp_path, monkeypatch):
