@@ -129,12 +129,12 @@ def evaluation_text(entry):
     return votes + (f"; adaptive attack: {', '.join(entry['attacks'])})" if entry["attacks"] else ")")
 
 
-def benchmark_markdown(entries, title, baseline, pairs, findings):
-    """The report: the table, the paired comparisons against ``baseline`` and ``pairs``, the ``findings``.
+def benchmark_markdown(entries, table, title, baseline, pairs, findings):
+    """The report: the ``table`` (``figures(entries)``), the paired comparisons against ``baseline`` and ``pairs``,
+    the ``findings``.
 
     ``findings``: ``(statement, a, b, key_a, key_b, sign)``: the claim that ``sign * (a at key_a - b at key_b) > 0``.
     """
-    table = figures(entries)
     first = entries[0]
     folds = sorted({(e["fold"], e["seed"]) for e in entries})
     lines = [
@@ -173,14 +173,15 @@ def benchmark_markdown(entries, title, baseline, pairs, findings):
 def write_benchmark_report(entries, folder, title, baseline, pairs, findings):
     """Writes ``benchmark.md``, ``benchmark_folds.csv`` and ``benchmark.csv`` (the table's figures); returns the
     markdown."""
-    markdown = benchmark_markdown(entries, title, baseline, pairs, findings)
+    table = figures(entries)  # bootstrapped once, for the markdown and the CSV
+    markdown = benchmark_markdown(entries, table, title, baseline, pairs, findings)
     with open(os.path.join(folder, "benchmark.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     write_csv(os.path.join(folder, "benchmark_folds.csv"), fold_rows(entries))
     kinds = {REAL: "real", **{key: kind for key, (kind, _) in figure_columns(entries[0]).items()}}
     rows = [
         {"training": name, "figure": key, "kind": kinds[key], "UAR": value.mean, "low": value.low, "high": value.high}
-        for name, row in figures(entries).items()
+        for name, row in table.items()
         for key, value in row.items()
     ]
     write_csv(os.path.join(folder, "benchmark.csv"), rows)
