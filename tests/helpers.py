@@ -15,6 +15,7 @@ import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
+from speechbrain.dataio.encoder import CategoricalEncoder
 
 from ser_adv_brain.data.dataio import dataio_prep, manifests_of
 from ser_adv_brain.evaluation.progress import BatchProgress
@@ -246,6 +247,21 @@ def capture_eval_stats(brain):
 
     brain.eval_stats = recording_eval_stats
     return captured
+
+
+def entry_hparams(output_folder, experiment_name, emotions=("anger", "sadness")):
+    """The hyperparameters a benchmark entry reads of a run (``reports.entry``), for entries made by hand in a
+    folder without a run (its corpus and protocol then read as unknown)."""
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(emotions)
+    encoder.expect_len(len(emotions))
+    return {
+        "output_folder": str(output_folder),
+        "label_encoder": encoder,
+        "experiment_name": experiment_name,
+        "seed": 1234,
+        "model": torch.nn.Identity(),
+    }
 
 
 def markdown_rows(text):

@@ -6,8 +6,7 @@ import csv
 
 import pytest
 import torch
-from helpers import RecipeBrain, markdown_rows
-from speechbrain.dataio.encoder import CategoricalEncoder
+from helpers import RecipeBrain, entry_hparams, markdown_rows
 
 from ser_adv_brain.attacks import OverTheAirPGD
 from ser_adv_brain.audio.rooms import SimulatedRooms
@@ -84,16 +83,7 @@ def test_an_entry_keeps_the_room_groups_figures_heard_directly_and_in_the_rooms_
     rooms, tmp_path
 ):
     outcomes, plan = hand_built(rooms)
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(["anger", "sadness"])
-    encoder.expect_len(2)
-    hparams = {
-        "output_folder": str(tmp_path),
-        "label_encoder": encoder,
-        "experiment_name": "cnn4_single",
-        "seed": 1234,
-        "model": torch.nn.Identity(),
-    }
+    hparams = entry_hparams(tmp_path, "cnn4_single")
     entry = make_entry(hparams, outcomes, plan, "audio", "test", True, CleanStep(), "cpu")
     at_30, at_20 = entry["results"]
     assert (at_30["robust_UAR"], at_30["robust_UAR_heard_directly"], at_30["real_UAR_in_rooms"]) == (0.25, 0.5, 0.75)

@@ -8,7 +8,7 @@ import scipy.stats
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from helpers import KilledAfter, RecipeBrain, load_hparams, tiny
+from helpers import KilledAfter, RecipeBrain, entry_hparams, load_hparams, tiny
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.encoder import CategoricalEncoder
 from test_brain import RUN_OPTS, build
@@ -252,16 +252,7 @@ def test_a_certified_entry_keeps_each_certificate_and_the_adaptive_attack_and_th
     fooled = {keys[0]: targets, keys[1]: torch.tensor([0, 1, 0, 1])}
     details = {field: {key: nan for key in keys} for field in DETAILS}
     attacked.append(certs.ids, targets, targets, torch.ones(4, dtype=torch.bool), fooled, details)
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(["anger", "sadness"])
-    encoder.expect_len(2)
-    hparams = {
-        "output_folder": str(tmp_path),
-        "label_encoder": encoder,
-        "experiment_name": "cnn4_smoothing_features",
-        "seed": 1234,
-        "model": torch.nn.Identity(),
-    }
+    hparams = entry_hparams(tmp_path, "cnn4_smoothing_features")
     smoothing = RandomizedSmoothing(sigma=0.5, domain="features", n0=5, n=20)
     budgets = [("features_l2", 0.5), ("features_l2", 1.0)]
     entry = make_certified_entry(
