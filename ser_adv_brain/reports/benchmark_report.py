@@ -16,6 +16,7 @@ from ser_adv_brain.reports.entry import (
     heard_directly_key,
     in_rooms_key,
     result_key,
+    robust_kind,
     under_attack_key,
 )
 from ser_adv_brain.reports.leaderboard import by_model, check_comparable, emotions_of, fold_outcomes, interval_text
@@ -35,7 +36,7 @@ def figure_columns(entry):
     """``{figure key: (kind, column title)}`` for each of ``figure_keys(entry)``, in their order; the kind is
     ``robust`` (``certified`` in the certified tier), ``heard directly`` or ``real data in the rooms`` (an
     over-the-air threat model's other two), or ``under attack`` (a smoothed classifier's adaptive attack)."""
-    robust = "certified" if entry["tier"] == CERTIFIED_TIER else "robust"
+    robust = robust_kind(entry)
     columns = {}
     for r in entry["results"]:
         key = result_key(r["threat_model"], r["budget"])
@@ -73,7 +74,7 @@ def fold_rows(entries):
                 "utterances": entry["utterances"],
                 "real_UAR": entry["clean_UAR"],
             }
-            robust = "certified" if entry["tier"] == CERTIFIED_TIER else "robust"
+            robust = robust_kind(entry)
             for r in entry["results"]:
                 key = result_key(r["threat_model"], r["budget"])
                 row[f"{robust}_UAR@{key}"] = r["robust_UAR"]

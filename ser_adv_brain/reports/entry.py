@@ -61,6 +61,12 @@ def in_rooms_key(threat_model):
     return f"{threat_model} real data in the rooms"
 
 
+def robust_kind(entry):
+    """What an entry's robust figure is: ``certified`` in the certified tier, where it is certified UAR, else
+    ``robust``."""
+    return "certified" if entry["tier"] == CERTIFIED_TIER else "robust"
+
+
 def under_attack_key(key):
     """``waveform_snr@40 under attack``: a smoothed classifier still right at a budget's ``result_key`` under the
     adaptive attack (a ``certified`` entry's robust figure is the certificate)."""
@@ -256,7 +262,17 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
 
 
 def make_certified_entry(
-    hparams, certificates, smoothing, budgets, policy, training_step, device, attacked=None, plan=(), draws=None
+    hparams,
+    certificates,
+    smoothing,
+    budgets,
+    policy,
+    training_step,
+    device,
+    attacked=None,
+    plan=(),
+    early_exit=True,
+    draws=None,
 ):
     """The ``certified`` entry of a smoothed classifier's test split.
 
@@ -277,9 +293,9 @@ def make_certified_entry(
     training_step : TrainingStep
         The base classifier's.
     device : str or torch.device
-    attacked, plan, draws :
-        The adaptive attack's ``SplitOutcomes`` on the same utterances, its suite plan and the noisy copies of
-        each of its forward passes; None: certificates only.
+    attacked, plan, early_exit, draws :
+        The adaptive attack's ``SplitOutcomes`` on the same utterances, its suite plan, its early exit and the
+        noisy copies of each of its forward passes (``attack_smoothed``); None: certificates only.
     """
     if attacked is not None and attacked.ids != certificates.ids:
         raise ValueError("The certificates and the adaptive attack's outcomes are of other utterances.")
@@ -297,7 +313,7 @@ def make_certified_entry(
         "split": "test",
         "utterances": len(certificates.ids),
         "tier": CERTIFIED_TIER,
-        "early_exit": True,  # the adaptive attack's (``attack_smoothed``): a wrong prediction is not attacked
+        "early_exit": bool(early_exit),
         "certificate": {"n0": smoothing.n0, "n": smoothing.n, "alpha": smoothing.alpha},
         "smoothing": {
             "domain": smoothing.domain,

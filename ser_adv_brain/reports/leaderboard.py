@@ -13,7 +13,7 @@ import os
 import torch
 
 from ser_adv_brain.evaluation.intervals import FoldOutcomes, uar_interval
-from ser_adv_brain.reports.entry import CERTIFIED_TIER, PROTOCOL_FIELDS, figure_keys, result_key, utterance_outcome
+from ser_adv_brain.reports.entry import PROTOCOL_FIELDS, figure_keys, result_key, robust_kind, utterance_outcome
 from ser_adv_brain.tables import markdown_table, uar_text, write_csv
 
 LEADERBOARD_FIELDS = [
@@ -165,7 +165,7 @@ def interval_text(mean, low, high):
 def leaderboard_markdown(rows):
     """One table per threat model and budget."""
     first = rows[0]
-    robust = "certified UAR" if first["tier"] == CERTIFIED_TIER else "robust UAR"
+    robust = f"{robust_kind(first)} UAR"
     lines = [
         f"### Leaderboard: {first['corpus']}, {first['tier']} tier",
         "",

@@ -169,6 +169,7 @@ def report_certificates(
                 brain.device,
                 attacked.get("test"),
                 plan,
+                early_exit,
                 attack_draws,
             )
             logger.info(f"Benchmark entry: {write_entry(os.path.join(output_folder, CERTIFIED_TIER), entry)}")
