@@ -22,7 +22,9 @@ on a CPU, give ``--attacks`` with fewer steps and passes.
 
 It writes into ``--output_folder`` (default: the run's folder, whose certificates it rewrites):
 ``certificates.csv``, ``certified_uar.csv``, ``certified_uar.png``, ``certification.md`` and, with attacks,
-``smoothed_attack.csv`` (``ser_adv_brain.reports.certification_report``). Certificates already made there
+``smoothed_attack.csv`` (``ser_adv_brain.reports.certification_report``); with the test split, its benchmark
+entry ``certified/entry.json`` (``ser_adv_brain.reports.entry``; ``ser-adv benchmark --report_only
+--tier=certified`` aggregates such entries over folds). Certificates already made there
 for the same checkpoint, smoothing and code (``certificates_progress_<split>.json``, which training leaves
 too) are read back, not voted again: adding ``--attacks`` to a finished smoothing run costs the attack alone.
 """
