@@ -135,9 +135,13 @@ class SplitCertificates:
             return self.linf_eps >= float(budget)
         return self.radius >= float(budget)
 
+    def certified_within(self, threat_model, budget):
+        """Per utterance: certified with its true emotion at a radius that covers ``budget`` of ``threat_model``."""
+        return self.correct & self.covers(threat_model, budget)
+
     def uar_within(self, threat_model, budget):
         """Certified UAR at ``budget`` of ``threat_model``, each utterance at its own radius."""
-        return uar_of_correct(self.correct & self.covers(threat_model, budget), self.targets, self.n_classes)
+        return uar_of_correct(self.certified_within(threat_model, budget), self.targets, self.n_classes)
 
 
 def certify_split(smoothing, base, batches, n_classes, progress=None):

@@ -164,8 +164,7 @@ def budget_rows(certificates, smoothing, budgets, attacked=None, plan=()):
             row[f"under attack ({split})"] = outcomes.uar(outcomes.robust_after(threat, budget))
             # Certified, yet PREDICT named another emotion under the attack (an abstention is no
             # contradiction): each case has probability at most about 2 alpha, so more than a few are a bug.
-            certified = certs.correct & certs.covers(threat, budget)
-            moved = certified & moved_to_another_emotion(outcomes, threat, budget)
+            moved = certs.certified_within(threat, budget) & moved_to_another_emotion(outcomes, threat, budget)
             row[f"certified yet fooled ({split})"] = int(moved.sum())
         rows.append(row)
     return rows

@@ -300,7 +300,7 @@ def make_certified_entry(
     if attacked is not None and attacked.ids != certificates.ids:
         raise ValueError("The certificates and the adaptive attack's outcomes are of other utterances.")
     labels = hparams["label_encoder"].decode_ndim(list(range(certificates.n_classes)))
-    certified = {result_key(g, b): certificates.correct & certificates.covers(g, b) for g, b in budgets}
+    certified = {result_key(g, b): certificates.certified_within(g, b) for g, b in budgets}
     attacked_budgets = {(step.group, step.budget) for step in plan} if attacked is not None else set()
     attacks = sorted({entry.name for step in plan for entry in step.entries}) if attacked is not None else []
     under_attack = {
