@@ -177,6 +177,11 @@ def suite_plan(entries, budgets):
     return plan
 
 
+def attack_names(plan):
+    """The names of a plan's attacks, each once, in run order."""
+    return list(dict.fromkeys(entry.name for step in plan for entry in step.entries))
+
+
 class SplitOutcomes:
     """Per-utterance outcomes of a suite on one split: the bookkeeping behind robust UAR.
 

@@ -17,7 +17,7 @@ import torch
 
 from ser_adv_brain.evaluation.certification import certified_budgets
 from ser_adv_brain.evaluation.smoothing import ABSTAIN_LABEL
-from ser_adv_brain.evaluation.suite import ball_size
+from ser_adv_brain.evaluation.suite import attack_names, ball_size
 from ser_adv_brain.reports.suite_report import CSV_FIELDS, suite_rows
 from ser_adv_brain.tables import markdown_table, uar_text, write_csv
 
@@ -210,7 +210,7 @@ def certification_markdown(certificates, smoothing, facts, title, budgets, attac
         lines += [
             "Certified UAR at the suite's budgets, each utterance at its own radius"
             + (
-                f"; under the adaptive attack ({', '.join(dict.fromkeys(e.name for _, _, es in plan for e in es))}"
+                f"; under the adaptive attack ({', '.join(attack_names(plan))}"
                 f" on the base classifier with fresh noise at every pass, each pass the mean softmax of {draws} "
                 "noisy copies, its gradients averaged over the attack's eot_iter passes; scored by PREDICT, an "
                 "abstention counting as wrong); and the certified utterances it made PREDICT call another "

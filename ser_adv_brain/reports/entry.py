@@ -28,6 +28,7 @@ from speechbrain.utils.distributed import if_main_process
 
 import ser_adv_brain
 from ser_adv_brain.data.manifests import SPLIT_FILE
+from ser_adv_brain.evaluation.suite import attack_names
 
 ENTRY_FILE = "entry.json"
 BUDGET_UNITS = {
@@ -227,7 +228,7 @@ def make_entry(hparams, outcomes, plan, tier, split, early_exit, training_step, 
         "utterances": len(outcomes.ids),
         "tier": tier,
         "early_exit": bool(early_exit),
-        "attacks": sorted({entry.name for step in plan for entry in step.entries}),
+        "attacks": sorted(attack_names(plan)),
         "clean_UAR": outcomes.uar(outcomes.clean_correct),
         "results": [
             {
@@ -302,7 +303,7 @@ def make_certified_entry(
     labels = hparams["label_encoder"].decode_ndim(list(range(certificates.n_classes)))
     certified = {result_key(g, b): certificates.certified_within(g, b) for g, b in budgets}
     attacked_budgets = {(step.group, step.budget) for step in plan} if attacked is not None else set()
-    attacks = sorted({entry.name for step in plan for entry in step.entries}) if attacked is not None else []
+    attacks = sorted(attack_names(plan)) if attacked is not None else []
     under_attack = {
         under_attack_key(result_key(g, b)): attacked.robust_after(g, b)
         for g, b in budgets
