@@ -50,7 +50,7 @@ from ser_adv_brain.commands.grid import (
     run_jobs,
     yaml_model_takes_waveform,
 )
-from ser_adv_brain.evaluation.tiers import TIER_BUDGETS, TIERS, tier_budgets
+from ser_adv_brain.evaluation.tiers import TIERS, tier_budget_grid, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
 from ser_adv_brain.reports.entry import CERTIFIED_TIER, ENTRY_FILE, read_entries, result_key
 from ser_adv_brain.reports.leaderboard import check_evaluated_alike, write_leaderboard
@@ -80,14 +80,25 @@ def plan_benchmark(hparams_dir, output_folder, trainings, folds, seeds):
     ]
 
 
-def waveform_trainings(runs, tier):
-    """The trainings among ``runs`` whose model takes the waveform, if ``tier`` attacks the log-Mel features too:
-    ``ser-adv evaluate`` refuses a feature attack for such a model, so each evaluation would fail after its
-    training."""
-    if all(threat.split("_")[0] == "waveform" for threat in TIER_BUDGETS[tier]):  # "<domain>_<norm>"
-        return []
+def tier_domain(runs, tier):
+    """The input ``tier`` attacks for these runs' models: None (all of its threat models) for models of the
+    log-Mel features, ``"waveform"`` (its waveform threat models only, ``ser-adv evaluate --tier``) for models
+    that take the waveform. A ``ValueError`` naming the trainings of each kind where they are mixed in a tier
+    that attacks the features: one table compares models attacked in the same threat models."""
+    if not tier_budget_grid(tier, "features"):
+        return None
     files = {run.name: run.hparams_file for run in runs}  # each yaml read once, not once per fold and seed
-    return sorted(name for name, hparams_file in files.items() if yaml_model_takes_waveform(hparams_file))
+    waveform = sorted(name for name, hparams_file in files.items() if yaml_model_takes_waveform(hparams_file))
+    if not waveform:
+        return None
+    features = sorted(set(files) - set(waveform))
+    if features:
+        raise ValueError(
+            f"{', '.join(waveform)} take(s) the waveform, and the {tier} tier attacks only its waveform, while "
+            f"{', '.join(features)} are attacked on the log-Mel features too: one table compares models attacked "
+            "in the same threat models, so benchmark each kind into its own --output_folder"
+        )
+    return "waveform"
 
 
 def evaluation_job(run, tier, budgets, device_options):
@@ -290,15 +301,22 @@ def parse_arguments(argv):
                 "with --report_only"
             )
         return args, train_script, overrides
-    args.budgets = args.budgets or tier_budgets(args.tier)
-    # Checked here, not by each evaluation after hours of training.
-    args.budget_grid = yaml_budgets(args.budgets, "--budgets")
-    if set(args.budget_grid) != set(TIER_BUDGETS[args.tier]):
-        parser.error(
-            f"--budgets gives {sorted(args.budget_grid)}, but the {args.tier} tier's attacks perturb "
-            f"{sorted(TIER_BUDGETS[args.tier])}: give budgets for each of those"
-        )
     return args, train_script, overrides
+
+
+def budget_problem(args, domain):
+    """Sets ``args.budgets`` (default: the tier's on ``domain``) and ``args.budget_grid``; a sentence where they
+    miss a threat model the tier's attacks perturb on ``domain`` or name another: checked here, not by each
+    evaluation after hours of training."""
+    args.budgets = args.budgets or tier_budgets(args.tier, domain)
+    args.budget_grid = yaml_budgets(args.budgets, "--budgets")
+    perturbed = sorted(tier_budget_grid(args.tier, domain))
+    if sorted(args.budget_grid) != perturbed:
+        return (
+            f"--budgets gives {sorted(args.budget_grid)}, but the {args.tier} tier's attacks perturb {perturbed}"
+            f"{' (the waveform: the trainings take it)' if domain else ''}: give budgets for each of those"
+        )
+    return None
 
 
 def main(argv=None):
@@ -312,14 +330,14 @@ def main(argv=None):
         else plan_benchmark(args.hparams_dir, args.output_folder, args.trainings, args.folds, args.seeds)
     )
     problems = [] if args.report_only else override_problems(runs, overrides)
-    waveform = [] if args.report_only else waveform_trainings(runs, args.tier)
-    if waveform:
-        problems.append(
-            f"{', '.join(waveform)} take(s) the waveform, which the {args.tier} tier's attacks on the log-Mel "
-            "features cannot reach: ser-adv evaluate does not yet leave those out, so every evaluation would fail "
-            "after its training (a run's own suite, ser-adv evaluate RUN, attacks its waveform)"
-        )
-    otherwise = [] if args.report_only else evaluated_otherwise(runs, args.tier, args.budget_grid)
+    domain = None
+    if not args.report_only:
+        try:
+            domain = tier_domain(runs, args.tier)
+        except ValueError as error:
+            problems.append(str(error))
+        problems += filter(None, [budget_problem(args, domain)])
+    otherwise = [] if args.report_only or problems else evaluated_otherwise(runs, args.tier, args.budget_grid)
     if otherwise:
         problems.append(
             f"already evaluated in the {args.tier} tier at other budgets than {args.budgets}: {'; '.join(otherwise)} "

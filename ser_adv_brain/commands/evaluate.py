@@ -13,10 +13,11 @@ Usage (any yaml key or run option of the run can follow, as for train.py):
 The suite is the run's own ``attack_suite``, a tier (``--tier``: ``quick``, ``standard``, ``rand``,
 ``audio``; see ``ser_adv_brain.evaluation.tiers``), or ``--attacks``, a yaml list of attack plug-ins, inline
 or as the path of a yaml file holding the list. Each attack runs at every budget ``suite_budgets`` gives its
-threat model: the run's own, or the tier's with ``--tier``; ``--budgets`` replaces them as a whole, and is
-refused before any attack if it misses a threat model of the suite or names one no attack perturbs
-(``--suite_budgets``, a yaml override as for train.py, updates only the threat models it names, as
-SpeechBrain merges overrides).
+threat model: the run's own, or the tier's with ``--tier`` (for a model that takes the waveform, a
+self-supervised encoder's, the tier's waveform attacks and budgets: it has no features); ``--budgets``
+replaces them as a whole, and is refused before any attack if it misses a threat model of the suite or names
+one no attack perturbs (``--suite_budgets``, a yaml override as for train.py, updates only the threat models
+it names, as SpeechBrain merges overrides).
 
 It reloads the run's own ``hyperparams.yaml`` and manifests, restores the checkpoint its
 ``select_checkpoint`` names (best dev UAR by default), and writes into ``--output_folder`` (default: the
@@ -36,8 +37,9 @@ import os
 import sys
 
 from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file, yaml_budgets
+from ser_adv_brain.commands.grid import yaml_model_takes_waveform
 from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
-from ser_adv_brain.evaluation.tiers import TIERS, tier_budgets, tier_file
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
 from ser_adv_brain.runs import attack_settings, load_trained, report_attacks
 from ser_adv_brain.training.checkpoints import selection_key
 
@@ -63,8 +65,11 @@ def parse_arguments(argv):
     parser.add_argument("--output_folder", default=None, help="default: the run's folder (<run>/<tier> with --tier)")
     add_device(parser)
     args, rest = parser.parse_known_args(argv)
+    # A model that takes the waveform has no features: a tier reaches it with its waveform attacks only.
+    saved = os.path.join(args.folder, "hyperparams.yaml")
+    args.domain = "waveform" if os.path.isfile(saved) and yaml_model_takes_waveform(saved) else None
     if args.tier and args.budgets is None:
-        args.budgets = tier_budgets(args.tier)
+        args.budgets = tier_budgets(args.tier, args.domain)
     if args.budgets is not None:
         args.budgets = yaml_budgets(args.budgets, "--budgets")
     args.splits = args.splits.split(",")
@@ -77,11 +82,7 @@ def main(argv=None):
     """Parses ``FOLDER [options] [yaml overrides]`` and runs the robustness reports."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args, rest = parse_arguments(sys.argv[1:] if argv is None else argv)
-    if args.tier:
-        with open(tier_file(args.tier), encoding="utf-8") as f:
-            override = f.read()
-    else:
-        override = suite_override(text_or_file(args.attacks)) if args.attacks else ""
+    override = suite_override(text_or_file(args.attacks)) if args.attacks else ""
     if args.budgets is not None:
         # Merged into the run's own at loading, whose checks read them; replaced as a whole below.
         override += f"\nsuite_budgets: {json.dumps(args.budgets)}\n"
@@ -89,6 +90,9 @@ def main(argv=None):
         hparams, datasets, brain = load_trained(args.folder, [*rest, *device_options(args)], override)
     except (FileNotFoundError, ValueError) as error:  # load_trained names a folder without a run
         sys.exit(f"evaluate: {error}")
+    if args.tier:
+        attacks = tier_attacks(args.tier, args.domain, hparams["output_folder"], hparams["sample_rate"])
+        hparams["attack_suite"] = [attack.set_class_names(hparams["label_encoder"]) for attack in attacks]
     if args.budgets is not None:
         hparams["suite_budgets"] = args.budgets
         # Before the FGSM report's hour: every threat model of the suite has its budgets, and every budget an attack.

@@ -133,12 +133,18 @@ def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(
     done = run([*command, f"--data_folder={EMODB_SAMPLES}", "--budgets={features_linf: [0.02]}"], check=False)
     assert "but the standard tier's attacks perturb ['features_linf', 'waveform_snr']" in done.stderr
     assert not (tmp_path / "bench").exists()
-    # A model that takes the waveform has no features for the tier's feature attacks: its evaluations would fail.
+    # A model that takes the waveform is attacked on its waveform only: in one table with models of the features,
+    # it would lack their rows.
     ssl = [*CLI, "benchmark", "recipes/EmoDB", f"--output_folder={tmp_path / 'bench'}", "--trainings", "cnn4_single"]
     ssl += ["wav2vec2_single", f"--data_folder={EMODB_SAMPLES}"]
     done = run(ssl, check=False)
-    assert "wav2vec2_single take(s) the waveform, which the standard tier's attacks" in done.stderr
-    assert "cnn4_single" not in done.stderr.split("take(s)")[0] and not (tmp_path / "bench").exists()
+    assert "wav2vec2_single take(s) the waveform, and the standard tier attacks only its waveform" in done.stderr
+    assert "cnn4_single are attacked on the log-Mel features too" in done.stderr and not (tmp_path / "bench").exists()
+    # Its budgets are the waveform's.
+    alone = [arg for arg in ssl if arg != "cnn4_single"]
+    done = run([*alone, "--budgets={features_linf: [0.02]}"], check=False)
+    assert "but the standard tier's attacks perturb ['waveform_snr'] (the waveform" in done.stderr
+    assert not (tmp_path / "bench").exists()
 
 
 @pytest.fixture(scope="module")
@@ -376,3 +382,24 @@ def test_evaluate_in_a_tier_writes_into_its_own_folder(benchmark_run):
     )
     assert done.returncode != 0 and "--budgets: no attack of the suite perturbs ['feature_linf']" in done.stderr
     assert not (run_folder / "typo").exists()
+
+
+def test_a_benchmark_of_a_self_supervised_model_attacks_its_waveform(tmp_path):
+    """A model that takes the waveform has no features: the benchmark's evaluation, and ``ser-adv evaluate --tier``
+    without ``--budgets``, run the tier's waveform attacks at the tier's waveform budgets."""
+    out = tmp_path / "bench"
+    sizes = {"n_folds": 4, "n_frames": 32, "batch_size": 4, "number_of_epochs": 1}
+    encoder = REPO_ROOT / "tests" / "samples" / "ssl" / "wav2vec2"
+    command = [*CLI, "benchmark", "recipes/EmoDB", "--trainings", "wav2vec2_single", "--folds", "0", "--tier=quick"]
+    command += [f"--output_folder={out}", f"--data_folder={EMODB_SAMPLES}", f"--encoder_source={encoder}"]
+    run([*command, *flags(**sizes), "--noprogressbar"])
+    waveform = yaml.safe_load(tier_budgets("quick", domain="waveform"))
+    expected = [(threat, budget) for threat, budgets in waveform.items() for budget in sorted(budgets, reverse=True)]
+    (entry,) = tier_entries(out)
+    assert [(r["threat_model"], r["budget"]) for r in entry["results"]] == expected
+    assert entry["attacks"] == sorted(attack.name for attack in tier_attacks("quick", domain="waveform"))
+    assert "wav2vec2_single" in (out / "quick" / "benchmark.md").read_text()
+    run_folder = out / "wav2vec2_single" / "fold0-seed1234"
+    run([*CLI, "evaluate", run_folder, "--tier=quick", "--splits=test", f"--output_folder={tmp_path / 'again'}"])
+    (again,) = read_entries(tmp_path / "again")
+    assert [(r["threat_model"], r["budget"]) for r in again["results"]] == expected

@@ -11,10 +11,10 @@
 Each is a yaml file beside this one, an ``attack_suite`` list as in the recipes' yaml files, and has its
 budgets (``TIER_BUDGETS``), which ``--budgets`` may replace; each attack runs at every budget of its
 threat model. An attack may refer to ``<output_folder>`` (the over-the-air attack keeps its rooms there)
-and ``<sample_rate>``: a run's, when a run is evaluated in the tier. ``ser-adv attack-interface`` evaluates a
-model that takes the waveform (a self-supervised encoder's) with a tier's waveform attacks
-(``tier_attacks(name, domain="waveform")``); ``ser-adv evaluate --tier`` and the benchmark do not yet, and the
-benchmark refuses such a training before it starts in a tier that attacks the features.
+and ``<sample_rate>``: a run's, when a run is evaluated in the tier. A model that takes the waveform (a
+self-supervised encoder's) has no features: ``ser-adv evaluate --tier``, the benchmark and ``ser-adv
+attack-interface`` evaluate it with the tier's waveform attacks at the tier's waveform budgets
+(``domain="waveform"``), so its entries have the waveform's rows only.
 """
 
 import os
@@ -37,16 +37,33 @@ TIER_BUDGETS = {
 }
 
 
-def tier_budgets(name):
-    """The tier's budgets as a yaml flow mapping (what ``--budgets`` takes).
+def threat_domain(threat_model):
+    """The input a threat model perturbs, the first word of its name (``"<domain>_<norm>"``): ``features`` or
+    ``waveform``, as an attack's ``domain``."""
+    return threat_model.split("_")[0]
+
+
+def tier_budget_grid(name, domain=None):
+    """The tier's budgets, threat model -> list; with ``domain``, of the threat models on that input only.
+
+    Example
+    -------
+    >>> tier_budget_grid("standard", domain="waveform")
+    {'waveform_snr': [40.0, 30.0, 20.0]}
+    """
+    tier_file(name)
+    return {t: budgets for t, budgets in TIER_BUDGETS[name].items() if domain is None or threat_domain(t) == domain}
+
+
+def tier_budgets(name, domain=None):
+    """``tier_budget_grid`` as a yaml flow mapping (what ``--budgets`` takes).
 
     Example
     -------
     >>> tier_budgets("standard")
     '{features_linf: [0.02, 0.04], waveform_snr: [40.0, 30.0, 20.0]}'
     """
-    tier_file(name)
-    return yaml.safe_dump(TIER_BUDGETS[name], default_flow_style=True, sort_keys=False, width=1000).strip()
+    return yaml.safe_dump(tier_budget_grid(name, domain), default_flow_style=True, sort_keys=False, width=1000).strip()
 
 
 def tier_file(name):
