@@ -1,5 +1,6 @@
 """The leaderboard of benchmark entries: per threat model and budget, the models ranked by robust UAR (certified
-UAR in the certified tier, ``entry.make_certified_entry``).
+UAR in the certified tier, ``entry.make_certified_entry``); models with the same one share a rank and are listed
+by clean UAR.
 
 A table holds only entries evaluated alike: the same corpus, speaker-fold protocol, test split, tier
 and early exit (``entry.PROTOCOL_FIELDS``), the same budgets, and every model on the same folds and
@@ -153,8 +154,10 @@ def leaderboard_rows(entries):
                     "tier": mine[0]["tier"],
                 }
             )
-        table.sort(key=lambda row: -row["robust_UAR"])
-        rows += [{**row, "rank": rank} for rank, row in enumerate(table, start=1)]
+        # Models with the same robust UAR share a rank (at a budget that fools every model, all are first), and
+        # are listed by clean UAR: one order whichever order the entries were read in.
+        table.sort(key=lambda row: (-row["robust_UAR"], -row["clean_UAR"], row["name"]))
+        rows += [{**row, "rank": 1 + sum(o["robust_UAR"] > row["robust_UAR"] for o in table)} for row in table]
     return rows
 
 

@@ -62,6 +62,21 @@ def test_models_are_ranked_by_their_mean_robust_uar_over_the_folds():
     assert (trades["folds"], trades["seeds"], trades["forward_passes_per_utterance"]) == (2, 1, 100.5)
 
 
+def test_models_with_the_same_robust_uar_share_a_rank_listed_by_clean_uar_in_any_reading_order():
+    """At a budget that fools every model all of them are first, and the order does not follow the files'."""
+    tied = entries() + [
+        entry("cnn4_vanilla", 0, [True, True, True, True], [True, True, True, False]),  # .75, clean 1
+        entry("cnn4_vanilla", 1, [True, True, True, True], [True, False, True, True]),  # .75, clean 1
+    ]
+    for reading in (tied, tied[::-1]):
+        rows = leaderboard_rows(reading)
+        assert [(row["rank"], row["name"]) for row in rows] == [
+            (1, "cnn4_vanilla"),
+            (1, "cnn4_trades"),
+            (3, "cnn4_single"),
+        ]
+
+
 @pytest.mark.parametrize(
     "field, value",
     [
