@@ -5,8 +5,13 @@ by clean UAR.
 A table holds only entries evaluated alike: the same corpus, speaker-fold protocol, test split, tier
 and early exit (``entry.PROTOCOL_FIELDS``), the same budgets, and every model on the same folds and
 seeds. An entry that differs is refused, naming its file and what differs, rather than ranked against
-figures it cannot be compared with. A model's figure is the mean over its entries (folds and seeds) with
-the two-level bootstrap interval of ``ser_adv_brain.evaluation.intervals``.
+figures it cannot be compared with. One kind of model lacks whole threat models: a model that takes the
+waveform (a self-supervised encoder's) has no features to attack. The leaderboard ranks it in the tables
+of the threat models it has, if it was evaluated there at the same budgets as the others
+(``check_rankable``), and names it under the tables it is not in; the benchmark's report, whose table has
+a column per budget, needs every entry at every budget (``check_comparable``). A model's figure is the mean
+over its entries (folds and seeds) with the two-level bootstrap interval of
+``ser_adv_brain.evaluation.intervals``.
 """
 
 import os
@@ -43,8 +48,15 @@ def budgets_of(entry):
     return [(r["threat_model"], r["budget"]) for r in entry["results"]]
 
 
-def check_evaluated_alike(entries):
-    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or figures differ from the first one's."""
+def of_threat_model(entry, threat_model):
+    """The entry with the results of ``threat_model`` only (None: all of them)."""
+    return {**entry, "results": [r for r in entry["results"] if threat_model in (None, r["threat_model"])]}
+
+
+def check_evaluated_alike(entries, per_threat_model=False):
+    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or figures differ from the first one's;
+    ``per_threat_model``: budgets and figures compared in each threat model the two entries share, so that an entry
+    may lack whole threat models (a model that takes the waveform)."""
     first = entries[0]
     for entry in entries[1:]:
         for field in PROTOCOL_FIELDS:
@@ -53,26 +65,28 @@ def check_evaluated_alike(entries):
                     f"{entry['path']}: its {field} is {entry.get(field)!r}, {first['path']} has {first.get(field)!r}; "
                     "a leaderboard ranks entries evaluated alike only."
                 )
-        if budgets_of(entry) != budgets_of(first):
-            raise ValueError(
-                f"{entry['path']}: its budgets {budgets_of(entry)} differ from {first['path']}'s {budgets_of(first)}."
-            )
-        if figure_keys(entry) != figure_keys(first):
-            raise ValueError(
-                f"{entry['path']}: its figures {figure_keys(entry)} differ from {first['path']}'s "
-                f"{figure_keys(first)} (an over-the-air entry made before entries kept its audio heard directly and "
-                "real data in the rooms: evaluate it again; a smoothed classifier attacked at other budgets: attack "
-                "it at the same)."
-            )
+    reference = {}  # threat model (None: all of them) -> the first entry that has it
+    for entry in entries:
+        threats = {r["threat_model"] for r in entry["results"]} if per_threat_model else {None}
+        for threat in sorted(threats, key=str):
+            other = reference.setdefault(threat, entry)
+            mine, theirs = of_threat_model(entry, threat), of_threat_model(other, threat)
+            if budgets_of(mine) != budgets_of(theirs):
+                raise ValueError(
+                    f"{entry['path']}: its budgets {budgets_of(mine)} differ from {other['path']}'s "
+                    f"{budgets_of(theirs)}."
+                )
+            if figure_keys(mine) != figure_keys(theirs):
+                raise ValueError(
+                    f"{entry['path']}: its figures {figure_keys(mine)} differ from {other['path']}'s "
+                    f"{figure_keys(theirs)} (an over-the-air entry made before entries kept its audio heard directly "
+                    "and real data in the rooms: evaluate it again; a smoothed classifier attacked at other budgets: "
+                    "attack it at the same)."
+                )
 
 
-def check_comparable(entries):
-    """Raises a ``ValueError`` naming the first entry whose protocol, budgets or folds differ from the first entry's."""
-    if not entries:
-        raise ValueError(
-            "No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark)."
-        )
-    check_evaluated_alike(entries)
+def check_same_replicates(entries):
+    """Raises a ``ValueError`` naming the first model evaluated on other folds and seeds than the first model."""
     replicates = {}
     for entry in entries:
         replicates.setdefault(entry["name"], []).append((entry["fold"], entry["seed"]))
@@ -83,6 +97,29 @@ def check_comparable(entries):
                 f"{name} was evaluated on (fold, seed) {sorted(folds)}, {reference_name} on {sorted(reference)}: "
                 "models are compared on the same folds and seeds only."
             )
+
+
+def no_entries():
+    return ValueError(
+        "No entry.json found: evaluate the models first (ser-adv evaluate --tier ..., or ser-adv benchmark)."
+    )
+
+
+def check_comparable(entries):
+    """The benchmark report's rule: every entry evaluated alike at every budget, on the same folds and seeds."""
+    if not entries:
+        raise no_entries()
+    check_evaluated_alike(entries)
+    check_same_replicates(entries)
+
+
+def check_rankable(entries):
+    """The leaderboard's rule: ``check_comparable``'s, but in each threat model an entry has (see the module
+    docstring)."""
+    if not entries:
+        raise no_entries()
+    check_evaluated_alike(entries, per_threat_model=True)
+    check_same_replicates(entries)
 
 
 def by_model(entries):
@@ -114,17 +151,16 @@ def fold_outcomes(entries, emotions, key=None):
 
 def leaderboard_rows(entries):
     """One row per model, threat model and budget, ranked by robust UAR within each (see the module docstring)."""
-    check_comparable(entries)
+    check_rankable(entries)
     models, emotions = by_model(entries), emotions_of(entries)
     rows = []
-    for result in entries[0]["results"]:
-        group, budget, key = (
-            result["threat_model"],
-            result["budget"],
-            result_key(result["threat_model"], result["budget"]),
-        )
+    results = {(r["threat_model"], r["budget"]): r for e in entries for r in e["results"]}  # first met first
+    for (group, budget), result in results.items():
+        key = result_key(group, budget)
         table = []
         for name, mine in models.items():
+            if (group, budget) not in budgets_of(mine[0]):
+                continue
             clean = uar_interval(fold_outcomes(mine, emotions), len(emotions))
             robust = uar_interval(fold_outcomes(mine, emotions, key), len(emotions))
             passes = [
@@ -176,9 +212,16 @@ def leaderboard_markdown(rows):
         f"utterances, `ser_adv_brain.evaluation.intervals`); ranked by {robust}.",
         "",
     ]
+    models = list(dict.fromkeys(r["name"] for r in rows))
     for group, budget in dict.fromkeys((r["threat_model"], r["budget"]) for r in rows):
         mine = [r for r in rows if (r["threat_model"], r["budget"]) == (group, budget)]
         lines += [f"#### {group} at {budget:g} ({mine[0]['unit']})", ""]
+        absent = [name for name in models if name not in {r["name"] for r in mine}]
+        if absent:
+            lines += [
+                f"Not ranked here, evaluated without this threat model: {', '.join(absent)}.",
+                "",
+            ]
         lines.append(
             markdown_table(
                 [

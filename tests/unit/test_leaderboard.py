@@ -111,6 +111,53 @@ def test_models_on_other_folds_or_budgets_are_refused():
         check_comparable([])
 
 
+def with_snr_result(e, robust, budget=40.0):
+    """``e`` with a result at ``budget`` dB SNR on the waveform too; ``robust``: each utterance's outcome there."""
+    e["results"].append(
+        {"threat_model": "waveform_snr", "budget": budget, "unit": "dB", "forward_passes_per_utterance": 10.0}
+    )
+    for row, outcome in zip(e["per_utterance"], robust):
+        row["robust"][f"waveform_snr@{budget:g}"] = outcome
+    return e
+
+
+def waveform_only(name, fold, correct, robust, budget=40.0):
+    """The entry of a model that takes the waveform: no features, so no Linf result."""
+    e = entry(name, fold, correct, robust)
+    e["results"] = []
+    for row in e["per_utterance"]:
+        row["robust"] = {}
+    return with_snr_result(e, robust, budget)
+
+
+def test_a_model_without_features_is_ranked_in_the_waveforms_tables_and_named_under_the_others(tmp_path):
+    everyone = [with_snr_result(e, [False, False, True, False]) for e in entries()]  # .25 at 40 dB
+    everyone += [
+        waveform_only("wav2vec2_single", 0, [True] * 4, [True, False, True, False]),  # .5
+        waveform_only("wav2vec2_single", 1, [True] * 4, [True, False, True, False]),
+    ]
+    rows = leaderboard_rows(everyone)
+    ranked = {(r["threat_model"], r["rank"], r["name"]) for r in rows}
+    assert ranked == {
+        ("features_linf", 1, "cnn4_trades"),
+        ("features_linf", 2, "cnn4_single"),
+        ("waveform_snr", 1, "wav2vec2_single"),
+        ("waveform_snr", 2, "cnn4_trades"),
+        ("waveform_snr", 2, "cnn4_single"),
+    }
+    markdown = write_leaderboard(everyone, str(tmp_path))
+    features_table = markdown.split("#### waveform_snr")[0]
+    assert "Not ranked here, evaluated without this threat model: wav2vec2_single." in features_table
+    # In a threat model they share, the budgets must still agree; the benchmark's table needs every budget.
+    elsewhere = everyone[:4] + [
+        waveform_only("wav2vec2_single", fold, [True] * 4, [True] * 4, budget=30.0) for fold in (0, 1)
+    ]
+    with pytest.raises(ValueError, match="wav2vec2_single/fold0/entry.json: its budgets"):
+        leaderboard_rows(elsewhere)
+    with pytest.raises(ValueError, match="its budgets"):
+        check_comparable(everyone)
+
+
 def test_the_leaderboard_files(tmp_path):
     markdown = write_leaderboard(entries(), str(tmp_path))
     assert "#### features_linf at 0.02" in markdown and (tmp_path / "leaderboard.csv").read_text().count("\n") == 3
