@@ -119,6 +119,14 @@ def check_rankable(entries):
     if not entries:
         raise no_entries()
     check_evaluated_alike(entries, per_threat_model=True)
+    for mine in by_model(entries).values():
+        threats = [sorted({r["threat_model"] for r in entry["results"]}) for entry in mine]
+        for entry, theirs in zip(mine, threats):
+            if theirs != threats[0]:
+                raise ValueError(
+                    f"{entry['path']}: evaluated in {theirs}, {mine[0]['path']} of the same model in {threats[0]}; "
+                    "a model's figure is the mean over entries of the same threat models."
+                )
     check_same_replicates(entries)
 
 

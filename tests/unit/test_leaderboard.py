@@ -156,6 +156,11 @@ def test_a_model_without_features_is_ranked_in_the_waveforms_tables_and_named_un
         leaderboard_rows(elsewhere)
     with pytest.raises(ValueError, match="its budgets"):
         check_comparable(everyone)
+    # A model's folds are averaged: each of its entries has the same threat models.
+    uneven = copy.deepcopy(everyone)
+    uneven[5] = with_snr_result(entry("wav2vec2_single", 1, [True] * 4, [True] * 4), [True] * 4)
+    with pytest.raises(ValueError, match=r"wav2vec2_single/fold1/entry.json: evaluated in \['features_linf'"):
+        leaderboard_rows(uneven)
 
 
 def test_the_leaderboard_files(tmp_path):
