@@ -69,6 +69,22 @@ def test_dlr_is_its_formula():
     assert targeted_dlr_loss(z, labels, aimed).tolist() == pytest.approx([-(5 - 4) / (5 - 1.5), -(3 - 1) / (6 - 1.5)])
 
 
+def test_the_dlr_losses_hold_at_their_fewest_classes_in_float32_and_where_the_top_logits_tie():
+    """The untargeted loss at 3 classes and the targeted at 4 (the limits its denominators set); half-precision
+    logits computed in float32; and where the logits of the denominator tie, the loss of an utterance whose label
+    is below them stays a large positive number (far from correct), not a sign-flipped one."""
+    three, four = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert dlr_loss(three, torch.tensor([1])).tolist() == pytest.approx([-(1 - 2) / (2 - 0)])
+    aimed = torch.tensor([1])
+    assert targeted_dlr_loss(four, torch.tensor([0]), aimed).tolist() == pytest.approx([-(3 - 2) / (3 - 0.5)])
+    half = four.half()
+    assert dlr_loss(half, torch.tensor([0])).dtype == torch.float32
+    assert targeted_dlr_loss(half, torch.tensor([0]), aimed).dtype == torch.float32
+    tied = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    assert dlr_loss(tied, torch.tensor([4])).item() > 1e6
+    assert targeted_dlr_loss(tied, torch.tensor([4]), torch.tensor([0])).item() > 1e6
+
+
 @settings(max_examples=30, deadline=None)
 @given(shift=st.floats(-50, 50), scale=st.floats(0.01, 100), seed=st.integers(0, 10**6))
 def test_dlr_ignores_a_shift_and_a_positive_scale_of_the_logits(shift, scale, seed):
