@@ -151,7 +151,9 @@ class APGD(PGD):
             logits, _ = model(current)
             loss = self.apgd_loss(logits, labels, aimed)
             (grad,) = torch.autograd.grad(loss.sum() * loss_scale, current)
-            total = grad if total is None else total.add_(grad)
+            # Autograd may return a broadcast view (a model that sums over frames first); the sum here and the
+            # attack's restarts from its best point write into the gradient.
+            total = grad.contiguous() if total is None else total.add_(grad)
         return total if self.eot_iter == 1 else total / self.eot_iter, logits.detach(), loss.detach()
 
     def attack(self, model, inputs, targets, radius, loss_scale=1.0, gradient=None, mask=None, keys=None):

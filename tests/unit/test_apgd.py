@@ -106,6 +106,34 @@ def test_too_few_classes_for_the_dlr_loss_are_refused_naming_the_attack(n_classe
     APGD(eps=0.1, loss="ce").set_class_names(["a", "b"])  # the cross-entropy has no such limit
 
 
+def test_apgd_raises_the_loss_it_is_named_for():
+    z = torch.tensor([[1.0, 5.0, 2.0, 4.0, 0.0], [3.0, 0.0, 1.0, 2.0, 6.0]])
+    labels, aimed = torch.tensor([1, 0]), torch.tensor([3, 2])
+    ce = torch.nn.functional.cross_entropy(z, labels, reduction="none")
+    torch.testing.assert_close(APGD(eps=0.1, loss="ce").apgd_loss(z, labels), ce)
+    torch.testing.assert_close(APGD(eps=0.1, loss="dlr").apgd_loss(z, labels), dlr_loss(z, labels))
+    targeted = APGD(eps=0.1, loss="dlr", targets=2).apgd_loss(z, labels, aimed)
+    torch.testing.assert_close(targeted, targeted_dlr_loss(z, labels, aimed))
+
+
+def test_each_restart_and_each_target_class_starts_from_its_own_random_point():
+    """AutoAttack's restarts are new draws; APGD-T's passes towards each target class too (keyed draws: one stream
+    per pass, not the generator's next numbers)."""
+    starts, run_pass = [], APGD.run_pass
+
+    def recording(self, model, inputs, start, *rest):
+        starts.append(start - inputs)
+        return run_pass(self, model, inputs, start, *rest)
+
+    attack = APGD(eps=0.05, steps=1, loss="dlr", targets=2, restarts=2, eta=None, label_source="target")
+    attack.run_pass = recording.__get__(attack)
+    x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(0))
+    model = Linear(constant=True)  # a fixed output: never fooled, so every pass runs
+    attack.perturb(model, x, model(x)[0].argmax(dim=-1), keys=["utt0", "utt1"])  # keyed: each pass its stream
+    assert len(starts) == 2 * 2
+    assert all(not torch.equal(a, b) for i, a in enumerate(starts) for b in starts[i + 1 :])
+
+
 def test_targets_need_the_dlr_loss():
     with pytest.raises(ValueError, match="targets=3 needs loss='dlr'"):
         APGD(eps=0.1, loss="ce", targets=3)
@@ -114,6 +142,7 @@ def test_targets_need_the_dlr_loss():
 def test_checkpoints_follow_autoattacks_schedule():
     assert checkpoint_iterations(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert checkpoint_iterations(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # gaps of at least one iteration
+    assert checkpoint_iterations(4) == [1, 2, 3, 4]  # the first after one iteration, where 0.22 N is below 1
     # 20 steps (the adaptive attacks of smoothing): gaps 4, 3, 2, then 1, shrinking by one (int(0.03 N) = 0 -> 1).
     assert checkpoint_iterations(20) == [4, 7, 9, *range(10, 21)]
 
@@ -208,6 +237,20 @@ def test_eot_averages_each_gradient_over_its_passes(model):
     x = torch.randn(2, 20, 8)
     APGD(eps=1e-6, steps=3, eot_iter=4, eta=None).perturb(Counting(), x, None)  # its predictions, too close to leave
     assert len(calls) == 1 + 4 * (1 + 3)  # the clean pass, then 4 passes per gradient: the start's and 3 steps'
+
+
+def test_a_gradient_that_autograd_broadcasts_is_averaged_and_restarted_from_alike():
+    """Linear sums over the frames first, so autograd gives its input gradient as one row broadcast over them; APGD
+    writes into its gradient (the average over ``eot_iter`` passes, the restarts from the best point). On a
+    deterministic model two passes average to the gradient of one: the same points."""
+    x = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(2))
+    model = Linear()
+    labels = model(x)[0].argmax(dim=-1)
+    one, two = (
+        APGD(eps=0.05, steps=25, eot_iter=eot, eta=None, label_source="target", seed=1).perturb(model, x, labels)
+        for eot in (1, 2)
+    )
+    torch.testing.assert_close(one, two)
 
 
 def test_keyed_random_starts_do_not_depend_on_the_rest_of_the_batch(model):

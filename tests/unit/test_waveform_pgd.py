@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ser_adv_brain.attacks import PGD, WaveformPGD
+from ser_adv_brain.attacks import PGD, WaveformAPGD, WaveformPGD
 from ser_adv_brain.audio.pcm import quantize_pcm16, snr_db
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
@@ -59,10 +59,19 @@ def test_loud_audio_stays_within_what_16_bit_pcm_holds(classifier):
     assert on_pcm16_grid(out.wavs)
 
 
-def test_padding_is_left_alone_and_not_counted(classifier, wavs):
+@pytest.mark.parametrize(
+    "attack",
+    [
+        WaveformPGD(eps=20.0, steps=2),
+        WaveformAPGD(eps=20.0, steps=2),
+        WaveformAPGD(eps=20.0, steps=2, loss="dlr", targets=2),
+    ],
+    ids=["WaveformPGD", "WaveformAPGD-CE", "WaveformAPGD-T"],
+)
+def test_padding_is_left_alone_and_not_counted(attack, classifier, wavs):
     wav_lens = torch.tensor([1.0, 0.5, 0.75, 0.25])
     padded = wavs  # samples after each length stand for padding (non-zero, so that counting them would show)
-    out = WaveformPGD(eps=20.0, steps=2).run(classifier, padded, None, wav_lens=wav_lens)
+    out = attack.run(classifier, padded, None, wav_lens=wav_lens)
     for index, rel in enumerate(wav_lens.tolist()):
         real = int(rel * 4000)
         assert torch.equal(out.wavs[index, real:], quantize_pcm16(padded[index, real:])), index
