@@ -124,7 +124,8 @@ class APGD(PGD):
         """Gives the label set (see ``Attack``); refuses one too small for the DLR loss, before any run."""
         super().set_class_names(class_names)
         if self.loss_name == "dlr":
-            check_classes(len(self.class_names), self.targets > 0, repr(self))
+            # By name: the base class gives the label set before PGD has set what the full repr shows.
+            check_classes(len(self.class_names), self.targets > 0, self.name)
         return self
 
     @property
@@ -167,7 +168,7 @@ class APGD(PGD):
             labels = self.labels(clean_logits, targets)
             n_classes = clean_logits.shape[-1]
             if self.loss_name == "dlr":
-                check_classes(n_classes, self.targets > 0, repr(self))
+                check_classes(n_classes, self.targets > 0, self.name)
             ranks = [None] if not self.targets else list(range(1, min(self.targets, n_classes - 1) + 1))
             best, fooled = inputs.clone(), self.succeeded(clean_logits, labels)
             first = True

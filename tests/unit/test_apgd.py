@@ -134,6 +134,19 @@ def test_each_restart_and_each_target_class_starts_from_its_own_random_point():
     assert all(not torch.equal(a, b) for i, a in enumerate(starts) for b in starts[i + 1 :])
 
 
+def test_waveform_apgd_keeps_every_setting_it_is_given():
+    """Each yaml key reaches the attack (a dropped one would run at APGD's default); no eta clip on the samples;
+    and a label set given at construction is checked by the attack's name."""
+    settings_given = dict(steps=7, loss="dlr", targets=3, eot_iter=2, norm="linf", restarts=2, seed=5)
+    settings_given.update(stop_when_fooled=True, label_source="target", model_mode="train")
+    attack = WaveformAPGD(eps=0.01, class_names=["a", "b", "c", "d", "e"], **settings_given)
+    kept = dict(vars(attack), loss=attack.loss_name)
+    assert {key: kept[key] for key in settings_given} == settings_given
+    assert (attack.eps, attack.eta, attack.random_start, attack.class_names) == (0.01, None, True, list("abcde"))
+    with pytest.raises(ValueError, match="WaveformAPGD-T: the targeted DLR loss needs at least 4 classes"):
+        WaveformAPGD(eps=40.0, loss="dlr", targets=3, class_names=["a", "b", "c"])
+
+
 def test_targets_need_the_dlr_loss():
     with pytest.raises(ValueError, match="targets=3 needs loss='dlr'"):
         APGD(eps=0.1, loss="ce", targets=3)
