@@ -233,10 +233,9 @@ def test_apgd_t_aims_at_the_most_likely_other_classes_in_turn_on_what_is_still_c
     attack = APGD(eps=1e-6, steps=2, loss="dlr", targets=9, eta=None, label_source="target")  # too small to fool
     attack.apgd_loss = recording.__get__(attack)
     attack.perturb(model, x, labels)
-    per_pass = aimed[::3]  # a pass: the start and 2 steps, each computing the loss once
-    assert len(aimed) == 4 * 3  # min(9, 5 - 1) = 4 target classes
-    for rank, target in enumerate(per_pass, start=1):
-        assert torch.equal(target, order[:, rank])
+    assert len(aimed) == 4 * 3  # min(9, 5 - 1) = 4 target classes; a pass: the start and 2 steps
+    for call, target in enumerate(aimed):
+        assert torch.equal(target, order[:, call // 3 + 1])  # every loss of the pass, the start's and the steps
 
 
 def test_eot_averages_each_gradient_over_its_passes(model):
@@ -322,6 +321,45 @@ def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path
     assert (fooled[False] | ~fooled[True]).all()
     never = ~fooled[True]
     torch.testing.assert_close(runs[True][never], runs[False][never])
+    # One utterance fooled early beside one never fooled: the last one left correct still takes every step.
+    pair = [0, int(never.nonzero()[0])]
+    alone = {}
+    for stop in (True, False):
+        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5)
+        alone[stop] = attack.attack(model, x[pair], None, radius[pair], keys=[keys[i] for i in pair])
+    torch.testing.assert_close(alone[True][1], alone[False][1])
+    # Every utterance fooled before the last step: the pass ends with each one's fooling iterate.
+    early = APGD(eps=0.02, steps=12, stop_when_fooled=True, eta=None, seed=5).attack(
+        model, x[:4], None, radius[:4], keys=keys[:4]
+    )
+    with torch.no_grad():
+        assert (model(early)[0].argmax(-1) != labels[:4]).all()
+
+
+class Peaked(Linear):
+    """Class 1's logit peaks at the 8th call and falls after; a small input term, its sign flipped at every call,
+    moves the iterates back and forth (a fixed sign would pin them to one corner of the ball). Class 0 always
+    wins: never fooled. Keeps every input it is called on."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, feats):
+        self.seen.append(feats.detach().clone())
+        peak = 0.1 * (10 - abs(len(self.seen) - 8))
+        moving = 1e-3 * (-1) ** len(self.seen) * super().forward(feats)[0]
+        logits = moving + torch.tensor([5.0, 0, 0, 0, 0]) + peak * torch.tensor([0, 1.0, 0, 0, 0])
+        return logits, feats
+
+
+def test_an_utterance_never_fooled_gets_its_highest_loss_iterate_back():
+    model = Peaked()
+    x = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(3))
+    out = APGD(eps=0.1, steps=12, eta=None, label_source="target").perturb(model, x, torch.tensor([0]))
+    assert len(model.seen) == 1 + 1 + 12  # the clean pass, the start, 12 steps
+    assert not torch.allclose(model.seen[7], model.seen[-1])  # the last iterate is elsewhere
+    torch.testing.assert_close(out, model.seen[7])  # the 8th call's input: the highest loss
 
 
 class OffGridDetector(torch.nn.Module):
