@@ -61,6 +61,11 @@ def model():
     return model.eval()
 
 
+def test_the_targeted_dlr_loss_refuses_three_classes_by_name():
+    with pytest.raises(ValueError, match="targeted_dlr_loss: the targeted DLR loss needs at least 4 classes"):
+        targeted_dlr_loss(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([1, 2]))
+
+
 def test_dlr_is_its_formula():
     z = torch.tensor([[1.0, 5.0, 2.0, 4.0, 0.0], [3.0, 0.0, 1.0, 2.0, 6.0]])
     labels, aimed = torch.tensor([1, 0]), torch.tensor([3, 2])
@@ -303,7 +308,8 @@ def test_the_second_step_is_the_momentum_formula(model):
     torch.testing.assert_close(x2, attack.project_ball(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0), x, 0.5))
 
 
-def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path(model):
+@pytest.mark.parametrize("loss", [{}, {"loss": "dlr", "targets": 2}], ids=["APGD-CE", "APGD-T"])
+def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path(model, loss):
     """With ``stop_when_fooled`` only the utterances still correct step (through an index); the others keep
     their fooling iterate. An utterance never fooled must end where the all-steps run (no index) takes it,
     and one fooled must be fooled in the all-steps run too (which keeps every fooling iterate)."""
@@ -312,7 +318,7 @@ def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path
     keys = [f"utt{i}" for i in range(8)]
     runs = {}
     for stop in (True, False):
-        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5)
+        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5, **loss)
         runs[stop] = attack.attack(model, x, None, radius, keys=keys)
     with torch.no_grad():
         labels = model(x)[0].argmax(-1)
@@ -325,11 +331,11 @@ def test_stopping_when_fooled_leaves_every_other_utterance_on_its_all_steps_path
     pair = [0, int(never.nonzero()[0])]
     alone = {}
     for stop in (True, False):
-        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5)
+        attack = APGD(eps=0.02, steps=12, stop_when_fooled=stop, eta=None, seed=5, **loss)
         alone[stop] = attack.attack(model, x[pair], None, radius[pair], keys=[keys[i] for i in pair])
     torch.testing.assert_close(alone[True][1], alone[False][1])
     # Every utterance fooled before the last step: the pass ends with each one's fooling iterate.
-    early = APGD(eps=0.02, steps=12, stop_when_fooled=True, eta=None, seed=5).attack(
+    early = APGD(eps=0.02, steps=12, stop_when_fooled=True, eta=None, seed=5, **loss).attack(
         model, x[:4], None, radius[:4], keys=keys[:4]
     )
     with torch.no_grad():
