@@ -67,7 +67,8 @@ def parse_arguments(argv):
     args, rest = parser.parse_known_args(argv)
     # A model that takes the waveform has no features: a tier reaches it with its waveform attacks only.
     saved = os.path.join(args.folder, "hyperparams.yaml")
-    args.domain = "waveform" if os.path.isfile(saved) and yaml_model_takes_waveform(saved) else None
+    takes_waveform = args.tier and os.path.isfile(saved) and yaml_model_takes_waveform(saved)
+    args.domain = "waveform" if takes_waveform else None
     if args.tier and args.budgets is None:
         args.budgets = tier_budgets(args.tier, args.domain)
     if args.budgets is not None:
