@@ -294,13 +294,11 @@ def parse_arguments(argv):
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
     args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
-    if args.tier == CERTIFIED_TIER:
-        if not args.report_only:
-            parser.error(
-                "the certified tier's entries are made by ser-adv certify RUN (docs/defences.md); aggregate them "
-                "with --report_only"
-            )
-        return args, train_script, overrides
+    if args.tier == CERTIFIED_TIER and not args.report_only:
+        parser.error(
+            "the certified tier's entries are made by ser-adv certify RUN (docs/defences.md); aggregate them "
+            "with --report_only"
+        )
     return args, train_script, overrides
 
 
@@ -336,8 +334,10 @@ def main(argv=None):
             domain = tier_domain(runs, args.tier)
         except ValueError as error:
             problems.append(str(error))
-        problems += filter(None, [budget_problem(args, domain)])
-    otherwise = [] if args.report_only or problems else evaluated_otherwise(runs, args.tier, args.budget_grid)
+        problem = budget_problem(args, domain)
+        if problem:
+            problems.append(problem)
+    otherwise = [] if args.report_only else evaluated_otherwise(runs, args.tier, args.budget_grid)
     if otherwise:
         problems.append(
             f"already evaluated in the {args.tier} tier at other budgets than {args.budgets}: {'; '.join(otherwise)} "
