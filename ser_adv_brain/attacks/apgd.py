@@ -8,7 +8,7 @@ from ser_adv_brain.checks import check_choice, check_non_negative, check_positiv
 
 APGD_LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75  # weight of the new step against the last one
-RISING_SHARE = 0.75  # rho: the step size is halved when fewer of the steps since the last checkpoint raised the loss
+RISING_SHARE = 0.75  # rho: the step size halves where at most this share of the steps since raised the loss
 
 
 def checkpoint_iterations(steps):
@@ -31,6 +31,18 @@ def checkpoint_iterations(steps):
     return marks
 
 
+def halving(losses, halved_last, last_best, best_loss):
+    """Per utterance, whether APGD halves its step size at a checkpoint.
+
+    ``losses``: ``[k + 1, batch]``, the loss at the last checkpoint and after each of the ``k`` steps since.
+    Halved where at most ``RISING_SHARE k`` of those steps raised the loss (AutoAttack's code counts with
+    ``<=``; the paper writes fewer than), or where the step size was not halved at the last checkpoint
+    (``halved_last``) and the best loss has not risen since (``last_best >= best_loss``).
+    """
+    rising = (losses[1:] > losses[:-1]).sum(dim=0)
+    return (rising <= RISING_SHARE * (len(losses) - 1)) | (~halved_last & (last_best >= best_loss))
+
+
 class APGD(PGD):
     """Auto-PGD: ``z = P(x_t + eta_t d(grad))``, ``x_{t+1} = P(x_t + 0.75 (z - x_t) + 0.25 (x_t - x_{t-1}))``.
 
@@ -38,7 +50,7 @@ class APGD(PGD):
     then the ``eta`` clip; ``sign`` for Linf, ``g / |g|_2`` for L2); the first
     step takes no momentum. The step size ``eta_t`` starts at ``2 eps`` and is
     halved, per utterance, at each of ``checkpoint_iterations(steps)`` where
-    fewer than 75% of the steps since the last checkpoint raised the loss, or
+    at most 75% of the steps since the last checkpoint raised the loss, or
     where the step size was not halved at the last checkpoint and the best loss
     has not risen since; the iterate then restarts from the best point so far.
     Every iterate that fools the model is kept: the attack returns, per
@@ -242,9 +254,7 @@ class APGD(PGD):
             best[better], best_loss[better], best_grad[better] = adversarial[better], loss[better], grad[better]
             since += 1
             if iteration + 1 in marks:
-                window = torch.stack(history[-since - 1 :])
-                rising = (window[1:] > window[:-1]).sum(dim=0)
-                halve = (rising <= RISING_SHARE * since) | (~halved_last & (last_best >= best_loss))
+                halve = halving(torch.stack(history[-since - 1 :]), halved_last, last_best, best_loss)
                 step[halve] /= 2
                 adversarial[halve], grad[halve] = best[halve], best_grad[halve]
                 halved_last, last_best, since = halve, best_loss.clone(), 0

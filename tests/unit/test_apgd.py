@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ser_adv_brain.attacks import APGD, PGD, WaveformAPGD
-from ser_adv_brain.attacks.apgd import checkpoint_iterations
+from ser_adv_brain.attacks import apgd as apgd_module
+from ser_adv_brain.attacks.apgd import checkpoint_iterations, halving
 from ser_adv_brain.attacks.dlr import dlr_loss, targeted_dlr_loss
 from ser_adv_brain.features import FeatureNormalizer, LogMel
 from ser_adv_brain.models import CNN4, WaveformClassifier
@@ -192,6 +193,37 @@ def test_the_step_size_starts_at_twice_eps_and_halves_where_the_loss_stalls():
     # A loss that rises at every step: the step size stays.
     rising = step_sizes(APGD(eps=0.1, steps=100, eta=None), Rising(), x, None)
     assert rising == [pytest.approx(0.2)] * 100
+
+
+def test_the_step_size_halves_where_exactly_three_quarters_of_the_steps_raised_the_loss():
+    """AutoAttack's code halves at ``rising <= 0.75 k`` over the ``k`` steps since the last checkpoint (the paper
+    writes fewer than): at exactly 75% it halves, at every step rising it does not, whatever ``k``."""
+    ones, zeros = torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)
+    low, high = torch.zeros(2), torch.ones(2)  # the best loss risen since the last checkpoint
+    three_of_four = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [0.0, 4.0], [1.0, 5.0]])  # 3 and 4 rises
+    assert halving(three_of_four, ones, low, high).tolist() == [True, False]
+    assert not halving(torch.tensor([[1.0], [2.0], [3.0], [4.0]]), ones[:1], low[:1], high[:1]).any()  # 3 of 3
+    assert halving(torch.tensor([[1.0], [1.0], [2.0], [3.0], [4.0]]), ones[:1], low[:1], high[:1]).all()  # a tie
+    # Every step rising but the best not above the last checkpoint's: halved only if not halved there.
+    rising = three_of_four[:, 1:].expand(5, 2)
+    assert halving(rising, zeros, high, high).all() and not halving(rising, ones, high, high).any()
+
+
+def test_each_checkpoint_counts_the_losses_from_the_last_checkpoint_on(monkeypatch):
+    """The window the halving rule reads: the loss at the last checkpoint (the start's at the first) and after each
+    step since, so consecutive windows share one loss and together hold every loss once."""
+    windows = []
+
+    def recording(losses, *rest):
+        windows.append(losses[:, 0].tolist())
+        return halving(losses, *rest)
+
+    monkeypatch.setattr(apgd_module, "halving", recording)
+    model = Sawtooth()
+    APGD(eps=0.1, steps=20, eta=None, random_start=False).perturb(model, torch.randn(1, 4, 8), None)
+    marks = [0, *checkpoint_iterations(20)]
+    assert [len(w) for w in windows] == [b - a + 1 for a, b in zip(marks, marks[1:])]
+    assert all(w[0] == v[-1] for v, w in zip(windows, windows[1:]))
 
 
 def test_one_apgd_step_from_the_clean_input_is_fgsm_projected(model):
