@@ -6,6 +6,7 @@ Usage:
         --pymodule_file=custom_interface.py --interface_class=CustomEncoderWav2vec2Classifier \\
         --label_map="{anger: ang, happiness: hap, sadness: sad, neutral: neu, boredom: null, disgust: null, fear: null}"
     ser-adv attack-interface results/my_encoder_classifier test.csv --tier=standard --budgets="{waveform_snr: [40, 30]}"
+    ser-adv attack-interface results/my_encoder_classifier test.csv --tier=audio --training_manifest=train.csv
 
 SOURCE is a folder or a hub id that SpeechBrain loads: as an ``EncoderClassifier`` (its ``hyperparams.yaml``),
 or with ``--pymodule_file`` and ``--interface_class`` through ``foreign_class`` (the file is fetched from
@@ -25,12 +26,17 @@ or detaches). SpeechBrain's Hugging Face wrappers loaded with ``freeze: True`` r
 
 The suite: the waveform attacks of a tier (``--tier``, default ``quick``; see
 ``ser_adv_brain.evaluation.tiers``) or ``--attacks`` (a yaml list of waveform attack plug-ins, inline or
-a file), at ``--budgets`` (default ``{waveform_snr: [40, 30, 20]}``), with early exit unless
-``--suite_early_exit=False``; the destroying-budget masking check at ``--masking_check_eps`` dB SNR.
+a file), at ``--budgets`` (default: the tier's waveform budgets; with ``--attacks``,
+``{waveform_snr: [40, 30, 20]}``), with early exit unless ``--suite_early_exit=False``; the
+destroying-budget masking check at ``--masking_check_eps`` dB SNR. A universal perturbation (the audio
+tier's) learns on ``--training_manifest``, a CSV like MANIFEST holding other utterances (the interface's
+training split, say), one utterance a step; it is refused without one, and with one that shares an
+utterance with MANIFEST.
 It writes into ``--output_folder`` (default ``results/attack_interface/<source's last name>``):
 ``robustness.md`` (the suite's tables, robust UAR, realised SNRs, the masking checks),
 ``attack_suite.csv``, ``waveform_snr.csv``, ``confusion_test.csv`` (real data), ``classes.csv`` (the
-label map), ``adversarial_wavs/`` and the pictures.
+label map), ``adversarial_wavs/``, ``universal_perturbations/`` (each learnt perturbation, as a run keeps
+them) and the pictures.
 """
 
 import logging
@@ -41,13 +47,14 @@ import yaml
 
 from ser_adv_brain.commands.arguments import add_device, load_attacks, parser_for, yaml_budgets
 from ser_adv_brain.data.validation import DataValidationError
-from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks
+from ser_adv_brain.evaluation.suite import suite_entries, unfit_budgets
+from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
 from ser_adv_brain.interface.pretrained_classifier import PretrainedClassifier, load_interface, unfreeze_wrappers
 from ser_adv_brain.runs.interface_attack import attack_interface, manifest_rows
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUDGETS = "{waveform_snr: [40, 30, 20]}"
+ATTACKS_BUDGETS = "{waveform_snr: [40, 30, 20]}"  # --budgets' default with --attacks (a tier has its own)
 
 
 def parse_arguments(argv):
@@ -61,12 +68,17 @@ def parse_arguments(argv):
     suite = parser.add_mutually_exclusive_group()
     suite.add_argument("--tier", choices=TIERS, default="quick", help="the tier whose waveform attacks run")
     suite.add_argument("--attacks", default=None, help="a yaml list of waveform attack plug-ins (inline or a file)")
-    parser.add_argument("--budgets", default=DEFAULT_BUDGETS, help=f"yaml: threat model -> budgets ({DEFAULT_BUDGETS})")
+    parser.add_argument(
+        "--budgets", default=None, help=f"yaml: threat model -> budgets (the tier's; {ATTACKS_BUDGETS} with --attacks)"
+    )
+    parser.add_argument("--training_manifest", default=None, help="a CSV manifest a universal perturbation learns on")
     parser.add_argument("--suite_early_exit", default="True", choices=("True", "False"))
     parser.add_argument("--masking_check_eps", type=float, default=-20.0, help="an SNR in dB that destroys the input")
     parser.add_argument("--output_folder", default=None)
     add_device(parser)
     args = parser.parse_args(argv)
+    if args.budgets is None:
+        args.budgets = ATTACKS_BUDGETS if args.attacks else tier_budgets(args.tier, "waveform")
     args.budgets = yaml_budgets(args.budgets, "--budgets")
     if args.label_map is not None:
         args.label_map = yaml.safe_load(args.label_map)
@@ -100,6 +112,13 @@ def main(argv=None):
         if args.attacks
         else tier_attacks(args.tier, domain="waveform", output_folder=output_folder, sample_rate=rate)
     )
+    try:
+        entries = suite_entries(attacks)
+    except (ValueError, TypeError) as error:  # --attacks holds what the suite cannot run, named
+        sys.exit(f"attack-interface: {error}")
+    problem = unfit_budgets(entries, args.budgets)
+    if problem:  # before the first utterance is attacked
+        sys.exit(f"attack-interface: --budgets: {problem}")
     os.makedirs(output_folder, exist_ok=True)
     try:
         first = manifest_rows(args.manifest, output_folder, rate)[0]
@@ -121,6 +140,7 @@ def main(argv=None):
             masking_check_eps=args.masking_check_eps,
             device=device,
             title=f"{args.source} ({type(interface).__name__})",
+            training_manifest=args.training_manifest,
         )
     except (ValueError, TypeError) as error:  # the label map, the attacks and the manifest name their culprit
         sys.exit(f"attack-interface: {error}")

@@ -38,7 +38,7 @@ import sys
 
 from ser_adv_brain.commands.arguments import add_device, device_options, parser_for, text_or_file, yaml_budgets
 from ser_adv_brain.commands.grid import yaml_model_takes_waveform
-from ser_adv_brain.evaluation.suite import suite_entries, suite_plan
+from ser_adv_brain.evaluation.suite import suite_entries, unfit_budgets
 from ser_adv_brain.evaluation.tiers import TIERS, tier_attacks, tier_budgets
 from ser_adv_brain.runs import attack_settings, load_trained, report_attacks
 from ser_adv_brain.training.checkpoints import selection_key
@@ -97,15 +97,9 @@ def main(argv=None):
     if args.budgets is not None:
         hparams["suite_budgets"] = args.budgets
         # Before the FGSM report's hour: every threat model of the suite has its budgets, and every budget an attack.
-        entries = suite_entries(hparams["attack_suite"])
-        try:
-            suite_plan(entries, args.budgets)
-        except ValueError as error:
-            sys.exit(f"evaluate: --budgets: {error}")
-        threats = sorted({entry.threat_model for entry in entries})
-        unused = sorted(set(args.budgets) - set(threats))
-        if unused:
-            sys.exit(f"evaluate: --budgets: no attack of the suite perturbs {unused} (its threat models: {threats}).")
+        problem = unfit_budgets(suite_entries(hparams["attack_suite"]), args.budgets)
+        if problem:
+            sys.exit(f"evaluate: --budgets: {problem}")
     output_folder = args.output_folder or (os.path.join(args.folder, args.tier) if args.tier else args.folder)
     return report_attacks(
         brain,

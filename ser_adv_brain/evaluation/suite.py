@@ -162,6 +162,19 @@ def ball_size(group, budget):
     return -budget if in_decibels(group) else budget
 
 
+def unfit_budgets(entries, budgets):
+    """A sentence where ``budgets`` (threat model -> list, a command's ``--budgets``) does not fit the suite's
+    ``entries``: a threat model of the suite without budgets, or budgets for one no attack perturbs; None where
+    they fit. Checked before any compute."""
+    try:
+        suite_plan(entries, budgets)
+    except ValueError as error:
+        return str(error)
+    threats = sorted({entry.threat_model for entry in entries})
+    unused = sorted(set(budgets) - set(threats))
+    return f"no attack of the suite perturbs {unused} (its threat models: {threats})." if unused else None
+
+
 def suite_plan(entries, budgets):
     """``[PlanStep(threat_model, budget, entries)]`` in run order: threat models as first met, smallest budget first.
 

@@ -6,7 +6,8 @@ checkpoint the suite attacks. Each ``v`` is kept in ``<run>/universal_perturbati
 its reference level, the training utterances, what it cost, and its identity) and ``<tag>.wav`` (``v`` as
 it is added, 16-bit) beside ``<tag>_loud.wav`` (the same, peak-normalised, to listen to). Evaluating the
 same run again reads ``v`` back when its identity is the same: the budget, the attack's options (target,
-labels, epochs, step, length, seed), the checkpoint and the training split's rows.
+labels, epochs, step, length, seed), the model (the run's checkpoint, or an interface's parameters:
+``ser-adv attack-interface --training_manifest``) and the training split's rows.
 """
 
 import hashlib
@@ -34,8 +35,9 @@ def split_digest(dataset):
     return hashlib.blake2b(json.dumps(rows, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
-def identity_of(attack, budget, checkpoint, training_split):
-    """What a learnt ``v`` depends on, as a JSON-able dict (``checkpoint``: a SpeechBrain ``Checkpoint``)."""
+def identity_of(attack, budget, model, training_split):
+    """What a learnt ``v`` depends on, as a JSON-able dict (``model``: JSON-able, the model's identity, such as a
+    run's ``checkpoint_identity``)."""
     return {
         "attack": type(attack).__name__,
         "name": attack.name,
@@ -47,7 +49,7 @@ def identity_of(attack, budget, checkpoint, training_split):
         "length": attack.length,
         "seed": attack.seed,
         "budget": float(budget),
-        "checkpoint": checkpoint_identity(checkpoint),
+        "checkpoint": model,  # the key kept from when only runs learnt: the runs' caches stay valid
         "training_split": training_split,
     }
 
@@ -103,27 +105,30 @@ def training_batches(brain, dataset, loader_kwargs):
     return batches
 
 
-def learn_all(brain, steps, dataset, loader_kwargs, max_key, folder):
-    """``learnt_perturbation`` for every ``(budget, entry)`` of ``steps`` on the checkpoint ``max_key`` selects."""
+def learn_all(brain, steps, dataset, loader_kwargs, max_key, folder, model_identity=None):
+    """``learnt_perturbation`` for every ``(budget, entry)`` of ``steps`` on the checkpoint ``max_key`` selects
+    (``model_identity`` None), or on a Brain without checkpoints whose model ``model_identity`` names."""
     brain.on_evaluate_start(max_key=max_key)
     brain.modules.eval()
     model = brain.waveform_model.eval()
-    checkpoint = brain.checkpointer.find_checkpoint(max_key=max_key)
+    if model_identity is None:
+        model_identity = checkpoint_identity(brain.checkpointer.find_checkpoint(max_key=max_key))
     training_split = split_digest(dataset)
     batches = training_batches(brain, dataset, loader_kwargs)
     for budget, entry in steps:
-        identity = identity_of(entry.attack, budget, checkpoint, training_split)
+        identity = identity_of(entry.attack, budget, model_identity, training_split)
         learnt_perturbation(entry.attack, model, batches, budget, folder, identity, brain.hparams.sample_rate)
 
 
-def learn_universal(brain, plan, dataset, loader_kwargs, max_key, folder):
-    """Learns every universal attack of ``plan`` at each of its budgets on ``dataset``, the training split.
+def learn_universal(brain, plan, dataset, loader_kwargs, max_key, folder, model_identity=None):
+    """Learns every universal attack of ``plan`` at each of its budgets on ``dataset``, the training split
+    (``model_identity``: as ``learn_all``'s).
 
     The main process learns (or reads the cache in ``folder``); the others then read what it kept, so
     every DDP process attacks with the same ``v``. Returns the ``(budget, entry)`` pairs learnt.
     """
     steps = [(budget, entry) for _, budget, entries in plan for entry in entries if entry.attack.needs_training_data]
     if steps:
-        args = [brain, steps, dataset, loader_kwargs, max_key, folder]
+        args = [brain, steps, dataset, loader_kwargs, max_key, folder, model_identity]
         run_on_main(learn_all, args=args, post_func=learn_all, post_args=args)
     return steps

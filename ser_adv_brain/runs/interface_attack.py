@@ -2,9 +2,12 @@
 
 ``attack_interface`` runs what a training run ends with (the suite, robust UAR, the masking checks, the
 report and its pictures) on one manifest, against a ``PretrainedClassifier``. Its emotions are the
-interface's classes, reached from the manifest's labels through an explicit map.
+interface's classes, reached from the manifest's labels through an explicit map. A suite with a universal
+perturbation (the audio tier's) learns it on a second manifest, the training utterances, as a run's suite
+learns it on the run's training split.
 """
 
+import hashlib
 import logging
 import os
 
@@ -14,8 +17,9 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 
 from ser_adv_brain.audio.loading import load_audio
 from ser_adv_brain.data.validation import AudioScan, DataValidationError, read_manifest, row_problems
-from ser_adv_brain.evaluation.masking import destroy_plan
+from ser_adv_brain.evaluation.masking import destroy_plan, universal_check_plan
 from ser_adv_brain.evaluation.suite import check_attacks_fit, evaluate_suite, suite_entries, suite_plan
+from ser_adv_brain.evaluation.universal import CACHE_FOLDER, learn_universal
 from ser_adv_brain.metrics import ConfusionMatrix
 from ser_adv_brain.reports.plots import draw_run
 from ser_adv_brain.reports.suite_report import write_suite_report
@@ -94,6 +98,44 @@ def mapped_dataset(manifest, sample_rate, classes):
     return dataset.filtered_sorted(key_test={"emo": lambda emo: classes[emo] is not None})
 
 
+def parameter_digest(module):
+    """A digest of a module's parameters and buffers: the model a universal perturbation was learnt on.
+
+    Example
+    -------
+    >>> torch.manual_seed(0) and None
+    >>> layer, other = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> parameter_digest(layer) == parameter_digest(layer), parameter_digest(layer) == parameter_digest(other)
+    (True, False)
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def training_problem(attacks, rows, training_rows):
+    """A sentence where the training manifest does not fit the suite: missing for an attack that learns on
+    training data, given for a suite with none, or sharing utterances with the manifest attacked (a universal
+    perturbation must never learn on what it attacks); None where it fits."""
+    learners = [repr(attack) for attack in attacks if attack.needs_training_data]
+    if learners and training_rows is None:
+        return f"{', '.join(learners)} learn(s) on training utterances: give their manifest (--training_manifest)"
+    if not learners and training_rows is not None:
+        return "--training_manifest is read only by attacks that learn on training data, and the suite has none"
+    if training_rows is not None:
+        attacked = {os.path.realpath(row["wav"]) for row in rows} | {row["ID"] for row in rows}
+        shared = sorted(row["ID"] for row in training_rows if {os.path.realpath(row["wav"]), row["ID"]} & attacked)
+        if shared:
+            return (
+                f"the training manifest shares {len(shared)} utterance(s) with the manifest attacked "
+                f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}): a universal perturbation must "
+                "not learn on what it attacks"
+            )
+    return None
+
+
 def attack_interface(
     classifier,
     manifest,
@@ -105,6 +147,7 @@ def attack_interface(
     masking_check_eps=-20.0,
     device="cpu",
     title="SpeechBrain interface",
+    training_manifest=None,
 ):
     """The waveform suite on ``classifier`` over ``manifest``; writes the report into ``output_folder``.
 
@@ -117,9 +160,13 @@ def attack_interface(
     attacks : list
         Waveform attack plug-ins; ``budgets``: their threat models' grids (``suite_budgets``).
     label_map : dict or None
-        Manifest label -> interface label, or None to leave its utterances out (see ``class_map``).
+        Manifest label -> interface label, or None to leave its utterances out (see ``class_map``); the
+        training manifest's labels go through it too.
     early_exit, masking_check_eps :
         As the recipes' ``suite_early_exit`` and ``masking_check_eps`` (an SNR in dB that destroys the input).
+    training_manifest : str or None
+        The utterances a universal perturbation learns on (required by such an attack, refused without one,
+        disjoint from ``manifest``); each ``v`` is kept in ``<output_folder>/universal_perturbations``.
 
     Returns
     -------
@@ -135,8 +182,12 @@ def attack_interface(
     entries = suite_entries(attacks)
     check_attacks_fit(classifier, attacks, "--attacks")
     plan = suite_plan(entries, budgets)
-    checks = destroy_plan(entries, masking_check_eps, waveform=True)
+    checks = destroy_plan(entries, masking_check_eps, waveform=True) + universal_check_plan(plan)
     rows = manifest_rows(manifest, output_folder, sample_rate)
+    training_rows = None if training_manifest is None else manifest_rows(training_manifest, output_folder, sample_rate)
+    problem = training_problem(attacks, rows, training_rows)
+    if problem:
+        raise ValueError(problem)
     classes = class_map(list(dict.fromkeys(row["emo"] for row in rows)), labels, label_map)
     left_out = sorted(label for label, index in classes.items() if index is None)
     dataset = mapped_dataset(manifest, sample_rate, classes)
@@ -146,6 +197,17 @@ def attack_interface(
         run_opts={"device": device, "noprogressbar": True},
         training_step=CleanStep(),
     )
+    if training_rows is not None:
+        training_classes = class_map(list(dict.fromkeys(row["emo"] for row in training_rows)), labels, label_map)
+        learn_universal(
+            brain,
+            plan,
+            mapped_dataset(training_manifest, sample_rate, training_classes),
+            {"batch_size": 1},
+            None,
+            os.path.join(output_folder, CACHE_FOLDER),
+            model_identity=["interface", parameter_digest(classifier)],
+        )
     # One utterance a batch: whole files of different lengths, and no padding the model would hear.
     outcomes = evaluate_suite(
         brain,

@@ -19,6 +19,7 @@ from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from ser_adv_brain.attacks import FGSM, WaveformPGD
 from ser_adv_brain.commands import attack_interface
 from ser_adv_brain.evaluation.suite import check_attacks_fit
+from ser_adv_brain.evaluation.tiers import tier_budget_grid
 from ser_adv_brain.interface.pretrained_classifier import unfreeze_wrappers
 from ser_adv_brain.models import SelfSupervisedClassifier
 from ser_adv_brain.models.self_supervised import ENCODER_CLASSES, TINY_ENCODER, random_encoder_folder
@@ -222,17 +223,21 @@ def interface_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """The two test speakers' sample clips (03 and 08: 14 clips, 7 emotions), as a recipe's ``test.csv``."""
+def sample_manifest(folder, pattern, name):
+    """The sample clips matching ``pattern``, as a recipe's manifest ``folder / name``."""
     letters = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness"}
     letters["N"] = "neutral"
     rows = ["ID,duration,wav,spk_id,emo"]
-    for path in sorted(EMODB_SAMPLES.glob("0[38]*.wav")):
+    for path in sorted(EMODB_SAMPLES.glob(pattern)):
         rows.append(f"{path.stem},0.4,{path},{path.stem[:2]},{letters[path.stem[5]]}")
-    path = tmp_path_factory.mktemp("manifest") / "test.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    (folder / name).write_text("\n".join(rows) + "\n")
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """The two test speakers' sample clips (03 and 08: 14 clips, 7 emotions), as a recipe's ``test.csv``."""
+    return sample_manifest(tmp_path_factory.mktemp("manifest"), "0[38]*.wav", "test.csv")
 
 
 def interface_command(interface_folder, manifest, folder, *options):
@@ -279,3 +284,60 @@ def test_an_interface_without_gradients_is_refused_in_one_line(interface_folder,
     message = str(refusal.value)
     assert "cannot be attacked: its scores carry no gradient back to the waveform" in message
     assert "\n" not in message and not (tmp_path / "attack_suite.csv").exists()
+
+
+def test_the_tiers_waveform_budgets_are_the_default(interface_folder, manifest):
+    def budgets(*options):
+        return attack_interface.parse_arguments([str(interface_folder), str(manifest), *options]).budgets
+
+    assert budgets("--tier=audio") == tier_budget_grid("audio", "waveform")
+    assert budgets() == budgets("--tier=standard") == {"waveform_snr": [40.0, 30.0, 20.0]}
+    assert budgets("--attacks=[!new:ser_adv_brain.attacks.WaveformPGD {eps: 40}]") == {"waveform_snr": [40, 30, 20]}
+
+
+@pytest.mark.parametrize(
+    "options, culprit",
+    [
+        (["--tier=audio"], r"UniversalPerturbation\(.*\) learn\(s\) on training utterances: .*--training_manifest"),
+        (["--tier=audio", "--training_manifest=<manifest>"], r"shares 14 utterance\(s\) with the manifest attacked"),
+        (["--training_manifest=<training>"], "read only by attacks that learn on training data"),
+        (["--tier=audio", "--budgets={waveform_snr: [30]}"], "--budgets: suite_budgets has no budgets for"),
+    ],
+)
+def test_a_training_manifest_that_does_not_fit_the_suite_is_refused_before_any_attack(
+    interface_folder, manifest, tmp_path, options, culprit
+):
+    training = sample_manifest(tmp_path, "1[04]*.wav", "train.csv")
+    options = [option.replace("<manifest>", str(manifest)).replace("<training>", str(training)) for option in options]
+    with pytest.raises(SystemExit, match=culprit):
+        interface_command(interface_folder, manifest, tmp_path, f"--label_map={LABEL_MAP}", *options)
+    assert not (tmp_path / "attack_suite.csv").exists() and not (tmp_path / "universal_perturbations").exists()
+
+
+def test_the_audio_tier_learns_its_universal_perturbation_on_the_training_manifest(
+    interface_folder, manifest, tmp_path
+):
+    """The audio tier on an interface: the universal perturbation learnt on other speakers' utterances (those
+    the label map keeps), kept as a run keeps it and read back by the next evaluation; over-the-air PGD."""
+    training = sample_manifest(tmp_path, "1[04]*.wav", "train.csv")
+    folder = tmp_path / "out"
+    options = [f"--label_map={LABEL_MAP}", "--tier=audio", f"--training_manifest={training}"]
+    budgets = "--budgets={waveform_universal: [30], waveform_room_snr: [30]}"
+    outcomes = interface_command(interface_folder, manifest, folder, *options, budgets)
+    [kept] = (folder / "universal_perturbations").glob("*.pt")
+    learnt = torch.load(kept, weights_only=True)["learnt"]
+    kept_labels = ("W", "F", "N", "T")  # anger, happiness, neutral, sadness: the mapped ones
+    expected = sorted(p.stem for p in EMODB_SAMPLES.glob("1[04]*.wav") if p.stem[5] in kept_labels)
+    assert list(learnt["training_ids"]) == expected and learnt["perturbation"].abs().sum() > 0
+    rows = read_csv(folder / "attack_suite.csv")
+    assert {(r["threat_model"], r["attack"]) for r in rows if r["attack"] != "robust"} >= {
+        ("waveform_universal", "Universal"),
+        ("waveform_room_snr", "OverTheAirPGD-10"),
+    }
+    assert outcomes.uar(outcomes.robust_after("waveform_universal", 30.0)) <= outcomes.uar(outcomes.clean_correct)
+    # The masking check's per-utterance attack at the universal budget (the audio tier has none of its own).
+    assert ("waveform_snr", 30.0, "WaveformPGD-10") in outcomes.forward_rows
+    modified = kept.stat().st_mtime_ns
+    interface_command(interface_folder, manifest, folder, *options, budgets)
+    # Read back, not learnt again: the same model, attack and training utterances.
+    assert list((folder / "universal_perturbations").glob("*.pt")) == [kept] and kept.stat().st_mtime_ns == modified

@@ -213,14 +213,10 @@ def test_invalid_options_are_named(kwargs, culprit):
         UniversalPerturbation(**kwargs)
 
 
-class Checkpoint:
-    path, meta = "save/CKPT+2026", {"unixtime": 1.0}
-
-
 def identity(attack, budget=10.0):
     from ser_adv_brain.evaluation.universal import identity_of
 
-    return identity_of(attack, budget, Checkpoint(), "rows-digest")
+    return identity_of(attack, budget, ["CKPT+2026", 1.0], "rows-digest")
 
 
 def test_the_cache_is_reused_for_the_same_identity_and_the_wav_holds_v(tmp_path):
