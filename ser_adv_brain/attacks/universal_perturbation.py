@@ -25,7 +25,13 @@ class LearntPerturbation(NamedTuple):
 
 
 def rms(tensor):
-    """Root mean square of a 1-D tensor."""
+    """Root mean square of a 1-D tensor.
+
+    Example
+    -------
+    >>> rms(torch.tensor([3.0, -4.0, 3.0, -4.0]))
+    3.5355339059327378
+    """
     return float(tensor.double().pow(2).mean().sqrt())
 
 

@@ -10,6 +10,7 @@ from helpers import load_hparams, markdown_rows, tiny
 from test_brain import build
 
 from ser_adv_brain.attacks import UniversalPerturbation, WaveformPGD
+from ser_adv_brain.attacks.universal_perturbation import LearntPerturbation
 from ser_adv_brain.audio.pcm import quantize_pcm16
 from ser_adv_brain.evaluation.masking import masking_report, universal_check_plan
 from ser_adv_brain.evaluation.suite import SplitOutcomes, suite_entries, suite_plan
@@ -198,10 +199,135 @@ def test_learning_leaves_the_model_as_it_found_it(mode):
     assert all(p.grad is None for p in classifier.parameters())
 
 
+def test_the_fooled_share_is_the_last_passs_and_a_batch_all_fooled_stops_no_other():
+    """A batch already fooled takes no step, and the batches after it still do; the fooled share counts every
+    training utterance of the last pass, including a lone one."""
+    [u] = orthogonal(0)
+    model = Directions([u], [1.0])
+    fooled, foolable, out_of_reach = inputs(4, 1, [u]) + 1.2 * u, inputs(4, 2, [u]), inputs(4, 3, [u]) - 9.0 * u
+    batches = batches_of(torch.cat([fooled, foolable, out_of_reach]))  # in this order, one batch each
+    learnt = UniversalPerturbation(eps=BUDGET, epochs=8, label_source="target").learn(model, batches)
+    assert float(learnt.perturbation @ u) > 1.1  # learnt from the batch after the fooled one
+    assert learnt.fooled_share == pytest.approx(8 / 12)
+    lone = UniversalPerturbation(eps=BUDGET, epochs=1, label_source="target").learn(model, batches_of(fooled[:1]))
+    assert lone.fooled_share == 1.0
+
+
+class Recording(Directions):
+    """``Directions`` keeping the largest magnitude it heard past ``LENGTH`` samples (the padding below)."""
+
+    padding = 0.0
+
+    def forward(self, wavs):
+        self.padding = max(self.padding, float(wavs[:, LENGTH:].detach().abs().max()))
+        return super().forward(wavs)
+
+
+def test_learning_leaves_the_padding_silent():
+    [u] = orthogonal(0)
+    model = Recording([u], [1.0])
+    wavs = torch.cat([inputs(8, 1, [u]), torch.zeros(8, 100)], dim=1)
+    wav_lens = torch.full((8,), LENGTH / wavs.shape[1])
+    learnt = UniversalPerturbation(eps=BUDGET, epochs=2, length=wavs.shape[1]).learn(
+        model, batches_of(wavs, wav_lens=wav_lens)
+    )
+    assert model.padding == 0.0 and learnt.perturbation[LENGTH:].abs().sum() > 0  # v reaches there, unheard
+
+
+def test_it_learns_and_attacks_at_a_budget_other_than_its_own():
+    [u] = orthogonal(0)
+    attack = UniversalPerturbation(eps=40.0, epochs=1)
+    learnt = attack.learn(Directions([u], [1.0]), batches_of(inputs(6, 1, [u])), eps=10.0)
+    assert learnt.budget == 10.0 and list(attack.learnt) == [10.0]
+    level = 20 * math.log10(learnt.reference_rms / float(learnt.perturbation.double().pow(2).mean().sqrt()))
+    assert 10.0 <= level < 10.5
+    out = attack.run(None, inputs(2, 2, [u]), None, eps=10.0)
+    assert torch.equal(out.wavs - quantize_pcm16(inputs(2, 2, [u])), learnt.perturbation.expand(2, -1))
+
+
+def test_the_random_start_is_drawn_from_the_seed_and_the_budget():
+    """With no step (``rel_step_size=0``) v is its random start: the same for the same seed and budget, another
+    for another seed, and another direction (not the same one scaled) for another budget."""
+    [u] = orthogonal(0)
+    batches = batches_of(inputs(6, 1, [u]))
+
+    def start(seed, eps):
+        attack = UniversalPerturbation(eps=eps, epochs=1, rel_step_size=0.0, seed=seed)
+        return attack.learn(Directions([u], [1.0]), batches).perturbation.double()
+
+    def cosine(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert torch.equal(start(3, 10.0), start(3, 10.0))
+    assert abs(cosine(start(3, 10.0), start(4, 10.0))) < 0.5
+    assert abs(cosine(start(3, 10.0), start(3, 20.0))) < 0.5
+
+
+def test_the_true_labels_or_the_clean_predictions_are_attacked():
+    """A model that says class 0 whatever it hears, and every label 1: attacking the true labels, every utterance
+    is wrong before any step (fooled share 1); attacking the clean predictions, none is ever fooled."""
+    [u] = orthogonal(0)
+    wavs = inputs(8, 1, [u])
+    ids = [f"train{i:02d}" for i in range(8)]
+
+    def batches():
+        return [(ids, wavs, None, torch.ones(8, dtype=torch.long))]
+
+    def share_and_calls(label_source):
+        attack, model = UniversalPerturbation(eps=BUDGET, epochs=1, label_source=label_source), Directions([u], [100.0])
+        return attack.learn(model, batches).fooled_share, model.calls
+
+    # The true labels need no clean prediction: one pass through the model per utterance, not two.
+    assert share_and_calls("target") == (1.0, 8) and share_and_calls("predicted") == (0.0, 16)
+
+
+def test_the_sum_is_clipped_to_the_16_bit_rails():
+    attack = UniversalPerturbation(eps=10.0)
+    v = torch.tensor([0.25, -0.25])
+    attack.use(LearntPerturbation(v, 10.0, 1.0, ("a",), 0.0, 1))
+    wavs = torch.tensor([[0.9, -0.9, 0.5, -0.5]])
+    out = attack.run(None, wavs, None)
+    assert out.wavs.tolist() == [[32767 / 32768, -1.0, 0.75, -0.75]]
+
+
+def test_at_inf_db_v_is_silence():
+    [u] = orthogonal(0)
+    attack = UniversalPerturbation(eps=math.inf, epochs=1)
+    learnt = attack.learn(Directions([u], [1.0]), batches_of(inputs(6, 1, [u])))
+    assert not learnt.perturbation.any()
+    assert torch.equal(attack.run(None, inputs(2, 2, [u]), None).wavs, quantize_pcm16(inputs(2, 2, [u])))
+
+
+def test_the_reference_level_is_the_median_utterances_rms_without_lengths_too():
+    [u] = orthogonal(0)
+    wavs = inputs(5, 1, [u]) * torch.tensor([[0.5], [1.0], [2.0], [3.0], [4.0]])
+    learnt = UniversalPerturbation(eps=20.0, epochs=1).learn(Directions([u], [1.0]), batches_of(wavs))
+    assert learnt.reference_rms == pytest.approx(float(quantize_pcm16(wavs[2]).double().pow(2).mean().sqrt()))
+
+
+def test_the_repr_gives_every_setting():
+    attack = UniversalPerturbation(
+        eps=30.0,
+        epochs=2,
+        rel_step_size=0.2,
+        length=100,
+        seed=3,
+        label_source="target",
+        model_mode="train",
+        target_class="fear",
+        class_names=["neutral", "anger", "fear"],
+    )
+    assert repr(attack) == (
+        "UniversalPerturbation(eps=30.0, eta=None, label_source='target', model_mode='train', target_class='fear', "
+        "epochs=2, rel_step_size=0.2, length=100, seed=3)"
+    )
+
+
 @pytest.mark.parametrize(
     "kwargs, culprit",
     [
         (dict(eps=float("nan")), "eps"),
+        (dict(eps=-math.inf), "eps"),
         (dict(eps=20.0, epochs=0), "epochs"),
         (dict(eps=20.0, length=0), "length"),
         (dict(eps=20.0, rel_step_size=-1.0), "rel_step_size"),
