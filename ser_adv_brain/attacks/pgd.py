@@ -237,7 +237,7 @@ class PGD(GradientAttack):
     def clean_labels(self, model, inputs, targets):
         """The attack's labels at the clean inputs, without a gradient (when the caller gave one)."""
         if not self.targeted and self.label_source == "target":
-            return targets
+            return self.labels(None, targets)  # no pass needed: the targets, or the error naming them missing
         with torch.no_grad():
             logits, _ = model(inputs)
         return self.labels(logits, targets)

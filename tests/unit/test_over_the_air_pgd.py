@@ -145,3 +145,46 @@ def test_it_declares_its_threat_model_and_its_rooms(rooms):
     assert attack.threat_model == "waveform_room_snr" and attack.rooms is rooms
     assert attack.random and attack.kind == "iterative" and attack.name == "OverTheAirPGD-5"
     assert attack.reports == ("snr_db",) and not attack.uses_given_gradient
+
+
+def test_every_setting_is_kept(rooms):
+    names = ["neutral", "anger", "fear", "sadness"]
+    attack = OverTheAirPGD(
+        eps=30.0,
+        rooms=rooms,
+        samples=3,
+        steps=7,
+        rel_step_size=0.3,
+        random_start=False,
+        seed=9,
+        label_source="target",
+        model_mode="train",
+        target_class="fear",
+        class_names=names,
+    )
+    assert repr(attack) == (
+        "OverTheAirPGD(eps=30.0, eta=None, label_source='target', model_mode='train', target_class='fear', "
+        f"steps=7, rel_step_size=0.3, norm='snr', random_start=False, restarts=1, seed=9, samples=3, rooms={rooms!r})"
+    )
+    assert attack.target_index == 2 and attack.class_names == names
+    assert OverTheAirPGD(eps=30.0, rooms=rooms, random_start=True).random_start is True
+
+
+def test_the_true_labels_are_attacked_and_the_padding_is_left_alone(rooms, wavs, classifier):
+    attack = OverTheAirPGD(eps=20.0, rooms=rooms, samples=2, steps=2, label_source="target")
+    padded = torch.cat([wavs, torch.zeros(3, 500)], dim=1)
+    wav_lens = torch.full((3,), LENGTH / padded.shape[1])
+    out = attack.run(classifier, padded, torch.tensor([0, 1, 2]), wav_lens=wav_lens)
+    assert not out.wavs[:, LENGTH:].any() and (out.wavs[:, :LENGTH] != quantize_pcm16(wavs)).any()
+    with pytest.raises(ValueError, match="pass targets"):
+        attack.run(classifier, wavs, None)
+
+
+def test_keyed_rooms_follow_the_seed_and_every_attack_room_is_drawn(rooms):
+    def drawn(seed):
+        attack = OverTheAirPGD(eps=30.0, rooms=rooms, samples=3, seed=seed)
+        attack.keys, attack.step_index = [f"u{i}" for i in range(40)], 0
+        return attack.draw_rooms(40, 16)[0]
+
+    assert torch.equal(drawn(3), drawn(3)) and not torch.equal(drawn(3), drawn(4))
+    assert set(drawn(3).flatten().tolist()) == set(range(rooms.size("attack")))
