@@ -166,3 +166,64 @@ def test_room_augmentation_records_each_utterance_in_a_training_room_and_keeps_t
     torch.manual_seed(3)
     in_attack_rooms = rooms.bank("attack").play(wavs, chosen % 3, torch.randn_like(wavs))
     assert not torch.allclose(heard, in_attack_rooms)
+
+
+def test_an_impulse_response_decays_at_its_rooms_rt60(tmp_path):
+    """The check against the real thing: pyroomacoustics' own RT60 measurement (Schroeder's backward integration)
+    of each saved response, at the rooms' sample rate, gives the RT60 the room was drawn with."""
+    from pyroomacoustics.experimental import measure_rt60
+
+    rooms, banks = simulated(tmp_path, n_attack=2, n_held_out=1, rt60=[0.3, 0.3], max_rir_seconds=1.0)
+    for rir in banks["attack"].rirs:
+        assert measure_rt60(rir.numpy(), fs=rooms.settings["sample_rate"], decay_db=30) == pytest.approx(0.3, rel=0.2)
+
+
+def test_the_noise_is_at_the_rooms_snr_whatever_the_draws_scale():
+    rir = torch.tensor([[1.0, 0.3]])
+    bank = RoomBank(["r"], rir, torch.tensor([30.0]), noise_colour=torch.tensor([1.0]), gain_db=torch.tensor([0.0]))
+    wavs = torch.randn(1, 256, generator=torch.Generator().manual_seed(0))
+    quiet_draws = 1e-3 * torch.randn(1, 256, generator=torch.Generator().manual_seed(1))
+    silent = bank.play(wavs, torch.tensor([0]), torch.zeros(1, 256))
+    background = bank.play(wavs, torch.tensor([0]), quiet_draws) - silent
+    assert float(10 * torch.log10(silent.pow(2).sum() / background.pow(2).sum())) == pytest.approx(30.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("n, weight", [(2, 1.0), (3, 3.0), (8, 8.0)])
+def test_coloured_noise_gives_the_dc_bin_the_lowest_frequencys_weight_and_keeps_its_length(n, weight):
+    """Brown noise (colour 2) weighs frequency f by ``1 / f``: a constant input, all DC, comes out scaled by the
+    weight of the lowest frequency, ``n`` (its bin's ``f`` is ``1 / n``); with two samples, where the lowest is
+    the Nyquist frequency, by 1."""
+    out = rooms_module.coloured(torch.ones(1, n), torch.tensor([2.0]))
+    assert out.shape == (1, n) and torch.allclose(out, torch.full((1, n), weight))
+
+
+def test_devices_are_placed_over_the_whole_floor(tmp_path):
+    """In a long room both the length and the width are used, each for its own axis."""
+    room_sizes = {**SMALL, "length": [8, 9], "width": [6, 7], "rt60": [0.3, 0.4], "max_rir_seconds": 0.01}
+    xs, ys = [], []
+    for row in SimulatedRooms(str(tmp_path), n_attack=8, n_held_out=0, **room_sizes).prepare():
+        for device in (row["source"], row["microphone"]):
+            x, y, _ = map(float, device.split())
+            xs.append(x)
+            ys.append(y)
+    assert max(xs) > 6.5 and max(ys) > 2.5
+
+
+@pytest.mark.parametrize(
+    "options, culprit",
+    [
+        (dict(length=[1.0, 5.0]), "length must leave 0.5 m"),
+        (dict(width=[0.9, 5.0]), "width must leave 0.5 m"),
+        (dict(rt60=[0.0, 0.5]), "rt60 and distance must be above 0"),
+        (dict(distance=[0.0, 1.0]), "rt60 and distance must be above 0"),
+        (dict(length=[9, 10], width=[9, 10], height=[3, 4], rt60=[0.05, 0.8]), "cannot be that dry"),
+    ],
+)
+def test_each_bound_is_checked_at_its_low_end(tmp_path, options, culprit):
+    with pytest.raises(ValueError, match=culprit):
+        SimulatedRooms(str(tmp_path), **{**SMALL, **options})
+
+
+def test_a_range_of_one_value_is_allowed(tmp_path):
+    rooms = SimulatedRooms(str(tmp_path), n_attack=1, n_held_out=0, **{**SMALL, "rt60": [0.15, 0.15]})
+    assert rooms.settings["rt60"] == [0.15, 0.15]
