@@ -217,6 +217,8 @@ def test_devices_are_placed_over_the_whole_floor(tmp_path):
         (dict(rt60=[0.0, 0.5]), "rt60 and distance must be above 0"),
         (dict(distance=[0.0, 1.0]), "rt60 and distance must be above 0"),
         (dict(length=[9, 10], width=[9, 10], height=[3, 4], rt60=[0.05, 0.8]), "cannot be that dry"),
+        (dict(length=[3, 4, 5]), "length must be a range"),
+        (dict(max_rir_seconds=-1.0), "max_rir_seconds"),
     ],
 )
 def test_each_bound_is_checked_at_its_low_end(tmp_path, options, culprit):
@@ -224,6 +226,8 @@ def test_each_bound_is_checked_at_its_low_end(tmp_path, options, culprit):
         SimulatedRooms(str(tmp_path), **{**SMALL, **options})
 
 
-def test_a_range_of_one_value_is_allowed(tmp_path):
+def test_a_range_of_one_value_and_a_room_just_wide_enough_are_allowed(tmp_path):
     rooms = SimulatedRooms(str(tmp_path), n_attack=1, n_held_out=0, **{**SMALL, "rt60": [0.15, 0.15]})
     assert rooms.settings["rt60"] == [0.15, 0.15]
+    narrow = SimulatedRooms(str(tmp_path), n_attack=1, **{**SMALL, "length": [1.2, 4], "rt60": [0.1, 0.2]})
+    assert narrow.settings["length"] == [1.2, 4.0]
