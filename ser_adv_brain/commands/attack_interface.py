@@ -92,6 +92,10 @@ def main(argv=None):
     """Parses the arguments, loads and checks the interface, runs the waveform suite; returns its outcomes."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    # Named by their options here: the manifests' own checks speak of a recipe's split and its preparation.
+    for option, path in (("MANIFEST", args.manifest), ("--training_manifest", args.training_manifest)):
+        if path is not None and not os.path.isfile(path):
+            sys.exit(f"attack-interface: {option} {path}: no such file")
     device = args.device or "cpu"
     output_folder = args.output_folder or os.path.join(
         "results", "attack_interface", os.path.basename(os.path.normpath(args.source))

@@ -301,6 +301,7 @@ def test_the_tiers_waveform_budgets_are_the_default(interface_folder, manifest):
         (["--tier=audio"], r"UniversalPerturbation\(.*\) learn\(s\) on training utterances: .*--training_manifest"),
         (["--tier=audio", "--training_manifest=<manifest>"], r"shares 14 utterance\(s\) with the manifest attacked"),
         (["--training_manifest=<training>"], "read only by attacks that learn on training data"),
+        (["--tier=audio", "--training_manifest=<training>.missing"], r"--training_manifest .*\.missing: no such file"),
         (["--tier=audio", "--budgets={waveform_snr: [30]}"], "--budgets: suite_budgets has no budgets for"),
     ],
 )
