@@ -30,6 +30,9 @@ from ser_adv_brain.training_steps import CleanStep
 logger = logging.getLogger(__name__)
 
 SPLIT = "test"  # the manifest's name in the report's tables
+# One utterance a batch, for learning and attacking: whole files of different lengths, and no padding the model
+# would hear.
+WHOLE_FILES = {"batch_size": 1}
 
 
 def class_map(manifest_labels, interface_labels, label_map=None):
@@ -188,7 +191,11 @@ def attack_interface(
     problem = training_problem(attacks, rows, training_rows)
     if problem:
         raise ValueError(problem)
-    classes = class_map(list(dict.fromkeys(row["emo"] for row in rows)), labels, label_map)
+
+    def classes_of(read_rows):
+        return class_map(list(dict.fromkeys(row["emo"] for row in read_rows)), labels, label_map)
+
+    classes = classes_of(rows)
     left_out = sorted(label for label, index in classes.items() if index is None)
     dataset = mapped_dataset(manifest, sample_rate, classes)
     brain = EmotionBrain(
@@ -198,23 +205,21 @@ def attack_interface(
         training_step=CleanStep(),
     )
     if training_rows is not None:
-        training_classes = class_map(list(dict.fromkeys(row["emo"] for row in training_rows)), labels, label_map)
         learn_universal(
             brain,
             plan,
-            mapped_dataset(training_manifest, sample_rate, training_classes),
-            {"batch_size": 1},
+            mapped_dataset(training_manifest, sample_rate, classes_of(training_rows)),
+            WHOLE_FILES,
             None,
             os.path.join(output_folder, CACHE_FOLDER),
             model_identity=["interface", parameter_digest(classifier)],
         )
-    # One utterance a batch: whole files of different lengths, and no padding the model would hear.
     outcomes = evaluate_suite(
         brain,
         dataset,
         plan + checks,
         early_exit,
-        {"batch_size": 1},
+        WHOLE_FILES,
         max_key=None,
         wav_pairs=(os.path.join(output_folder, "adversarial_wavs"), 3),
     )
