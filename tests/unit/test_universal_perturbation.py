@@ -213,6 +213,31 @@ def test_the_fooled_share_is_the_last_passs_and_a_batch_all_fooled_stops_no_othe
     assert lone.fooled_share == 1.0
 
 
+class Centred(torch.nn.Module):
+    """Class 0 the surer the farther the input is from ``centre``: ``logits = [|x - centre|^2, 0]``. Its loss
+    for class 0 falls as ``v`` grows, so each step points straight back towards ``v = 0``."""
+
+    def __init__(self, centre):
+        super().__init__()
+        self.centre = centre
+
+    def forward(self, wavs):
+        distance = (wavs - self.centre).pow(2).sum(dim=1, keepdim=True)
+        return torch.cat([distance, torch.zeros_like(distance)], dim=1), distance
+
+
+def test_a_step_that_lands_inside_the_ball_stays_there():
+    """The projection moves only what leaves the ball: from the random start on the sphere, one step of a
+    quarter of the radius straight inwards ends at three quarters of the radius (2.5 dB further below the
+    reference), not back on the sphere."""
+    [u] = orthogonal(0)
+    clean = quantize_pcm16(inputs(1, 1, [u]))
+    attack = UniversalPerturbation(eps=10.0, epochs=1, rel_step_size=0.25, label_source="target")
+    learnt = attack.learn(Centred(clean), batches_of(clean))
+    level = 20 * math.log10(learnt.reference_rms / float(learnt.perturbation.double().pow(2).mean().sqrt()))
+    assert level == pytest.approx(10.0 + 20 * math.log10(4 / 3), abs=0.05)
+
+
 class Recording(Directions):
     """``Directions`` keeping the largest magnitude it heard past ``LENGTH`` samples (the padding below)."""
 
