@@ -216,8 +216,9 @@ def audio_problem(facts, sample_rate, n_fft):
     return fault and f"{fault.what}; {AUDIO_FAULT_KINDS[fault.kind]}"
 
 
-def read_manifest(path, split):
-    """Reads a CSV manifest for checking, as SpeechBrain's ``load_data_csv`` reads it.
+def read_manifest(path, split, remedy=None):
+    """Reads a CSV manifest for checking, as SpeechBrain's ``load_data_csv`` reads it; ``remedy`` is what the
+    caller's user does about a missing one (a recipe's: its data preparation).
 
     Returns
     -------
@@ -227,13 +228,7 @@ def read_manifest(path, split):
         A missing file or missing columns (then ``rows`` is empty).
     """
     if not os.path.isfile(path):
-        return [], [
-            Problem(
-                path,
-                f"the {split} manifest does not exist; run the data preparation "
-                f"(skip_prep: False) or fix {split}_annotation",
-            )
-        ]
+        return [], [Problem(path, f"the {split} manifest does not exist" + (f"; {remedy}" if remedy else ""))]
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         try:
@@ -454,7 +449,8 @@ def validate_inputs(hparams):
     manifests, readable = {}, []
     for split in SPLITS:
         path = hparams[f"{split}_annotation"]
-        rows, form_problems = read_manifest(path, split)
+        remedy = f"run the data preparation (skip_prep: False) or fix {split}_annotation"
+        rows, form_problems = read_manifest(path, split, remedy)
         manifests[split] = (path, rows)
         if not form_problems:
             readable.append(split)

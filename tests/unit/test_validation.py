@@ -16,7 +16,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from ser_adv_brain.data import validation
 from ser_adv_brain.data.dataio import manifests_of
-from ser_adv_brain.data.validation import DataValidationError, validate_inputs
+from ser_adv_brain.data.validation import DataValidationError, read_manifest, validate_inputs
 from ser_adv_brain.runs import checked_datasets
 from ser_adv_brain.training.brain import build_brain
 
@@ -229,6 +229,12 @@ def test_missing_columns_and_manifests(hparams):
     assert "missing column(s) ['emo', 'spk_id']" in message
     assert "the test manifest does not exist" in message and "test_annotation" in message
     assert len(problems) == 2
+
+
+def test_a_missing_manifest_outside_a_recipe_gets_no_recipes_remedy(tmp_path):
+    """``attack-interface`` reads manifests it did not prepare: no data preparation nor ``*_annotation`` to fix."""
+    rows, [problem] = read_manifest(str(tmp_path / "gone.csv"), "test")
+    assert rows == [] and problem.what == "the test manifest does not exist"
 
 
 def test_empty_split(hparams):
