@@ -28,7 +28,8 @@ The report is of the folder: the trainings asked for on the folds and seeds all 
 other training evaluated there in the tier on all of these (a command for fewer trainings or folds keeps
 the folder's whole report); a training evaluated on fewer of them, or otherwise, is left out and named.
 ``--report_only`` trains and evaluates nothing: it aggregates the evaluations done so far, and
-``--trainings`` names their entries (the yaml files are not read). Smoothed classifiers are aggregated so:
+``--trainings`` names their entries (the yaml files are not read; ``--folds`` and ``--seeds``, which would
+not narrow the report, are refused). Smoothed classifiers are aggregated so:
 ``ser-adv certify`` writes each run's entry of the ``certified`` tier (``<run>/certified/entry.json``,
 named ``<experiment>_sigma<sigma>``), and ``--report_only --tier=certified --trainings <those names>``
 gives certified UAR, and UAR under the adaptive attack, with intervals over the folds.
@@ -273,8 +274,8 @@ def parse_arguments(argv):
     parser.add_argument(
         "--trainings", nargs="+", default=None, help="yaml names in the recipe's hparams (default: cnn4_ + the eight)"
     )
-    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="speaker folds (default: all 5)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
+    parser.add_argument("--folds", nargs="+", type=int, default=None, help="speaker folds (default: all 5)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: 1234)")
     parser.add_argument(
         "--tier",
         choices=[*TIERS, CERTIFIED_TIER],
@@ -294,6 +295,13 @@ def parse_arguments(argv):
     train_script = check_grid_options(parser, args, overrides, {"--fold": "--folds", "--seed": "--seeds"}, "_benchmark")
     args.trainings = args.trainings or [f"cnn4_{training}" for training in TRAININGS]
     args.baseline = args.baseline or next((t for t in args.trainings if t.endswith("_single")), args.trainings[0])
+    if args.report_only and (args.folds or args.seeds):
+        # The report is the folder's (complete_entries): it is never narrowed to fewer folds than it holds.
+        parser.error(
+            "--report_only aggregates every fold and seed that all the trainings named have, so --folds and "
+            "--seeds are not read: to report fewer, copy their entries into a folder of their own"
+        )
+    args.folds, args.seeds = args.folds or [0, 1, 2, 3, 4], args.seeds or [1234]
     if args.tier == CERTIFIED_TIER and not args.report_only:
         parser.error(
             "the certified tier's entries are made by ser-adv certify RUN (docs/defences.md); aggregate them "

@@ -128,7 +128,12 @@ def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(
     # --n_folds is read from the command line, as the runs would read it; --report_only starts nothing, checks nothing.
     with_six = run([*command, f"--data_folder={tmp_path / 'wav'}", "--n_folds=6"], check=False).stderr
     assert "is not a folder" in with_six and "not fold(s)" not in with_six
-    assert run([*command, f"--data_folder={tmp_path / 'wav'}", "--report_only"]).returncode == 0
+    report_only = [*command[:-3], f"--data_folder={tmp_path / 'wav'}", "--report_only"]
+    assert run(report_only).returncode == 0
+    # There --folds (or --seeds) would not narrow the report, which is the folder's: refused rather than ignored.
+    for option in (["--folds", "3"], ["--seeds", "2"]):
+        refused = run([*report_only, *option], check=False)
+        assert refused.returncode != 0 and "--folds and --seeds are not read" in refused.stderr
     # Budgets that miss a threat model of the tier would fail every evaluation after the trainings.
     done = run([*command, f"--data_folder={EMODB_SAMPLES}", "--budgets={features_linf: [0.02]}"], check=False)
     assert "but the standard tier's attacks perturb ['features_linf', 'waveform_snr']" in done.stderr
@@ -281,7 +286,7 @@ def test_a_benchmark_of_fewer_trainings_and_folds_keeps_the_folders_whole_report
     command = command_into(benchmark_run, folder)
     command.remove("cnn4_single")
     command.remove("1")  # of --folds 0 1
-    run([*command, "--report_only"])
+    run(command)  # every run trained and evaluated already: it only aggregates
     assert sorted(map(str, read_csv(out / "benchmark_folds.csv"))) == sorted(map(str, folds))
     assert [row[0] for row in markdown_rows((out / "benchmark.md").read_text())[1:3]] == ["cnn4_vanilla", "cnn4_single"]
 
