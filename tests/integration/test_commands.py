@@ -119,7 +119,8 @@ def test_the_audio_tier_attacks_the_threat_models_of_the_waveform_the_standard_t
 
 def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(tmp_path):
     # A data folder that is not one, and folds beyond the yaml's n_folds (5 for EmoDB), fail every run they reach.
-    command = [*CLI, "benchmark", "recipes/EmoDB", f"--output_folder={tmp_path / 'bench'}", "--folds", "0", "5"]
+    every_fold = [*CLI, "benchmark", "recipes/EmoDB", f"--output_folder={tmp_path / 'bench'}"]
+    command = [*every_fold, "--folds", "0", "5"]
     done = run([*command, f"--data_folder={tmp_path / 'wav'}"], check=False)
     assert done.returncode != 0
     assert f"--data_folder={tmp_path / 'wav'} is not a folder" in done.stderr
@@ -128,7 +129,7 @@ def test_a_benchmark_every_run_of_which_would_fail_is_refused_before_any_starts(
     # --n_folds is read from the command line, as the runs would read it; --report_only starts nothing, checks nothing.
     with_six = run([*command, f"--data_folder={tmp_path / 'wav'}", "--n_folds=6"], check=False).stderr
     assert "is not a folder" in with_six and "not fold(s)" not in with_six
-    report_only = [*command[:-3], f"--data_folder={tmp_path / 'wav'}", "--report_only"]
+    report_only = [*every_fold, f"--data_folder={tmp_path / 'wav'}", "--report_only"]
     assert run(report_only).returncode == 0
     # There --folds (or --seeds) would not narrow the report, which is the folder's: refused rather than ignored.
     for option in (["--folds", "3"], ["--seeds", "2"]):
