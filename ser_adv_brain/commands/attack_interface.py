@@ -92,7 +92,7 @@ def main(argv=None):
     """Parses the arguments, loads and checks the interface, runs the waveform suite; returns its outcomes."""
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    # Named by their options, before the interface loads: the manifests' own check calls either "the test manifest".
+    # Named by their options, and before the interface loads (a hub download, a large encoder).
     for option, path in (("MANIFEST", args.manifest), ("--training_manifest", args.training_manifest)):
         if path is not None and not os.path.isfile(path):
             sys.exit(f"attack-interface: {option} {path}: no such file")

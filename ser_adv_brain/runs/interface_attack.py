@@ -29,7 +29,7 @@ from ser_adv_brain.training_steps import CleanStep
 
 logger = logging.getLogger(__name__)
 
-SPLIT = "test"  # the manifest's name in the report's tables
+SPLIT = "test"  # the attacked manifest's name in the report's tables and its problems
 # One utterance a batch, for learning and attacking: whole files of different lengths, and no padding the model
 # would hear.
 WHOLE_FILES = {"batch_size": 1}
@@ -70,12 +70,13 @@ def class_map(manifest_labels, interface_labels, label_map=None):
     return {label: None if target is None else interface_labels.index(target) for label, target in mapped.items()}
 
 
-def manifest_rows(manifest, output_folder, sample_rate):
-    """The manifest's rows, checked as training checks its manifests (``DataValidationError`` with every problem)."""
-    rows, problems = read_manifest(manifest, SPLIT)
+def manifest_rows(manifest, output_folder, sample_rate, split=SPLIT):
+    """The manifest's rows, checked as training checks its manifests (``DataValidationError`` with every problem,
+    the manifest named by ``split``)."""
+    rows, problems = read_manifest(manifest, split)
     if not problems:
         scan = AudioScan(os.path.join(output_folder, "audio_scan.json"))
-        problems = row_problems(manifest, SPLIT, rows, scan, sample_rate, n_fft=1)  # any non-empty audio
+        problems = row_problems(manifest, split, rows, scan, sample_rate, n_fft=1)  # any non-empty audio
         scan.save()
     if problems:
         raise DataValidationError(problems)
@@ -187,7 +188,9 @@ def attack_interface(
     plan = suite_plan(entries, budgets)
     checks = destroy_plan(entries, masking_check_eps, waveform=True) + universal_check_plan(plan)
     rows = manifest_rows(manifest, output_folder, sample_rate)
-    training_rows = None if training_manifest is None else manifest_rows(training_manifest, output_folder, sample_rate)
+    training_rows = (
+        None if training_manifest is None else manifest_rows(training_manifest, output_folder, sample_rate, "training")
+    )
     problem = training_problem(attacks, rows, training_rows)
     if problem:
         raise ValueError(problem)

@@ -12,17 +12,20 @@ import os
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from helpers import EMODB_SAMPLES, load_hparams
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
 from ser_adv_brain.attacks import FGSM, WaveformPGD
 from ser_adv_brain.commands import attack_interface
+from ser_adv_brain.data.validation import DataValidationError
 from ser_adv_brain.evaluation.suite import check_attacks_fit
 from ser_adv_brain.evaluation.tiers import tier_budget_grid
-from ser_adv_brain.interface.pretrained_classifier import unfreeze_wrappers
+from ser_adv_brain.interface.pretrained_classifier import PretrainedClassifier, load_interface, unfreeze_wrappers
 from ser_adv_brain.models import SelfSupervisedClassifier
 from ser_adv_brain.models.self_supervised import ENCODER_CLASSES, TINY_ENCODER, random_encoder_folder
+from ser_adv_brain.runs.interface_attack import attack_interface as attack_interface_run
 from ser_adv_brain.tables import read_csv
 
 WAVS = 0.1 * torch.randn(2, 6400, generator=torch.Generator().manual_seed(0))
@@ -313,6 +316,25 @@ def test_a_training_manifest_that_does_not_fit_the_suite_is_refused_before_any_a
     with pytest.raises(SystemExit, match=culprit):
         interface_command(interface_folder, manifest, tmp_path, f"--label_map={LABEL_MAP}", *options)
     assert not (tmp_path / "attack_suite.csv").exists() and not (tmp_path / "universal_perturbations").exists()
+
+
+def test_through_the_python_api_a_missing_training_manifest_is_named_the_training_manifest(
+    interface_folder, manifest, tmp_path
+):
+    """The command names each manifest by its option before the interface loads; the function has no options to
+    name, so its own check names the manifest that is missing."""
+    classifier = PretrainedClassifier(load_interface(str(interface_folder), savedir=str(tmp_path / "savedir")))
+    missing = tmp_path / "train.csv"
+    with pytest.raises(DataValidationError, match=r"train\.csv: the training manifest does not exist"):
+        attack_interface_run(
+            classifier,
+            str(manifest),
+            [WaveformPGD(eps=30, steps=2)],
+            {"waveform_snr": [30]},
+            str(tmp_path / "out"),
+            label_map=yaml.safe_load(LABEL_MAP),
+            training_manifest=str(missing),
+        )
 
 
 def test_the_audio_tier_learns_its_universal_perturbation_on_the_training_manifest(
