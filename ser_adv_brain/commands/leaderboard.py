@@ -5,14 +5,14 @@ Usage:
     ser-adv leaderboard entries_from_other_labs/ --output_folder=leaderboard
 
 Every ``entry.json`` under the folder (``ser_adv_brain.reports.entry``: what ``ser-adv evaluate`` and
-``ser-adv benchmark`` write, or another lab's) goes into one leaderboard: per threat model and budget, the
-models ranked by robust UAR, each the mean over its folds and seeds with a 95% interval. Entries
-evaluated otherwise than the others (corpus, fold protocol, split, tier, budgets, folds) are refused,
-naming the file and what differs (``ser_adv_brain.reports.leaderboard``); a model that takes the waveform
-is ranked in the tables of the threat models it has. ``--tier`` keeps the entries of
-one tier only: a benchmark's folder holds each run's own entry (tier ``yaml``, the suite its training run
-ended with) beside its tier's (``<run>/<tier>/entry.json``), and a smoothing run's certificates make one of
-the ``certified`` tier (``ser-adv certify``; ranked by certified UAR). Writes ``leaderboard.md`` and
+``ser-adv benchmark`` write, or another lab's) goes into one leaderboard: per threat model and budget, the models
+ranked by robust UAR, each the mean over its folds and seeds with a 95% interval. Entries evaluated otherwise than the
+others (corpus, fold protocol, split, tier, budgets) are refused, naming the file and what differs
+(``ser_adv_brain.reports.leaderboard``); a model evaluated on fewer folds and seeds than the others is named,
+not ranked; a model that takes the waveform is ranked in the tables of the threat models it has. ``--tier``
+keeps the entries of one tier only: a benchmark's folder holds each run's own entry (tier ``yaml``, the suite
+its training run ended with) beside its tier's (``<run>/<tier>/entry.json``), and a smoothing run's certificates
+make one of the ``certified`` tier (``ser-adv certify``; ranked by certified UAR). Writes ``leaderboard.md`` and
 ``leaderboard.csv`` into ``--output_folder`` (default: the folder).
 """
 

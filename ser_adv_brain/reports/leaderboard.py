@@ -5,7 +5,9 @@ by clean UAR.
 A table holds only entries evaluated alike: the same corpus, speaker-fold protocol, test split, tier
 and early exit (``entry.PROTOCOL_FIELDS``), the same budgets, and every model on the same folds and
 seeds. An entry that differs is refused, naming its file and what differs, rather than ranked against
-figures it cannot be compared with. One kind of model lacks whole threat models: a model that takes the
+figures it cannot be compared with. A model evaluated on fewer of the folder's folds and seeds than the
+others (a training still running, a partial entry) is not ranked but named (``ranked_entries``), so that
+it holds back no one else's ranking. One kind of model lacks whole threat models: a model that takes the
 waveform (a self-supervised encoder's) has no features to attack. The leaderboard ranks it in the tables
 of the threat models it has, if it was evaluated there at the same budgets as the others
 (``check_rankable``), and names it under the tables it is not in; the benchmark's report, whose table has
@@ -97,6 +99,24 @@ def check_same_replicates(entries):
                 f"{name} was evaluated on (fold, seed) {sorted(folds)}, {reference_name} on {sorted(reference)}: "
                 "models are compared on the same folds and seeds only."
             )
+
+
+def ranked_entries(entries):
+    """The entries of the models evaluated on every (fold, seed) any model has, and ``{name: its (fold, seed)
+    runs}`` of the others; where no model has them all, every entry (``check_same_replicates`` names the
+    difference)."""
+    replicates = {}
+    for entry in entries:
+        replicates.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
+    everyone = set().union(*replicates.values())
+    behind = {
+        name: sorted(runs, key=lambda run: (-1 if run[0] is None else run[0], run[1]))  # a fold of None: one split
+        for name, runs in replicates.items()
+        if runs != everyone
+    }
+    if len(behind) == len(replicates):
+        return entries, {}
+    return [entry for entry in entries if entry["name"] not in behind], behind
 
 
 def no_entries():
@@ -211,8 +231,9 @@ def interval_text(mean, low, high):
     return f"{uar_text(mean)} [{uar_text(low)}, {uar_text(high)}]"
 
 
-def leaderboard_markdown(rows):
-    """One table per threat model and budget."""
+def leaderboard_markdown(rows, behind=None):
+    """One table per threat model and budget; ``behind``: the models not ranked for want of folds and seeds
+    (``ranked_entries``), named above the tables."""
     first = rows[0]
     robust = f"{robust_kind(first)} UAR"
     lines = [
@@ -222,6 +243,11 @@ def leaderboard_markdown(rows):
         f"utterances, `ser_adv_brain.evaluation.intervals`); ranked by {robust}.",
         "",
     ]
+    if behind:
+        runs = ", ".join(
+            f"{name} ({'; '.join(f'fold {fold}, seed {seed}' for fold, seed in mine)})" for name, mine in behind.items()
+        )
+        lines += [f"Not ranked, evaluated on fewer folds and seeds than the models ranked: {runs}.", ""]
     models = list(dict.fromkeys(r["name"] for r in rows))
     for group, budget in dict.fromkeys((r["threat_model"], r["budget"]) for r in rows):
         mine = [r for r in rows if (r["threat_model"], r["budget"]) == (group, budget)]
@@ -265,8 +291,9 @@ def leaderboard_markdown(rows):
 
 def write_leaderboard(entries, folder):
     """Writes ``leaderboard.md`` and ``leaderboard.csv`` into ``folder``; returns the markdown."""
-    rows = leaderboard_rows(entries)
-    markdown = leaderboard_markdown(rows)
+    ranked, behind = ranked_entries(entries)
+    rows = leaderboard_rows(ranked)
+    markdown = leaderboard_markdown(rows, behind)
     write_csv(os.path.join(folder, "leaderboard.csv"), rows, LEADERBOARD_FIELDS)
     with open(os.path.join(folder, "leaderboard.md"), "w", encoding="utf-8") as f:
         f.write(markdown)

@@ -6,6 +6,7 @@ import pytest
 
 from ser_adv_brain.commands.benchmark import findings_of
 from ser_adv_brain.reports.leaderboard import check_comparable, leaderboard_rows, write_leaderboard
+from ser_adv_brain.tables import read_csv
 
 EMOTIONS = ["anger", "anger", "sadness", "sadness"]
 
@@ -109,6 +110,22 @@ def test_models_on_other_folds_or_budgets_are_refused():
         check_comparable(newer[:2] + older[2:])
     with pytest.raises(ValueError, match="No entry.json found"):
         check_comparable([])
+
+
+def test_a_model_on_fewer_folds_than_the_others_is_named_not_ranked_and_holds_back_no_one(tmp_path):
+    """A folder where one training is still running, or a lab sent one fold: the others are ranked on their
+    folds; where no model has every fold and seed of the folder, nothing is ranked."""
+    partial = entries() + [entry("cnn4_rooms", 1, [True] * 4, [True] * 4)]  # robust 1.0 on its one fold
+    markdown = write_leaderboard(partial, str(tmp_path))
+    assert [(row["rank"], row["name"]) for row in read_csv(tmp_path / "leaderboard.csv")] == [
+        ("1", "cnn4_trades"),
+        ("2", "cnn4_single"),
+    ]
+    assert "Not ranked, evaluated on fewer folds and seeds than the models ranked: cnn4_rooms (fold 1, seed 1234)" in (
+        markdown
+    )
+    with pytest.raises(ValueError, match=r"evaluated on \(fold, seed\) \[\(1, 1234\)\], cnn4_single on"):
+        write_leaderboard([entries()[0], partial[-1]], str(tmp_path))
 
 
 def with_snr_result(e, robust, budget=40.0):
