@@ -54,7 +54,7 @@ from ser_adv_brain.commands.grid import (
 from ser_adv_brain.evaluation.tiers import TIERS, tier_budget_grid, tier_budgets
 from ser_adv_brain.reports.benchmark_report import REAL, write_benchmark_report
 from ser_adv_brain.reports.entry import CERTIFIED_TIER, ENTRY_FILE, read_entries, result_key
-from ser_adv_brain.reports.leaderboard import check_evaluated_alike, write_leaderboard
+from ser_adv_brain.reports.leaderboard import check_evaluated_alike, replicates_of, write_leaderboard
 from ser_adv_brain.reports.plots import plot_benchmark
 
 logger = logging.getLogger(__name__)
@@ -152,27 +152,25 @@ def complete_entries(entries, trainings):
     """The entries to aggregate: those of ``trainings`` on the folds and seeds every one of them has, then those
     of any other training of the folder evaluated alike on all of these, so that a command with fewer trainings
     or folds aggregates the folder's evaluations and never leaves a smaller report in place of a larger one."""
-    replicates_of = {}
-    for entry in entries:
-        replicates_of.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
-    asked = [replicates_of[training] for training in trainings if training in replicates_of]
+    done_by = replicates_of(entries)
+    asked = [done_by[training] for training in trainings if training in done_by]
     if not asked:
         return []
     everyone = set.intersection(*asked)
     first = next(entry for entry in entries if entry["name"] in trainings)
-    kept = {name for name, done in replicates_of.items() if everyone <= done}
+    kept = {name for name, done in done_by.items() if everyone <= done}
     for name in sorted(kept - set(trainings)):
         try:
             check_evaluated_alike([first, *(entry for entry in entries if entry["name"] == name)])
         except ValueError as error:
             kept.discard(name)
             logger.warning(f"{name} is left out of the report: {error}")
-    behind = sorted(set(replicates_of) - kept - set(trainings))
+    behind = sorted(set(done_by) - kept - set(trainings))
     if behind:
         logger.warning(
             f"{behind} are left out of the report: not evaluated on all of its {len(everyone)} folds and seeds."
         )
-    ahead = sorted(name for name in kept if replicates_of[name] != everyone)
+    ahead = sorted(name for name in kept if done_by[name] != everyone)
     if ahead:
         logger.warning(f"Aggregated on the {len(everyone)} fold-and-seed runs every training has; {ahead} have more.")
     order = {name: index for index, name in enumerate([*trainings, *sorted(kept - set(trainings))])}

@@ -101,18 +101,27 @@ def check_same_replicates(entries):
             )
 
 
+def run_order(fold, seed):
+    """The sort key of a (fold, seed) run: by fold, then seed (a fold of None, one split, first)."""
+    return -1 if fold is None else fold, seed
+
+
+def replicates_of(entries):
+    """``{name: the set of its (fold, seed) runs}``, in the order the names first appear."""
+    replicates = {}
+    for entry in entries:
+        replicates.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
+    return replicates
+
+
 def ranked_entries(entries):
     """The entries of the models evaluated on every (fold, seed) any model has, and ``{name: its (fold, seed)
     runs}`` of the others; where no model has them all, every entry (``check_same_replicates`` names the
     difference)."""
-    replicates = {}
-    for entry in entries:
-        replicates.setdefault(entry["name"], set()).add((entry["fold"], entry["seed"]))
+    replicates = replicates_of(entries)
     everyone = set().union(*replicates.values())
     behind = {
-        name: sorted(runs, key=lambda run: (-1 if run[0] is None else run[0], run[1]))  # a fold of None: one split
-        for name, runs in replicates.items()
-        if runs != everyone
+        name: sorted(runs, key=lambda run: run_order(*run)) for name, runs in replicates.items() if runs != everyone
     }
     if len(behind) == len(replicates):
         return entries, {}
@@ -155,10 +164,7 @@ def by_model(entries):
     models = {}
     for entry in entries:
         models.setdefault(entry["name"], []).append(entry)
-    return {
-        name: sorted(group, key=lambda e: (e["fold"] if e["fold"] is not None else -1, e["seed"]))
-        for name, group in models.items()
-    }
+    return {name: sorted(group, key=lambda e: run_order(e["fold"], e["seed"])) for name, group in models.items()}
 
 
 def emotions_of(entries):
