@@ -229,7 +229,10 @@ class SimulatedRooms:
         self.banks = {}
 
     def __repr__(self):
-        return f"SimulatedRooms({self.folder!r}, {self.settings})"
+        # The settings, not the folder: they make the rooms, the folder only caches them, and a benchmark entry
+        # records this text (its training step), which must not depend on where the run lay on its machine.
+        settings = ", ".join(f"{name}={value!r}" for name, value in self.settings.items())
+        return f"SimulatedRooms({settings})"
 
     def size(self, split):
         """The number of rooms in ``split``."""

@@ -13,7 +13,9 @@ from speechbrain.augment.time_domain import AddReverb
 from ser_adv_brain.attacks import OverTheAirPGD
 from ser_adv_brain.audio import rooms as rooms_module
 from ser_adv_brain.audio.rooms import RoomAugmentation, RoomBank, SimulatedRooms, rir_csv
+from ser_adv_brain.objectives import VanillaAdversarialObjective
 from ser_adv_brain.tables import read_csv
+from ser_adv_brain.training_steps import WaveformNoiseStep
 
 # Small, dry rooms and short responses: a room takes milliseconds to simulate.
 SMALL = dict(length=[3, 4], width=[3, 4], height=[2.5, 3], rt60=[0.1, 0.2], max_rir_seconds=0.05)
@@ -166,6 +168,17 @@ def test_room_augmentation_records_each_utterance_in_a_training_room_and_keeps_t
     torch.manual_seed(3)
     in_attack_rooms = rooms.bank("attack").play(wavs, chosen % 3, torch.randn_like(wavs))
     assert not torch.allclose(heard, in_attack_rooms)
+
+
+def test_a_training_in_rooms_is_described_by_the_rooms_settings_not_by_the_folder_caching_them(tmp_path):
+    # A benchmark entry records repr(training step): the same training run in two folders is the same training.
+    def step(folder, seed=0):
+        rooms = SimulatedRooms(str(folder), n_attack=0, n_held_out=0, n_train=2, seed=seed, **SMALL)
+        return repr(WaveformNoiseStep(RoomAugmentation(rooms), VanillaAdversarialObjective()))
+
+    here, there = step(tmp_path / "run_a" / "training_rooms"), step(tmp_path / "run_b" / "training_rooms")
+    assert here == there and str(tmp_path) not in here
+    assert "seed=0" in here and "n_train=2" in here and here != step(tmp_path / "run_a", seed=1)
 
 
 def test_an_impulse_response_decays_at_its_rooms_rt60(tmp_path):
