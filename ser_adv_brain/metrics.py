@@ -1,6 +1,8 @@
 """Unweighted average recall (UAR) and the confusion matrix it comes from; epoch means of training losses; ROC AUC
 and TPR at a false-positive rate, for detectors."""
 
+from fractions import Fraction
+
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import ddp_all_reduce
@@ -25,16 +27,21 @@ def unweighted_average_recall(confusion):
     counting as 0 or 1. Predictions of such a class still lower the recall of
     the class they were made for. Returns NaN when no class occurs at all.
 
+    The mean is exact (rational recalls, rounded once): equal UARs are equal floats whatever the order of the
+    classes or the host's kernels. A float mean is decided in its last bit by the order it sums in, and best-dev
+    checkpoint selection compares dev UARs: SpeechBrain keeps the later of two equal ones, and of two "equal" float
+    means the one a bit above.
+
     Example
     -------
     >>> unweighted_average_recall([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
     0.625
     """
-    recall = per_class_recall(confusion)
-    present = ~recall.isnan()
-    if not present.any():
+    rows = torch.as_tensor(confusion).tolist()
+    recalls = [Fraction(row[i]) / sum(map(Fraction, row)) for i, row in enumerate(rows) if sum(row)]
+    if not recalls:
         return float("nan")
-    return float(recall[present].mean())
+    return float(sum(recalls) / len(recalls))
 
 
 class ConfusionMatrix:
