@@ -19,6 +19,7 @@ the attacked one an upper bound.
 """
 
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -123,8 +124,13 @@ def read_protocol(output_folder):
     return corpus, protocol, options.get("fold")
 
 
+@functools.cache
 def code_version():
-    """The git commit of the package's checkout (``-dirty`` with changes), or its version when installed."""
+    """The git commit of the package's checkout (``-dirty`` with changes), or its version when installed.
+
+    Read once, when this module is loaded (below): a process runs the code it loaded, so an entry written
+    hours later, after the checkout moved on, still names the commit that computed it.
+    """
     root = os.path.dirname(os.path.dirname(os.path.abspath(ser_adv_brain.__file__)))
     try:
         commit = subprocess.run(
@@ -139,6 +145,9 @@ def code_version():
     except (OSError, subprocess.CalledProcessError):
         return ser_adv_brain.__version__
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+code_version()
 
 
 def training_yaml(output_folder, experiment_name):
